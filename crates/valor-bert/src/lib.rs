@@ -1,0 +1,1 @@
+//! valor-bert (being written).

@@ -1,0 +1,1 @@
+//! valor-data (being written).

@@ -1,0 +1,1 @@
+//! valor-fair (being written).

@@ -1,0 +1,1 @@
+//! valor-train (being written).

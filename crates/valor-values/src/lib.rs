@@ -1,0 +1,1 @@
+//! valor-values (being written).
