@@ -1,0 +1,5 @@
+//! valor-data integration tests: one binary, modules by area.
+
+mod builtin;
+mod real;
+mod tokenizer_parity;
