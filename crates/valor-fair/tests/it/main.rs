@@ -1,0 +1,9 @@
+//! Integration tests of valor-fair (one binary; modules by area).
+
+mod bootstrap;
+mod mitigation;
+mod parity;
+mod properties;
+mod report;
+mod streaming;
+mod support;
