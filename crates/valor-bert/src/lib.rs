@@ -1,1 +1,65 @@
-//! valor-bert (being written).
+//! BERT for sequence classification in burn 0.22, matching HuggingFace
+//! `transformers` number for number.
+//!
+//! Owns: the model (`BertForSequenceClassification` of Devlin et al. 2019:
+//! embeddings, Transformer encoder of Vaswani et al. 2017, pooler,
+//! classifier), its configuration in HF's `config.json` schema, loading HF
+//! checkpoints through one declarative name table and saving HF-compatible
+//! folders, the choice of compute backend, and a PyTorch-exact AdamW
+//! (Loshchilov & Hutter 2019).
+//!
+//! Does not know about: tokenization (valor-data hands over token ids),
+//! datasets, training loops and schedules (valor-train), fairness metrics,
+//! the command line.
+//!
+//! Main types: [`BertConfig`] holds the hyperparameters (serde from HF
+//! `config.json`, or a named [preset](BertConfig::preset)) and builds a fresh
+//! model with [`BertConfig::init_classifier`]. [`BertForSequenceClassification`]
+//! is a burn `Module`; [`forward`](BertForSequenceClassification::forward)
+//! maps a [`BertInput`] to logits, and
+//! [`forward_full`](BertForSequenceClassification::forward_full) also returns
+//! the pooled output, the mean-pooled sentence embedding and, with
+//! [`ForwardOptions`], every hidden state and attention map
+//! ([`BertOutput`]). [`load_hf`] reads an HF folder and says in a
+//! [`LoadReport`] what it consumed; [`save_hf`] writes one. [`Backend`] and
+//! [`device`] turn a `--backend` choice into a burn `Device`
+//! ([`autodiff_device`] for training); [`AdamW`] updates a model from its
+//! gradients.
+//!
+//! burn 0.22 has no backend type parameter: tensors and modules carry a
+//! runtime `Device`, so no type here is generic over a backend.
+
+mod attention;
+mod backend;
+mod classifier;
+mod config;
+mod embeddings;
+mod encoder;
+mod error;
+mod init;
+mod input;
+mod loader;
+mod model;
+pub mod optim;
+mod pooler;
+mod save;
+
+pub use attention::{BertAttention, mask_bias};
+pub use backend::{Backend, TEST_BACKEND_ENV, autodiff_device, device};
+pub use classifier::{BertForSequenceClassification, cross_entropy};
+pub use config::{Activation, BertConfig, DEFAULT_NUM_LABELS};
+pub use embeddings::BertEmbeddings;
+pub use encoder::{BertEncoder, BertLayer, EncoderOutput};
+pub use error::{Error, Result};
+pub use input::BertInput;
+pub use loader::{
+    Layout, LoadOptions, LoadReport, NAME_TABLE, NameEntry, canonical_name, load_head, load_hf,
+    table as name_table,
+};
+pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
+pub use optim::{AdamW, AdamWConfig, DecayMask};
+pub use pooler::BertPooler;
+pub use save::{HfTensor, TOKENIZER_FILES, hf_tensors, save_hf};
+
+/// burn, re-exported so dependents use the same version and features.
+pub use burn;

@@ -1,0 +1,126 @@
+//! Multi-head self-attention with BERT's post-LayerNorm residual block
+//! (Vaswani et al. 2017, §3.2 "Scaled Dot-Product Attention" and
+//! "Multi-Head Attention"; Devlin et al. 2019 use it unchanged).
+//!
+//! Mirrors HF `BertSelfAttention` + `BertSelfOutput`:
+//! `softmax(Q Kᵀ / √d_head + mask) V`, dropout on the attention
+//! probabilities, an output projection, dropout, then
+//! `LayerNorm(x + attention)`. The padding mask is *additive*: HF's
+//! `get_extended_attention_mask` adds `(1 - mask) · finfo(float32).min` to the
+//! scores, so padded keys get exactly zero probability; [`mask_bias`] builds
+//! the same tensor.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::config::BertConfig;
+use crate::init;
+
+/// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
+/// `attention_mask` is 1, `f32::MIN` (PyTorch's `torch.finfo(float32).min`,
+/// as HF) where it is 0.
+pub fn mask_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
+    let [batch, seq_len] = attention_mask.dims();
+    attention_mask
+        .float()
+        .neg()
+        .add_scalar(1.0)
+        .mul_scalar(f32::MIN)
+        .reshape([batch, 1, 1, seq_len])
+}
+
+/// Self-attention sub-layer of one encoder layer (HF `BertAttention`).
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    /// Output projection (HF `attention.output.dense`).
+    pub output: Linear,
+    /// HF `attention.output.LayerNorm`.
+    pub layer_norm: LayerNorm,
+    /// Dropout on the attention probabilities (`attention_probs_dropout_prob`).
+    pub attention_dropout: Dropout,
+    /// Dropout on the projected output (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+    pub num_heads: usize,
+}
+
+impl BertAttention {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        let std = config.initializer_range;
+        Self {
+            query: init::linear(h, h, std, device),
+            key: init::linear(h, h, std, device),
+            value: init::linear(h, h, std, device),
+            output: init::linear(h, h, std, device),
+            layer_norm: init::layer_norm(h, config.layer_norm_eps, device),
+            attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            num_heads: config.num_attention_heads,
+        }
+    }
+
+    /// `x`: `[batch · seq_len, hidden]` (rows grouped by sequence), `dims`:
+    /// `[batch, seq_len]`, `bias`: from [`mask_bias`]. Returns the block
+    /// output (same shape as `x`) and, when asked, the attention
+    /// probabilities `[batch, heads, seq_len, seq_len]` (before dropout, as
+    /// HF returns them).
+    ///
+    /// Activations stay two-dimensional so that every projection is one
+    /// `[batch · seq_len, hidden] × [hidden, hidden]` product (one packed
+    /// weight, all threads) rather than a batch of small ones.
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        bias: Tensor<4>,
+        [batch, seq_len]: [usize; 2],
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
+        let [rows, hidden] = x.dims();
+        let heads = self.num_heads;
+        let d_head = hidden / heads;
+        // [rows, hidden] → [batch, heads, seq_len, d_head] (a strided view).
+        let split = |t: Tensor<2>| t.reshape([batch, seq_len, heads, d_head]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+
+        let (context, probs) = if want_probs || self.attention_dropout_active(&x) {
+            // Explicit softmax: the probabilities are needed (returned, or
+            // dropped out). The 1/√d_head scale goes on the scores, as HF's
+            // eager attention does.
+            let scale = 1.0 / (d_head as f64).sqrt();
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias;
+            let probs = softmax(scores, 3);
+            let context = self.attention_dropout.forward(probs.clone()).matmul(v);
+            (context, want_probs.then_some(probs))
+        } else {
+            // The backend's fused scaled-dot-product attention (PyTorch's
+            // `scaled_dot_product_attention`, which HF uses by default): the
+            // same softmax(QKᵀ/√d + bias)V without materialising the scores
+            // as a separate tensor. The bias is broadcast over heads.
+            let bias = bias.expand([batch, 1, seq_len, seq_len]);
+            let context = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+            (context, None)
+        };
+        let context = context.swap_dims(1, 2).reshape([rows, hidden]);
+
+        let out = self.dropout.forward(self.output.forward(context));
+        let out = self.layer_norm.forward(out + x);
+        (out, probs)
+    }
+
+    /// Whether dropout on the attention probabilities would change them:
+    /// burn's `Dropout` acts only in training mode on an autodiff device.
+    fn attention_dropout_active(&self, x: &Tensor<2>) -> bool {
+        self.attention_dropout.prob > 0.0
+            && self.attention_dropout.training.is_enabled()
+            && x.device().is_autodiff()
+    }
+}

@@ -1,0 +1,169 @@
+//! Backend selection: the one place that knows which burn backends were
+//! compiled in.
+//!
+//! In burn 0.22 a [`Device`] is a runtime value; the cargo features of this
+//! crate decide which constructors exist (`flex` → `Device::flex()`, `wgpu` →
+//! `Device::wgpu(..)`, `cuda` → `Device::cuda(i)`). [`device`] is the only
+//! code in Valor with `#[cfg(feature = ...)]` for backends; asking for a
+//! backend that was not compiled in is an [`Error::BackendNotCompiled`] that
+//! names the feature to enable.
+//!
+//! Training needs gradients: [`autodiff_device`] wraps the device with
+//! `Device::autodiff()`, burn 0.22's replacement for the old `Autodiff<B>`
+//! backend decorator. Tensors and modules created on (or moved to) it record
+//! a graph; `loss.backward()` returns the gradients.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+
+/// Environment variable the test suite reads to pick its backend
+/// (`cpu`, `wgpu`, `cuda`; default `cpu`).
+pub const TEST_BACKEND_ENV: &str = "VALOR_TEST_BACKEND";
+
+/// A compute backend the user can choose (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// burn's pure-Rust `flex` CPU backend (cargo feature `flex`, default).
+    #[default]
+    Cpu,
+    /// GPU through wgpu: Vulkan, Metal or DX12 (cargo feature `wgpu`).
+    Wgpu,
+    /// NVIDIA GPU through CUDA (cargo feature `cuda`).
+    Cuda,
+}
+
+impl Backend {
+    /// Every backend, compiled in or not.
+    pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::Wgpu, Backend::Cuda];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// The cargo feature of `valor-bert` that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Cpu => "flex",
+            Backend::Wgpu => "wgpu",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build has the backend.
+    pub fn is_compiled(self) -> bool {
+        device(self).is_ok()
+    }
+
+    /// The backend named by [`TEST_BACKEND_ENV`], `cpu` when unset.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(TEST_BACKEND_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse(),
+            _ => Ok(Backend::Cpu),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    /// Parses `cpu` (alias `flex`), `wgpu` (alias `gpu`) or `cuda`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(Backend::Cpu),
+            "wgpu" | "gpu" => Ok(Backend::Wgpu),
+            "cuda" => Ok(Backend::Cuda),
+            _ => Err(Error::UnknownBackend {
+                given: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// The inference device for `backend`, or an error naming the cargo feature
+/// to enable when this build lacks it.
+pub fn device(backend: Backend) -> Result<Device> {
+    let missing = Error::BackendNotCompiled {
+        backend: backend.name(),
+        feature: backend.feature(),
+    };
+    match backend {
+        Backend::Cpu => {
+            #[cfg(feature = "flex")]
+            return Ok(Device::flex());
+        }
+        Backend::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+        }
+        Backend::Cuda => {
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(0));
+        }
+    }
+    #[allow(unreachable_code)]
+    Err(missing)
+}
+
+/// The training device for `backend`: [`device`] with autodiff enabled.
+pub fn autodiff_device(backend: Backend) -> Result<Device> {
+    Ok(device(backend)?.autodiff())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_aliases() {
+        assert_eq!("cpu".parse::<Backend>().unwrap(), Backend::Cpu);
+        assert_eq!("FLEX".parse::<Backend>().unwrap(), Backend::Cpu);
+        assert_eq!(" wgpu ".parse::<Backend>().unwrap(), Backend::Wgpu);
+        assert_eq!("cuda".parse::<Backend>().unwrap(), Backend::Cuda);
+        let err = "tpu".parse::<Backend>().unwrap_err().to_string();
+        assert!(
+            err.contains("tpu") && err.contains("cpu, wgpu, cuda"),
+            "{err}"
+        );
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>().unwrap(), b);
+        }
+    }
+
+    #[test]
+    fn missing_backend_names_its_feature() {
+        for b in Backend::ALL {
+            match device(b) {
+                Ok(d) => assert!(!d.is_autodiff()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("--features {}", b.feature())),
+                        "{msg}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_autodiff_device_records_gradients() {
+        let d = autodiff_device(Backend::Cpu).unwrap();
+        assert!(d.is_autodiff());
+    }
+}

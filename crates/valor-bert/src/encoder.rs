@@ -1,0 +1,126 @@
+//! The BERT encoder: a stack of Transformer encoder layers (Vaswani et al.
+//! 2017, §3.1; Devlin et al. 2019, §3), each self-attention then a
+//! position-wise feed-forward network, both with post-LayerNorm residuals.
+//!
+//! Mirrors HF `BertLayer` (`BertIntermediate` + `BertOutput`): dense to
+//! `intermediate_size`, the activation of `hidden_act` (`"gelu"` is the exact
+//! erf GELU, as `torch.nn.functional.gelu`, not the tanh approximation),
+//! dense back, dropout, `LayerNorm(x + ffn)`.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::BertAttention;
+use crate::config::{Activation, BertConfig};
+use crate::init;
+
+/// One encoder layer (HF `BertLayer`).
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    /// HF `intermediate.dense`: hidden → intermediate.
+    pub intermediate: Linear,
+    /// HF `output.dense`: intermediate → hidden.
+    pub output: Linear,
+    /// HF `output.LayerNorm`.
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl BertLayer {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        let std = config.initializer_range;
+        Self {
+            attention: BertAttention::init(config, device),
+            intermediate: init::linear(h, config.intermediate_size, std, device),
+            output: init::linear(config.intermediate_size, h, std, device),
+            layer_norm: init::layer_norm(h, config.layer_norm_eps, device),
+            dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
+            activation: config.hidden_act,
+        }
+    }
+
+    /// `[batch · seq_len, hidden]` → the same shape, plus the attention
+    /// probabilities when asked. `dims` is `[batch, seq_len]`.
+    pub fn forward(
+        &self,
+        x: Tensor<2>,
+        bias: Tensor<4>,
+        dims: [usize; 2],
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
+        let (x, probs) = self.attention.forward(x, bias, dims, want_probs);
+        let inner = activate(self.activation, self.intermediate.forward(x.clone()));
+        let out = self.dropout.forward(self.output.forward(inner));
+        (self.layer_norm.forward(out + x), probs)
+    }
+}
+
+fn activate(act: Activation, x: Tensor<2>) -> Tensor<2> {
+    match act {
+        Activation::Gelu => gelu(x),
+        Activation::GeluNew | Activation::GeluPytorchTanh => gelu_approximate(x),
+        Activation::Relu => relu(x),
+        Activation::Silu => silu(x),
+    }
+}
+
+/// The layer stack (HF `BertEncoder`).
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layers: Vec<BertLayer>,
+}
+
+/// What the encoder returns: the last hidden state, and per layer the hidden
+/// states and attention probabilities when asked.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput {
+    pub last_hidden_state: Tensor<3>,
+    /// The output of every layer (not including the embeddings).
+    pub layer_outputs: Option<Vec<Tensor<3>>>,
+    pub attentions: Option<Vec<Tensor<4>>>,
+}
+
+impl BertEncoder {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            layers: (0..config.num_hidden_layers)
+                .map(|_| BertLayer::init(config, device))
+                .collect(),
+        }
+    }
+
+    /// `[batch, seq_len, hidden]` embeddings → the encoder output.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: Tensor<4>,
+        hidden_states: bool,
+        attentions: bool,
+    ) -> EncoderOutput {
+        let [batch, seq_len, hidden] = x.dims();
+        let mut x = x.reshape([batch * seq_len, hidden]);
+        let mut outs = hidden_states.then(Vec::new);
+        let mut probs = attentions.then(Vec::new);
+        for layer in &self.layers {
+            let (y, p) = layer.forward(x, bias.clone(), [batch, seq_len], attentions);
+            if let (Some(all), Some(p)) = (probs.as_mut(), p) {
+                all.push(p);
+            }
+            if let Some(all) = outs.as_mut() {
+                all.push(y.clone().reshape([batch, seq_len, hidden]));
+            }
+            x = y;
+        }
+        EncoderOutput {
+            last_hidden_state: x.reshape([batch, seq_len, hidden]),
+            layer_outputs: outs,
+            attentions: probs,
+        }
+    }
+}
