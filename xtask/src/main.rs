@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask`: the project's automation. It depends on no Valor crate: it
+//! shells out to cargo (through the `CARGO` variable cargo sets), so the heavy
+//! crates are built once, with the features the user asked for.
+//!
+//! Tasks: `train` (the README's main job), `bench`, `ci`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod train;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const TASKS: &str = "\
+cargo xtask <task> [args]
+
+tasks:
+  train   generate the built-in dataset and train the `tiny` model on it twice,
+          without and with the fairness objective; print both side by side.
+          Flags after `--` (or unknown flags) go to `valor train`.
+  bench   run the benchmarks and the side-by-side comparisons with the Python
+          peers; writes bench/results.md and bench/results.json.
+          --quick, --filter NAME, --backend cpu|wgpu|cuda, --no-peers
+  ci      what .ci/run runs: cargo fmt --check, clippy -D warnings, the tests.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_deref() {
+        None | Some("help" | "-h" | "--help") => {
+            print!("{TASKS}");
+            Ok(())
+        }
+        Some("train") => train::run(&rest),
+        Some("bench") => bench::run(&rest),
+        Some("ci") => ci(&rest),
+        Some(other) => Err(anyhow::anyhow!("unknown task `{other}`\n\n{TASKS}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// `cargo` as cargo itself was invoked (respects toolchain overrides).
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+/// Runs a command, failing with its rendering when it exits non-zero.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("$ {shown}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Splits xtask's own `--features X` / `--release` flags from the rest.
+pub fn take_flag_value(args: &mut Vec<String>, flag: &str) -> Option<String> {
+    let pos = args.iter().position(|a| a == flag)?;
+    if pos + 1 < args.len() {
+        let v = args.remove(pos + 1);
+        args.remove(pos);
+        Some(v)
+    } else {
+        args.remove(pos);
+        None
+    }
+}
+
+fn ci(args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("`cargo xtask ci` takes no arguments");
+    }
+    run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
+    run_cmd(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run_cmd(cargo().args(["test", "--workspace"]))?;
+    Ok(())
+}

@@ -1,1 +1,69 @@
-fn main() {}
+//! `valor`: fine-tune BERT classifiers that are accurate, fair, transparent and
+//! efficient, and audit any model's predictions for group fairness.
+//!
+//! `main` parses and dispatches; behaviour lives in the library crates. Exit
+//! codes: 0 success, 1 a declared value or fairness target was not met, 2 an
+//! error. A closed pipe (`valor … | head`) is not an error.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod audit;
+mod common;
+mod data;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything ran and every declared target was met.
+    Ok,
+    /// It ran, but a declared target (a fairness threshold, a value profile)
+    /// was not met.
+    TargetMissed,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "valor", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate and inspect datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Audit a predictions file for group fairness (fairlearn and AIF360
+    /// metrics, confidence intervals, thresholds that gate a pipeline).
+    Audit(Box<audit::AuditArgs>),
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Data(cmd) => data::run(cmd),
+        Command::Audit(args) => audit::run(*args),
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::TargetMissed) => ExitCode::from(1),
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

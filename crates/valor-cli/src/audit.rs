@@ -1,0 +1,418 @@
+//! `valor audit`: the fairness report of any model's predictions file, and
+//! `valor audit --monitor`, the same over a sliding window of a stream.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use valor_data::dataset::file_sha256;
+use valor_data::read_table;
+use valor_fair::{
+    AuditConfig, AuditInput, BootstrapConfig, GroupSpec, LabelSet, Threshold, WindowMonitor, audit,
+    paths,
+};
+
+use crate::Outcome;
+
+/// Output format of `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Md,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Predictions file (.csv, .tsv, .parquet, .jsonl). With --monitor, a file
+    /// that grows (or `-` for standard input), CSV with a header.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: PathBuf,
+    /// Column holding the true label.
+    #[arg(long, value_name = "COL", default_value = "y_true")]
+    pub label_col: String,
+    /// Column holding the predicted label.
+    #[arg(long, value_name = "COL", default_value = "y_pred")]
+    pub pred_col: String,
+    /// Column holding the score P(positive label) (binary tasks): enables ROC
+    /// AUC and calibration.
+    #[arg(long, value_name = "COL")]
+    pub score_col: Option<String>,
+    /// Sensitive (group) column; repeat for several.
+    #[arg(long = "group", value_name = "COL", required = true)]
+    pub groups: Vec<String>,
+    /// Also audit the intersection of all group columns.
+    #[arg(long)]
+    pub intersect: bool,
+    /// Privileged group for AIF360's signed metrics, as `column=value`
+    /// (repeatable; for an intersection `a+b=x|y`).
+    #[arg(long, value_name = "COL=VALUE")]
+    pub privileged: Vec<String>,
+    /// The positive (favourable) label of a binary task (default: 1, true, or
+    /// the second label).
+    #[arg(long, value_name = "LABEL")]
+    pub positive: Option<String>,
+    /// Label names in order, comma-separated (default: sorted distinct values).
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// The labels are ordered (`--labels` order): also report the binary view
+    /// at each cut ("at least b").
+    #[arg(long)]
+    pub ordinal: bool,
+    /// Bootstrap resamples for confidence intervals of every disparity (0: none).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Warn about groups with fewer rows than this.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub min_group_size: u64,
+    /// Fail (exit 1) when fairlearn's demographic parity difference exceeds this.
+    #[arg(long, value_name = "X")]
+    pub max_dp_difference: Option<f64>,
+    /// Fail (exit 1) when fairlearn's equalized odds difference exceeds this.
+    #[arg(long, value_name = "X")]
+    pub max_eo_difference: Option<f64>,
+    /// Fail (exit 1) when AIF360's disparate impact falls below this (0.8 is the
+    /// four-fifths rule).
+    #[arg(long, value_name = "X")]
+    pub min_disparate_impact: Option<f64>,
+    /// Fail (exit 1) when the multiclass selection-rate gap exceeds this.
+    #[arg(long, value_name = "X")]
+    pub max_selection_rate_gap: Option<f64>,
+    /// Any other threshold, as `metric<=x`, `metric>=x` or `|metric|<=x`, with
+    /// metric paths from valor-fair's SCHEMA.md (repeatable).
+    #[arg(long = "threshold", value_name = "RULE")]
+    pub thresholds: Vec<String>,
+    /// Format of --out (default: from its extension).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write the report here (JSON, Markdown or HTML).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print the JSON report on standard output instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read a stream of predictions and report over a sliding window.
+    #[arg(long)]
+    pub monitor: bool,
+    /// Rows in the sliding window (--monitor).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub window: usize,
+    /// Check the thresholds every N rows (--monitor).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub check_every: u64,
+    /// Keep reading a growing file after its end (--monitor), like `tail -f`;
+    /// stops after this many seconds without new rows.
+    #[arg(long, value_name = "SECONDS")]
+    pub follow: Option<u64>,
+}
+
+fn config(a: &AuditArgs) -> Result<AuditConfig> {
+    let mut cfg = AuditConfig::default();
+    cfg.specs = GroupSpec::from_columns(&a.groups, a.intersect);
+    cfg.positive_label = a.positive.clone();
+    cfg.ordinal = a.ordinal;
+    cfg.min_group_size = a.min_group_size;
+    if a.bootstrap > 0 {
+        cfg.bootstrap = Some(BootstrapConfig::new(a.bootstrap, a.seed));
+    }
+    for p in &a.privileged {
+        let (spec, value) = p
+            .split_once('=')
+            .with_context(|| format!("--privileged `{p}`: expected column=value"))?;
+        cfg = cfg.privilege(spec, value);
+    }
+    let mut push = |t: Threshold| cfg.thresholds.push(t);
+    if let Some(x) = a.max_dp_difference {
+        push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, x));
+    }
+    if let Some(x) = a.max_eo_difference {
+        push(Threshold::at_most(paths::EQUALIZED_ODDS_DIFFERENCE, x));
+    }
+    if let Some(x) = a.min_disparate_impact {
+        push(Threshold::at_least(paths::DISPARATE_IMPACT, x));
+    }
+    if let Some(x) = a.max_selection_rate_gap {
+        push(Threshold::at_most(paths::MULTICLASS_SELECTION_RATE_GAP, x));
+    }
+    for t in &a.thresholds {
+        cfg.thresholds.push(
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("--threshold `{t}`: {e}"))?,
+        );
+    }
+    Ok(cfg)
+}
+
+fn required(
+    values: Vec<Option<String>>,
+    file: &std::path::Path,
+    column: &str,
+) -> Result<Vec<String>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            _ => bail!(
+                "{}: row {}, column `{column}`: empty value",
+                file.display(),
+                i + 1
+            ),
+        })
+        .collect()
+}
+
+pub fn run(a: AuditArgs) -> Result<Outcome> {
+    let cfg = config(&a)?;
+    if a.monitor {
+        return monitor(&a, &cfg);
+    }
+    let path = &a.predictions;
+    let table = read_table(path).with_context(|| format!("reading {}", path.display()))?;
+    for (c, hint) in [(&a.label_col, "--label-col"), (&a.pred_col, "--pred-col")] {
+        table.require(c, Some(&format!("pass the column with {hint}")))?;
+    }
+    for g in &a.groups {
+        table.require(g, Some("pass the group column with --group"))?;
+    }
+    if let Some(sc) = &a.score_col {
+        table.require(sc, Some("pass the score column with --score-col"))?;
+    }
+    let y_true = required(table.strings(&a.label_col)?, path, &a.label_col)?;
+    let y_pred = required(table.strings(&a.pred_col)?, path, &a.pred_col)?;
+    let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
+    let mut input = AuditInput::from_strings(&y_true, &y_pred, labels)
+        .with_context(|| format!("in {}", path.display()))?;
+    if let Some(sc) = &a.score_col {
+        let scores: Vec<f64> = table
+            .floats(sc)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.with_context(|| {
+                    format!(
+                        "{}: row {}, column `{sc}`: empty score",
+                        path.display(),
+                        i + 1
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        input = input
+            .with_scores(scores)
+            .with_context(|| format!("in {}", path.display()))?;
+    }
+    for g in &a.groups {
+        let values = required(table.strings(g)?, path, g)?;
+        input = input.with_group(g, &values)?;
+    }
+    let mut report = audit(&input, &cfg)?;
+    report.provenance.source = Some(path.display().to_string());
+    report.provenance.source_sha256 = Some(file_sha256(path)?);
+    report.provenance.git_commit = option_env!("VALOR_GIT_COMMIT").map(str::to_string);
+
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", report.to_json_pretty()?)?;
+    } else {
+        write!(out, "{}", report.to_markdown())?;
+    }
+    if let Some(file) = &a.out {
+        let format = a
+            .format
+            .unwrap_or_else(|| match file.extension().and_then(|e| e.to_str()) {
+                Some("html" | "htm") => Format::Html,
+                Some("md" | "markdown") => Format::Md,
+                _ => Format::Json,
+            });
+        match format {
+            Format::Json => report.write_json(file),
+            Format::Md => report.write_markdown(file),
+            Format::Html => report.write_html(file),
+        }
+        .with_context(|| format!("writing {}", file.display()))?;
+        if !a.json {
+            writeln!(out, "\nwrote {}", file.display())?;
+        }
+    }
+    if report.passed() {
+        Ok(Outcome::Ok)
+    } else {
+        let mut err = std::io::stderr().lock();
+        for b in report.breaches() {
+            writeln!(err, "breach: {b}")?;
+        }
+        Ok(Outcome::TargetMissed)
+    }
+}
+
+/// Reads CSV rows as they come (a growing file, or standard input), feeding a
+/// [`WindowMonitor`]; prints each breach and recovery as it happens and a
+/// final window summary. Exit 1 if any breach happened.
+fn monitor(a: &AuditArgs, cfg: &AuditConfig) -> Result<Outcome> {
+    let labels = match &a.labels {
+        Some(l) => LabelSet::new(l)?,
+        None => bail!("--monitor needs --labels (the label set cannot be inferred from a stream)"),
+    };
+    let mut mon = WindowMonitor::new(labels, a.groups.clone(), a.window, cfg)?
+        .with_check_every(a.check_every);
+    let stdin = a.predictions.as_os_str() == "-";
+    let mut reader: Box<dyn BufRead> = if stdin {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(&a.predictions)
+                .with_context(|| format!("opening {}", a.predictions.display()))?,
+        ))
+    };
+    let name = a.predictions.display().to_string();
+    let mut header: Option<Vec<String>> = None;
+    let mut idx: Vec<usize> = Vec::new();
+    let mut line = String::new();
+    let mut breached = false;
+    let mut out = std::io::stdout().lock();
+    let mut idle = std::time::Instant::now();
+    let mut row = 0usize;
+    let mut pending = String::new();
+    let mut last = false;
+    while !last {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading {name}"))?;
+        if n == 0 {
+            // End of what is there now: wait for more when following a file.
+            if let Some(secs) = a.follow
+                && !stdin
+                && idle.elapsed().as_secs() < secs
+            {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                continue;
+            }
+            if pending.is_empty() {
+                break;
+            }
+            last = true;
+        } else {
+            idle = std::time::Instant::now();
+            pending.push_str(&line);
+            if !line.ends_with('\n') && a.follow.is_some() {
+                continue; // a row still being written
+            }
+        }
+        let record = std::mem::take(&mut pending);
+        let record = record.trim_end_matches(['\n', '\r']);
+        if record.is_empty() {
+            continue;
+        }
+        let fields = split_csv_line(record);
+        let Some(h) = &header else {
+            let cols: Vec<String> = fields;
+            let find = |c: &str| {
+                cols.iter().position(|x| x == c).with_context(|| {
+                    format!(
+                        "{name}: column `{c}` not found; columns are: {}",
+                        cols.join(", ")
+                    )
+                })
+            };
+            idx = vec![find(&a.label_col)?, find(&a.pred_col)?];
+            for g in &a.groups {
+                idx.push(find(g)?);
+            }
+            header = Some(cols);
+            continue;
+        };
+        row += 1;
+        if fields.len() != h.len() {
+            bail!(
+                "{name}: row {row}: {} fields, the header has {}",
+                fields.len(),
+                h.len()
+            );
+        }
+        let groups: Vec<&str> = idx[2..].iter().map(|&i| fields[i].as_str()).collect();
+        let events = mon
+            .push(&fields[idx[0]], &fields[idx[1]], &groups)
+            .with_context(|| format!("{name}: row {row}"))?;
+        for e in events {
+            breached |= matches!(e.kind, valor_fair::MonitorEventKind::Breached);
+            writeln!(
+                out,
+                "row {}: {:?} {}{} = {} (limit {})",
+                e.row,
+                e.kind,
+                e.spec
+                    .as_deref()
+                    .map(|s| format!("{s} "))
+                    .unwrap_or_default(),
+                e.metric,
+                e.value
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_else(|| "null".into()),
+                e.limit
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "monitored {} rows; window of the last {}",
+        mon.rows_seen(),
+        mon.window_len()
+    )?;
+    for spec in mon.snapshot()? {
+        let dp = spec
+            .fairlearn
+            .as_ref()
+            .and_then(|f| f.demographic_parity_difference);
+        writeln!(
+            out,
+            "  {}: demographic parity difference {}",
+            spec.name,
+            dp.map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "n/a".into())
+        )?;
+    }
+    Ok(if breached {
+        Outcome::TargetMissed
+    } else {
+        Outcome::Ok
+    })
+}
+
+/// Splits one CSV record (RFC 4180 quotes; a record on one line).
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_line_splitting() {
+        assert_eq!(super::split_csv_line(r#"a,"b,c",d"#), vec!["a", "b,c", "d"]);
+        assert_eq!(
+            super::split_csv_line(r#""say ""hi""",x"#),
+            vec![r#"say "hi""#, "x"]
+        );
+    }
+}

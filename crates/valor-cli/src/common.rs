@@ -1,0 +1,79 @@
+//! Flags shared by every subcommand that reads a dataset, so `--text-col`,
+//! `--label-col` and `--group` mean the same thing everywhere.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use valor_data::{DatasetSpec, Preset, SpecArgs};
+
+/// Which columns of a data file are the text, the label and the groups.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DataArgs {
+    /// A dataset spec (TOML) naming the file and its columns; flags given
+    /// here override it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Read a real dataset's own file format: german-credit, adult, phrasebank.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<Preset>,
+    /// Column holding the text.
+    #[arg(long, value_name = "COL")]
+    pub text_col: Option<String>,
+    /// Tabular column to serialise into the text (repeat for several).
+    #[arg(long = "feature", value_name = "COL")]
+    pub features: Vec<String>,
+    /// Sentence template for the feature columns, with `{column}` placeholders.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// Column holding the label.
+    #[arg(long, value_name = "COL")]
+    pub label_col: Option<String>,
+    /// Label names in id order, comma-separated (default: sorted distinct values).
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// Sensitive (group) column; repeat for several.
+    #[arg(long = "group", value_name = "COL")]
+    pub groups: Vec<String>,
+    /// Column holding row ids (default: the row number).
+    #[arg(long, value_name = "COL")]
+    pub id_col: Option<String>,
+    /// Column holding per-row weights.
+    #[arg(long, value_name = "COL")]
+    pub weight_col: Option<String>,
+    /// Column holding each row's counterfactual twin text.
+    #[arg(long, value_name = "COL")]
+    pub twin_col: Option<String>,
+    /// A second label column in the same label space (e.g. a fair label).
+    #[arg(long, value_name = "COL")]
+    pub reference_label_col: Option<String>,
+    /// Warn about groups with fewer rows than this.
+    #[arg(long, value_name = "N")]
+    pub min_group_size: Option<usize>,
+}
+
+impl DataArgs {
+    /// The validated spec for `path` (or the spec file's own path).
+    pub fn to_spec(&self, path: Option<PathBuf>) -> Result<DatasetSpec> {
+        let args = SpecArgs {
+            path,
+            preset: self.preset,
+            text_col: self.text_col.clone(),
+            features: self.features.clone(),
+            template: self.template.clone(),
+            label_col: self.label_col.clone(),
+            labels: self.labels.clone(),
+            groups: self.groups.clone(),
+            id_col: self.id_col.clone(),
+            weight_col: self.weight_col.clone(),
+            twin_col: self.twin_col.clone(),
+            reference_label_col: self.reference_label_col.clone(),
+            min_group_size: self.min_group_size,
+        };
+        match &self.spec {
+            Some(spec) => DatasetSpec::from_toml_file(spec, args)
+                .with_context(|| format!("reading dataset spec {}", spec.display())),
+            None => Ok(DatasetSpec::from_args(args, "command line")?),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! End-to-end tests of the `valor` binary: one test binary, modules by
+//! subcommand.
+
+mod audit;
+mod data;
+
+use std::process::{Command, Output};
+
+/// Runs `valor` with `args`; returns (exit code, stdout, stderr).
+pub fn valor(args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_valor"))
+        .args(args)
+        .output()
+        .expect("valor runs");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
