@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod tidy;
 mod train;
 
 use std::path::{Path, PathBuf};

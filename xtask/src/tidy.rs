@@ -1,0 +1,159 @@
+//! Architecture invariants checked as tests (rust-analyzer's `tidy` habit):
+//! the dependency directions that ARCHITECTURE.md promises, read from
+//! `cargo metadata`, and the crate-level doc every library must open with.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    use crate::{cargo, root};
+
+    /// Package name → names of its normal (non-dev, non-build) dependencies,
+    /// over the whole resolved graph.
+    fn normal_graph() -> BTreeMap<String, BTreeSet<String>> {
+        // Only the host's dependency graph: platform-specific crates of other
+        // targets need not be downloaded.
+        let host = std::process::Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+            })
+            .expect("rustc -vV names the host");
+        let out = cargo()
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--filter-platform",
+                &host,
+            ])
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let name_of: BTreeMap<&str, &str> = meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+            .collect();
+        let mut graph = BTreeMap::new();
+        for node in meta["resolve"]["nodes"].as_array().unwrap() {
+            let deps: BTreeSet<String> = node["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+                })
+                .map(|d| name_of[d["pkg"].as_str().unwrap()].to_string())
+                .collect();
+            graph.insert(name_of[node["id"].as_str().unwrap()].to_string(), deps);
+        }
+        graph
+    }
+
+    fn closure(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![from.to_string()];
+        while let Some(p) = stack.pop() {
+            for d in graph.get(&p).into_iter().flatten() {
+                if seen.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+        seen
+    }
+
+    fn assert_no_dep(graph: &BTreeMap<String, BTreeSet<String>>, krate: &str, prefixes: &[&str]) {
+        let bad: Vec<String> = closure(graph, krate)
+            .into_iter()
+            .filter(|d| {
+                prefixes
+                    .iter()
+                    .any(|p| d == p || d.starts_with(&format!("{p}-")))
+            })
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{krate} must not depend on {prefixes:?}, but pulls in {bad:?}"
+        );
+    }
+
+    #[test]
+    fn dependency_directions_hold() {
+        let g = normal_graph();
+        // Leaves: an auditor's build is seconds.
+        assert_no_dep(&g, "valor-fair", &["burn", "polars", "tokenizers", "valor"]);
+        assert_no_dep(
+            &g,
+            "valor-values",
+            &["burn", "polars", "tokenizers", "valor"],
+        );
+        // Data owns polars and tokenizers, never tensors.
+        assert_no_dep(&g, "valor-data", &["burn", "valor"]);
+        // The model knows nothing of data files or fairness.
+        assert_no_dep(&g, "valor-bert", &["polars", "tokenizers", "valor"]);
+        // xtask shells out; it links no Valor crate.
+        assert_no_dep(&g, "xtask", &["valor", "burn", "polars"]);
+        // The testkit is dev-only: no library lists it as a normal dependency.
+        for krate in [
+            "valor-data",
+            "valor-values",
+            "valor-bert",
+            "valor-train",
+            "valor-fair",
+            "valor-cli",
+        ] {
+            assert!(
+                !closure(&g, krate).contains("valor-testkit"),
+                "{krate} depends on valor-testkit"
+            );
+        }
+    }
+
+    #[test]
+    fn every_library_says_what_it_does_not_know() {
+        for krate in [
+            "valor-data",
+            "valor-values",
+            "valor-bert",
+            "valor-train",
+            "valor-fair",
+            "valor-testkit",
+        ] {
+            let lib = root().join("crates").join(krate).join("src/lib.rs");
+            let text = std::fs::read_to_string(&lib).unwrap();
+            let doc: String = text
+                .lines()
+                .take_while(|l| l.starts_with("//!") || l.trim().is_empty() || l.starts_with("#!"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                doc.contains("//!"),
+                "{} has no crate-level doc",
+                lib.display()
+            );
+            assert!(
+                doc.contains("Does not know about") || doc.contains("does not know about"),
+                "{}: the crate doc must say what the crate does not know about",
+                lib.display()
+            );
+        }
+    }
+}
