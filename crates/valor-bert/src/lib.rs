@@ -24,7 +24,9 @@
 //! [`LoadReport`] what it consumed; [`save_hf`] writes one. [`Backend`] and
 //! [`device`] turn a `--backend` choice into a burn `Device`
 //! ([`autodiff_device`] for training); [`AdamW`] updates a model from its
-//! gradients.
+//! gradients. [`explain`] attributes decisions to tokens (integrated
+//! gradients, attention rollout, occlusion) and measures how faithful the
+//! attributions are (ERASER comprehensiveness and sufficiency).
 //!
 //! burn 0.22 has no backend type parameter: tensors and modules carry a
 //! runtime `Device`, so no type here is generic over a backend.
@@ -36,6 +38,7 @@ mod config;
 mod embeddings;
 mod encoder;
 mod error;
+pub mod explain;
 mod init;
 mod input;
 mod loader;
@@ -51,6 +54,10 @@ pub use config::{Activation, BertConfig, DEFAULT_NUM_LABELS};
 pub use embeddings::BertEmbeddings;
 pub use encoder::{BertEncoder, BertLayer, EncoderOutput};
 pub use error::{Error, Result};
+pub use explain::{
+    IgConfig, IgExplanation, TokenSequence, WordAttribution, attention_rollout, faithfulness,
+    integrated_gradients, merge_words, occlusion, pad_baseline,
+};
 pub use input::BertInput;
 pub use loader::{
     Layout, LoadOptions, LoadReport, NAME_TABLE, NameEntry, canonical_name, load_head, load_hf,

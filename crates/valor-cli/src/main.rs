@@ -9,6 +9,8 @@
 mod audit;
 mod common;
 mod data;
+mod explain;
+mod predict;
 
 use std::process::ExitCode;
 
@@ -39,12 +41,19 @@ enum Command {
     /// Audit a predictions file for group fairness (fairlearn and AIF360
     /// metrics, confidence intervals, thresholds that gate a pipeline).
     Audit(Box<audit::AuditArgs>),
+    /// Predict a label and class probabilities for every row of a file.
+    Predict(Box<predict::PredictArgs>),
+    /// Explain predictions word by word (integrated gradients, attention
+    /// rollout, occlusion) and measure how faithful the explanations are.
+    Explain(Box<explain::ExplainArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Audit(args) => audit::run(*args),
+        Command::Predict(args) => predict::run(*args),
+        Command::Explain(args) => explain::run(*args),
     }
 }
 

@@ -5,6 +5,7 @@
 //! message unless `VALOR_SHARED_DIR` is set.
 
 mod common;
+mod explain;
 mod files;
 mod model;
 mod parity;

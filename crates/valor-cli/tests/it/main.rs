@@ -3,6 +3,8 @@
 
 mod audit;
 mod data;
+mod explain;
+mod predict;
 
 use std::process::{Command, Output};
 

@@ -59,7 +59,13 @@ fn library_probs(model_dir: &Path, texts: &[&str]) -> Vec<Vec<f64>> {
         .iter()
         .map(|t| {
             let e = tok.encode(t).unwrap();
-            let input = BertInput::from_rows(&[e.ids.clone()], &[vec![1; e.len()]], None, &device).unwrap();
+            let input = BertInput::from_rows(
+                std::slice::from_ref(&e.ids),
+                &[vec![1; e.len()]],
+                None,
+                &device,
+            )
+            .unwrap();
             softmax(model.forward(input), 1)
                 .try_into_vec_as::<f32>()
                 .unwrap()
@@ -100,15 +106,29 @@ fn predict_writes_every_format_in_input_order() {
         let out = dir.path().join(format!("pred.{ext}"));
         // Small chunks and batches: several chunks, buckets reorder rows.
         let (code, _, stderr) = valor(&[
-            "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-            "--output", out.to_str().unwrap(), "--batch-size", "3", "--chunk-rows", "5",
-            "--id-col", "ref",
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--batch-size",
+            "3",
+            "--chunk-rows",
+            "5",
+            "--id-col",
+            "ref",
         ]);
         assert_eq!(code, 0, "{ext}: {stderr}");
         let names = read_table(&out).unwrap().column_names();
         assert_eq!(names, vec!["id", "label", "p_deny", "p_approve"], "{ext}");
         let ids = column(&out, "id");
-        assert_eq!(ids, (0..8).map(|i| format!("r{i}")).collect::<Vec<_>>(), "{ext}");
+        assert_eq!(
+            ids,
+            (0..8).map(|i| format!("r{i}")).collect::<Vec<_>>(),
+            "{ext}"
+        );
         let p_deny = floats(&out, "p_deny");
         let p_approve = floats(&out, "p_approve");
         let labels = column(&out, "label");
@@ -119,18 +139,30 @@ fn predict_writes_every_format_in_input_order() {
                 &expected[i],
                 Tolerance::abs(1e-5),
             );
-            let want = if expected[i][1] > expected[i][0] { "approve" } else { "deny" };
+            let want = if expected[i][1] > expected[i][0] {
+                "approve"
+            } else {
+                "deny"
+            };
             assert_eq!(labels[i], want, "{ext} row {i}");
         }
     }
     // Without --id-col the id is the 1-based row number.
     let out = dir.path().join("rows.csv");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", out.to_str().unwrap(),
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(column(&out, "id"), (1..=8).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        column(&out, "id"),
+        (1..=8).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -140,12 +172,23 @@ fn predict_explain_adds_top_words() {
     let input = write_input(dir.path());
     let out = dir.path().join("pred.jsonl");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", out.to_str().unwrap(), "--explain", "--steps", "8",
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--explain",
+        "--steps",
+        "8",
     ]);
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(&out).unwrap();
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 8);
     for (row, t) in rows.iter().zip(TEXTS) {
         let words: Vec<&str> = row["top_words"].as_str().unwrap().split('|').collect();
@@ -163,21 +206,38 @@ fn predict_errors_name_the_problem() {
     let input = write_input(dir.path());
     let out = dir.path().join("pred.csv");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", out.to_str().unwrap(), "--text-col", "body",
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--text-col",
+        "body",
     ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("body"), "{stderr}");
     assert!(!out.exists(), "no partial output");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", dir.path().to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", out.to_str().unwrap(),
+        "predict",
+        "--model",
+        dir.path().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
     ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("config.json"), "{stderr}");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", dir.path().join("pred.xlsx").to_str().unwrap(),
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("pred.xlsx").to_str().unwrap(),
     ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("xlsx"), "{stderr}");
@@ -204,12 +264,22 @@ fn predict_on_minilm_matches_transformers() {
     let sentences = std::fs::read_to_string(fixture.join("sentences.txt")).unwrap();
     let sentences: Vec<&str> = sentences.lines().filter(|l| !l.trim().is_empty()).collect();
     let input = dir.path().join("in.jsonl");
-    let lines: Vec<String> = sentences.iter().map(|s| serde_json::json!({"text": s}).to_string()).collect();
+    let lines: Vec<String> = sentences
+        .iter()
+        .map(|s| serde_json::json!({"text": s}).to_string())
+        .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("pred.csv");
     let (code, _, stderr) = valor(&[
-        "predict", "--model", folder.to_str().unwrap(), "--input", input.to_str().unwrap(),
-        "--output", out.to_str().unwrap(), "--batch-size", "4",
+        "predict",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
     ]);
     assert_eq!(code, 0, "{stderr}");
 
@@ -222,7 +292,10 @@ fn predict_on_minilm_matches_transformers() {
         let m = logits.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
         let want: Vec<f64> = logits.iter().map(|l| (l - m).exp() / z).collect();
-        let got: Vec<f64> = labels.iter().map(|l| floats(&out, &format!("p_{l}"))[i]).collect();
+        let got: Vec<f64> = labels
+            .iter()
+            .map(|l| floats(&out, &format!("p_{l}"))[i])
+            .collect();
         assert_all_close(&format!("sentence {i}"), &got, &want, Tolerance::abs(1e-4));
     }
 }

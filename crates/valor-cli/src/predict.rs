@@ -1,0 +1,381 @@
+//! `valor predict`: one prediction per row of a CSV/TSV/Parquet/JSONL file,
+//! streamed in chunks so the input may be larger than memory.
+//!
+//! Output columns: `id` (from `--id-col`, else the 1-based row number),
+//! `label` (the predicted label name), `p_<label>` per label (softmax
+//! probabilities), and with `--explain` `top_words` (the three words with the
+//! largest integrated-gradients attribution to the predicted class, `|`
+//! separated). CSV, TSV and JSONL outputs are appended chunk by chunk to a
+//! temporary file in the output's folder, synced and renamed at the end;
+//! Parquet collects the predictions (not the inputs) and writes once.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use valor_bert::burn::module::Module;
+use valor_bert::burn::tensor::Device;
+use valor_bert::explain::{IgConfig, Rule, TokenSequence, merge_words, pad_baseline, top_k};
+use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions};
+use valor_data::{Bucketed, ColumnData, Encoded, Format, TextTokenizer, stream_table, write_table};
+
+use crate::Outcome;
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model folder: HF `BertForSequenceClassification` layout (config.json
+    /// with id2label, model.safetensors, tokenizer.json), e.g. one written by
+    /// `valor train`.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Input file (.csv, .tsv, .parquet, .jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Output file; the format follows the extension.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Column holding the text.
+    #[arg(long, value_name = "COL", default_value = "text")]
+    pub text_col: String,
+    /// Column holding row ids, copied to the `id` column (default: the
+    /// 1-based row number).
+    #[arg(long, value_name = "COL")]
+    pub id_col: Option<String>,
+    /// Compute backend: cpu, wgpu, cuda (the latter two need the cargo feature).
+    #[arg(long, value_name = "NAME", default_value = "cpu")]
+    pub backend: Backend,
+    /// Texts per forward pass.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch_size: usize,
+    /// Maximum tokens per text (longer texts are truncated).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_len: usize,
+    /// Rows read per chunk of the input.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub chunk_rows: usize,
+    /// Add a `top_words` column: the 3 words with the largest
+    /// integrated-gradients attribution to the predicted class.
+    #[arg(long)]
+    pub explain: bool,
+    /// Integration steps for --explain.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub steps: usize,
+}
+
+/// A loaded classifier: model, configuration, tokenizer, label names.
+pub(crate) struct Classifier {
+    pub config: BertConfig,
+    pub model: BertForSequenceClassification,
+    pub tokenizer: TextTokenizer,
+    pub device: Device,
+}
+
+impl Classifier {
+    /// Loads `dir` for inference; with `autodiff` the model sits on an
+    /// autodiff device, frozen, so it can also be differentiated
+    /// (integrated gradients).
+    pub fn load(dir: &Path, backend: Backend, max_len: usize, autodiff: bool) -> Result<Self> {
+        let device = if autodiff {
+            valor_bert::autodiff_device(backend)?
+        } else {
+            valor_bert::device(backend)?
+        };
+        let (config, model, report) = valor_bert::load_hf(dir, &device, LoadOptions::default())
+            .with_context(|| format!("loading the model folder {}", dir.display()))?;
+        if !report.initialized.is_empty() {
+            bail!(
+                "{}: the checkpoint has no classifier head ({} missing); pass a fine-tuned model folder",
+                dir.display(),
+                report.initialized.join(", ")
+            );
+        }
+        let model = if autodiff { model.freeze() } else { model };
+        let max_len = max_len.min(config.max_position_embeddings);
+        let tokenizer = TextTokenizer::from_model_dir(dir, max_len)
+            .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+        Ok(Self {
+            config,
+            model,
+            tokenizer,
+            device,
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.config.id2label
+    }
+
+    /// Probabilities for each encoding, in input order; batches are bucketed
+    /// by length.
+    pub fn predict(&self, encodings: Vec<Encoded>, batch_size: usize) -> Result<Vec<Vec<f64>>> {
+        let n = encodings.len();
+        let mut out = vec![Vec::new(); n];
+        let batches = Bucketed::new(
+            encodings.into_iter().enumerate(),
+            batch_size,
+            16,
+            self.tokenizer.pad_id(),
+        );
+        for b in batches {
+            let input = BertInput::from_flat(
+                &b.input_ids,
+                &b.attention_mask,
+                &b.token_type_ids,
+                [b.batch_size, b.seq_len],
+                &self.device,
+            )?;
+            let probs = valor_bert::explain::predict_proba(&self.model, input)?;
+            for (i, p) in b.indices.into_iter().zip(probs) {
+                out[i] = p;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of `[CLS]` and `[SEP]` (kept in the baseline).
+    pub fn special_ids(&self) -> Vec<u32> {
+        ["[CLS]", "[SEP]"]
+            .iter()
+            .filter_map(|t| self.tokenizer.token_to_id(t))
+            .collect()
+    }
+
+    /// The text of each word of `enc`: its tokens joined, `##` stripped.
+    pub fn word_text(&self, enc: &Encoded, tokens: &[usize]) -> String {
+        tokens
+            .iter()
+            .map(|&p| {
+                let t = self.tokenizer.id_to_token(enc.ids[p]).unwrap_or_default();
+                t.strip_prefix("##").map(str::to_string).unwrap_or(t)
+            })
+            .collect()
+    }
+
+    /// The `k` words with the largest integrated-gradients attribution to
+    /// `target`.
+    pub fn top_words(
+        &self,
+        enc: &Encoded,
+        target: usize,
+        steps: usize,
+        k: usize,
+    ) -> Result<Vec<String>> {
+        let seq = TokenSequence::new(enc.ids.clone(), Some(enc.type_ids.clone()));
+        let baseline = pad_baseline(&seq, &self.special_ids(), self.tokenizer.pad_id());
+        let config = IgConfig {
+            n_steps: steps,
+            rule: Rule::GaussLegendre,
+            internal_batch_size: 25,
+        };
+        let ig =
+            valor_bert::integrated_gradients(&self.model, &seq, &baseline, Some(target), &config)?;
+        let words = merge_words(&ig.token_attributions, &enc.word_ids);
+        let scores: Vec<f64> = words.iter().map(|w| w.attribution).collect();
+        Ok(top_k(&scores, k)
+            .into_iter()
+            .map(|i| self.word_text(enc, &words[i].tokens))
+            .collect())
+    }
+}
+
+/// Writes prediction rows chunk by chunk.
+enum Sink {
+    /// CSV/TSV/JSONL: appended to a temp file, renamed at the end.
+    Stream {
+        format: Format,
+        file: BufWriter<tempfile::NamedTempFile>,
+        header_done: bool,
+    },
+    /// Parquet: predictions gathered in memory.
+    Collect(Vec<Row>),
+}
+
+struct Row {
+    id: String,
+    label: String,
+    probs: Vec<f64>,
+    top_words: Option<String>,
+}
+
+fn csv_field(s: &str, sep: char) -> String {
+    if s.contains([sep, '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Sink {
+    fn new(path: &Path) -> Result<Self> {
+        let format = Format::from_path(path)?;
+        if format == Format::Parquet {
+            return Ok(Self::Collect(Vec::new()));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        Ok(Self::Stream {
+            format,
+            file: BufWriter::new(tmp),
+            header_done: false,
+        })
+    }
+
+    fn write(&mut self, rows: Vec<Row>, labels: &[String]) -> Result<()> {
+        match self {
+            Self::Collect(all) => all.extend(rows),
+            Self::Stream {
+                format,
+                file,
+                header_done,
+            } => {
+                let explain = rows.first().is_some_and(|r| r.top_words.is_some());
+                if *format == Format::JsonLines {
+                    for r in rows {
+                        let mut obj = serde_json::Map::new();
+                        obj.insert("id".into(), r.id.into());
+                        obj.insert("label".into(), r.label.into());
+                        for (l, p) in labels.iter().zip(&r.probs) {
+                            obj.insert(format!("p_{l}"), (*p).into());
+                        }
+                        if let Some(w) = r.top_words {
+                            obj.insert("top_words".into(), w.into());
+                        }
+                        serde_json::to_writer(&mut *file, &obj)?;
+                        file.write_all(b"\n")?;
+                    }
+                    return Ok(());
+                }
+                let sep = if *format == Format::Tsv { '\t' } else { ',' };
+                if !*header_done {
+                    let mut head = vec!["id".to_string(), "label".to_string()];
+                    head.extend(labels.iter().map(|l| format!("p_{l}")));
+                    if explain {
+                        head.push("top_words".into());
+                    }
+                    let head: Vec<String> = head.iter().map(|h| csv_field(h, sep)).collect();
+                    writeln!(file, "{}", head.join(&sep.to_string()))?;
+                    *header_done = true;
+                }
+                for r in rows {
+                    let mut fields = vec![csv_field(&r.id, sep), csv_field(&r.label, sep)];
+                    fields.extend(r.probs.iter().map(|p| p.to_string()));
+                    if let Some(w) = &r.top_words {
+                        fields.push(csv_field(w, sep));
+                    }
+                    writeln!(file, "{}", fields.join(&sep.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, path: &Path, labels: &[String], explain: bool) -> Result<()> {
+        match self {
+            Self::Collect(rows) => {
+                let mut cols = vec![
+                    (
+                        "id".to_string(),
+                        ColumnData::Text(rows.iter().map(|r| r.id.clone()).collect()),
+                    ),
+                    (
+                        "label".to_string(),
+                        ColumnData::Text(rows.iter().map(|r| r.label.clone()).collect()),
+                    ),
+                ];
+                for (j, l) in labels.iter().enumerate() {
+                    cols.push((
+                        format!("p_{l}"),
+                        ColumnData::Float(rows.iter().map(|r| r.probs[j]).collect()),
+                    ));
+                }
+                if explain {
+                    cols.push((
+                        "top_words".into(),
+                        ColumnData::Text(
+                            rows.iter()
+                                .map(|r| r.top_words.clone().unwrap_or_default())
+                                .collect(),
+                        ),
+                    ));
+                }
+                write_table(path, cols).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Self::Stream { file, .. } => {
+                let tmp = file.into_inner().map_err(|e| e.into_error())?;
+                tmp.as_file().sync_all()?;
+                tmp.persist(path)
+                    .map_err(|e| e.error)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: PredictArgs) -> Result<Outcome> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    Format::from_path(&args.output)?;
+    let clf = Classifier::load(&args.model, args.backend, args.max_len, args.explain)?;
+    let labels = clf.labels().to_vec();
+    let mut sink = Sink::new(&args.output)?;
+    let stream = stream_table(&args.input, args.chunk_rows)
+        .with_context(|| format!("reading {}", args.input.display()))?;
+    let mut rows_done = 0usize;
+    for chunk in stream {
+        let table = chunk.with_context(|| format!("reading {}", args.input.display()))?;
+        table.require(&args.text_col, Some("pass --text-col"))?;
+        let texts = table.strings(&args.text_col)?;
+        let ids: Vec<String> = match &args.id_col {
+            Some(col) => {
+                table.require(col, Some("pass --id-col"))?;
+                table
+                    .strings(col)?
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect()
+            }
+            None => (0..table.n_rows())
+                .map(|i| table.file_row(i).to_string())
+                .collect(),
+        };
+        let texts: Vec<String> = texts.into_iter().map(Option::unwrap_or_default).collect();
+        let encodings = clf.tokenizer.encode_batch(&texts).with_context(|| {
+            format!(
+                "tokenizing rows {}.. of {}",
+                table.file_row(0),
+                args.input.display()
+            )
+        })?;
+        let probs = clf.predict(encodings.clone(), args.batch_size)?;
+        let mut rows = Vec::with_capacity(probs.len());
+        for ((id, p), enc) in ids.into_iter().zip(probs).zip(&encodings) {
+            let best = top_k(&p, 1)[0];
+            let top_words = if args.explain {
+                Some(clf.top_words(enc, best, args.steps, 3)?.join("|"))
+            } else {
+                None
+            };
+            rows.push(Row {
+                id,
+                label: labels[best].clone(),
+                probs: p,
+                top_words,
+            });
+        }
+        rows_done += rows.len();
+        sink.write(rows, &labels)?;
+    }
+    if rows_done == 0 {
+        bail!("{}: no rows to predict", args.input.display());
+    }
+    sink.finish(&args.output, &labels, args.explain)?;
+    Ok(Outcome::Ok)
+}
