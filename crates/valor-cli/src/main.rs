@@ -11,6 +11,8 @@ mod common;
 mod data;
 mod explain;
 mod predict;
+mod remodel;
+mod train;
 
 use std::process::ExitCode;
 
@@ -41,19 +43,28 @@ enum Command {
     /// Audit a predictions file for group fairness (fairlearn and AIF360
     /// metrics, confidence intervals, thresholds that gate a pipeline).
     Audit(Box<audit::AuditArgs>),
+    /// Fine-tune (or train from scratch) a classifier with fairness in the
+    /// objective; writes a run folder with checkpoints, metrics and a report.
+    Train(Box<train::TrainArgs>),
     /// Predict a label and class probabilities for every row of a file.
     Predict(Box<predict::PredictArgs>),
     /// Explain predictions word by word (integrated gradients, attention
     /// rollout, occlusion) and measure how faithful the explanations are.
     Explain(Box<explain::ExplainArgs>),
+    /// Move a trained model towards the value target of a values.toml:
+    /// measure V0, search fairness weights, reweighing and thresholds, pick
+    /// V_T on the Pareto front, confirm it on the test split, save the model.
+    Remodel(Box<remodel::RemodelArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
         Command::Audit(args) => audit::run(*args),
+        Command::Train(args) => train::run(*args),
         Command::Predict(args) => predict::run(*args),
         Command::Explain(args) => explain::run(*args),
+        Command::Remodel(args) => remodel::run(*args),
     }
 }
 

@@ -5,6 +5,7 @@ mod audit;
 mod data;
 mod explain;
 mod predict;
+mod remodel;
 
 use std::process::{Command, Output};
 

@@ -1,0 +1,533 @@
+//! `valor train`: fine-tune an HF BERT checkpoint, or train a BERT preset
+//! from scratch, with fairness inside the objective; evaluate accuracy and
+//! fairness every epoch; test the best epoch's model.
+//!
+//! Two stages, as everywhere in the CLI: the flags typed here become a
+//! validated `valor_train::TrainConfig` ([`TrainArgs::to_config`]), which
+//! the library runs. `--resume DIR` takes the configuration from the run
+//! folder instead, so it refuses every setting flag.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use valor_bert::Backend;
+use valor_data::{builtin_spec, read_table};
+use valor_train::{
+    AUTO_FAIRNESS_LAMBDA, Control, Decay, Event, ModelSource, Observer, Outcome as TrainOutcome,
+    Penalty, ProgressBars, SelectMetric, TrainConfig, TrainReport, Weighting,
+};
+
+use crate::Outcome;
+use crate::common::DataArgs;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The data file (or give --spec with a `path`). With no column flags and
+    /// no spec, a file written by `valor data gen` is read with its own
+    /// columns: text, label, groups gender and age_band, twin_text, and
+    /// fair_label as the reference label.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub columns: DataArgs,
+    /// Run folder to create: config.json, metrics.jsonl, tokenizer.json,
+    /// checkpoints/, the best model as an HF folder model/, report.json.
+    #[arg(long, value_name = "DIR", required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint, with the settings it
+    /// was started with (no other setting flag is allowed).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "overwrite"])]
+    pub resume: Option<PathBuf>,
+    /// Replace a run that --out already holds.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Fine-tune this HF checkpoint folder (config.json, model.safetensors
+    /// and its tokenizer), e.g. all-MiniLM-L6-v2, instead of training --arch
+    /// from scratch. Changes the defaults to lr 2e-5, batch 16, 5 epochs.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// BERT architecture trained from scratch (with a WordPiece tokenizer
+    /// trained on the training split): tiny, mini, small, medium, base
+    /// [default: tiny].
+    #[arg(long, value_name = "NAME", conflicts_with = "model")]
+    pub arch: Option<String>,
+    /// WordPiece vocabulary size for a from-scratch model [default: 3000].
+    #[arg(long, value_name = "N", conflicts_with = "model")]
+    pub vocab_size: Option<usize>,
+    /// Use this tokenizer.json for a from-scratch model instead of training
+    /// one, e.g. another run's, so that two runs tokenize identically.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "vocab_size"])]
+    pub tokenizer: Option<PathBuf>,
+    /// Tokens per example, [CLS] and [SEP] included; longer texts are
+    /// truncated [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
+
+    /// Training epochs [default: 4 from scratch, 5 fine-tuning].
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Examples per micro-batch [default: 32 from scratch, 16 fine-tuning].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step (gradient accumulation; the loss is
+    /// normalised by the examples of the whole step) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub grad_accum: Option<usize>,
+    /// Examples per evaluation batch [default: 64].
+    #[arg(long, value_name = "N")]
+    pub eval_batch_size: Option<usize>,
+    /// Peak learning rate of AdamW [default: 1e-3 from scratch, 2e-5
+    /// fine-tuning].
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Share of the optimizer steps spent warming the learning rate up
+    /// linearly from 0 [default: 0.1].
+    #[arg(long, value_name = "RATIO")]
+    pub warmup_ratio: Option<f64>,
+    /// Learning-rate decay after the warmup [default: linear].
+    #[arg(long, value_name = "KIND")]
+    pub schedule: Option<DecayArg>,
+    /// AdamW decoupled weight decay; biases and LayerNorm weights are never
+    /// decayed [default: 0.01].
+    #[arg(long, value_name = "W")]
+    pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm to this; 0 turns clipping off
+    /// [default: 1.0].
+    #[arg(long, value_name = "NORM")]
+    pub max_grad_norm: Option<f64>,
+    /// Dropout probability of every dropout layer [default: 0.1 from
+    /// scratch, the checkpoint's own when fine-tuning].
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
+    /// Seed of initialisation, dropout and batch order [default: 42].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Train, validation and test fractions, stratified by label and groups
+    /// [default: 0.8,0.1,0.1].
+    #[arg(
+        long,
+        value_name = "TRAIN,VALID,TEST",
+        value_delimiter = ',',
+        num_args = 3
+    )]
+    pub split: Option<Vec<f64>>,
+    /// Seed of the split [default: 42].
+    #[arg(long, value_name = "N")]
+    pub split_seed: Option<u64>,
+
+    /// Weight λ of the fairness penalty in the loss (cross-entropy + λ ·
+    /// penalty): a number, or `auto` for the default weight (1.0) tuned on
+    /// the built-in data [default: 0, the plain objective].
+    #[arg(long, value_name = "LAMBDA|auto")]
+    pub fairness_lambda: Option<LambdaArg>,
+    /// The differentiable penalty: demographic-parity (gap across groups of
+    /// the mean predicted probability of each class) or equalized-odds (the
+    /// same within each true label) [default: demographic-parity].
+    #[arg(long, value_name = "KIND")]
+    pub fairness_penalty: Option<PenaltyArg>,
+    /// Group column the penalty and reweighing use; repeat for several
+    /// (reweighing takes their joint groups) [default: the first --group].
+    #[arg(long = "fairness-group", value_name = "COL")]
+    pub fairness_groups: Vec<String>,
+    /// Reweigh training examples (Kamiran & Calders: w(a, y) = P(a) P(y) /
+    /// P(a, y)) so that labels are independent of the fairness groups;
+    /// short for --weighting reweighing.
+    #[arg(long, conflicts_with = "weighting")]
+    pub reweigh: bool,
+    /// Per-example weights of the cross-entropy: none, class-balanced
+    /// (n / (K n_y)) or reweighing; multiplied with --weight-col when given
+    /// [default: none].
+    #[arg(long, value_name = "KIND")]
+    pub weighting: Option<WeightingArg>,
+
+    /// Validation metric that picks the best epoch (its model is exported
+    /// and tested) and drives early stopping [default: macro-f1].
+    #[arg(long, value_name = "METRIC")]
+    pub select_metric: Option<SelectArg>,
+    /// Stop after this many epochs without improvement of --select-metric
+    /// [default: never].
+    #[arg(long, value_name = "EPOCHS")]
+    pub patience: Option<usize>,
+    /// Smallest change of --select-metric that counts as an improvement
+    /// [default: 0].
+    #[arg(long, value_name = "DELTA")]
+    pub min_delta: Option<f64>,
+    /// Write a checkpoint every N optimizer steps besides each epoch's end;
+    /// 0 writes them at epoch ends only [default: 100 from scratch, 200
+    /// fine-tuning].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoints to keep besides the best one, which is never deleted
+    /// [default: 2].
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Compute backend: cpu, wgpu or cuda (each needs its cargo feature)
+    /// [default: cpu].
+    #[arg(long, value_name = "NAME")]
+    pub backend: Option<Backend>,
+
+    /// Print report.json on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars or epoch lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `--fairness-lambda`: a weight or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LambdaArg {
+    Value(f64),
+    Auto,
+}
+
+impl std::str::FromStr for LambdaArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(Self::Value(v)),
+            _ => Err(format!("`{s}` is not a weight >= 0 or `auto`")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DecayArg {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PenaltyArg {
+    DemographicParity,
+    EqualizedOdds,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WeightingArg {
+    None,
+    ClassBalanced,
+    Reweighing,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SelectArg {
+    Loss,
+    Accuracy,
+    MacroF1,
+    BalancedAccuracy,
+}
+
+impl TrainArgs {
+    /// The setting flags that were given (none may be with --resume).
+    fn settings_given(&self) -> Vec<&'static str> {
+        let c = &self.columns;
+        let data_given = self.data.is_some()
+            || c.spec.is_some()
+            || c.preset.is_some()
+            || c.text_col.is_some()
+            || !c.features.is_empty()
+            || c.template.is_some()
+            || c.label_col.is_some()
+            || c.labels.is_some()
+            || !c.groups.is_empty()
+            || c.id_col.is_some()
+            || c.weight_col.is_some()
+            || c.twin_col.is_some()
+            || c.reference_label_col.is_some()
+            || c.min_group_size.is_some();
+        [
+            ("data and column flags", data_given),
+            ("--model", self.model.is_some()),
+            ("--arch", self.arch.is_some()),
+            ("--vocab-size", self.vocab_size.is_some()),
+            ("--tokenizer", self.tokenizer.is_some()),
+            ("--max-len", self.max_len.is_some()),
+            ("--epochs", self.epochs.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--grad-accum", self.grad_accum.is_some()),
+            ("--eval-batch-size", self.eval_batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--warmup-ratio", self.warmup_ratio.is_some()),
+            ("--schedule", self.schedule.is_some()),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--max-grad-norm", self.max_grad_norm.is_some()),
+            ("--dropout", self.dropout.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--split", self.split.is_some()),
+            ("--split-seed", self.split_seed.is_some()),
+            ("--fairness-lambda", self.fairness_lambda.is_some()),
+            ("--fairness-penalty", self.fairness_penalty.is_some()),
+            ("--fairness-group", !self.fairness_groups.is_empty()),
+            ("--reweigh", self.reweigh),
+            ("--weighting", self.weighting.is_some()),
+            ("--select-metric", self.select_metric.is_some()),
+            ("--patience", self.patience.is_some()),
+            ("--min-delta", self.min_delta.is_some()),
+            ("--checkpoint-every", self.checkpoint_every.is_some()),
+            ("--keep-last", self.keep_last.is_some()),
+            ("--backend", self.backend.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    fn looks_builtin(&self) -> bool {
+        let c = &self.columns;
+        c.spec.is_none()
+            && c.preset.is_none()
+            && c.text_col.is_none()
+            && c.features.is_empty()
+            && c.label_col.is_none()
+            && c.groups.is_empty()
+    }
+
+    /// The validated run configuration the flags describe.
+    pub fn to_config(&self) -> Result<TrainConfig> {
+        let spec = if self.looks_builtin() {
+            let file = self
+                .data
+                .clone()
+                .context("give the data file with --data (or --spec)")?;
+            let table = read_table(&file).with_context(|| format!("reading {}", file.display()))?;
+            anyhow::ensure!(
+                ["text", "label", "gender", "twin_text"]
+                    .iter()
+                    .all(|c| table.require(c, None).is_ok()),
+                "{} is not a file written by `valor data gen`; say which columns to use with --text-col, --label-col and --group (or --spec)",
+                file.display()
+            );
+            builtin_spec(&file)
+        } else {
+            self.columns.to_spec(self.data.clone())?
+        };
+        let mut c = match &self.model {
+            Some(dir) => TrainConfig::pretrained(spec, dir.clone()),
+            None => TrainConfig::scratch(spec, self.arch.as_deref().unwrap_or("tiny")),
+        };
+        if let ModelSource::Scratch(m) = &mut c.model {
+            set(&mut m.vocab_size, self.vocab_size);
+            m.tokenizer.clone_from(&self.tokenizer);
+        }
+        if let ModelSource::Scratch(m) = &c.model {
+            valor_bert::BertConfig::preset(&m.preset).context("--arch")?;
+        }
+        set(&mut c.max_len, self.max_len);
+        set(&mut c.epochs, self.epochs);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.grad_accum, self.grad_accum);
+        set(&mut c.eval_batch_size, self.eval_batch_size);
+        set(&mut c.lr, self.lr);
+        set(&mut c.warmup_ratio, self.warmup_ratio);
+        set(&mut c.weight_decay, self.weight_decay);
+        set(&mut c.seed, self.seed);
+        set(&mut c.split.seed, self.split_seed);
+        set(&mut c.keep_last, self.keep_last);
+        set(&mut c.early_stopping_min_delta, self.min_delta);
+        set(&mut c.backend, self.backend);
+        if let Some(d) = self.schedule {
+            c.decay = match d {
+                DecayArg::Linear => Decay::Linear,
+                DecayArg::Cosine => Decay::Cosine,
+                DecayArg::Constant => Decay::Constant,
+            };
+        }
+        if let Some(n) = self.max_grad_norm {
+            c.max_grad_norm = (n > 0.0).then_some(n);
+        }
+        if let Some(p) = self.dropout {
+            c.dropout = Some(p);
+        }
+        if let Some(s) = &self.split {
+            (c.split.train, c.split.valid, c.split.test) = (s[0], s[1], s[2]);
+        }
+        if let Some(l) = self.fairness_lambda {
+            c.fairness.lambda = match l {
+                LambdaArg::Value(v) => v,
+                LambdaArg::Auto => AUTO_FAIRNESS_LAMBDA,
+            };
+        }
+        if let Some(p) = self.fairness_penalty {
+            c.fairness.penalty = match p {
+                PenaltyArg::DemographicParity => Penalty::DemographicParity,
+                PenaltyArg::EqualizedOdds => Penalty::EqualizedOdds,
+            };
+        }
+        c.fairness.groups = self.fairness_groups.clone();
+        if self.reweigh {
+            c.weighting = Weighting::Reweighing;
+        }
+        if let Some(w) = self.weighting {
+            c.weighting = match w {
+                WeightingArg::None => Weighting::None,
+                WeightingArg::ClassBalanced => Weighting::ClassBalanced,
+                WeightingArg::Reweighing => Weighting::Reweighing,
+            };
+        }
+        if let Some(m) = self.select_metric {
+            c.select_metric = match m {
+                SelectArg::Loss => SelectMetric::Loss,
+                SelectArg::Accuracy => SelectMetric::Accuracy,
+                SelectArg::MacroF1 => SelectMetric::MacroF1,
+                SelectArg::BalancedAccuracy => SelectMetric::BalancedAccuracy,
+            };
+        }
+        if self.patience.is_some() {
+            c.early_stopping_patience = self.patience;
+        }
+        if let Some(n) = self.checkpoint_every {
+            c.checkpoint_every = (n > 0).then_some(n);
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Progress bars plus one line per epoch on stderr.
+struct CliObserver {
+    bars: ProgressBars,
+    quiet: bool,
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.3}"))
+}
+
+impl Observer for CliObserver {
+    fn on_event(&mut self, event: &Event<'_>) -> Control {
+        if let Event::Warning { message } = event {
+            self.bars.suspend(|| eprintln!("warning: {message}"));
+        }
+        if self.quiet {
+            return Control::Continue;
+        }
+        self.bars.on_event(event);
+        match event {
+            Event::Started {
+                run_dir,
+                train_rows,
+                valid_rows,
+                test_rows,
+                total_steps,
+                resumed_from,
+                ..
+            } => {
+                let from = resumed_from
+                    .map(|p| format!(", resuming from {}", p.display()))
+                    .unwrap_or_default();
+                eprintln!(
+                    "training on {train_rows} rows ({valid_rows} validation, {test_rows} test), {total_steps} optimizer steps, run folder {}{from}",
+                    run_dir.display()
+                );
+            }
+            Event::EpochEnded { record } => {
+                let valid = match &record.valid {
+                    Some(v) => format!(
+                        "valid loss {:.4}, accuracy {:.3}, macro-F1 {:.3}, balanced accuracy {:.3}, selection-rate gap {}, equalized-odds gap {}",
+                        v.loss,
+                        v.accuracy,
+                        v.macro_f1,
+                        v.balanced_accuracy,
+                        fmt(v.selection_rate_gap),
+                        fmt(v.equalized_odds_gap)
+                    ),
+                    None => "no validation split".into(),
+                };
+                let best = if record.best { " *" } else { "" };
+                self.bars.suspend(|| {
+                    eprintln!(
+                        "epoch {}: train loss {:.4} ({:.0} s); {valid}{best}",
+                        record.epoch, record.train_loss, record.epoch_seconds
+                    )
+                });
+            }
+            _ => {}
+        }
+        Control::Continue
+    }
+}
+
+pub fn run(args: TrainArgs) -> Result<Outcome> {
+    let mut observer = CliObserver {
+        bars: if args.quiet {
+            ProgressBars::hidden()
+        } else {
+            ProgressBars::new()
+        },
+        quiet: args.quiet,
+    };
+    let outcome = match &args.resume {
+        Some(dir) => {
+            let given = args.settings_given();
+            anyhow::ensure!(
+                given.is_empty(),
+                "--resume continues with the settings the run started with; drop {}",
+                given.join(", ")
+            );
+            valor_train::resume(dir, &mut observer)
+                .with_context(|| format!("resuming {}", dir.display()))?
+        }
+        None => {
+            let config = args.to_config()?;
+            let out = args.out.clone().context("give the run folder with --out")?;
+            valor_train::train(&config, &out, args.overwrite, &mut observer)
+                .with_context(|| format!("training into {}", out.display()))?
+        }
+    };
+    let TrainOutcome::Finished(report) = outcome else {
+        anyhow::bail!("the run stopped before it finished");
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &*report)?;
+        writeln!(out)?;
+    } else {
+        write_summary(&mut out, &report)?;
+    }
+    Ok(Outcome::Ok)
+}
+
+fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {
+    let s = &r.summary;
+    let group = r.fairness_group.as_deref().unwrap_or("no group column");
+    let (sr, eo) = (
+        format!("selection-rate gap ({group})"),
+        format!("equalized-odds gap ({group})"),
+    );
+    writeln!(
+        out,
+        "test set ({} rows), best epoch {}:",
+        r.test.rows,
+        r.best_epoch.map_or("n/a".into(), |e| e.to_string())
+    )?;
+    for (name, v) in [
+        ("accuracy", Some(s.accuracy)),
+        (
+            "accuracy against the reference labels",
+            s.accuracy_reference,
+        ),
+        ("macro-F1", Some(s.macro_f1)),
+        ("balanced accuracy", Some(r.test.balanced_accuracy)),
+        (sr.as_str(), s.selection_rate_gap),
+        (eo.as_str(), s.equalized_odds_gap),
+        ("counterfactual flip rate", s.counterfactual_flip_rate),
+    ] {
+        writeln!(out, "  {name:<44} {}", fmt(v))?;
+    }
+    writeln!(out, "  {:<44} {:.0}", "training time, s", r.train_seconds)?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The run folder's `report.json` and `config.json` contents.
+//!
+//! `report.json` schema (`valor.train.report/1`; keys are only ever added):
+//! `schema`, `summary` (exactly the six numbers `cargo xtask train`
+//! prints: `accuracy`, `accuracy_reference`, `macro_f1`,
+//! `selection_rate_gap`, `equalized_odds_gap`, `counterfactual_flip_rate`;
+//! `null` where the data cannot give one), `test` (every test metric),
+//! `fairness` (valor-fair's report per group column, against the labels)
+//! and `fairness_reference` (against the reference labels), `labels`,
+//! `fairness_group`, `best_epoch`, `epochs_run`, `stopped_early`, `steps`,
+//! `rows`, `train_seconds`, `provenance`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::metrics::EvalMetrics;
+
+/// Version tag of `report.json`.
+pub const REPORT_SCHEMA: &str = "valor.train.report/1";
+
+/// The headline numbers of the test set (see [`crate::metrics`] for the
+/// definitions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Accuracy against the label column.
+    pub accuracy: f64,
+    /// Accuracy against the reference (fair) labels.
+    pub accuracy_reference: Option<f64>,
+    pub macro_f1: f64,
+    /// First group column: max over classes of max − min over groups of
+    /// P(ŷ = c | group).
+    pub selection_rate_gap: Option<f64>,
+    pub equalized_odds_gap: Option<f64>,
+    /// Share of test rows whose prediction changes on the twin text.
+    pub counterfactual_flip_rate: Option<f64>,
+}
+
+impl Summary {
+    pub fn from_metrics(m: &EvalMetrics) -> Self {
+        Self {
+            accuracy: m.accuracy,
+            accuracy_reference: m.accuracy_reference,
+            macro_f1: m.macro_f1,
+            selection_rate_gap: m.selection_rate_gap,
+            equalized_odds_gap: m.equalized_odds_gap,
+            counterfactual_flip_rate: m.counterfactual_flip_rate,
+        }
+    }
+}
+
+/// Rows in each split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitRows {
+    pub train: usize,
+    pub valid: usize,
+    pub test: usize,
+}
+
+/// Where a run's results come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub seed: u64,
+    pub split_seed: u64,
+    /// `git rev-parse HEAD` of the source tree at build time, or `unknown`.
+    pub git_commit: String,
+    pub crate_version: String,
+    pub backend: String,
+    pub dtype: String,
+    pub dataset: String,
+    pub dataset_sha256: String,
+    pub dataset_rows: usize,
+    pub rows: SplitRows,
+    pub labels: Vec<String>,
+    /// Group columns the fairness objective uses.
+    pub fairness_groups: Vec<String>,
+    pub tokenizer_vocab_size: usize,
+    pub model_parameters: usize,
+    /// The fairness penalty weight actually used.
+    pub fairness_lambda: f64,
+    pub total_steps: u64,
+}
+
+/// `report.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub schema: String,
+    pub summary: Summary,
+    pub test: EvalMetrics,
+    /// valor-fair's report of each group column of the test set, against the labels.
+    pub fairness: Map<String, Value>,
+    /// The same against the reference labels, when the data has them.
+    pub fairness_reference: Option<Map<String, Value>>,
+    pub labels: Vec<String>,
+    /// The group column of the summary's gaps (the first one).
+    pub fairness_group: Option<String>,
+    /// 1-based epoch whose model was tested.
+    pub best_epoch: Option<usize>,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub steps: u64,
+    pub rows: SplitRows,
+    pub train_seconds: f64,
+    pub provenance: Provenance,
+}
