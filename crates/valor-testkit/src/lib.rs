@@ -148,6 +148,11 @@ mod tests {
     #[test]
     #[should_panic(expected = "worst at index 1")]
     fn all_close_reports_worst() {
-        assert_all_close("v", &[1.0, 2.5, 3.1], &[1.0, 2.0, 3.0], Tolerance::abs(0.01));
+        assert_all_close(
+            "v",
+            &[1.0, 2.5, 3.1],
+            &[1.0, 2.0, 3.0],
+            Tolerance::abs(0.01),
+        );
     }
 }

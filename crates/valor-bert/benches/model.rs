@@ -1,0 +1,315 @@
+//! Model benchmarks (run by `cargo xtask bench`), shaped like the PyTorch peer
+//! `../shared/bench/bench_bert.py`: `BertForSequenceClassification` with 3
+//! labels, random token ids (SplitMix64, seed 0) in `[0, vocab)`, an all-ones
+//! attention mask. Inference is an eval forward whose logits are read back to
+//! the host (so asynchronous GPU backends are timed to completion); a training
+//! step is forward + cross-entropy + backward + AdamW with dropout on.
+//!
+//! Groups (criterion ids):
+//! - `matmul/f32_N`: one `N×N · N×N` fp32 GEMM through the same device, the
+//!   backend's measured peak (N = 2048 on the CPU, 8192 on a GPU).
+//! - `minilm_infer/seqS_bB`, `minilm_train/seqS_bB`: `all-MiniLM-L6-v2` from
+//!   `$VALOR_SHARED_DIR/models` (skipped with a message when unset).
+//! - `minilm_ig/seq64_steps50`: integrated gradients of one sentence
+//!   (`[CLS]` + 62 random ids in `[1000, vocab)` + `[SEP]`, baseline `[CLS]
+//!   [PAD]… [SEP]`, predicted class, 50 Gauss–Legendre steps in one batch)
+//!   with the model frozen, as `bench_captum.py`'s `lig_embed` variant.
+//! - `base_infer/seqS_bB`, `base_train/seqS_bB`: the BERT-base geometry
+//!   (`BertConfig::preset("base")`, random init), GPU backends only.
+//!
+//! `VALOR_BENCH_BACKEND` picks the device (`cpu`, `wgpu`, `cuda`). Setup (model
+//! loading) runs only for the groups the command line asks for, so a process
+//! that runs one id has the peak memory of that workload alone.
+#![allow(clippy::print_stderr)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use valor_bert::burn::module::Module;
+use valor_bert::burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use valor_bert::explain::{IgConfig, TokenSequence, integrated_gradients, pad_baseline};
+use valor_bert::optim::gradients;
+use valor_bert::{
+    AdamW, AdamWConfig, Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions,
+    cross_entropy, load_hf,
+};
+
+fn backend() -> Backend {
+    std::env::var("VALOR_BENCH_BACKEND")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().expect("VALOR_BENCH_BACKEND: cpu, wgpu or cuda"))
+        .unwrap_or(Backend::Cpu)
+}
+
+/// Whether the command line's filter (`--exact ID` or a substring) can select
+/// a benchmark of `group`; no filter selects everything.
+fn wanted(group: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut filters = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a.starts_with("--") {
+            // Criterion flags that take a value.
+            if [
+                "--warm-up-time",
+                "--measurement-time",
+                "--sample-size",
+                "--save-baseline",
+                "--baseline",
+                "--color",
+                "--output-format",
+                "--profile-time",
+                "--noise-threshold",
+                "--significance-level",
+                "--confidence-level",
+                "--nresamples",
+                "--load-baseline",
+                "--plotting-backend",
+                "--format",
+            ]
+            .contains(&a.as_str())
+            {
+                i += 1;
+            }
+        } else {
+            filters.push(a.clone());
+        }
+        i += 1;
+    }
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| f.starts_with(&format!("{group}/")) || group.contains(f.as_str()))
+}
+
+/// SplitMix64, the same stream as `examples/throughput.rs`.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A few batches of random ids and labels, cycled through by the timing loop.
+struct Batches {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<Vec<i64>>,
+    batch: usize,
+    seq: usize,
+    next: usize,
+}
+
+impl Batches {
+    fn new(vocab: usize, batch: usize, seq: usize) -> Self {
+        let mut rng = 0u64;
+        let (mut ids, mut labels) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            ids.push(
+                (0..batch * seq)
+                    .map(|_| (splitmix(&mut rng) % vocab as u64) as u32)
+                    .collect(),
+            );
+            labels.push(
+                (0..batch)
+                    .map(|_| (splitmix(&mut rng) % 3) as i64)
+                    .collect(),
+            );
+        }
+        Self {
+            ids,
+            labels,
+            batch,
+            seq,
+            next: 0,
+        }
+    }
+
+    fn take(&mut self, device: &Device) -> (BertInput, Tensor<1, Int>) {
+        let i = self.next % self.ids.len();
+        self.next += 1;
+        let n = self.batch * self.seq;
+        let input = BertInput::from_flat(
+            &self.ids[i],
+            &vec![1; n],
+            &vec![0; n],
+            [self.batch, self.seq],
+            device,
+        )
+        .expect("batch shape");
+        let labels = Tensor::<1, Int>::from_data(
+            TensorData::new(self.labels[i].clone(), [self.batch]),
+            device,
+        );
+        (input, labels)
+    }
+}
+
+fn minilm_dir() -> Option<PathBuf> {
+    let Some(shared) = std::env::var_os("VALOR_SHARED_DIR").map(PathBuf::from) else {
+        eprintln!("SKIPPED MiniLM benchmarks: set VALOR_SHARED_DIR");
+        return None;
+    };
+    Some(
+        std::env::var_os("VALOR_MINILM_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| shared.join("models/all-MiniLM-L6-v2")),
+    )
+}
+
+/// The model on the autodiff device (training) and its config.
+fn model(name: &str, train_device: &Device) -> Option<(BertConfig, BertForSequenceClassification)> {
+    if name == "minilm" {
+        let dir = minilm_dir()?;
+        let options = LoadOptions {
+            num_labels: Some(3),
+            ..LoadOptions::default()
+        };
+        let (config, model, _) = load_hf(&dir, train_device, options)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
+        Some((config, model))
+    } else {
+        let config = BertConfig::preset(name).expect("preset");
+        let model = config.init_classifier_seeded(train_device, 0);
+        Some((config, model))
+    }
+}
+
+fn matmul(c: &mut Criterion) {
+    if !wanted("matmul") {
+        return;
+    }
+    let backend = backend();
+    let device = valor_bert::device(backend).expect("backend compiled in");
+    let n = if backend == Backend::Cpu { 2048 } else { 8192 };
+    let a = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), &device);
+    let b = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), &device);
+    let mut g = c.benchmark_group("matmul");
+    g.sample_size(10);
+    g.bench_function(format!("f32_{n}"), |bench| {
+        bench.iter(|| {
+            // Reading one element back waits for the GEMM on asynchronous devices.
+            let out = a.clone().matmul(b.clone());
+            black_box(out.slice([0..1, 0..1]).into_data())
+        })
+    });
+    g.finish();
+}
+
+fn inference(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
+    let group = format!("{name}_infer");
+    if !wanted(&group) {
+        return;
+    }
+    let device = valor_bert::device(backend()).expect("backend compiled in");
+    let Some((config, model)) = model(name, &device.clone().autodiff()) else {
+        return;
+    };
+    let eval = model.valid();
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    for &(seq, batch) in shapes {
+        let mut batches = Batches::new(config.vocab_size, batch, seq);
+        g.bench_function(format!("seq{seq}_b{batch}"), |bench| {
+            bench.iter(|| {
+                let (input, _) = batches.take(&device);
+                black_box(eval.forward(input).into_data())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn training(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
+    let group = format!("{name}_train");
+    if !wanted(&group) {
+        return;
+    }
+    let device = valor_bert::device(backend())
+        .expect("backend compiled in")
+        .autodiff();
+    let Some((config, model)) = model(name, &device) else {
+        return;
+    };
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10);
+    for &(seq, batch) in shapes {
+        let mut batches = Batches::new(config.vocab_size, batch, seq);
+        let mut optim = AdamW::new(AdamWConfig::default(), &model);
+        let mut current = Some(model.clone());
+        g.bench_function(format!("seq{seq}_b{batch}"), |bench| {
+            bench.iter(|| {
+                let (input, labels) = batches.take(&device);
+                let m = current.take().expect("model");
+                let loss = cross_entropy(m.forward(input), labels);
+                let grads = gradients(&loss, &m);
+                current = Some(optim.step(m, grads, 2e-5));
+                black_box(loss.into_data())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn explain(c: &mut Criterion) {
+    if !wanted("minilm_ig") {
+        return;
+    }
+    let device = valor_bert::device(backend())
+        .expect("backend compiled in")
+        .autodiff();
+    let Some((config, model)) = model("minilm", &device) else {
+        return;
+    };
+    let model = model.freeze();
+    let (seq_len, n_steps) = (64, 50);
+    let ig = IgConfig {
+        n_steps,
+        internal_batch_size: n_steps,
+        ..IgConfig::default()
+    };
+    let mut rng = 1u64;
+    let span = config.vocab_size as u64 - 1000;
+    let sentences: Vec<TokenSequence> = (0..4)
+        .map(|_| {
+            let mut ids: Vec<u32> = (0..seq_len)
+                .map(|_| (1000 + splitmix(&mut rng) % span) as u32)
+                .collect();
+            ids[0] = 101;
+            ids[seq_len - 1] = 102;
+            TokenSequence::new(ids, None)
+        })
+        .collect();
+    let mut next = 0;
+    let mut g = c.benchmark_group("minilm_ig");
+    g.sample_size(10);
+    g.bench_function(format!("seq{seq_len}_steps{n_steps}"), |bench| {
+        bench.iter(|| {
+            let seq = &sentences[next % sentences.len()];
+            next += 1;
+            let baseline = pad_baseline(seq, &[101, 102], 0);
+            black_box(integrated_gradients(&model, seq, &baseline, None, &ig).expect("IG"))
+        })
+    });
+    g.finish();
+}
+
+fn minilm(c: &mut Criterion) {
+    inference(c, "minilm", &[(64, 1), (128, 1), (64, 32), (128, 32)]);
+    training(c, "minilm", &[(128, 16)]);
+    explain(c);
+}
+
+fn base(c: &mut Criterion) {
+    if backend() == Backend::Cpu {
+        return;
+    }
+    inference(c, "base", &[(128, 32)]);
+    training(c, "base", &[(128, 32)]);
+}
+
+criterion_group!(benches, matmul, minilm, base);
+criterion_main!(benches);
