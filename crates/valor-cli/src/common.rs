@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use valor_data::{DatasetSpec, Preset, SpecArgs};
+use valor_data::{DatasetSpec, Preset, SpecArgs, builtin_spec, read_table};
 
 /// Which columns of a data file are the text, the label and the groups.
 #[derive(Debug, Clone, Default, Args)]
@@ -53,6 +53,35 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// Whether no column was named (no spec, preset, text, label or group).
+    pub fn names_no_columns(&self) -> bool {
+        self.spec.is_none()
+            && self.preset.is_none()
+            && self.text_col.is_none()
+            && self.features.is_empty()
+            && self.label_col.is_none()
+            && self.groups.is_empty()
+    }
+
+    /// The spec for `path`: with no column flags, a file written by
+    /// `valor data gen` is read with its own columns
+    /// ([`valor_data::builtin_spec`]); otherwise the flags (and `--spec`) decide.
+    pub fn resolve(&self, path: Option<PathBuf>, flag: &str) -> Result<DatasetSpec> {
+        if !self.names_no_columns() {
+            return self.to_spec(path);
+        }
+        let file = path.with_context(|| format!("give the data file ({flag}), or --spec"))?;
+        let table = read_table(&file).with_context(|| format!("reading {}", file.display()))?;
+        anyhow::ensure!(
+            ["text", "label", "gender", "twin_text"]
+                .iter()
+                .all(|c| table.require(c, None).is_ok()),
+            "{} is not a file written by `valor data gen`; say which columns to use with --text-col, --label-col and --group (or --spec)",
+            file.display()
+        );
+        Ok(builtin_spec(&file))
+    }
+
     /// The validated spec for `path` (or the spec file's own path).
     pub fn to_spec(&self, path: Option<PathBuf>) -> Result<DatasetSpec> {
         let args = SpecArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use valor_data::dataset::{dataset_from_table, file_sha256, load_table};
-use valor_data::{SynthConfig, builtin_spec, generate, inspect, read_table};
+use valor_data::{SynthConfig, generate, inspect};
 
 use crate::Outcome;
 use crate::common::DataArgs;
@@ -88,31 +88,8 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-fn looks_builtin(a: &InspectArgs) -> bool {
-    let d = &a.data;
-    d.spec.is_none()
-        && d.preset.is_none()
-        && d.text_col.is_none()
-        && d.features.is_empty()
-        && d.label_col.is_none()
-        && d.groups.is_empty()
-}
-
 fn inspect_cmd(a: InspectArgs) -> Result<Outcome> {
-    let spec = if looks_builtin(&a) {
-        let file = a.file.clone().context("give a data file, or --spec")?;
-        let table = read_table(&file).with_context(|| format!("reading {}", file.display()))?;
-        anyhow::ensure!(
-            ["text", "label", "gender", "twin_text"]
-                .iter()
-                .all(|c| table.require(c, None).is_ok()),
-            "{} is not a file written by `valor data gen`; say which columns to use with --text-col, --label-col and --group (or --spec)",
-            file.display()
-        );
-        builtin_spec(&file)
-    } else {
-        a.data.to_spec(a.file.clone())?
-    };
+    let spec = a.data.resolve(a.file.clone(), "a file argument")?;
     let table = load_table(&spec).with_context(|| format!("loading {}", spec.path.display()))?;
     let sha = file_sha256(&spec.path)?;
     let (data, warnings) = dataset_from_table(&spec, &table, sha)

@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use valor_bert::Backend;
-use valor_data::{builtin_spec, read_table};
 use valor_train::{
     AUTO_FAIRNESS_LAMBDA, Control, Decay, Event, ModelSource, Observer, Outcome as TrainOutcome,
     Penalty, ProgressBars, SelectMetric, TrainConfig, TrainReport, Weighting,
@@ -280,35 +279,9 @@ impl TrainArgs {
         .collect()
     }
 
-    fn looks_builtin(&self) -> bool {
-        let c = &self.columns;
-        c.spec.is_none()
-            && c.preset.is_none()
-            && c.text_col.is_none()
-            && c.features.is_empty()
-            && c.label_col.is_none()
-            && c.groups.is_empty()
-    }
-
     /// The validated run configuration the flags describe.
     pub fn to_config(&self) -> Result<TrainConfig> {
-        let spec = if self.looks_builtin() {
-            let file = self
-                .data
-                .clone()
-                .context("give the data file with --data (or --spec)")?;
-            let table = read_table(&file).with_context(|| format!("reading {}", file.display()))?;
-            anyhow::ensure!(
-                ["text", "label", "gender", "twin_text"]
-                    .iter()
-                    .all(|c| table.require(c, None).is_ok()),
-                "{} is not a file written by `valor data gen`; say which columns to use with --text-col, --label-col and --group (or --spec)",
-                file.display()
-            );
-            builtin_spec(&file)
-        } else {
-            self.columns.to_spec(self.data.clone())?
-        };
+        let spec = self.columns.resolve(self.data.clone(), "--data")?;
         let mut c = match &self.model {
             Some(dir) => TrainConfig::pretrained(spec, dir.clone()),
             None => TrainConfig::scratch(spec, self.arch.as_deref().unwrap_or("tiny")),
