@@ -49,8 +49,11 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let runs = [
-        ("baseline", vec!["--fairness-lambda", "0"]),
-        ("fair", vec!["--fairness-lambda", "auto", "--reweigh"]),
+        ("baseline", vec!["--fairness-lambda", "0", "--overwrite"]),
+        (
+            "fair",
+            vec!["--fairness-lambda", "auto", "--reweigh", "--overwrite"],
+        ),
     ];
     let mut reports = Vec::new();
     for (name, extra) in &runs {
