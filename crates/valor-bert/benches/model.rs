@@ -25,7 +25,7 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use valor_bert::burn::module::Module;
 use valor_bert::burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use valor_bert::explain::{IgConfig, TokenSequence, integrated_gradients, pad_baseline};
@@ -312,4 +312,10 @@ fn base(c: &mut Criterion) {
 }
 
 criterion_group!(benches, matmul, minilm, base);
-criterion_main!(benches);
+
+// `criterion_main!` with the allocator tuned first, as the `valor` binary does.
+fn main() {
+    valor_bert::tune_host_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

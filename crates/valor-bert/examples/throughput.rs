@@ -91,6 +91,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    valor_bert::tune_host_allocator();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

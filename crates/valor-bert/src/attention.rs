@@ -18,7 +18,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::init;
+use crate::{host, init};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
 /// `attention_mask` is 1, `f32::MIN` (PyTorch's `torch.finfo(float32).min`,
@@ -98,7 +98,7 @@ impl BertAttention {
             let scale = 1.0 / (d_head as f64).sqrt();
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias;
             let probs = softmax(scores, 3);
-            let context = self.attention_dropout.forward(probs.clone()).matmul(v);
+            let context = host::dropout(&self.attention_dropout, probs.clone()).matmul(v);
             (context, want_probs.then_some(probs))
         } else {
             // The backend's fused scaled-dot-product attention (PyTorch's
@@ -111,7 +111,7 @@ impl BertAttention {
         };
         let context = context.swap_dims(1, 2).reshape([rows, hidden]);
 
-        let out = self.dropout.forward(self.output.forward(context));
+        let out = host::dropout(&self.dropout, self.output.forward(context));
         let out = self.layer_norm.forward(out + x);
         (out, probs)
     }

@@ -9,9 +9,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::init;
 use crate::input::BertInput;
 use crate::model::{BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
+use crate::{host, init};
 
 /// BERT with a classification head over `num_labels` classes.
 #[derive(Module, Debug)]
@@ -120,7 +120,8 @@ impl BertForSequenceClassification {
     }
 
     fn head(&self, pooled: Tensor<2>) -> Tensor<2> {
-        self.classifier.forward(self.dropout.forward(pooled))
+        self.classifier
+            .forward(host::dropout(&self.dropout, pooled))
     }
 
     /// Number of classes of the head.

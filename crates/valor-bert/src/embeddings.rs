@@ -12,7 +12,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::init;
+use crate::{host, init};
 
 /// Token + position + token-type embeddings, LayerNorm, dropout.
 #[derive(Module, Debug)]
@@ -71,6 +71,6 @@ impl BertEmbeddings {
             .narrow(0, 0, seq_len)
             .unsqueeze::<3>();
         let x = words + types + positions;
-        self.dropout.forward(self.layer_norm.forward(x))
+        host::dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }

@@ -9,12 +9,12 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::activation::{gelu_approximate, relu, silu};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{Activation, BertConfig};
-use crate::init;
+use crate::{host, init};
 
 /// One encoder layer (HF `BertLayer`).
 #[derive(Module, Debug)]
@@ -56,14 +56,14 @@ impl BertLayer {
     ) -> (Tensor<2>, Option<Tensor<4>>) {
         let (x, probs) = self.attention.forward(x, bias, dims, want_probs);
         let inner = activate(self.activation, self.intermediate.forward(x.clone()));
-        let out = self.dropout.forward(self.output.forward(inner));
+        let out = host::dropout(&self.dropout, self.output.forward(inner));
         (self.layer_norm.forward(out + x), probs)
     }
 }
 
 fn activate(act: Activation, x: Tensor<2>) -> Tensor<2> {
     match act {
-        Activation::Gelu => gelu(x),
+        Activation::Gelu => host::gelu(x),
         Activation::GeluNew | Activation::GeluPytorchTanh => gelu_approximate(x),
         Activation::Relu => relu(x),
         Activation::Silu => silu(x),

@@ -39,6 +39,7 @@ mod embeddings;
 mod encoder;
 mod error;
 pub mod explain;
+mod host;
 mod init;
 mod input;
 mod loader;
@@ -58,6 +59,7 @@ pub use explain::{
     IgConfig, IgExplanation, TokenSequence, WordAttribution, attention_rollout, faithfulness,
     integrated_gradients, merge_words, occlusion, pad_baseline,
 };
+pub use host::tune_host_allocator;
 pub use input::BertInput;
 pub use loader::{
     Layout, LoadOptions, LoadReport, NAME_TABLE, NameEntry, canonical_name, load_head, load_hf,
