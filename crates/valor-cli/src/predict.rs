@@ -3,11 +3,27 @@
 //!
 //! Output columns: `id` (from `--id-col`, else the 1-based row number),
 //! `label` (the predicted label name), `p_<label>` per label (softmax
-//! probabilities), and with `--explain` `top_words` (the three words with the
-//! largest integrated-gradients attribution to the predicted class, `|`
-//! separated). CSV, TSV and JSONL outputs are appended chunk by chunk to a
-//! temporary file in the output's folder, synced and renamed at the end;
-//! Parquet collects the predictions (not the inputs) and writes once.
+//! probabilities), `decision` when the model folder has `thresholds.json`,
+//! and with `--explain` `top_words` (the three words with the largest
+//! integrated-gradients attribution to the predicted label, `|` separated).
+//! CSV, TSV and JSONL outputs are appended chunk by chunk to a temporary file
+//! in the output's folder, synced and renamed at the end; Parquet collects
+//! the predictions (not the inputs) and writes once.
+//!
+//! **Decision rule.** A model folder written by `valor remodel` may carry
+//! `thresholds.json` ([`ThresholdsFile`]): a per-group post-processing rule
+//! (randomised thresholds for two labels, class offsets for more) that is
+//! part of the fair model. Then the label is the rule's, given each row's
+//! value in the group column (`--group-col`, default the column the file
+//! names); the probabilities stay the model's, so `label` need not be the
+//! most probable class. Every output row says how its label was chosen in
+//! `decision`: `thresholds` or `class_offsets` (the file's `kind`), or
+//! `argmax` under `--ignore-thresholds`, and one line on stderr says it too.
+//! Without the group column, or with a group the file does not know (it has
+//! no fallback rule), prediction fails before any output is written, unless
+//! `--ignore-thresholds` is given, which is warned about. Without
+//! `thresholds.json` the label is the most probable class and there is no
+//! `decision` column.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +34,10 @@ use valor_bert::burn::module::Module;
 use valor_bert::burn::tensor::Device;
 use valor_bert::explain::{IgConfig, Rule, TokenSequence, merge_words, pad_baseline, top_k};
 use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions};
-use valor_data::{Bucketed, ColumnData, Encoded, Format, TextTokenizer, stream_table, write_table};
+use valor_data::{
+    Bucketed, ColumnData, Encoded, Format, Table, TextTokenizer, stream_table, write_table,
+};
+use valor_train::{PostProcess, THRESHOLDS_FILE, ThresholdsFile, ThresholdsPredictor};
 
 use crate::Outcome;
 
@@ -61,6 +80,16 @@ pub struct PredictArgs {
     /// Integration steps for --explain.
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub steps: usize,
+    /// Column holding each row's group, for a model folder with
+    /// thresholds.json (from `valor remodel`), whose per-group rule then
+    /// picks the label (default: the column the file names).
+    #[arg(long, value_name = "COL")]
+    pub group_col: Option<String>,
+    /// Ignore the model folder's thresholds.json and label each row with its
+    /// most probable class: the labels are then NOT the fairness-mitigated
+    /// ones the remodelled model was chosen for (a warning says so).
+    #[arg(long)]
+    pub ignore_thresholds: bool,
 }
 
 /// A loaded classifier: model, configuration, tokenizer, label names.
@@ -195,7 +224,65 @@ struct Row {
     id: String,
     label: String,
     probs: Vec<f64>,
+    /// How the label was chosen; only when the model folder has thresholds.json.
+    decision: Option<&'static str>,
     top_words: Option<String>,
+}
+
+/// The model folder's thresholds.json, applied to a streamed file.
+struct Thresholds<'a> {
+    path: PathBuf,
+    file: &'a ThresholdsFile,
+    column: String,
+    predictor: ThresholdsPredictor<'a>,
+}
+
+impl Thresholds<'_> {
+    /// Label ids of one chunk's rows; every row needs a group the file knows.
+    fn labels(&mut self, table: &Table, input: &Path, probs: &[Vec<f64>]) -> Result<Vec<u32>> {
+        if table.require(&self.column, None).is_err() {
+            let from = if self.column == self.file.group_column {
+                "the group column it names"
+            } else {
+                "the group column given with --group-col"
+            };
+            bail!(
+                "{path} holds per-group decision rules ({kind}), so each row needs its group, but \
+                 {input} has no column `{column}` ({from}); its columns are: {columns}. Pass \
+                 --group-col COL to name the column with each row's group, or \
+                 --ignore-thresholds to label rows by the most probable class without the \
+                 fairness post-processing",
+                path = self.path.display(),
+                kind = self.file.kind(),
+                input = input.display(),
+                column = self.column,
+                columns = table.column_names().join(", "),
+            );
+        }
+        let known = self.file.groups();
+        let groups = table.strings(&self.column)?;
+        let mut values = Vec::with_capacity(groups.len());
+        for (i, g) in groups.into_iter().enumerate() {
+            match g {
+                Some(g) if known.contains(&g.as_str()) => values.push(g),
+                other => bail!(
+                    "{input}, row {row}, column `{column}`: {value} is not a group of {path} \
+                     (its groups are: {known}; the file has no fallback rule). Fix the row, \
+                     or pass --ignore-thresholds to label rows by the most probable class",
+                    input = input.display(),
+                    row = table.file_row(i),
+                    column = self.column,
+                    value = other.map_or("an empty value".into(), |v| format!("`{v}`")),
+                    path = self.path.display(),
+                    known = known.join(", "),
+                ),
+            }
+        }
+        let flat: Vec<f64> = probs.iter().flatten().copied().collect();
+        self.predictor
+            .predict(&flat, &values)
+            .with_context(|| format!("applying {}", self.path.display()))
+    }
 }
 
 fn csv_field(s: &str, sep: char) -> String {
@@ -217,7 +304,15 @@ impl Sink {
             _ => Path::new("."),
         };
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir)
+        let mut builder = tempfile::Builder::new();
+        // An ordinary file's mode (0666 less the umask), not the temp file's 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder
+            .tempfile_in(dir)
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         Ok(Self::Stream {
             format,
@@ -235,6 +330,7 @@ impl Sink {
                 header_done,
             } => {
                 let explain = rows.first().is_some_and(|r| r.top_words.is_some());
+                let decision = rows.first().is_some_and(|r| r.decision.is_some());
                 if *format == Format::JsonLines {
                     for r in rows {
                         let mut obj = serde_json::Map::new();
@@ -242,6 +338,9 @@ impl Sink {
                         obj.insert("label".into(), r.label.into());
                         for (l, p) in labels.iter().zip(&r.probs) {
                             obj.insert(format!("p_{l}"), (*p).into());
+                        }
+                        if let Some(d) = r.decision {
+                            obj.insert("decision".into(), d.into());
                         }
                         if let Some(w) = r.top_words {
                             obj.insert("top_words".into(), w.into());
@@ -255,6 +354,9 @@ impl Sink {
                 if !*header_done {
                     let mut head = vec!["id".to_string(), "label".to_string()];
                     head.extend(labels.iter().map(|l| format!("p_{l}")));
+                    if decision {
+                        head.push("decision".into());
+                    }
                     if explain {
                         head.push("top_words".into());
                     }
@@ -265,6 +367,9 @@ impl Sink {
                 for r in rows {
                     let mut fields = vec![csv_field(&r.id, sep), csv_field(&r.label, sep)];
                     fields.extend(r.probs.iter().map(|p| p.to_string()));
+                    if let Some(d) = r.decision {
+                        fields.push(d.to_string());
+                    }
                     if let Some(w) = &r.top_words {
                         fields.push(csv_field(w, sep));
                     }
@@ -292,6 +397,16 @@ impl Sink {
                     cols.push((
                         format!("p_{l}"),
                         ColumnData::Float(rows.iter().map(|r| r.probs[j]).collect()),
+                    ));
+                }
+                if rows.first().is_some_and(|r| r.decision.is_some()) {
+                    cols.push((
+                        "decision".into(),
+                        ColumnData::Text(
+                            rows.iter()
+                                .map(|r| r.decision.unwrap_or_default().to_string())
+                                .collect(),
+                        ),
                     ));
                 }
                 if explain {
@@ -325,6 +440,65 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     Format::from_path(&args.output)?;
     let clf = Classifier::load(&args.model, args.backend, args.max_len, args.explain)?;
     let labels = clf.labels().to_vec();
+    let thresholds_path = args.model.join(THRESHOLDS_FILE);
+    let file = ThresholdsFile::load(&args.model)?;
+    if let Some(f) = &file {
+        f.check_labels(&labels).map_err(|why| {
+            anyhow::anyhow!(
+                "{}: does not fit the model: {why}",
+                thresholds_path.display()
+            )
+        })?;
+    }
+    let mut thresholds = match &file {
+        Some(f) if args.ignore_thresholds => {
+            eprintln!(
+                "warning: --ignore-thresholds: labels are the most probable class, NOT the \
+                 per-group {} of {} that the remodelled model was chosen with; the \
+                 `decision` column reads `argmax`",
+                f.kind(),
+                thresholds_path.display()
+            );
+            None
+        }
+        Some(f) => {
+            let column = args
+                .group_col
+                .clone()
+                .unwrap_or_else(|| f.group_column.clone());
+            let seed = match f.post {
+                PostProcess::Thresholds(_) => format!(", seed {}", f.seed),
+                PostProcess::ClassOffsets(_) => String::new(),
+            };
+            eprintln!(
+                "predict: labels from {} ({} per group of column `{column}`{seed}); \
+                 probabilities are the model's; the `decision` column reads `{}`",
+                thresholds_path.display(),
+                f.kind(),
+                f.kind()
+            );
+            Some(Thresholds {
+                path: thresholds_path.clone(),
+                file: f,
+                column,
+                predictor: f.predictor(),
+            })
+        }
+        None => {
+            if args.group_col.is_some() || args.ignore_thresholds {
+                eprintln!(
+                    "warning: {} has no {THRESHOLDS_FILE}; --group-col and \
+                     --ignore-thresholds have no effect, labels are the most probable class",
+                    args.model.display()
+                );
+            }
+            None
+        }
+    };
+    let applied = thresholds.is_some();
+    let decision = file
+        .as_ref()
+        .map(|f| if applied { f.kind() } else { "argmax" });
     let mut sink = Sink::new(&args.output)?;
     let stream = stream_table(&args.input, args.chunk_rows)
         .with_context(|| format!("reading {}", args.input.display()))?;
@@ -355,18 +529,26 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
             )
         })?;
         let probs = clf.predict(encodings.clone(), args.batch_size)?;
+        let chosen: Vec<usize> = match &mut thresholds {
+            Some(t) => t
+                .labels(&table, &args.input, &probs)?
+                .into_iter()
+                .map(|l| l as usize)
+                .collect(),
+            None => probs.iter().map(|p| top_k(p, 1)[0]).collect(),
+        };
         let mut rows = Vec::with_capacity(probs.len());
-        for ((id, p), enc) in ids.into_iter().zip(probs).zip(&encodings) {
-            let best = top_k(&p, 1)[0];
+        for (((id, p), enc), label) in ids.into_iter().zip(probs).zip(&encodings).zip(chosen) {
             let top_words = if args.explain {
-                Some(clf.top_words(enc, best, args.steps, 3)?.join("|"))
+                Some(clf.top_words(enc, label, args.steps, 3)?.join("|"))
             } else {
                 None
             };
             rows.push(Row {
                 id,
-                label: labels[best].clone(),
+                label: labels[label].clone(),
                 probs: p,
+                decision,
                 top_words,
             });
         }

@@ -634,6 +634,11 @@ pub fn write_table(path: &Path, columns: Vec<(String, ColumnData)>) -> Result<()
 }
 
 /// Writes a file atomically: temp file in the same folder, fsync, rename.
+///
+/// The file gets the mode of an ordinary new file (0666 less the umask, so
+/// 0644 under the usual 022), not the owner-only 0600 that temporary files
+/// are created with: what is written here (tokenizers, tables, reports) is
+/// kept and shared like the files of a model folder.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
@@ -643,7 +648,14 @@ pub fn write_atomic(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Created with this mode, so the kernel applies the umask.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
     tmp.as_file_mut().flush().map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
@@ -771,5 +783,22 @@ mod tests {
                 .collect();
             assert_eq!(streamed, texts, "{ext}");
         }
+    }
+
+    /// Regression: `tokenizer.json` written through `write_atomic` was 0600,
+    /// tempfile's private default, unlike every other file of a model folder.
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_files_are_not_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        write_atomic(&p, |f| f.write_all(b"{}")).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        // A file created the ordinary way gets 0666 less the umask.
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        let ordinary = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, ordinary, "{mode:o} vs {ordinary:o}");
     }
 }

@@ -5,16 +5,36 @@
 //! `max_len` tokens including `[CLS]`/`[SEP]`; no padding: batches are padded
 //! dynamically by [`crate::batch`]), and can train a BERT-style WordPiece
 //! tokenizer from scratch on training texts.
+//!
+//! **Training is deterministic**: the same texts give the same
+//! `tokenizer.json`, byte for byte, in any process. `tokenizers`' own
+//! `WordPieceTrainer` (0.22) does not promise that: it runs BPE merges over
+//! word counts kept in an `AHashMap` whose hash seed is random per process
+//! and per map, and (1) gives the `##c` continuing-subword characters their
+//! ids in that map's iteration order, (2) breaks ties between equally
+//! frequent pairs by those ids, so a tie at the vocabulary cut keeps a
+//! different token, and (3) keeps several queue entries for one pair whose
+//! pop order among equals follows hash-map drain order. None of it is
+//! reachable through its API, so [`TextTokenizer::train_wordpiece`] counts
+//! words and runs the same merge algorithm here, with every order fixed:
+//! words in byte order, ties broken by the lower pair of ids, one merge of a
+//! pair over every word that holds it. Normalisation, pre-tokenization, the
+//! `WordPiece` model and the saved format are still `tokenizers`'.
 
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::path::Path;
 
+use rayon::prelude::*;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use tokenizers::models::TrainerWrapper;
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer, TruncationParams};
+use tokenizers::{
+    AddedToken, NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
+    PreTokenizer, Tokenizer, TruncationParams,
+};
 
 use crate::error::{Error, Result};
 
@@ -112,35 +132,37 @@ impl TextTokenizer {
         ))
     }
 
-    /// Trains a lower-cased BERT WordPiece tokenizer on `texts`.
+    /// Trains a lower-cased BERT WordPiece tokenizer on `texts`, with at most
+    /// `vocab_size` tokens (special tokens included) and merges of pairs seen
+    /// at least twice. Deterministic: see the module documentation.
     pub fn train_wordpiece<S: AsRef<str> + Sync>(
         texts: &[S],
         vocab_size: usize,
         max_len: usize,
     ) -> Result<Self> {
         let origin = "trained WordPiece".to_string();
-        let wp = WordPiece::builder()
-            .unk_token("[UNK]".into())
-            .build()
-            .map_err(|e| tok_err(&origin, e))?;
+        let words = count_words(texts).map_err(|e| tok_err(&origin, e))?;
+        let vocab = wordpiece_vocab(&words, vocab_size, 2, &SPECIAL_TOKENS, PREFIX);
+        let model = serde_json::json!({
+            "unk_token": "[UNK]",
+            "continuing_subword_prefix": PREFIX,
+            "max_input_chars_per_word": 100,
+            "vocab": vocab
+                .iter()
+                .enumerate()
+                .map(|(id, t)| (t.clone(), serde_json::Value::from(id)))
+                .collect::<serde_json::Map<_, _>>(),
+        });
+        let wp: WordPiece = serde_json::from_value(model).map_err(|e| tok_err(&origin, e))?;
         let mut t = Tokenizer::new(wp);
-        t.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+        t.with_normalizer(Some(bert_normalizer()));
         t.with_pre_tokenizer(Some(BertPreTokenizer));
         t.with_decoder(Some(WordPieceDecoder::default()));
-        let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
-            .vocab_size(vocab_size)
-            .min_frequency(2)
-            .show_progress(false)
-            .special_tokens(
-                SPECIAL_TOKENS
-                    .iter()
-                    .map(|s| AddedToken::from(*s, true))
-                    .collect(),
-            )
-            .build()
-            .into();
-        t.train(&mut trainer, texts.iter().map(|s| s.as_ref()))
-            .map_err(|e| tok_err(&origin, e))?;
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|s| AddedToken::from(*s, true))
+            .collect();
+        t.add_special_tokens(&specials);
         let id = |tok: &str| {
             t.token_to_id(tok)
                 .ok_or_else(|| tok_err(&origin, format!("no `{tok}` after training")))
@@ -227,6 +249,177 @@ impl TextTokenizer {
     }
 }
 
+/// The prefix of a continuing subword (`##ing`).
+const PREFIX: &str = "##";
+
+/// The normaliser of a trained tokenizer: BERT's, lower-casing.
+fn bert_normalizer() -> BertNormalizer {
+    BertNormalizer::new(true, true, None, true)
+}
+
+/// Words (normalised, pre-tokenized as the trained tokenizer will) and how
+/// often each occurs, in byte order. The texts are split over all cores;
+/// the sums do not depend on how.
+fn count_words<S: AsRef<str> + Sync>(texts: &[S]) -> tokenizers::Result<BTreeMap<String, u64>> {
+    let normalizer = bert_normalizer();
+    let counts = texts
+        .par_iter()
+        .try_fold(HashMap::new, |mut acc: HashMap<String, u64>, text| {
+            let mut normalized = NormalizedString::from(text.as_ref());
+            normalizer.normalize(&mut normalized)?;
+            let mut pre = PreTokenizedString::from(normalized);
+            BertPreTokenizer.pre_tokenize(&mut pre)?;
+            for (word, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+                *acc.entry(word.to_owned()).or_default() += 1;
+            }
+            tokenizers::Result::Ok(acc)
+        })
+        .try_reduce(HashMap::new, |mut a, b| {
+            for (word, n) in b {
+                *a.entry(word).or_default() += n;
+            }
+            Ok(a)
+        })?;
+    Ok(counts.into_iter().collect())
+}
+
+type Pair = (u32, u32);
+
+/// The pairs of adjacent symbols of a word, with their multiplicity.
+fn pairs_of(word: &[u32]) -> impl Iterator<Item = Pair> + '_ {
+    word.windows(2).map(|w| (w[0], w[1]))
+}
+
+/// Replaces every non-overlapping `pair` of `word`, left to right, by `new`.
+fn merge_word(word: &mut Vec<u32>, pair: Pair, new: u32) {
+    let mut out = Vec::with_capacity(word.len());
+    let mut i = 0;
+    while i < word.len() {
+        if i + 1 < word.len() && (word[i], word[i + 1]) == pair {
+            out.push(new);
+            i += 2;
+        } else {
+            out.push(word[i]);
+            i += 1;
+        }
+    }
+    *word = out;
+}
+
+/// The WordPiece vocabulary (tokens in id order) that `tokenizers`'
+/// `WordPieceTrainer` learns, with every order fixed:
+///
+/// 1. the special tokens, in the given order;
+/// 2. the alphabet: every character of every word, by code point;
+/// 3. every continuing-subword character (`##c`), in order of first use when
+///    the words are read in byte order;
+/// 4. BPE merges: the most frequent adjacent pair (counted over word
+///    frequencies) becomes a token (`a` + `##b` → `ab`, `##a` + `##b` →
+///    `##ab`), ties going to the lower pair of ids, until the vocabulary has
+///    `vocab_size` tokens or the best pair occurs fewer than `min_frequency`
+///    times.
+fn wordpiece_vocab(
+    words: &BTreeMap<String, u64>,
+    vocab_size: usize,
+    min_frequency: u64,
+    specials: &[&str],
+    prefix: &str,
+) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut intern = |t: String, tokens: &mut Vec<String>| -> u32 {
+        *ids.entry(t).or_insert_with_key(|t| {
+            tokens.push(t.clone());
+            (tokens.len() - 1) as u32
+        })
+    };
+    for s in specials {
+        intern((*s).to_owned(), &mut tokens);
+    }
+    let alphabet: BTreeSet<char> = words.keys().flat_map(|w| w.chars()).collect();
+    for c in alphabet {
+        intern(c.to_string(), &mut tokens);
+    }
+    let counts: Vec<u64> = words.values().copied().collect();
+    let mut symbols: Vec<Vec<u32>> = words
+        .keys()
+        .map(|w| {
+            w.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    let t = if i == 0 {
+                        c.to_string()
+                    } else {
+                        format!("{prefix}{c}")
+                    };
+                    intern(t, &mut tokens)
+                })
+                .collect()
+        })
+        .collect();
+
+    // Pair frequencies, the words that may hold each pair, and a max-queue
+    // of (frequency, lower pair first) with stale entries skipped on pop.
+    let mut freq: HashMap<Pair, u64> = HashMap::new();
+    let mut holders: HashMap<Pair, BTreeSet<usize>> = HashMap::new();
+    for (w, word) in symbols.iter().enumerate() {
+        for p in pairs_of(word) {
+            *freq.entry(p).or_default() += counts[w];
+            holders.entry(p).or_default().insert(w);
+        }
+    }
+    let mut queue: BinaryHeap<(u64, Reverse<Pair>)> =
+        freq.iter().map(|(p, n)| (*n, Reverse(*p))).collect();
+    while tokens.len() < vocab_size {
+        let Some((n, Reverse(pair))) = queue.pop() else {
+            break;
+        };
+        let current = freq.get(&pair).copied().unwrap_or(0);
+        if n != current {
+            // Stale; the pair's current frequency is queued already when it
+            // grew, or is pushed here when it shrank.
+            if current > 0 && current < n {
+                queue.push((current, Reverse(pair)));
+            }
+            continue;
+        }
+        if n == 0 || n < min_frequency {
+            break;
+        }
+        let left = &tokens[pair.0 as usize];
+        let right = &tokens[pair.1 as usize];
+        let merged = format!("{left}{}", right.strip_prefix(prefix).unwrap_or(right));
+        let new = intern(merged, &mut tokens);
+        let mut delta: BTreeMap<Pair, i64> = BTreeMap::new();
+        for w in holders.remove(&pair).unwrap_or_default() {
+            let word = &mut symbols[w];
+            if !pairs_of(word).any(|p| p == pair) {
+                continue;
+            }
+            let c = counts[w] as i64;
+            for p in pairs_of(word) {
+                *delta.entry(p).or_default() -= c;
+            }
+            merge_word(word, pair, new);
+            for p in pairs_of(word) {
+                *delta.entry(p).or_default() += c;
+                holders.entry(p).or_default().insert(w);
+            }
+        }
+        for (p, d) in delta {
+            if d == 0 {
+                continue;
+            }
+            let f = freq.entry(p).or_default();
+            *f = (*f as i64 + d) as u64;
+            if d > 0 {
+                queue.push((*f, Reverse(p)));
+            }
+        }
+    }
+    tokens
+}
+
 fn to_encoded(e: &tokenizers::Encoding) -> Encoded {
     Encoded {
         ids: e.get_ids().to_vec(),
@@ -257,6 +450,28 @@ mod tests {
         t.save(&p).unwrap();
         let back = TextTokenizer::from_file(&p, 8, true).unwrap();
         assert_eq!(back.encode("The customer wants a growth fund").unwrap(), e);
+    }
+
+    /// The merges of a corpus small enough to count by hand, including a tie
+    /// (`p`+`##ug` and `hug`+`##s`, 5 each) that goes to the lower pair of ids.
+    #[test]
+    fn wordpiece_vocab_merges_most_frequent_pairs_lowest_ids_first() {
+        let words: BTreeMap<String, u64> = [("hug", 10), ("pug", 5), ("pun", 12), ("bun", 4)]
+            .into_iter()
+            .chain([("hugs", 5)])
+            .map(|(w, n)| (w.to_owned(), n))
+            .collect();
+        let vocab = |size, min| wordpiece_vocab(&words, size, min, &SPECIAL_TOKENS, PREFIX);
+        let mut expected: Vec<&str> = SPECIAL_TOKENS.to_vec();
+        expected.extend(["b", "g", "h", "n", "p", "s", "u"]);
+        // First use, words in byte order: bun, hug, hugs, pug, pun.
+        expected.extend(["##u", "##n", "##g", "##s"]);
+        // ##u ##g: 20, ##u ##n: 16, h ##ug: 15, p ##un: 12, then the tie at 5:
+        // (p, ##ug) = (9, 16) before (hug, ##s) = (18, 15); b ##un: 4.
+        expected.extend(["##ug", "##un", "hug", "pun", "pug", "hugs", "bun"]);
+        assert_eq!(vocab(100, 2), expected);
+        assert_eq!(vocab(21, 2), expected[..21]);
+        assert_eq!(vocab(100, 5), expected[..expected.len() - 1]);
     }
 
     #[test]

@@ -101,8 +101,8 @@ pub use io::write_atomic;
 pub use mitigation::offsets::{ClassOffsets, OFFSETS_SCHEMA, OffsetConfig, OffsetConstraint};
 pub use mitigation::reweighing::{Reweighing, reweighing_weights};
 pub use mitigation::threshold::{
-    Constraint, Cut, GroupFit, GroupRule, Objective, THRESHOLD_SCHEMA, ThresholdOptimizer,
-    ThresholdOptimizerConfig,
+    Constraint, Cut, DecisionStream, GroupFit, GroupRule, Objective, THRESHOLD_SCHEMA,
+    ThresholdOptimizer, ThresholdOptimizerConfig,
 };
 pub use monitor::{MonitorEvent, MonitorEventKind, WindowMonitor};
 pub use report::{

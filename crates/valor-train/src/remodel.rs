@@ -47,7 +47,7 @@ use valor_bert::explain::{
 use valor_bert::{Backend, BertInput, LoadOptions};
 use valor_data::{BatchConfig, Encoded, TextTokenizer, collate, load_dataset, plan_batches, split};
 use valor_fair::{
-    ClassOffsets, Constraint, LabelId, LabelSet, OffsetConfig, ThresholdOptimizer,
+    ClassOffsets, Constraint, DecisionStream, LabelId, LabelSet, OffsetConfig, ThresholdOptimizer,
     ThresholdOptimizerConfig,
 };
 use valor_values::{
@@ -224,7 +224,73 @@ impl ThresholdsFile {
     /// Predicted label ids for row-major probabilities (`k` per row) and
     /// each row's group value.
     pub fn predict<S: AsRef<str>>(&self, probs: &[f64], groups: &[S]) -> RemodelResult<Vec<u32>> {
+        self.predictor().predict(probs, groups)
+    }
+
+    /// Applies the rule to rows that come in chunks (a streamed file): the
+    /// chunks' labels together are [`predict`](Self::predict)'s on all the
+    /// rows at once (the randomised thresholds' draws continue from chunk to
+    /// chunk).
+    pub fn predictor(&self) -> ThresholdsPredictor<'_> {
+        ThresholdsPredictor {
+            file: self,
+            draws: DecisionStream::new(self.seed),
+        }
+    }
+
+    /// The rule's name as `thresholds.json` spells it (`kind`):
+    /// `class_offsets` or `thresholds`.
+    pub fn kind(&self) -> &'static str {
+        match self.post {
+            PostProcess::ClassOffsets(_) => "class_offsets",
+            PostProcess::Thresholds(_) => "thresholds",
+        }
+    }
+
+    /// The groups the rule knows, in the file's order; any other group value is an error
+    /// (the file has no fallback rule).
+    pub fn groups(&self) -> Vec<&str> {
         match &self.post {
+            PostProcess::ClassOffsets(o) => o.offsets.keys().collect(),
+            PostProcess::Thresholds(t) => t.groups.keys().collect(),
+        }
+    }
+
+    /// Checks that the rule fits a model with these labels (`id2label`
+    /// order): class offsets name the same labels, thresholds need two.
+    pub fn check_labels(&self, labels: &[String]) -> std::result::Result<(), String> {
+        match &self.post {
+            PostProcess::ClassOffsets(o) if o.labels != labels => Err(format!(
+                "the class offsets are for labels [{}], the model's are [{}]",
+                o.labels.join(", "),
+                labels.join(", ")
+            )),
+            PostProcess::Thresholds(_) if labels.len() != 2 => Err(format!(
+                "thresholds need a model with two labels, the model has {} ({})",
+                labels.len(),
+                labels.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A [`ThresholdsFile`] applied chunk by chunk ([`ThresholdsFile::predictor`]).
+#[derive(Debug, Clone)]
+pub struct ThresholdsPredictor<'a> {
+    file: &'a ThresholdsFile,
+    draws: DecisionStream,
+}
+
+impl ThresholdsPredictor<'_> {
+    /// Label ids of the next rows: row-major probabilities (`k` per row) and
+    /// each row's group value.
+    pub fn predict<S: AsRef<str>>(
+        &mut self,
+        probs: &[f64],
+        groups: &[S],
+    ) -> RemodelResult<Vec<u32>> {
+        match &self.file.post {
             PostProcess::ClassOffsets(o) => Ok(o
                 .predict(probs, groups)?
                 .into_iter()
@@ -232,10 +298,8 @@ impl ThresholdsFile {
                 .collect()),
             PostProcess::Thresholds(t) => {
                 let p1: Vec<f64> = probs.chunks(2).map(|r| r[1]).collect();
-                Ok(t.predict(&p1, groups, self.seed)?
-                    .into_iter()
-                    .map(u32::from)
-                    .collect())
+                let p = t.predict_proba(&p1, groups)?;
+                Ok(self.draws.decide(&p).into_iter().map(u32::from).collect())
             }
         }
     }

@@ -163,6 +163,19 @@ fn predict_writes_every_format_in_input_order() {
         column(&out, "id"),
         (1..=8).map(|i| i.to_string()).collect::<Vec<_>>()
     );
+    // Predictions are kept: an ordinary file's mode, not a temp file's 0600.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"").unwrap();
+        assert_eq!(mode(&out), mode(&probe), "{:o}", mode(&out));
+        assert_eq!(
+            mode(&model.join("tokenizer.json")) & 0o044,
+            mode(&probe) & 0o044
+        );
+    }
 }
 
 #[test]
@@ -310,4 +323,292 @@ fn safetensors_logits(bytes: &[u8]) -> Vec<Vec<f64>> {
         .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
         .collect();
     v.chunks(t.shape()[1]).map(<[f64]>::to_vec).collect()
+}
+
+/// A CSV of [`TEXTS`] with a `gender` column (`f`, `m` alternating), or the
+/// given group values.
+fn write_grouped_input(dir: &Path, groups: &[&str]) -> PathBuf {
+    let path = dir.join("grouped.csv");
+    let mut s = String::from("ref,text,gender\n");
+    for (i, t) in TEXTS.iter().enumerate() {
+        let g = groups[i % groups.len()];
+        s.push_str(&format!("r{i},\"{}\",{g}\n", t.replace('"', "\"\"")));
+    }
+    std::fs::write(&path, s).unwrap();
+    path
+}
+
+fn predict_csv(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--id-col",
+        "ref",
+    ];
+    args.extend(extra);
+    let (code, _, stderr) = valor(&args);
+    (code, stderr)
+}
+
+/// Row-major probabilities of an output file, in label order.
+fn output_probs(out: &Path) -> Vec<f64> {
+    let deny = floats(out, "p_deny");
+    let approve = floats(out, "p_approve");
+    deny.iter()
+        .zip(&approve)
+        .flat_map(|(d, a)| [*d, *a])
+        .collect()
+}
+
+fn argmax_labels(probs: &[f64]) -> Vec<String> {
+    probs
+        .chunks(2)
+        .map(|p| if p[1] > p[0] { "approve" } else { "deny" }.to_string())
+        .collect()
+}
+
+fn write_thresholds(model: &Path, post: valor_train::PostProcess) -> valor_train::ThresholdsFile {
+    let file = valor_train::ThresholdsFile {
+        schema: valor_train::THRESHOLDS_SCHEMA.into(),
+        group_column: "gender".into(),
+        seed: 11,
+        post,
+    };
+    std::fs::write(
+        model.join(valor_train::THRESHOLDS_FILE),
+        serde_json::to_string_pretty(&file).unwrap(),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn predict_applies_the_thresholds_of_a_remodelled_model() {
+    use valor_fair::{
+        ClassOffsets, Constraint, Cut, GroupRule, OFFSETS_SCHEMA, Objective, OffsetConstraint,
+        OrderedMap, THRESHOLD_SCHEMA, ThresholdOptimizer,
+    };
+    use valor_train::PostProcess;
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let groups = ["f", "m", "m", "f", "m"];
+    let input = write_grouped_input(dir.path(), &groups);
+    let group_of: Vec<&str> = (0..TEXTS.len()).map(|i| groups[i % groups.len()]).collect();
+
+    // Without thresholds.json: argmax labels, no `decision` column.
+    let plain = dir.path().join("plain.csv");
+    let (code, stderr) = predict_csv(&model, &input, &plain, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        read_table(&plain).unwrap().column_names(),
+        ["id", "label", "p_deny", "p_approve"]
+    );
+    let probs = output_probs(&plain);
+    assert_eq!(column(&plain, "label"), argmax_labels(&probs));
+
+    // Randomised thresholds: `f` approves with probability 1/2 (so the
+    // seeded draws decide), `m` above a cut between the 4th and 5th of the
+    // model's P(approve) (so the rule, not argmax, decides).
+    let mut p1: Vec<f64> = probs.chunks(2).map(|p| p[1]).collect();
+    p1.sort_by(f64::total_cmp);
+    let cut = (p1[3] + p1[4]) / 2.0;
+    let rules: OrderedMap<GroupRule> = [
+        (
+            "f".to_string(),
+            GroupRule {
+                cuts: vec![],
+                constant: 0.5,
+            },
+        ),
+        (
+            "m".to_string(),
+            GroupRule {
+                cuts: vec![Cut {
+                    above: Some(cut),
+                    weight: 1.0,
+                }],
+                constant: 0.0,
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let file = write_thresholds(
+        &model,
+        PostProcess::Thresholds(ThresholdOptimizer {
+            schema: THRESHOLD_SCHEMA.into(),
+            constraint: Constraint::DemographicParity,
+            objective: Objective::Accuracy,
+            grid_size: 10,
+            target: [("selection_rate".to_string(), 0.5)].into_iter().collect(),
+            objective_value: 0.5,
+            groups: rules,
+            fit: OrderedMap::new(),
+        }),
+    );
+    // Every format; chunks of 3 rows, so the draws must continue across chunks.
+    for ext in ["csv", "jsonl", "parquet"] {
+        let out = dir.path().join(format!("thr.{ext}"));
+        let (code, stderr) = predict_csv(&model, &input, &out, &["--chunk-rows", "3"]);
+        assert_eq!(code, 0, "{ext}: {stderr}");
+        assert!(
+            stderr.contains("thresholds.json") && stderr.contains("`gender`"),
+            "{ext}: says which rule: {stderr}"
+        );
+        assert_eq!(
+            read_table(&out).unwrap().column_names(),
+            ["id", "label", "p_deny", "p_approve", "decision"],
+            "{ext}"
+        );
+        let got = output_probs(&out);
+        assert_all_close(ext, &got, &probs, Tolerance::abs(0.0));
+        let want: Vec<String> = file
+            .predict(&got, &group_of)
+            .unwrap()
+            .into_iter()
+            .map(|l| ["deny", "approve"][l as usize].to_string())
+            .collect();
+        let labels = column(&out, "label");
+        assert_eq!(labels, want, "{ext}");
+        assert_ne!(labels, argmax_labels(&got), "{ext}: the rule decided");
+        // Restarting the draws at each chunk would have given other labels.
+        let restarted: Vec<u32> = got
+            .chunks(6)
+            .zip(group_of.chunks(3))
+            .flat_map(|(p, g)| file.predict(p, g).unwrap())
+            .collect();
+        let want_ids = file.predict(&got, &group_of).unwrap();
+        assert_ne!(restarted, want_ids, "the seed exercises the chunking");
+        assert!(column(&out, "decision").iter().all(|d| d == "thresholds"));
+    }
+
+    // Class offsets, and a group column named on the command line.
+    let renamed = dir.path().join("renamed.csv");
+    std::fs::write(
+        &renamed,
+        std::fs::read_to_string(&input)
+            .unwrap()
+            .replacen("gender", "sex", 1),
+    )
+    .unwrap();
+    let offsets = write_thresholds(
+        &model,
+        PostProcess::ClassOffsets(ClassOffsets {
+            schema: OFFSETS_SCHEMA.into(),
+            labels: vec!["deny".into(), "approve".into()],
+            constraint: OffsetConstraint::DemographicParity,
+            targets: vec![0.5, 0.5],
+            offsets: [
+                ("f".to_string(), vec![0.0, 2.0]),
+                ("m".to_string(), vec![2.0, 0.0]),
+            ]
+            .into_iter()
+            .collect(),
+            achieved: OrderedMap::new(),
+        }),
+    );
+    let out = dir.path().join("offsets.csv");
+    let (code, stderr) = predict_csv(&model, &renamed, &out, &["--group-col", "sex"]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Vec<String> = offsets
+        .predict(&output_probs(&out), &group_of)
+        .unwrap()
+        .into_iter()
+        .map(|l| ["deny", "approve"][l as usize].to_string())
+        .collect();
+    let by_group: Vec<&str> = group_of
+        .iter()
+        .map(|g| if *g == "f" { "approve" } else { "deny" })
+        .collect();
+    assert_eq!(column(&out, "label"), want);
+    assert_eq!(column(&out, "label"), by_group);
+    assert!(
+        column(&out, "decision")
+            .iter()
+            .all(|d| d == "class_offsets")
+    );
+}
+
+#[test]
+fn predict_with_thresholds_needs_the_group_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let offsets = valor_fair::ClassOffsets {
+        schema: valor_fair::OFFSETS_SCHEMA.into(),
+        labels: vec!["deny".into(), "approve".into()],
+        constraint: valor_fair::OffsetConstraint::DemographicParity,
+        targets: vec![0.5, 0.5],
+        offsets: [("f".to_string(), vec![0.0, 0.1])].into_iter().collect(),
+        achieved: valor_fair::OrderedMap::new(),
+    };
+    write_thresholds(&model, valor_train::PostProcess::ClassOffsets(offsets));
+    // The input has no `gender` column.
+    let input = write_input(dir.path());
+    let out = dir.path().join("pred.csv");
+    let (code, stderr) = predict_csv(&model, &input, &out, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    for want in [
+        "thresholds.json",
+        "no column `gender`",
+        "ref, text",
+        "--group-col",
+        "--ignore-thresholds",
+    ] {
+        assert!(stderr.contains(want), "`{want}` in: {stderr}");
+    }
+    assert!(!out.exists(), "no output");
+    let (code, stderr) = predict_csv(&model, &input, &out, &["--group-col", "region"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no column `region`"), "{stderr}");
+
+    // The explicit opt-out: argmax labels, a warning, `decision` = argmax.
+    let (code, stderr) = predict_csv(&model, &input, &out, &["--ignore-thresholds"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: --ignore-thresholds") && stderr.contains("NOT"),
+        "{stderr}"
+    );
+    assert_eq!(column(&out, "label"), argmax_labels(&output_probs(&out)));
+    assert!(column(&out, "decision").iter().all(|d| d == "argmax"));
+}
+
+#[test]
+fn predict_with_thresholds_rejects_an_unknown_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let offsets = valor_fair::ClassOffsets {
+        schema: valor_fair::OFFSETS_SCHEMA.into(),
+        labels: vec!["deny".into(), "approve".into()],
+        constraint: valor_fair::OffsetConstraint::DemographicParity,
+        targets: vec![0.5, 0.5],
+        offsets: [
+            ("f".to_string(), vec![0.0, 0.1]),
+            ("m".to_string(), vec![0.1, 0.0]),
+        ]
+        .into_iter()
+        .collect(),
+        achieved: valor_fair::OrderedMap::new(),
+    };
+    write_thresholds(&model, valor_train::PostProcess::ClassOffsets(offsets));
+    // Rows 1..8 are f, m, m, x, f, m, m, x: row 4 (1-based) is the first `x`,
+    // in the second chunk of 3.
+    let input = write_grouped_input(dir.path(), &["f", "m", "m", "x"]);
+    let out = dir.path().join("pred.csv");
+    let (code, stderr) = predict_csv(&model, &input, &out, &["--chunk-rows", "3"]);
+    assert_eq!(code, 2, "{stderr}");
+    for want in [
+        "grouped.csv, row 4, column `gender`: `x` is not a group of",
+        "thresholds.json",
+        "its groups are: f, m",
+        "no fallback",
+    ] {
+        assert!(stderr.contains(want), "`{want}` in: {stderr}");
+    }
+    assert!(!out.exists(), "no partial output");
 }

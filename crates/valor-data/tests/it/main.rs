@@ -2,4 +2,5 @@
 
 mod builtin;
 mod real;
+mod tokenizer_determinism;
 mod tokenizer_parity;

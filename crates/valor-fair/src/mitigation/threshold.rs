@@ -523,8 +523,7 @@ impl ThresholdOptimizer {
         seed: u64,
     ) -> Result<Vec<bool>> {
         let p = self.predict_proba(scores, groups)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        Ok(p.into_iter().map(|p| rng.random::<f64>() < p).collect())
+        Ok(DecisionStream::new(seed).decide(&p))
     }
 
     /// JSON text.
@@ -551,6 +550,32 @@ impl ThresholdOptimizer {
     /// Loads an optimizer saved by [`save`](Self::save).
     pub fn load(path: &Path) -> Result<Self> {
         load_json("threshold optimizer", path)
+    }
+}
+
+/// The seeded draws of [`ThresholdOptimizer::predict`], continued from call
+/// to call: rows decided chunk by chunk through one stream get the decisions
+/// that one `predict` call on all the rows gives (row `i` of the stream, the
+/// `i`-th draw), so a file can be predicted in chunks.
+#[derive(Clone, Debug)]
+pub struct DecisionStream {
+    rng: ChaCha8Rng,
+}
+
+impl DecisionStream {
+    /// The stream of [`ThresholdOptimizer::predict`] with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Positive where the row's draw is below its P(ŷ = 1); one draw per row.
+    pub fn decide(&mut self, probabilities: &[f64]) -> Vec<bool> {
+        probabilities
+            .iter()
+            .map(|p| self.rng.random::<f64>() < *p)
+            .collect()
     }
 }
 
@@ -604,6 +629,15 @@ mod tests {
             t.predict_proba(&[0.5], &["c"]),
             Err(Error::UnknownGroup { .. })
         ));
+        // Chunk by chunk through one stream = one call.
+        let whole = t.predict(&s, &g, 3).unwrap();
+        let mut stream = DecisionStream::new(3);
+        let chunked: Vec<bool> = s
+            .chunks(7)
+            .zip(g.chunks(7))
+            .flat_map(|(s, g)| stream.decide(&t.predict_proba(s, g).unwrap()))
+            .collect();
+        assert_eq!(chunked, whole);
     }
 
     #[test]

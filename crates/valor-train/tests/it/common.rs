@@ -24,10 +24,9 @@ pub fn builtin_csv(dir: &Path, rows: usize) -> PathBuf {
 }
 
 /// A WordPiece tokenizer of at most `vocab` pieces trained on `data`'s
-/// texts, saved once next to it and reused by every later call, so that
-/// runs compared with each other tokenize identically (the `tokenizers`
-/// trainer breaks ties between equally frequent merges in hash-map order,
-/// which differs between processes).
+/// texts, saved once next to it and reused by every later call, so runs
+/// compared with each other read the same file (training is deterministic,
+/// `valor_data::tokenize`, so this only saves retraining).
 pub fn shared_tokenizer(data: &Path, vocab: usize) -> PathBuf {
     let path = data.with_file_name(format!("tokenizer-{vocab}.json"));
     if !path.exists() {
