@@ -250,7 +250,11 @@ mod tests {
         let (ours, burns) = (gelu(x.clone()), burn_gelu(x.clone()));
         let grad = |y: Tensor<2>| {
             let g = y.sum().backward();
-            x.grad(&g).unwrap().into_data().try_into_vec::<f32>().unwrap()
+            x.grad(&g)
+                .unwrap()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
         };
         let (v1, v2) = (ours.clone().into_data(), burns.clone().into_data());
         let (v1, v2) = (v1.as_slice::<f32>().unwrap(), v2.as_slice::<f32>().unwrap());

@@ -162,7 +162,15 @@ pub fn save_hf(
         _ => std::path::PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let tmp = tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The folder is renamed into place and kept: an ordinary folder's
+        // mode (0777 less the umask), not a temporary directory's 0700.
+        builder.permissions(std::fs::Permissions::from_mode(0o777));
+    }
+    let tmp = builder
         .prefix(".valor-save-")
         .tempdir_in(&parent)
         .map_err(|e| Error::io(&parent, e))?;

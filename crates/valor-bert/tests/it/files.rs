@@ -128,6 +128,15 @@ fn saved_folder_has_hf_names_shapes_and_config() {
     saved_small(tmp.path());
     let dir = tmp.path().join("model");
     let c = small_config();
+    #[cfg(unix)]
+    {
+        // A kept folder, not a temporary directory's owner-only 0700.
+        use std::os::unix::fs::PermissionsExt;
+        let probe = tmp.path().join("probe");
+        std::fs::create_dir(&probe).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), mode(&probe));
+    }
     assert_eq!(
         names_and_shapes(&dir.join("model.safetensors")),
         hf_names(2, 32, 64, 97, 40, 2, 3)
