@@ -50,8 +50,8 @@ pub mod weights;
 
 pub use checkpoint::{EpochRecord, TrainState};
 pub use config::{
-    AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, FairnessObjective, ModelSource, Penalty,
-    ScratchModel, SelectMetric, TrainConfig, Weighting,
+    AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, Devices, FairnessObjective, ModelSource,
+    Penalty, ScratchModel, SelectMetric, SettingSource, TrainConfig, Weighting,
 };
 pub use error::{Error, Result};
 pub use metrics::{EvalCounts, EvalMetrics};
