@@ -247,7 +247,7 @@ impl std::str::FromStr for Devices {
             Error::config(
                 "devices",
                 format!(
-                    "`{s}` {why}; give a device count N >= 1 (e.g. `2`) or a comma-separated list of device indices (e.g. `0,1`, or `1,` for device 1 alone)"
+                    "is `{s}`, {why}; give a device count N >= 1 (e.g. `2`) or a comma-separated list of device indices (e.g. `0,1`, or `1,` for device 1 alone)"
                 ),
             )
         };
@@ -257,22 +257,25 @@ impl std::str::FromStr for Devices {
                 Some((last, rest)) if last.is_empty() => rest,
                 _ => &parts[..],
             };
+            if parts.iter().all(|p| p.is_empty()) {
+                return Err(bad("which names no device".into()));
+            }
             let list = parts
                 .iter()
                 .map(|p| {
                     p.parse::<usize>()
-                        .map_err(|_| bad(format!("has `{p}`, which is not a device index")))
+                        .map_err(|_| bad(format!("where `{p}` is not a device index")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             if list.is_empty() {
-                return Err(bad("names no device".into()));
+                return Err(bad("which names no device".into()));
             }
             Ok(Devices::List(list))
         } else {
             match s.parse::<usize>() {
-                Ok(0) => Err(bad("is no device".into())),
+                Ok(0) => Err(bad("which names no device".into())),
                 Ok(n) => Ok(Devices::Count(n)),
-                Err(_) => Err(bad("is not a number".into())),
+                Err(_) => Err(bad("which is neither a count nor a list".into())),
             }
         }
     }

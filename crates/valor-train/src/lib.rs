@@ -63,6 +63,6 @@ pub use trainer::{GIT_COMMIT, Outcome, RunConfigFile, RunDir, read_run_config, r
 
 pub mod remodel;
 pub use remodel::{
-    PostProcess, RemodelConfig, RemodelError, RemodelOutcome, RemodelResult, THRESHOLDS_FILE,
-    THRESHOLDS_SCHEMA, ThresholdsFile, remodel,
+    PostProcess, RemodelConfig, RemodelOutcome, THRESHOLDS_FILE, THRESHOLDS_SCHEMA, ThresholdsFile,
+    remodel,
 };
