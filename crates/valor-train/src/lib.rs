@@ -9,7 +9,9 @@
 //! decoupled weight decay (not on biases and LayerNorm), linear warmup and
 //! linear or cosine decay ([`LrSchedule`]), global-norm gradient clipping,
 //! gradient accumulation normalised by the examples of the whole step,
-//! early stopping; evaluation from streamed counts ([`EvalCounts`]);
+//! data parallelism over several devices ([`Devices`]: each micro-batch
+//! split into per-device shards whose gradients are summed on the main
+//! device), early stopping; evaluation from streamed counts ([`EvalCounts`]);
 //! [checkpoints](checkpoint) (model + optimizer + schedule position +
 //! epoch/step + RNG state + data position in one atomically written,
 //! checksummed file) with keep-last-N and keep-best retention; the run

@@ -16,7 +16,9 @@
 //! scratch) or load the checkpoint's; build or load the model; then for
 //! every epoch, micro-batches in the seeded, length-bucketed order of
 //! `valor_data::plan_batches`, each optimizer step over `grad_accum`
-//! micro-batches with the loss normalised by the step's examples; clip the
+//! micro-batches (each split into one shard per device when training
+//! data-parallel, see [`crate::Devices`]) with the loss normalised by the
+//! step's examples; clip the
 //! global gradient norm; AdamW at the scheduled learning rate; checkpoint
 //! every `checkpoint_every` steps and at each epoch's end after evaluating
 //! the validation split; at the end, test the best epoch's model and write
