@@ -254,7 +254,7 @@ impl std::str::FromStr for Devices {
         if s.contains(',') {
             let parts: Vec<&str> = s.split(',').map(str::trim).collect();
             let parts = match parts.split_last() {
-                Some((last, rest)) if last.is_empty() => rest,
+                Some((&"", rest)) => rest,
                 _ => &parts[..],
             };
             if parts.iter().all(|p| p.is_empty()) {
