@@ -163,7 +163,10 @@ pub fn devices(backend: Backend, indices: &[usize]) -> Result<Vec<Device>> {
             asked: format!("device index {bad} was asked for"),
             available: available(count),
             hint: match backend {
-                Backend::Cpu => "; the CPU is one device (index 0)".into(),
+                Backend::Cpu => {
+                    "; index 0 may be listed more than once (e.g. 0,0) to put several replicas on it"
+                        .into()
+                }
                 _ => String::new(),
             },
         });

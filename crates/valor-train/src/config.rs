@@ -230,7 +230,9 @@ impl std::fmt::Display for Devices {
             Devices::Count(n) => write!(f, "{n}"),
             Devices::List(v) => {
                 let list: Vec<String> = v.iter().map(ToString::to_string).collect();
-                write!(f, "{},", list.join(","))
+                // One index keeps a trailing comma so that it reads back as a list.
+                let comma = if v.len() == 1 { "," } else { "" };
+                write!(f, "{}{comma}", list.join(","))
             }
         }
     }

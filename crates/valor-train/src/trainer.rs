@@ -652,13 +652,20 @@ fn resolve_devices(config: &TrainConfig) -> Result<(Device, Vec<Device>)> {
 /// A device request the backend cannot meet: say what there is, and for a
 /// count beyond the devices there are, how to ask for what exists.
 fn devices_error(config: &TrainConfig, e: valor_bert::Error) -> Error {
-    let valor_bert::Error::DeviceUnavailable { available, .. } = &e else {
+    let valor_bert::Error::DeviceUnavailable {
+        available, asked, ..
+    } = &e
+    else {
         return e.into();
     };
     let backend = config.backend.name();
     let hint = if config.backend == valor_bert::Backend::Cpu {
-        "; burn's CPU backend (flex) is one device that already uses every core, so one          device is the fast choice (--grad-accum gives larger optimizer steps); to run the          data-parallel path on it anyway, list it once per shard, e.g. --devices 0,0"
-            .to_string()
+        concat!(
+            "; burn's CPU backend (flex) is one device that already uses every core, ",
+            "so one device is the fast choice (--grad-accum gives larger optimizer steps); ",
+            "to run the data-parallel path on it anyway, list it once per shard, e.g. --devices 0,0"
+        )
+        .to_string()
     } else {
         String::new()
     };
@@ -671,7 +678,9 @@ fn devices_error(config: &TrainConfig, e: valor_bert::Error) -> Error {
         },
         crate::config::Devices::List(_) => Error::Config {
             field: "devices".into(),
-            message: e.to_string(),
+            message: format!(
+                "lists a device the {backend} backend lacks ({asked}); it has {available}{hint}"
+            ),
         },
     }
 }
