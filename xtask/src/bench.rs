@@ -349,6 +349,7 @@ fn workloads(ctx: &Ctx) -> Vec<Workload> {
         model("minilm", MINILM, "minilm", 128, 1, false, false);
         model("minilm", MINILM, "minilm", 64, 32, false, false);
         model("minilm", MINILM, "minilm", 128, 32, false, false);
+        model("minilm", MINILM, "minilm", 64, 16, true, false);
         model("minilm", MINILM, "minilm", 128, 16, true, false);
     }
     if !ctx.gpu {

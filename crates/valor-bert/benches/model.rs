@@ -299,7 +299,7 @@ fn explain(c: &mut Criterion) {
 
 fn minilm(c: &mut Criterion) {
     inference(c, "minilm", &[(64, 1), (128, 1), (64, 32), (128, 32)]);
-    training(c, "minilm", &[(128, 16)]);
+    training(c, "minilm", &[(64, 16), (128, 16)]);
     explain(c);
 }
 

@@ -8,6 +8,11 @@
 //! backend that was not compiled in is an [`Error::BackendNotCompiled`] that
 //! names the feature to enable.
 //!
+//! Data-parallel training asks for several devices: [`device_count`] says
+//! how many the backend has (the CPU backend is one device: burn's `flex`
+//! device is a unit value whose kernels already use every core) and
+//! [`devices`] returns the ones picked by index.
+//!
 //! Training needs gradients: [`autodiff_device`] wraps the device with
 //! `Device::autodiff()`, burn 0.22's replacement for the old `Autodiff<B>`
 //! backend decorator. Tensors and modules created on (or moved to) it record
@@ -119,6 +124,78 @@ pub fn device(backend: Backend) -> Result<Device> {
     Err(missing)
 }
 
+/// How many devices `backend` has on this machine: 1 for the CPU, the
+/// GPUs burn enumerates for wgpu and CUDA (0 when there is none).
+pub fn device_count(backend: Backend) -> Result<usize> {
+    device(backend)?;
+    match backend {
+        Backend::Cpu => Ok(1),
+        Backend::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Device::enumerate(burn::tensor::DeviceType::Wgpu).len());
+            #[allow(unreachable_code)]
+            Ok(0)
+        }
+        Backend::Cuda => {
+            #[cfg(feature = "cuda")]
+            return Ok(Device::enumerate(burn::tensor::DeviceType::Cuda).len());
+            #[allow(unreachable_code)]
+            Ok(0)
+        }
+    }
+}
+
+/// The inference devices of `backend` at `indices`, in that order (the
+/// first is the main device). Index 0 alone is [`device`]'s choice. An
+/// index may repeat: the same device then holds several replicas, which
+/// run one after another (data parallelism on one device; the CPU's only
+/// way to use the data-parallel path). An index the backend lacks is an
+/// [`Error::DeviceUnavailable`] that says how many devices there are.
+pub fn devices(backend: Backend, indices: &[usize]) -> Result<Vec<Device>> {
+    let first = device(backend)?;
+    if indices.iter().all(|&i| i == 0) {
+        return Ok(vec![first; indices.len()]);
+    }
+    let count = device_count(backend)?;
+    if let Some(&bad) = indices.iter().find(|&&i| i >= count) {
+        return Err(Error::DeviceUnavailable {
+            backend: backend.name(),
+            asked: format!("device index {bad} was asked for"),
+            available: available(count),
+            hint: match backend {
+                Backend::Cpu => {
+                    "; index 0 may be listed more than once (e.g. 0,0) to put several replicas on it"
+                        .into()
+                }
+                _ => String::new(),
+            },
+        });
+    }
+    #[allow(unused_mut)]
+    let mut all: Vec<Device> = Vec::new();
+    #[cfg(feature = "wgpu")]
+    if backend == Backend::Wgpu {
+        all = Device::enumerate(burn::tensor::DeviceType::Wgpu).to_vec();
+    }
+    #[cfg(feature = "cuda")]
+    if backend == Backend::Cuda {
+        all = (0..count).map(Device::cuda).collect();
+    }
+    Ok(indices
+        .iter()
+        .map(|&i| all.get(i).cloned().unwrap_or_else(|| first.clone()))
+        .collect())
+}
+
+/// "1 device (index 0)", "2 devices (indices 0-1)", "no device".
+pub(crate) fn available(count: usize) -> String {
+    match count {
+        0 => "no device".into(),
+        1 => "1 device (index 0)".into(),
+        n => format!("{n} devices (indices 0-{})", n - 1),
+    }
+}
+
 /// The training device for `backend`: [`device`] with autodiff enabled.
 pub fn autodiff_device(backend: Backend) -> Result<Device> {
     Ok(device(backend)?.autodiff())
@@ -158,6 +235,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn cpu_is_one_device_that_may_be_listed_twice() {
+        assert_eq!(device_count(Backend::Cpu).unwrap(), 1);
+        let two = devices(Backend::Cpu, &[0, 0]).unwrap();
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0], two[1]);
+        let e = devices(Backend::Cpu, &[0, 1]).unwrap_err().to_string();
+        assert!(
+            e.contains("1 device (index 0)") && e.contains("index 1"),
+            "{e}"
+        );
     }
 
     #[cfg(feature = "flex")]

@@ -80,6 +80,17 @@ pub enum Error {
         backend: &'static str,
         feature: &'static str,
     },
+    /// More devices, or a device index, than the backend has.
+    #[error("the {backend} backend has {available}; {asked}{hint}")]
+    DeviceUnavailable {
+        backend: &'static str,
+        /// What was asked for, e.g. "2 devices were asked for".
+        asked: String,
+        /// What there is, e.g. "1 device (index 0)".
+        available: String,
+        /// How to fix it, when there is a known way (starts with "; ").
+        hint: String,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -6,6 +6,11 @@
 //! validated `valor_train::TrainConfig` ([`TrainArgs::to_config`]), which
 //! the library runs. `--resume DIR` takes the configuration from the run
 //! folder instead, so it refuses every setting flag.
+//!
+//! `--values FILE` reads the fairness objective (λ and the penalty) from
+//! the `[train]` table of a `values.toml`; `--fairness-lambda` and
+//! `--fairness-penalty` override it, and `config.json` records where each
+//! came from (`fairness.lambda_from`, `fairness.penalty_from`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,9 +19,11 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use valor_bert::Backend;
 use valor_train::{
-    AUTO_FAIRNESS_LAMBDA, Control, Decay, Event, ModelSource, Observer, Outcome as TrainOutcome,
-    Penalty, ProgressBars, SelectMetric, TrainConfig, TrainReport, Weighting,
+    AUTO_FAIRNESS_LAMBDA, Control, Decay, Devices, Event, ModelSource, Observer,
+    Outcome as TrainOutcome, Penalty, ProgressBars, SelectMetric, SettingSource, TrainConfig,
+    TrainReport, Weighting,
 };
+use valor_values::{FairnessPenalty, ValuesSpec};
 
 use crate::Outcome;
 use crate::common::DataArgs;
@@ -117,14 +124,21 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N")]
     pub split_seed: Option<u64>,
 
+    /// Take the fairness objective from the [train] table of this
+    /// values.toml: `fairness_lambda` (λ) and `fairness_penalty`. The flags
+    /// below override it; config.json records where each came from.
+    #[arg(long, value_name = "FILE")]
+    pub values: Option<PathBuf>,
     /// Weight λ of the fairness penalty in the loss (cross-entropy + λ ·
     /// penalty): a number, or `auto` for the default weight (1.0) tuned on
-    /// the built-in data [default: 0, the plain objective].
+    /// the built-in data [default: the --values file's, else 0, the plain
+    /// objective].
     #[arg(long, value_name = "LAMBDA|auto")]
     pub fairness_lambda: Option<LambdaArg>,
     /// The differentiable penalty: demographic-parity (gap across groups of
     /// the mean predicted probability of each class) or equalized-odds (the
-    /// same within each true label) [default: demographic-parity].
+    /// same within each true label) [default: the --values file's, else
+    /// demographic-parity].
     #[arg(long, value_name = "KIND")]
     pub fairness_penalty: Option<PenaltyArg>,
     /// Group column the penalty and reweighing use; repeat for several
@@ -167,6 +181,16 @@ pub struct TrainArgs {
     /// [default: cpu].
     #[arg(long, value_name = "NAME")]
     pub backend: Option<Backend>,
+    /// Data-parallel training: N (the backend's first N devices) or a list
+    /// of device indices (0,1; one index as `1,`). Each micro-batch is
+    /// split across the devices, every device runs forward and backward on
+    /// its shard with a replica of the model, the gradients are summed on
+    /// the first device and one optimizer step follows; the fairness
+    /// penalty is then per shard, as with --grad-accum per micro-batch. The
+    /// CPU backend is one device (index 0); list it twice (0,0) to run the
+    /// data-parallel path on it [default: 1].
+    #[arg(long, value_name = "N|I,J,...")]
+    pub devices: Option<Devices>,
 
     /// Print report.json on stdout instead of the summary table.
     #[arg(long)]
@@ -273,6 +297,8 @@ impl TrainArgs {
             ("--checkpoint-every", self.checkpoint_every.is_some()),
             ("--keep-last", self.keep_last.is_some()),
             ("--backend", self.backend.is_some()),
+            ("--devices", self.devices.is_some()),
+            ("--values", self.values.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, given)| given.then_some(name))
@@ -306,6 +332,7 @@ impl TrainArgs {
         set(&mut c.keep_last, self.keep_last);
         set(&mut c.early_stopping_min_delta, self.min_delta);
         set(&mut c.backend, self.backend);
+        set(&mut c.devices, self.devices.clone());
         if let Some(d) = self.schedule {
             c.decay = match d {
                 DecayArg::Linear => Decay::Linear,
@@ -322,17 +349,43 @@ impl TrainArgs {
         if let Some(s) = &self.split {
             (c.split.train, c.split.valid, c.split.test) = (s[0], s[1], s[2]);
         }
+        if let Some(path) = &self.values {
+            let spec = ValuesSpec::from_path(path)
+                .with_context(|| format!("reading --values {}", path.display()))?;
+            let t = spec.train();
+            anyhow::ensure!(
+                t.fairness_lambda.is_some() || t.fairness_penalty.is_some(),
+                "{}: sets neither `fairness_lambda` nor `fairness_penalty` in a [train] table, so --values would change nothing; add them (the table is documented in `valor remodel --print-values`) or drop --values",
+                path.display()
+            );
+            let from = SettingSource::Values {
+                path: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
+            };
+            if let Some(l) = t.fairness_lambda {
+                c.fairness.lambda = l;
+                c.fairness.lambda_from = from.clone();
+            }
+            if let Some(p) = t.fairness_penalty {
+                c.fairness.penalty = match p {
+                    FairnessPenalty::DemographicParity => Penalty::DemographicParity,
+                    FairnessPenalty::EqualizedOdds => Penalty::EqualizedOdds,
+                };
+                c.fairness.penalty_from = from;
+            }
+        }
         if let Some(l) = self.fairness_lambda {
             c.fairness.lambda = match l {
                 LambdaArg::Value(v) => v,
                 LambdaArg::Auto => AUTO_FAIRNESS_LAMBDA,
             };
+            c.fairness.lambda_from = SettingSource::Flag;
         }
         if let Some(p) = self.fairness_penalty {
             c.fairness.penalty = match p {
                 PenaltyArg::DemographicParity => Penalty::DemographicParity,
                 PenaltyArg::EqualizedOdds => Penalty::EqualizedOdds,
             };
+            c.fairness.penalty_from = SettingSource::Flag;
         }
         c.fairness.groups = self.fairness_groups.clone();
         if self.reweigh {
@@ -391,6 +444,7 @@ impl Observer for CliObserver {
         self.bars.on_event(event);
         match event {
             Event::Started {
+                config,
                 run_dir,
                 train_rows,
                 valid_rows,
@@ -402,10 +456,38 @@ impl Observer for CliObserver {
                 let from = resumed_from
                     .map(|p| format!(", resuming from {}", p.display()))
                     .unwrap_or_default();
+                let devices = match config.devices.len() {
+                    1 => String::new(),
+                    n => format!(
+                        " on {n} {} devices ({})",
+                        config.backend,
+                        config
+                            .devices
+                            .indices()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                };
                 eprintln!(
-                    "training on {train_rows} rows ({valid_rows} validation, {test_rows} test), {total_steps} optimizer steps, run folder {}{from}",
+                    "training on {train_rows} rows ({valid_rows} validation, {test_rows} test){devices}, {total_steps} optimizer steps, run folder {}{from}",
                     run_dir.display()
                 );
+                if config.fairness.lambda > 0.0
+                    || config.fairness.lambda_from != SettingSource::Config
+                {
+                    let from = match &config.fairness.lambda_from {
+                        SettingSource::Config => "default".to_string(),
+                        SettingSource::Flag => "--fairness-lambda".to_string(),
+                        SettingSource::Values { path } => path.display().to_string(),
+                    };
+                    eprintln!(
+                        "fairness penalty {} with lambda {} (from {from})",
+                        config.fairness.penalty.name(),
+                        config.fairness.lambda
+                    );
+                }
             }
             Event::EpochEnded { record } => {
                 let valid = match &record.valid {

@@ -132,6 +132,12 @@ pub struct FairnessObjective {
     /// joint group). Empty means the dataset's first group column.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Where `lambda` came from (not serialised when set in the config).
+    #[serde(default, skip_serializing_if = "SettingSource::is_config")]
+    pub lambda_from: SettingSource,
+    /// Where `penalty` came from (not serialised when set in the config).
+    #[serde(default, skip_serializing_if = "SettingSource::is_config")]
+    pub penalty_from: SettingSource,
 }
 
 impl Default for FairnessObjective {
@@ -140,6 +146,139 @@ impl Default for FairnessObjective {
             lambda: 0.0,
             penalty: Penalty::DemographicParity,
             groups: Vec::new(),
+            lambda_from: SettingSource::Config,
+            penalty_from: SettingSource::Config,
+        }
+    }
+}
+
+/// Where a setting's value came from, recorded in the run's `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "from")]
+pub enum SettingSource {
+    /// Set in the [`TrainConfig`] itself: the default, or chosen by the
+    /// program that built the configuration (e.g. `valor remodel`).
+    #[default]
+    Config,
+    /// Given on the command line.
+    Flag,
+    /// Read from the `[train]` table of a `values.toml`.
+    Values { path: PathBuf },
+}
+
+impl SettingSource {
+    fn is_config(&self) -> bool {
+        *self == SettingSource::Config
+    }
+}
+
+/// The devices a run trains on (`--devices`).
+///
+/// Each micro-batch is split into one shard per device (contiguous rows,
+/// sizes differing by at most one); every shard runs its forward and
+/// backward pass on its own replica of the model, forked from the main
+/// device's; the gradients are moved to the main device (the first) and
+/// summed there, and one AdamW step updates the one model. The loss of a
+/// shard is normalised by the examples of the whole optimizer step, so N
+/// shards of a micro-batch weigh exactly as N accumulated micro-batches
+/// would (the fairness penalty, a batch statistic, is then per shard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Devices {
+    /// The backend's first N devices.
+    Count(usize),
+    /// These device indices; the first is the main device. An index may
+    /// repeat: that device then runs several shards one after another
+    /// (on the CPU, the only device, this is how the data-parallel path is
+    /// taken).
+    List(Vec<usize>),
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices::Count(1)
+    }
+}
+
+impl Devices {
+    /// The device indices, first the main device.
+    pub fn indices(&self) -> Vec<usize> {
+        match self {
+            Devices::Count(n) => (0..*n).collect(),
+            Devices::List(v) => v.clone(),
+        }
+    }
+    /// Number of shards per micro-batch.
+    pub fn len(&self) -> usize {
+        match self {
+            Devices::Count(n) => *n,
+            Devices::List(v) => v.len(),
+        }
+    }
+    /// Whether no device is named (invalid).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn is_single(&self) -> bool {
+        *self == Devices::Count(1)
+    }
+}
+
+impl std::fmt::Display for Devices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Devices::Count(n) => write!(f, "{n}"),
+            Devices::List(v) => {
+                let list: Vec<String> = v.iter().map(ToString::to_string).collect();
+                // One index keeps a trailing comma so that it reads back as a list.
+                let comma = if v.len() == 1 { "," } else { "" };
+                write!(f, "{}{comma}", list.join(","))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Devices {
+    type Err = Error;
+
+    /// `N` (the first N devices, N >= 1) or a comma-separated list of
+    /// indices (`0,1`; one index is written with a trailing comma: `1,`).
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        let bad = |why: String| {
+            Error::config(
+                "devices",
+                format!(
+                    "is `{s}`, {why}; give a device count N >= 1 (e.g. `2`) or a comma-separated list of device indices (e.g. `0,1`, or `1,` for device 1 alone)"
+                ),
+            )
+        };
+        if s.contains(',') {
+            let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+            let parts = match parts.split_last() {
+                Some((&"", rest)) => rest,
+                _ => &parts[..],
+            };
+            if parts.iter().all(|p| p.is_empty()) {
+                return Err(bad("which names no device".into()));
+            }
+            let list = parts
+                .iter()
+                .map(|p| {
+                    p.parse::<usize>()
+                        .map_err(|_| bad(format!("where `{p}` is not a device index")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if list.is_empty() {
+                return Err(bad("which names no device".into()));
+            }
+            Ok(Devices::List(list))
+        } else {
+            match s.parse::<usize>() {
+                Ok(0) => Err(bad("which names no device".into())),
+                Ok(n) => Ok(Devices::Count(n)),
+                Err(_) => Err(bad("which is neither a count nor a list".into())),
+            }
         }
     }
 }
@@ -240,6 +379,11 @@ pub struct TrainConfig {
     pub length_window_batches: usize,
     #[serde(with = "backend_name")]
     pub backend: Backend,
+    /// Devices of the backend that share each micro-batch (data
+    /// parallelism); one by default. Runs started before this setting
+    /// existed read as one device.
+    #[serde(default, skip_serializing_if = "Devices::is_single")]
+    pub devices: Devices,
 }
 
 mod backend_name {
@@ -291,6 +435,7 @@ impl TrainConfig {
             keep_last: 2,
             length_window_batches: 50,
             backend: Backend::Cpu,
+            devices: Devices::Count(1),
         }
     }
 
@@ -380,6 +525,22 @@ impl TrainConfig {
             return Err(Error::config(
                 "max_grad_norm",
                 format!("is {n}; it must be positive"),
+            ));
+        }
+        if self.devices.is_empty() || self.devices == Devices::Count(0) {
+            return Err(Error::config(
+                "devices",
+                "names no device; give a count >= 1 or a list of device indices",
+            ));
+        }
+        if self.devices.len() > self.batch_size {
+            return Err(Error::config(
+                "devices",
+                format!(
+                    "has {} devices but a micro-batch only {} examples (batch_size); every device needs at least one",
+                    self.devices.len(),
+                    self.batch_size
+                ),
             ));
         }
         if self.checkpoint_every == Some(0) {
@@ -473,5 +634,50 @@ mod tests {
         check(&|c| c.fairness.lambda = f64::NAN, "`fairness.lambda`");
         check(&|c| c.split.valid = 0.5, "must sum to 1");
         check(&|c| c.max_grad_norm = Some(0.0), "`max_grad_norm`");
+        check(
+            &|c| c.devices = Devices::Count(0),
+            "`devices` names no device",
+        );
+        check(
+            &|c| c.devices = Devices::List(vec![]),
+            "`devices` names no device",
+        );
+        check(
+            &|c| {
+                c.batch_size = 2;
+                c.devices = Devices::Count(3);
+            },
+            "a micro-batch only 2 examples",
+        );
+    }
+
+    #[test]
+    fn devices_parse_as_a_count_or_a_list() {
+        let ok = |s: &str| s.parse::<Devices>().unwrap();
+        assert_eq!(ok("1"), Devices::Count(1));
+        assert_eq!(ok(" 4 "), Devices::Count(4));
+        assert_eq!(ok("0,1"), Devices::List(vec![0, 1]));
+        assert_eq!(ok("0, 0"), Devices::List(vec![0, 0]));
+        assert_eq!(ok("2,"), Devices::List(vec![2]));
+        for bad in ["0", "", "two", "0,x", ",", "-1"] {
+            let e = bad.parse::<Devices>().unwrap_err().to_string();
+            assert!(e.contains("`devices`") && e.contains("0,1"), "{bad}: {e}");
+        }
+        for d in [ok("3"), ok("0,1"), ok("1,")] {
+            assert_eq!(d.to_string().parse::<Devices>().unwrap(), d);
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(serde_json::from_str::<Devices>(&json).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn old_config_files_read_as_one_device_and_config_lambda() {
+        let c = TrainConfig::scratch(spec(), "tiny");
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(json.get("devices").is_none());
+        assert!(json["fairness"].get("lambda_from").is_none());
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back.devices, Devices::Count(1));
+        assert_eq!(back.fairness.lambda_from, SettingSource::Config);
     }
 }

@@ -20,9 +20,30 @@ pub enum Error {
     /// Building, loading, running or saving the model failed.
     #[error(transparent)]
     Model(#[from] valor_bert::Error),
-    /// Computing fairness metrics failed.
-    #[error("fairness metrics: {0}")]
+    /// Computing fairness metrics, or fitting or applying a
+    /// post-processing rule (`valor remodel`), failed.
+    #[error("fairness: {0}")]
     Fairness(#[from] valor_fair::Error),
+    /// The value algebra (`valor-values`) refused a number or a setting:
+    /// a `values.toml` that cannot be read, or a profile it cannot score.
+    #[error("values: {0}")]
+    Values(#[from] valor_values::Error),
+    /// A target dimension of a `values.toml` is measured by a number
+    /// `valor remodel` never computes.
+    #[error(
+        "{file}: dimension `{dimension}` is measured by `{measure}`, which `valor remodel` cannot compute; it computes {supported}"
+    )]
+    Unmeasurable {
+        file: String,
+        dimension: String,
+        measure: String,
+        supported: String,
+    },
+    /// A run folder or a file in it cannot be used as asked (e.g. remodeled
+    /// into a folder that already holds a remodeling, a thresholds file of
+    /// another schema).
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

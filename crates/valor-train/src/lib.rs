@@ -9,7 +9,9 @@
 //! decoupled weight decay (not on biases and LayerNorm), linear warmup and
 //! linear or cosine decay ([`LrSchedule`]), global-norm gradient clipping,
 //! gradient accumulation normalised by the examples of the whole step,
-//! early stopping; evaluation from streamed counts ([`EvalCounts`]);
+//! data parallelism over several devices ([`Devices`]: each micro-batch
+//! split into per-device shards whose gradients are summed on the main
+//! device), early stopping; evaluation from streamed counts ([`EvalCounts`]);
 //! [checkpoints](checkpoint) (model + optimizer + schedule position +
 //! epoch/step + RNG state + data position in one atomically written,
 //! checksummed file) with keep-last-N and keep-best retention; the run
@@ -50,8 +52,8 @@ pub mod weights;
 
 pub use checkpoint::{EpochRecord, TrainState};
 pub use config::{
-    AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, FairnessObjective, ModelSource, Penalty,
-    ScratchModel, SelectMetric, TrainConfig, Weighting,
+    AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, Devices, FairnessObjective, ModelSource,
+    Penalty, ScratchModel, SelectMetric, SettingSource, TrainConfig, Weighting,
 };
 pub use error::{Error, Result};
 pub use metrics::{EvalCounts, EvalMetrics};
@@ -63,6 +65,6 @@ pub use trainer::{GIT_COMMIT, Outcome, RunConfigFile, RunDir, read_run_config, r
 
 pub mod remodel;
 pub use remodel::{
-    PostProcess, RemodelConfig, RemodelError, RemodelOutcome, RemodelResult, THRESHOLDS_FILE,
-    THRESHOLDS_SCHEMA, ThresholdsFile, ThresholdsPredictor, remodel,
+    PostProcess, RemodelConfig, RemodelOutcome, THRESHOLDS_FILE, THRESHOLDS_SCHEMA, ThresholdsFile,
+    ThresholdsPredictor, remodel,
 };

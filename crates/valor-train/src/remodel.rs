@@ -55,7 +55,8 @@ use valor_values::{
     TestConfirmation, ValuesSpec, measure, select,
 };
 
-use crate::config::{ModelSource, Penalty, TrainConfig, Weighting};
+use crate::config::{Devices, ModelSource, Penalty, SettingSource, TrainConfig, Weighting};
+use crate::error::{Error, Result};
 use crate::metrics::{EvalCounts, EvalMetrics, RowOutcome};
 use crate::observe::Observer;
 use crate::trainer::{GIT_COMMIT, Outcome, RunDir, read_run_config, train};
@@ -65,55 +66,8 @@ pub const THRESHOLDS_FILE: &str = "thresholds.json";
 /// Schema tag of [`ThresholdsFile`].
 pub const THRESHOLDS_SCHEMA: &str = "valor.remodel.thresholds/1";
 
-/// Everything that can stop `valor remodel`.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RemodelError {
-    /// Reading the run, training a candidate or evaluating failed.
-    #[error(transparent)]
-    Train(#[from] crate::Error),
-    /// The value algebra refused a number or a setting.
-    #[error("values: {0}")]
-    Values(#[from] valor_values::Error),
-    /// Loading or running a model failed.
-    #[error(transparent)]
-    Model(#[from] valor_bert::Error),
-    /// Loading, splitting or tokenizing the data failed.
-    #[error(transparent)]
-    Dataset(#[from] valor_data::Error),
-    /// Fitting or applying a post-processing rule failed.
-    #[error("post-processing: {0}")]
-    Fairness(#[from] valor_fair::Error),
-    /// A file of the output folder could not be written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A target dimension's measure reads a number remodel never computes.
-    #[error(
-        "{file}: dimension `{dimension}` is measured by `{measure}`, which `valor remodel` cannot compute; it computes {supported}"
-    )]
-    Unmeasurable {
-        file: String,
-        dimension: String,
-        measure: String,
-        supported: String,
-    },
-    /// The run or the settings cannot be remodelled as given.
-    #[error("{}: {message}", path.display())]
-    Invalid { path: PathBuf, message: String },
-}
-
-/// Result with [`RemodelError`].
-pub type RemodelResult<T> = std::result::Result<T, RemodelError>;
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RemodelError + '_ {
-    move |source| RemodelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::io(path, source)
 }
 
 /// Settings of one remodeling.
@@ -202,18 +156,18 @@ pub struct ThresholdsFile {
 
 impl ThresholdsFile {
     /// Reads `dir/thresholds.json`; `Ok(None)` when the folder has none.
-    pub fn load(dir: &Path) -> RemodelResult<Option<Self>> {
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(THRESHOLDS_FILE);
         if !path.exists() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let file: Self = serde_json::from_str(&text).map_err(|e| RemodelError::Invalid {
+        let file: Self = serde_json::from_str(&text).map_err(|e| Error::Invalid {
             path: path.clone(),
             message: format!("invalid JSON: {e}"),
         })?;
         if file.schema != THRESHOLDS_SCHEMA {
-            return Err(RemodelError::Invalid {
+            return Err(Error::Invalid {
                 path,
                 message: format!("schema `{}`, expected `{THRESHOLDS_SCHEMA}`", file.schema),
             });
@@ -223,7 +177,7 @@ impl ThresholdsFile {
 
     /// Predicted label ids for row-major probabilities (`k` per row) and
     /// each row's group value.
-    pub fn predict<S: AsRef<str>>(&self, probs: &[f64], groups: &[S]) -> RemodelResult<Vec<u32>> {
+    pub fn predict<S: AsRef<str>>(&self, probs: &[f64], groups: &[S]) -> Result<Vec<u32>> {
         self.predictor().predict(probs, groups)
     }
 
@@ -285,11 +239,7 @@ pub struct ThresholdsPredictor<'a> {
 impl ThresholdsPredictor<'_> {
     /// Label ids of the next rows: row-major probabilities (`k` per row) and
     /// each row's group value.
-    pub fn predict<S: AsRef<str>>(
-        &mut self,
-        probs: &[f64],
-        groups: &[S],
-    ) -> RemodelResult<Vec<u32>> {
+    pub fn predict<S: AsRef<str>>(&mut self, probs: &[f64], groups: &[S]) -> Result<Vec<u32>> {
         match &self.file.post {
             PostProcess::ClassOffsets(o) => Ok(o
                 .predict(probs, groups)?
@@ -372,7 +322,7 @@ pub fn remodel(
     config: &RemodelConfig,
     observer: &mut dyn Observer,
     note: &mut dyn FnMut(&str),
-) -> RemodelResult<RemodelOutcome> {
+) -> Result<RemodelOutcome> {
     let spec = &config.values;
     if config.epochs == 0 {
         return Err(invalid(&config.run_dir, "--epochs must be at least 1"));
@@ -380,7 +330,7 @@ pub fn remodel(
     // Fail before any work on a dimension that cannot be measured.
     for d in spec.dimensions() {
         if !available(&d.measure.input(), true) {
-            return Err(RemodelError::Unmeasurable {
+            return Err(Error::Unmeasurable {
                 file: spec.origin().to_owned(),
                 dimension: d.dimension.name.clone(),
                 measure: d.measure.name(),
@@ -603,8 +553,8 @@ pub fn remodel(
     })
 }
 
-fn invalid(path: &Path, message: impl Into<String>) -> RemodelError {
-    RemodelError::Invalid {
+fn invalid(path: &Path, message: impl Into<String>) -> Error {
+    Error::Invalid {
         path: path.to_path_buf(),
         message: message.into(),
     }
@@ -639,7 +589,7 @@ fn penalty_for(spec: &ValuesSpec) -> Penalty {
     }
 }
 
-fn prepare_out(out: &Path, overwrite: bool) -> RemodelResult<()> {
+fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
     let previous = ["remodel.json", "remodel.html", "model", "candidates"].map(|f| out.join(f));
     if previous.iter().any(|p| p.exists()) {
         if !overwrite {
@@ -659,7 +609,7 @@ fn prepare_out(out: &Path, overwrite: bool) -> RemodelResult<()> {
     std::fs::create_dir_all(out.join("candidates")).map_err(io_err(out))
 }
 
-fn prepare(config: &RemodelConfig) -> RemodelResult<Context> {
+fn prepare(config: &RemodelConfig) -> Result<Context> {
     let base = read_run_config(&config.run_dir)?.config;
     let model_dir = RunDir::new(&config.run_dir).model();
     if !model_dir.join("config.json").is_file() {
@@ -706,7 +656,7 @@ fn prepare(config: &RemodelConfig) -> RemodelResult<Context> {
     order.retain(|&i| i != fair_at);
     order.insert(0, fair_at);
     let tokenizer = TextTokenizer::from_model_dir(&model_dir, base.max_len)?;
-    let rows = |idx: &[usize]| -> RemodelResult<SplitRows> {
+    let rows = |idx: &[usize]| -> Result<SplitRows> {
         let sub = data.subset(idx);
         Ok(SplitRows {
             enc: tokenizer.encode_batch(&sub.texts)?,
@@ -748,7 +698,7 @@ fn prepare(config: &RemodelConfig) -> RemodelResult<Context> {
 
 /// Scores the model in `dir` on `split`: probabilities, timed throughput,
 /// and faithfulness on the first examples when asked for.
-fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> RemodelResult<Scored> {
+fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scored> {
     let device = valor_bert::device(ctx.backend)?;
     let (_, model, _) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
@@ -812,7 +762,7 @@ fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> RemodelResult<Scored> 
 
 /// ERASER faithfulness score of integrated-gradients explanations of the
 /// predicted class, on the first `faithfulness_examples` rows of `split`.
-fn faithfulness_of(ctx: &Context, dir: &Path, split: &SplitRows) -> RemodelResult<f64> {
+fn faithfulness_of(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<f64> {
     let device = valor_bert::autodiff_device(ctx.backend)?;
     let (_, model, _) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
     let model = model.freeze();
@@ -871,7 +821,7 @@ fn evaluation(
     split: &SplitRows,
     scored: &Scored,
     post: Option<&PostProcess>,
-) -> RemodelResult<(Evaluation, EvalMetrics)> {
+) -> Result<(Evaluation, EvalMetrics)> {
     let k = ctx.labels.len();
     let predicted: Vec<u32> = match post {
         None => scored.probs.chunks(k).map(argmax).collect(),
@@ -915,12 +865,7 @@ fn evaluation(
     Ok((eval, m))
 }
 
-fn apply_post(
-    post: &PostProcess,
-    probs: &[f64],
-    groups: &[String],
-    seed: u64,
-) -> RemodelResult<Vec<u32>> {
+fn apply_post(post: &PostProcess, probs: &[f64], groups: &[String], seed: u64) -> Result<Vec<u32>> {
     let file = ThresholdsFile {
         schema: THRESHOLDS_SCHEMA.into(),
         group_column: String::new(),
@@ -935,13 +880,13 @@ fn measure_model(
     m: &ModelEntry,
     spec: &ValuesSpec,
     post: Option<&PostProcess>,
-) -> RemodelResult<Profile> {
+) -> Result<Profile> {
     let (eval, _) = evaluation(ctx, &ctx.valid, &m.valid, post)?;
     Ok(measure(&eval, spec)?)
 }
 
 /// Fits the post-processing rule on a model's validation scores.
-fn fit_post(ctx: &Context, scored: &Scored, penalty: Penalty) -> RemodelResult<PostProcess> {
+fn fit_post(ctx: &Context, scored: &Scored, penalty: Penalty) -> Result<PostProcess> {
     let k = ctx.labels.len();
     if k == 2 {
         let p1: Vec<f64> = scored.probs.chunks(2).map(|r| r[1]).collect();
@@ -1001,7 +946,7 @@ fn retrain(
     reweighing: bool,
     penalty: Penalty,
     number: usize,
-) -> RemodelResult<ModelEntry> {
+) -> Result<ModelEntry> {
     let mut c = ctx.base.clone();
     c.model = ModelSource::Pretrained {
         dir: from.dir.clone(),
@@ -1010,6 +955,8 @@ fn retrain(
     c.lr = ctx.config.lr.unwrap_or(ctx.base.lr);
     c.fairness.lambda = lambda;
     c.fairness.penalty = penalty;
+    c.fairness.lambda_from = SettingSource::Config;
+    c.fairness.penalty_from = SettingSource::Config;
     c.fairness.groups = vec![ctx.group_columns[0].0.clone()];
     c.weighting = if reweighing {
         Weighting::Reweighing
@@ -1019,6 +966,10 @@ fn retrain(
     c.early_stopping_patience = None;
     c.checkpoint_every = None;
     c.keep_last = 1;
+    if c.backend != ctx.backend {
+        // The run's device list belongs to its own backend.
+        c.devices = Devices::default();
+    }
     c.backend = ctx.backend;
     let slug: String = label
         .chars()
@@ -1063,7 +1014,7 @@ fn save_model(
     post: Option<&PostProcess>,
     group: &str,
     seed: u64,
-) -> RemodelResult<()> {
+) -> Result<()> {
     let parent = to.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".model-")

@@ -16,7 +16,9 @@
 //! scratch) or load the checkpoint's; build or load the model; then for
 //! every epoch, micro-batches in the seeded, length-bucketed order of
 //! `valor_data::plan_batches`, each optimizer step over `grad_accum`
-//! micro-batches with the loss normalised by the step's examples; clip the
+//! micro-batches (each split into one shard per device when training
+//! data-parallel, see [`crate::Devices`]) with the loss normalised by the
+//! step's examples; clip the
 //! global gradient norm; AdamW at the scheduled learning rate; checkpoint
 //! every `checkpoint_every` steps and at each epoch's end after evaluating
 //! the validation split; at the end, test the best epoch's model and write
@@ -210,8 +212,13 @@ struct Context {
     bert_config: BertConfig,
     tokenizer_src: PathBuf,
     schedule: LrSchedule,
+    /// The main device (evaluation, the optimizer, the model between
+    /// steps), without and with autodiff.
     plain: Device,
     ad: Device,
+    /// One autodiff device per shard of a micro-batch; the first is `ad`.
+    /// A single entry means no data parallelism (no fork, no transfer).
+    shard_devices: Vec<Device>,
     provenance: Provenance,
     /// Data warnings (small groups, unused labels), told at the start.
     warnings: Vec<String>,
@@ -226,6 +233,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     config.validate()?;
+    resolve_devices(config)?;
     let run = RunDir::new(out_dir);
     if run.holds_run() {
         if !overwrite {
@@ -436,6 +444,8 @@ fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<u64> {
 /// must not have changed, and the tokenizer and model config are read
 /// from the run folder.
 fn prepare(config: TrainConfig, run: RunDir, resumed: Option<&Provenance>) -> Result<Context> {
+    let (plain, shard_devices) = resolve_devices(&config)?;
+    let ad = shard_devices[0].clone();
     let (data, data_warnings) = load_dataset(&config.data)?;
     let warnings = data_warnings.iter().map(ToString::to_string).collect();
     if data.num_labels() < 2 {
@@ -578,8 +588,6 @@ fn prepare(config: TrainConfig, run: RunDir, resumed: Option<&Provenance>) -> Re
     let total_steps = steps_per_epoch * config.epochs as u64;
     let schedule = LrSchedule::new(config.lr, config.warmup_ratio, total_steps, config.decay);
 
-    let plain = valor_bert::device(config.backend)?;
-    let ad = plain.clone().autodiff();
     let provenance = Provenance {
         seed: config.seed,
         split_seed: config.split.seed,
@@ -620,11 +628,78 @@ fn prepare(config: TrainConfig, run: RunDir, resumed: Option<&Provenance>) -> Re
         schedule,
         plain,
         ad,
+        shard_devices,
         provenance,
         warnings,
         config,
         run,
     })
+}
+
+/// The main device and one autodiff device per shard (the first is the
+/// main device with autodiff).
+fn resolve_devices(config: &TrainConfig) -> Result<(Device, Vec<Device>)> {
+    let indices = config.devices.indices();
+    let shard_devices: Vec<Device> =
+        valor_bert::devices(config.backend, &indices).map_err(|e| devices_error(config, e))?;
+    let plain = shard_devices[0].clone();
+    Ok((
+        plain,
+        shard_devices.into_iter().map(Device::autodiff).collect(),
+    ))
+}
+
+/// A device request the backend cannot meet: say what there is, and for a
+/// count beyond the devices there are, how to ask for what exists.
+fn devices_error(config: &TrainConfig, e: valor_bert::Error) -> Error {
+    let valor_bert::Error::DeviceUnavailable {
+        available, asked, ..
+    } = &e
+    else {
+        return e.into();
+    };
+    let backend = config.backend.name();
+    let hint = if config.backend == valor_bert::Backend::Cpu {
+        concat!(
+            "; burn's CPU backend (flex) is one device that already uses every core, ",
+            "so one device is the fast choice (--grad-accum gives larger optimizer steps); ",
+            "to run the data-parallel path on it anyway, list it once per shard, e.g. --devices 0,0"
+        )
+        .to_string()
+    } else {
+        String::new()
+    };
+    match &config.devices {
+        crate::config::Devices::Count(n) => Error::Config {
+            field: "devices".into(),
+            message: format!(
+                "asks for {n} devices but the {backend} backend has {available}{hint}"
+            ),
+        },
+        crate::config::Devices::List(_) => Error::Config {
+            field: "devices".into(),
+            message: format!(
+                "lists a device the {backend} backend lacks ({asked}); it has {available}{hint}"
+            ),
+        },
+    }
+}
+
+/// Splits a micro-batch into `n` contiguous shards whose sizes differ by at
+/// most one (the first ones take the remainder); no shard is empty when
+/// `rows.len() >= n`, and empty shards are dropped otherwise.
+fn shards(rows: &[usize], n: usize) -> Vec<&[usize]> {
+    let (base, extra) = (rows.len() / n, rows.len() % n);
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 0..n {
+        let len = base + usize::from(k < extra);
+        if len > 0 {
+            out.push(&rows[start..start + len]);
+        }
+        start += len;
+    }
+    out
 }
 
 /// Saves a freshly trained WordPiece tokenizer at `path` with its
@@ -766,16 +841,17 @@ struct MicroOutcome {
 fn micro_batch(
     ctx: &Context,
     model: &BertForSequenceClassification,
+    device: &Device,
     rows: &[usize],
     step_examples: usize,
     dropout_seed: u64,
 ) -> Result<MicroOutcome> {
     let encs: Vec<&Encoded> = rows.iter().map(|&i| &ctx.train.enc[i]).collect();
     let batch = collate(rows.to_vec(), &encs, ctx.pad_id);
-    let input = input_of(&batch, &ctx.ad)?;
+    let input = input_of(&batch, device)?;
     let b = rows.len();
     let logits = with_device_rng(|| {
-        ctx.ad.seed(dropout_seed);
+        device.seed(dropout_seed);
         model.forward(input)
     });
     let labels: Vec<u32> = rows.iter().map(|&i| ctx.train.data.labels[i].0).collect();
@@ -784,7 +860,7 @@ fn micro_batch(
             labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>(),
             [b],
         ),
-        &ctx.ad,
+        device,
     );
     let weight_t = Tensor::<1>::from_data(
         TensorData::new(
@@ -793,7 +869,7 @@ fn micro_batch(
                 .collect::<Vec<_>>(),
             [b],
         ),
-        &ctx.ad,
+        device,
     );
     let log_probs = log_softmax(logits, 1);
     let ce = log_probs
@@ -847,6 +923,56 @@ fn micro_batch(
         objective,
         cross_entropy_sum,
         penalty,
+    })
+}
+
+/// Forward and backward of the shards of one micro-batch, shard `k` with
+/// dropout seed `seeds[k]` on `ctx.shard_devices[k]`; the gradients come
+/// back on the main device, in shard order.
+///
+/// With one device this is [`micro_batch`] on the model itself. With
+/// several, as burn-train's multi-device strategy does, every shard gets
+/// its own replica forked to its device (`Module::fork`: the same
+/// parameter ids, a fresh autodiff graph, so concurrent backward passes
+/// do not share nodes) and runs on its own thread; its gradients are moved
+/// to the main device (`GradientsParams::to_device`). The replicas are
+/// dropped after the step: the one model on the main device is updated
+/// and forked again for the next micro-batch, so parameters never drift.
+/// Forward passes take turns on the device generator lock (dropout must
+/// draw from a seeded stream); backward passes overlap.
+fn forward_backward(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    parts: &[&[usize]],
+    step_examples: usize,
+    seeds: &[u64],
+) -> Result<Vec<MicroOutcome>> {
+    if ctx.shard_devices.len() == 1 {
+        let out = micro_batch(ctx, model, &ctx.ad, parts[0], step_examples, seeds[0])?;
+        return Ok(vec![out]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .zip(seeds)
+            .zip(&ctx.shard_devices)
+            .map(|((&rows, &seed), device)| {
+                let replica = model.clone();
+                scope.spawn(move || -> Result<MicroOutcome> {
+                    let replica = replica.fork(device);
+                    let mut out = micro_batch(ctx, &replica, device, rows, step_examples, seed)?;
+                    out.grads = out.grads.to_device(&ctx.plain, &replica);
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     })
 }
 
@@ -1041,25 +1167,33 @@ fn run_loop(
             let mut accumulator = GradientsAccumulator::<BertForSequenceClassification>::new();
             let mut objective = 0.0;
             for rows in group {
-                let seed = mix(state.rng.dropout_seed, state.rng.micro_step);
-                let out = micro_batch(ctx, &model, rows, step_examples, seed)?;
-                if !out.objective.is_finite() {
-                    return Err(Error::NonFinite {
-                        what: "loss",
-                        value: out.objective,
-                        epoch: epoch + 1,
-                        step: state.step + 1,
-                        last_checkpoint,
-                    });
+                // One shard per device; with one device the micro-batch itself.
+                let parts = shards(rows, ctx.shard_devices.len());
+                let seeds: Vec<u64> = (0..parts.len() as u64)
+                    .map(|k| mix(state.rng.dropout_seed, state.rng.micro_step + k))
+                    .collect();
+                let outs = forward_backward(ctx, &model, &parts, step_examples, &seeds)?;
+                for (part, out) in parts.iter().zip(outs) {
+                    if !out.objective.is_finite() {
+                        return Err(Error::NonFinite {
+                            what: "loss",
+                            value: out.objective,
+                            epoch: epoch + 1,
+                            step: state.step + 1,
+                            last_checkpoint,
+                        });
+                    }
+                    objective += out.objective;
+                    state.epoch_cross_entropy_sum += out.cross_entropy_sum;
+                    if let Some(p) = out.penalty {
+                        state.epoch_penalty_sum += p * part.len() as f64;
+                        state.epoch_penalty_rows += part.len() as u64;
+                    }
+                    // Summed on the main device, in shard order: the same
+                    // sums as accumulating the shards as micro-batches.
+                    accumulator.accumulate(&model, out.grads);
+                    state.rng.micro_step += 1;
                 }
-                objective += out.objective;
-                state.epoch_cross_entropy_sum += out.cross_entropy_sum;
-                if let Some(p) = out.penalty {
-                    state.epoch_penalty_sum += p * rows.len() as f64;
-                    state.epoch_penalty_rows += rows.len() as u64;
-                }
-                accumulator.accumulate(&model, out.grads);
-                state.rng.micro_step += 1;
             }
             let mut grads = accumulator.grads();
             let norm = global_grad_norm(&model, &grads)?;

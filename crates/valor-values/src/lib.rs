@@ -76,6 +76,6 @@ pub use space::{
     ValueSpace, ValueVector, builtin_dimension, builtin_dimensions, validate_dimension_name,
 };
 pub use spec::{
-    DimensionSpec, EfficiencyBudget, SearchConfig, SelectRule, UnmeasuredPolicy, ValuesSpec,
-    default_values_toml,
+    DimensionSpec, EfficiencyBudget, FairnessPenalty, SearchConfig, SelectRule, TrainSettings,
+    UnmeasuredPolicy, ValuesSpec, default_values_toml,
 };

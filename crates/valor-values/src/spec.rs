@@ -117,6 +117,38 @@ impl Default for SearchConfig {
     }
 }
 
+/// The differentiable fairness penalty a training run adds to its loss
+/// (`[train] fairness_penalty`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FairnessPenalty {
+    /// Gap across groups of the mean predicted probability of each class.
+    DemographicParity,
+    /// The same gap within each true label.
+    EqualizedOdds,
+}
+
+impl FairnessPenalty {
+    /// The name used in `values.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DemographicParity => "demographic_parity",
+            Self::EqualizedOdds => "equalized_odds",
+        }
+    }
+}
+
+/// Settings `valor train --values FILE` takes from the file (`[train]`),
+/// validated; `None` where the file does not set them. Command-line flags
+/// override them.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Weight λ of the fairness penalty in the training loss, `>= 0`.
+    pub fairness_lambda: Option<f64>,
+    /// Which penalty λ weighs.
+    pub fairness_penalty: Option<FairnessPenalty>,
+}
+
 /// One target dimension of a [`ValuesSpec`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DimensionSpec {
@@ -141,6 +173,7 @@ pub struct ValuesSpec {
     unmeasured: UnmeasuredPolicy,
     efficiency: EfficiencyBudget,
     search: SearchConfig,
+    train: TrainSettings,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +193,15 @@ struct RawSpec {
     efficiency: RawEfficiency,
     #[serde(default)]
     search: RawSearch,
+    #[serde(default)]
+    train: RawTrain,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrain {
+    fairness_lambda: Option<f64>,
+    fairness_penalty: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +464,7 @@ impl ValuesSpec {
         }
 
         let search = validate_search(&file, raw.search)?;
+        let train = validate_train(&file, raw.train)?;
         Ok(Self {
             origin: file,
             dims,
@@ -429,6 +472,7 @@ impl ValuesSpec {
             unmeasured,
             efficiency,
             search,
+            train,
         })
     }
 
@@ -465,6 +509,11 @@ impl ValuesSpec {
     /// The search settings.
     pub fn search(&self) -> &SearchConfig {
         &self.search
+    }
+
+    /// The training settings (`[train]`).
+    pub fn train(&self) -> &TrainSettings {
+        &self.train
     }
 
     /// The value space of all target dimensions (weights and metric from the
@@ -560,6 +609,39 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+fn validate_train(file: &str, raw: RawTrain) -> Result<TrainSettings> {
+    if let Some(l) = raw.fairness_lambda
+        && !(l.is_finite() && l >= 0.0)
+    {
+        return Err(Error::InvalidSetting {
+            file: file.to_owned(),
+            key: "train.fairness_lambda".into(),
+            value: l.to_string(),
+            reason: "the penalty weight must be finite and >= 0".into(),
+        });
+    }
+    let fairness_penalty = match raw.fairness_penalty.as_deref() {
+        None => None,
+        Some("demographic_parity" | "demographic-parity") => {
+            Some(FairnessPenalty::DemographicParity)
+        }
+        Some("equalized_odds" | "equalized-odds") => Some(FairnessPenalty::EqualizedOdds),
+        Some(other) => {
+            return Err(Error::UnknownName {
+                file: file.to_owned(),
+                what: "fairness penalty",
+                key: "train.fairness_penalty".into(),
+                value: other.to_owned(),
+                expected: "demographic_parity, equalized_odds".into(),
+            });
+        }
+    };
+    Ok(TrainSettings {
+        fairness_lambda: raw.fairness_lambda,
+        fairness_penalty,
+    })
 }
 
 fn validate_search(file: &str, raw: RawSearch) -> Result<SearchConfig> {
@@ -680,6 +762,38 @@ mod tests {
                 .to_string();
             assert!(msg.starts_with("values.toml: "), "{msg}");
             assert!(!msg.ends_with('\n'), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn train_table_is_optional_and_checked() {
+        assert_eq!(*ValuesSpec::default().train(), TrainSettings::default());
+        let spec = ValuesSpec::parse(
+            "[target]\nfairness = 0.9\n[train]\nfairness_lambda = 0.5\nfairness_penalty = \"equalized_odds\"\n",
+            "values.toml",
+        )
+        .unwrap();
+        assert_eq!(spec.train().fairness_lambda, Some(0.5));
+        assert_eq!(
+            spec.train().fairness_penalty,
+            Some(FairnessPenalty::EqualizedOdds)
+        );
+        for (text, want) in [
+            ("fairness_lambda = -1.0", "train.fairness_lambda"),
+            (
+                "fairness_penalty = \"parity\"",
+                "demographic_parity, equalized_odds",
+            ),
+            ("lambda = 1.0", "lambda"),
+        ] {
+            let text = format!("[target]\nfairness = 0.9\n[train]\n{text}\n");
+            let msg = ValuesSpec::parse(&text, "values.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.starts_with("values.toml: ") && msg.contains(want),
+                "{msg}"
+            );
         }
     }
 

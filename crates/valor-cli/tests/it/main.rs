@@ -6,6 +6,7 @@ mod data;
 mod explain;
 mod predict;
 mod remodel;
+mod train;
 
 use std::process::{Command, Output};
 

@@ -6,6 +6,7 @@
 mod checkpoints;
 mod common;
 mod nan;
+mod parallel;
 mod penalty;
 mod quality;
 mod remodel;

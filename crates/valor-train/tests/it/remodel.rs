@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use valor_train::{
-    RemodelConfig, RemodelError, RunDir, Silent, THRESHOLDS_FILE, ThresholdsFile, Weighting,
-    read_run_config, remodel, train,
+    RemodelConfig, RunDir, Silent, THRESHOLDS_FILE, ThresholdsFile, Weighting, read_run_config,
+    remodel, train,
 };
 use valor_values::ValuesSpec;
 
@@ -169,7 +169,7 @@ fn remodel_searches_selects_confirms_and_saves() {
     // A second remodeling into the same folder needs --overwrite.
     let again = remodel(&config(&run, &out, VALUES), &mut Silent, &mut |_: &str| {});
     assert!(
-        matches!(again, Err(RemodelError::Invalid { .. })),
+        matches!(again, Err(valor_train::Error::Invalid { .. })),
         "{again:?}"
     );
 }

@@ -1,0 +1,252 @@
+//! `valor train`: its help lists every flag; `--devices` takes a count or
+//! a list and refuses what the backend lacks, naming what it has;
+//! `--values FILE` takes λ and the penalty from the file's `[train]`
+//! table, flags override it, and config.json records where each came from.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::valor;
+
+#[test]
+fn help_lists_the_flags() {
+    let (code, stdout, stderr) = valor(&["train", "--help"]);
+    assert_eq!(code, 0, "{stderr}");
+    for flag in [
+        "--data",
+        "--out",
+        "--resume",
+        "--overwrite",
+        "--model",
+        "--arch",
+        "--max-len",
+        "--epochs",
+        "--batch-size",
+        "--grad-accum",
+        "--lr",
+        "--schedule",
+        "--max-grad-norm",
+        "--seed",
+        "--values",
+        "--fairness-lambda",
+        "--fairness-penalty",
+        "--fairness-group",
+        "--reweigh",
+        "--weighting",
+        "--select-metric",
+        "--patience",
+        "--checkpoint-every",
+        "--keep-last",
+        "--backend",
+        "--devices",
+        "--json",
+        "--quiet",
+    ] {
+        assert!(
+            stdout.contains(&format!("{flag} ")) || stdout.contains(&format!("{flag}\n")),
+            "`valor train --help` does not list {flag}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn invalid_devices_are_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out = out.to_str().unwrap();
+    for (value, want) in [
+        ("0", "which names no device"),
+        ("two", "neither a count nor a list"),
+        ("0,x", "`x` is not a device index"),
+        (",", "which names no device"),
+    ] {
+        let (code, stdout, stderr) = valor(&["train", "--out", out, "--devices", value]);
+        assert_eq!(code, 2, "--devices {value}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        for w in ["--devices", want, "0,1"] {
+            assert!(
+                stderr.contains(w),
+                "--devices {value}: expected `{w}` in {stderr}"
+            );
+        }
+    }
+    // Well-formed, but more than the CPU backend has: names what there is.
+    let data = gen_data(tmp.path());
+    for (value, want) in [
+        (
+            "2",
+            "asks for 2 devices but the cpu backend has 1 device (index 0)",
+        ),
+        ("0,1", "device index 1 was asked for"),
+    ] {
+        let (code, _, stderr) = valor(&[
+            "train",
+            "--data",
+            &data,
+            "--out",
+            out,
+            "--devices",
+            value,
+            "--quiet",
+        ]);
+        assert_eq!(code, 2, "--devices {value}: {stderr}");
+        assert!(stderr.contains(want), "--devices {value}: {stderr}");
+        assert!(stderr.contains("1 device (index 0)"), "{stderr}");
+        assert!(!Path::new(out).exists(), "no run folder for a refused run");
+    }
+    let (_, _, stderr) = valor(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        out,
+        "--devices",
+        "2",
+        "--quiet",
+    ]);
+    assert!(
+        stderr.contains("--devices 0,0"),
+        "says how to use the CPU: {stderr}"
+    );
+}
+
+/// `valor data gen` of 200 rows into `dir`; the path as a string.
+fn gen_data(dir: &Path) -> String {
+    let data = dir.join("data.csv");
+    let data = data.to_str().unwrap().to_string();
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", "200", "--out", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    data
+}
+
+/// One epoch of a tiny run into `dir/name` with `extra` flags; its
+/// config.json's `config`.
+fn train_config(dir: &Path, data: &str, name: &str, extra: &[&str]) -> Value {
+    let out = dir.join(name);
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--max-len",
+        "32",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = valor(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("test set"), "{stdout}");
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["config"].clone()
+}
+
+#[test]
+fn values_file_sets_lambda_and_penalty_and_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_data(tmp.path());
+    let values = tmp.path().join("values.toml");
+    std::fs::write(
+        &values,
+        "[target]\nfairness = 0.9\n[train]\nfairness_lambda = 0.7\nfairness_penalty = \"equalized_odds\"\n",
+    )
+    .unwrap();
+    let values_abs = std::path::absolute(&values).unwrap();
+    let v = values.to_str().unwrap();
+    let from_file = json!({"from": "values", "path": values_abs});
+
+    // Both from the file.
+    let c = train_config(tmp.path(), &data, "file", &["--values", v]);
+    assert_eq!(c["fairness"]["lambda"], json!(0.7));
+    assert_eq!(c["fairness"]["penalty"], json!("equalized_odds"));
+    assert_eq!(c["fairness"]["lambda_from"], from_file);
+    assert_eq!(c["fairness"]["penalty_from"], from_file);
+
+    // --fairness-lambda wins over the file; the penalty still comes from it.
+    // Two devices: the data-parallel path runs end to end from the CLI.
+    let c = train_config(
+        tmp.path(),
+        &data,
+        "flag",
+        &[
+            "--values",
+            v,
+            "--fairness-lambda",
+            "0.2",
+            "--devices",
+            "0,0",
+        ],
+    );
+    assert_eq!(c["fairness"]["lambda"], json!(0.2));
+    assert_eq!(c["fairness"]["lambda_from"], json!({"from": "flag"}));
+    assert_eq!(c["fairness"]["penalty"], json!("equalized_odds"));
+    assert_eq!(c["fairness"]["penalty_from"], from_file);
+    assert_eq!(c["devices"], json!([0, 0]));
+
+    // Without --values nothing is recorded: λ is the configuration's own.
+    let c = train_config(tmp.path(), &data, "plain", &[]);
+    assert_eq!(c["fairness"]["lambda"], json!(0.0));
+    assert!(c["fairness"].get("lambda_from").is_none(), "{c}");
+    assert!(c.get("devices").is_none(), "{c}");
+
+    // A file without a [train] table changes nothing: an error, not a no-op.
+    let empty = tmp.path().join("targets-only.toml");
+    std::fs::write(&empty, "[target]\nfairness = 0.9\n").unwrap();
+    let out = tmp.path().join("refused");
+    let (code, _, stderr) = valor(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--values",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("targets-only.toml") && stderr.contains("[train]"),
+        "{stderr}"
+    );
+    // A bad value in [train] names the file and the key.
+    std::fs::write(
+        &empty,
+        "[target]\nfairness = 0.9\n[train]\nfairness_lambda = -1.0\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = valor(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+        "--values",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("train.fairness_lambda"), "{stderr}");
+    assert!(!out.exists());
+
+    // --resume keeps the run's settings: --devices and --values are refused.
+    let run = tmp.path().join("file");
+    let (code, _, stderr) = valor(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--devices",
+        "2",
+        "--values",
+        v,
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--devices") && stderr.contains("--values"),
+        "{stderr}"
+    );
+}
