@@ -20,6 +20,7 @@ pub fn device() -> Device {
 /// order of magnitude slower than the flex backend), so tests that are many
 /// hundreds of forward/backward passes run on the CPU only. The HF parity
 /// tests (forward and the five AdamW steps) never use this.
+#[allow(clippy::print_stderr)] // saying why a test is skipped is the point (as in valor-testkit)
 pub fn skip_on_wgpu(test: &str, reason: &str) -> bool {
     let backend = Backend::from_env().expect("VALOR_TEST_BACKEND must name a backend");
     let skip = backend == Backend::Wgpu;
