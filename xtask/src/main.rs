@@ -24,7 +24,8 @@ tasks:
   bench   run the benchmarks and the side-by-side comparisons with the Python
           peers; writes bench/results.md and bench/results.json.
           --quick, --filter NAME, --backend cpu|wgpu|cuda, --no-peers
-  ci      what .ci/run runs: cargo fmt --check, clippy -D warnings, the tests.
+  ci      the core of .ci/run: cargo fmt --check, clippy -D warnings, the tests
+          on the CPU (.ci/run also runs the wgpu tests and checks cuda).
 ";
 
 fn main() -> ExitCode {

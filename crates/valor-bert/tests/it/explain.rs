@@ -72,6 +72,12 @@ fn minilm_with_head(
 
 #[test]
 fn integrated_gradients_match_captum() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_match_captum",
+        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
+    ) {
+        return;
+    }
     let Some(shared) = shared_dir("integrated_gradients_match_captum") else {
         return;
     };
@@ -141,6 +147,12 @@ fn integrated_gradients_match_captum() {
 
 #[test]
 fn completeness_holds_for_every_rule_on_a_small_model() {
+    if common::skip_on_wgpu(
+        "completeness_holds_for_every_rule_on_a_small_model",
+        "about 650 steps of the small model take ~3 minutes on lavapipe",
+    ) {
+        return;
+    }
     let device = common::device().autodiff();
     let config = small_config();
     let model = small_model(&config, &device, 5).freeze();
@@ -345,6 +357,12 @@ fn faithfulness_is_bounded_deterministic_and_checks_input() {
 
 #[test]
 fn integrated_gradients_beat_random_on_minilm() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_beat_random_on_minilm",
+        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
+    ) {
+        return;
+    }
     let Some(shared) = shared_dir("integrated_gradients_beat_random_on_minilm") else {
         return;
     };
