@@ -169,7 +169,8 @@ fn workloads(ctx: &Ctx) -> Vec<Workload> {
             "--datadir".into(),
             ctx.data_dir.display().to_string(),
             "--reps-1m".into(),
-            "7".into(),
+            // fairlearn takes about two minutes per 1M-row audit here.
+            "3".into(),
             "--reps-10k".into(),
             "30".into(),
         ],

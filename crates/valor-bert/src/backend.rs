@@ -99,6 +99,22 @@ impl FromStr for Backend {
     }
 }
 
+/// burn's flex backend keeps one process-wide random generator, which
+/// model initialisation and every dropout draw of a training forward pass
+/// use. Code that seeds it and then draws (the trainer: seed, then a
+/// forward pass; a test: seed, then init) holds this lock from the seeding
+/// to the last draw, so that threads of one process (tests running side by
+/// side, data-parallel shards) never interleave their draws: an
+/// interleaved draw would silently change another run's dropout masks.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f` holding the process-wide lock on the device generator (see
+/// [`DEVICE_RNG`]); not reentrant.
+pub fn with_device_rng<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// The inference device for `backend`, or an error naming the cargo feature
 /// to enable when this build lacks it.
 pub fn device(backend: Backend) -> Result<Device> {

@@ -49,7 +49,9 @@ mod pooler;
 mod save;
 
 pub use attention::{BertAttention, mask_bias};
-pub use backend::{Backend, TEST_BACKEND_ENV, autodiff_device, device, device_count, devices};
+pub use backend::{
+    Backend, TEST_BACKEND_ENV, autodiff_device, device, device_count, devices, with_device_rng,
+};
 pub use classifier::{BertForSequenceClassification, cross_entropy};
 pub use config::{Activation, BertConfig, DEFAULT_NUM_LABELS};
 pub use embeddings::BertEmbeddings;

@@ -700,7 +700,8 @@ fn prepare(config: &RemodelConfig) -> Result<Context> {
 /// and faithfulness on the first examples when asked for.
 fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scored> {
     let device = valor_bert::device(ctx.backend)?;
-    let (_, model, _) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
+    let (_, model, _) =
+        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
     let plan = plan_batches(
         &lengths,
@@ -764,7 +765,8 @@ fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scored> {
 /// predicted class, on the first `faithfulness_examples` rows of `split`.
 fn faithfulness_of(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<f64> {
     let device = valor_bert::autodiff_device(ctx.backend)?;
-    let (_, model, _) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
+    let (_, model, _) =
+        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
     let model = model.freeze();
     let ig = IgConfig {
         n_steps: ctx.config.ig_steps.max(1),

@@ -27,7 +27,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -38,7 +37,7 @@ use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use valor_bert::{
     AdamW, AdamWConfig, BertConfig, BertForSequenceClassification, BertInput, DecayMask,
-    LoadOptions,
+    LoadOptions, with_device_rng,
 };
 use valor_data::{
     BatchConfig, Dataset, Encoded, TextTokenizer, collate, load_dataset, plan_batches, split,
@@ -141,17 +140,6 @@ pub fn read_run_config(run_dir: &Path) -> Result<RunConfigFile> {
         }
     })?;
     serde_json::from_str(&text).map_err(|source| Error::Json { path, source })
-}
-
-/// burn's flex backend keeps one process-wide generator; model
-/// initialisation and the dropout draws of a forward pass hold this lock
-/// from the reseeding to the last draw so that runs in one process (tests)
-/// do not interleave their random streams.
-static DEVICE_RNG: Mutex<()> = Mutex::new(());
-
-fn with_device_rng<T>(f: impl FnOnce() -> T) -> T {
-    let _guard = DEVICE_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    f()
 }
 
 /// SplitMix64 finaliser: a well-mixed 64-bit seed from a seed and a counter.

@@ -77,7 +77,7 @@ pub fn latest_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
     let ckpt = read_checkpoint(&path).unwrap();
     let config = BertConfig::from_file(&dir.model_config()).unwrap();
     let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
-    let model = config.init_classifier(&device);
+    let model = valor_bert::with_device_rng(|| config.init_classifier(&device));
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).unwrap();
     let model = model.load_record(record);
     hf_tensors(&model)

@@ -109,8 +109,10 @@ fn lambda_reduces_the_gap_on_a_toy_problem() {
     let xs = tensor2(&x, [n, 3], &ad);
     let ys = Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &ad);
     let gap = |lambda: f64| -> f64 {
-        ad.seed(7);
-        let mut model: Linear = LinearConfig::new(3, 2).init(&ad);
+        let mut model: Linear = valor_bert::with_device_rng(|| {
+            ad.seed(7);
+            LinearConfig::new(3, 2).init(&ad)
+        });
         let mut optim = AdamW::new(
             AdamWConfig {
                 weight_decay: 0.0,

@@ -156,7 +156,10 @@ fn remodel_searches_selects_confirms_and_saves() {
         assert!(model.join(f).is_file(), "{f}");
     }
     let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
-    valor_bert::load_hf(model, &device, valor_bert::LoadOptions::default()).unwrap();
+    valor_bert::with_device_rng(|| {
+        valor_bert::load_hf(model, &device, valor_bert::LoadOptions::default())
+    })
+    .unwrap();
     let post = &report.chosen.settings["postprocess"];
     let thresholds = ThresholdsFile::load(model).unwrap();
     assert_eq!(thresholds.is_some(), !post.is_null(), "{post}");
