@@ -387,11 +387,26 @@ fn write_thresholds(model: &Path, post: valor_train::PostProcess) -> valor_train
     file
 }
 
+/// Demographic-parity class offsets over labels `deny`, `approve`, one
+/// `[deny, approve]` offset pair per group.
+fn class_offsets(groups: &[(&str, [f64; 2])]) -> valor_train::PostProcess {
+    valor_train::PostProcess::ClassOffsets(valor_fair::ClassOffsets {
+        schema: valor_fair::OFFSETS_SCHEMA.into(),
+        labels: vec!["deny".into(), "approve".into()],
+        constraint: valor_fair::OffsetConstraint::DemographicParity,
+        targets: vec![0.5, 0.5],
+        offsets: groups
+            .iter()
+            .map(|(g, o)| (g.to_string(), o.to_vec()))
+            .collect(),
+        achieved: valor_fair::OrderedMap::new(),
+    })
+}
+
 #[test]
 fn predict_applies_the_thresholds_of_a_remodelled_model() {
     use valor_fair::{
-        ClassOffsets, Constraint, Cut, GroupRule, OFFSETS_SCHEMA, Objective, OffsetConstraint,
-        OrderedMap, THRESHOLD_SCHEMA, ThresholdOptimizer,
+        Constraint, Cut, GroupRule, Objective, OrderedMap, THRESHOLD_SCHEMA, ThresholdOptimizer,
     };
     use valor_train::PostProcess;
 
@@ -499,19 +514,7 @@ fn predict_applies_the_thresholds_of_a_remodelled_model() {
     .unwrap();
     let offsets = write_thresholds(
         &model,
-        PostProcess::ClassOffsets(ClassOffsets {
-            schema: OFFSETS_SCHEMA.into(),
-            labels: vec!["deny".into(), "approve".into()],
-            constraint: OffsetConstraint::DemographicParity,
-            targets: vec![0.5, 0.5],
-            offsets: [
-                ("f".to_string(), vec![0.0, 2.0]),
-                ("m".to_string(), vec![2.0, 0.0]),
-            ]
-            .into_iter()
-            .collect(),
-            achieved: OrderedMap::new(),
-        }),
+        class_offsets(&[("f", [0.0, 2.0]), ("m", [2.0, 0.0])]),
     );
     let out = dir.path().join("offsets.csv");
     let (code, stderr) = predict_csv(&model, &renamed, &out, &["--group-col", "sex"]);
@@ -539,15 +542,7 @@ fn predict_applies_the_thresholds_of_a_remodelled_model() {
 fn predict_with_thresholds_needs_the_group_column() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let offsets = valor_fair::ClassOffsets {
-        schema: valor_fair::OFFSETS_SCHEMA.into(),
-        labels: vec!["deny".into(), "approve".into()],
-        constraint: valor_fair::OffsetConstraint::DemographicParity,
-        targets: vec![0.5, 0.5],
-        offsets: [("f".to_string(), vec![0.0, 0.1])].into_iter().collect(),
-        achieved: valor_fair::OrderedMap::new(),
-    };
-    write_thresholds(&model, valor_train::PostProcess::ClassOffsets(offsets));
+    write_thresholds(&model, class_offsets(&[("f", [0.0, 0.1])]));
     // The input has no `gender` column.
     let input = write_input(dir.path());
     let out = dir.path().join("pred.csv");
@@ -582,20 +577,10 @@ fn predict_with_thresholds_needs_the_group_column() {
 fn predict_with_thresholds_rejects_an_unknown_group() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let offsets = valor_fair::ClassOffsets {
-        schema: valor_fair::OFFSETS_SCHEMA.into(),
-        labels: vec!["deny".into(), "approve".into()],
-        constraint: valor_fair::OffsetConstraint::DemographicParity,
-        targets: vec![0.5, 0.5],
-        offsets: [
-            ("f".to_string(), vec![0.0, 0.1]),
-            ("m".to_string(), vec![0.1, 0.0]),
-        ]
-        .into_iter()
-        .collect(),
-        achieved: valor_fair::OrderedMap::new(),
-    };
-    write_thresholds(&model, valor_train::PostProcess::ClassOffsets(offsets));
+    write_thresholds(
+        &model,
+        class_offsets(&[("f", [0.0, 0.1]), ("m", [0.1, 0.0])]),
+    );
     // Rows 1..8 are f, m, m, x, f, m, m, x: row 4 (1-based) is the first `x`,
     // in the second chunk of 3.
     let input = write_grouped_input(dir.path(), &["f", "m", "m", "x"]);
