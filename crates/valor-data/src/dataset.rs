@@ -1,7 +1,7 @@
 //! A validated, in-memory dataset: texts, label ids, group ids, and the
 //! optional ids, weights, counterfactual twins and reference labels.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -34,14 +34,15 @@ impl GroupColumn {
     pub fn from_values(name: &str, raw: &[String]) -> Self {
         // Distinct values from borrowed strings: cloning every row's value
         // first cost a million allocations on a million-row file.
-        let values: Vec<String> = raw
+        let mut values: Vec<String> = raw
             .iter()
             .map(String::as_str)
-            .collect::<BTreeSet<&str>>()
+            .collect::<HashSet<&str>>()
             .into_iter()
             .map(str::to_string)
             .collect();
-        let index: BTreeMap<&str, u32> = values
+        values.sort_unstable();
+        let index: HashMap<&str, u32> = values
             .iter()
             .enumerate()
             .map(|(i, v)| (v.as_str(), i as u32))
@@ -407,8 +408,10 @@ fn serialize_row(
 
 /// Distinct labels, sorted; numerically when every label is an integer.
 pub fn infer_label_names(raw: &[String]) -> Vec<String> {
-    let distinct: BTreeSet<&str> = raw.iter().map(|s| s.trim()).collect();
+    // Hashed per row, sorted once: a million rows have a handful of labels.
+    let distinct: HashSet<&str> = raw.iter().map(|s| s.trim()).collect();
     let mut names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+    names.sort_unstable();
     if names.iter().all(|n| n.parse::<i64>().is_ok()) {
         names.sort_by_key(|n| n.parse::<i64>().expect("checked"));
     }
@@ -421,7 +424,7 @@ fn encode_labels(
     raw: &[String],
     names: &[String],
 ) -> Result<Vec<LabelId>> {
-    let index: BTreeMap<&str, u32> = names
+    let index: HashMap<&str, u32> = names
         .iter()
         .enumerate()
         .map(|(i, n)| (n.as_str(), i as u32))
