@@ -105,21 +105,12 @@ fn predict_writes_every_format_in_input_order() {
     for ext in ["csv", "jsonl", "parquet"] {
         let out = dir.path().join(format!("pred.{ext}"));
         // Small chunks and batches: several chunks, buckets reorder rows.
-        let (code, _, stderr) = valor(&[
-            "predict",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--batch-size",
-            "3",
-            "--chunk-rows",
-            "5",
-            "--id-col",
-            "ref",
-        ]);
+        let (code, stderr) = predict(
+            &model,
+            &input,
+            &out,
+            &["--batch-size", "3", "--chunk-rows", "5", "--id-col", "ref"],
+        );
         assert_eq!(code, 0, "{ext}: {stderr}");
         let names = read_table(&out).unwrap().column_names();
         assert_eq!(names, vec!["id", "label", "p_deny", "p_approve"], "{ext}");
@@ -149,15 +140,7 @@ fn predict_writes_every_format_in_input_order() {
     }
     // Without --id-col the id is the 1-based row number.
     let out = dir.path().join("rows.csv");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let (code, stderr) = predict(&model, &input, &out, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         column(&out, "id"),
@@ -184,18 +167,7 @@ fn predict_explain_adds_top_words() {
     let model = tiny_model(dir.path());
     let input = write_input(dir.path());
     let out = dir.path().join("pred.jsonl");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--explain",
-        "--steps",
-        "8",
-    ]);
+    let (code, stderr) = predict(&model, &input, &out, &["--explain", "--steps", "8"]);
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(&out).unwrap();
     let rows: Vec<serde_json::Value> = text
@@ -218,40 +190,14 @@ fn predict_errors_name_the_problem() {
     let model = tiny_model(dir.path());
     let input = write_input(dir.path());
     let out = dir.path().join("pred.csv");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--text-col",
-        "body",
-    ]);
+    let (code, stderr) = predict(&model, &input, &out, &["--text-col", "body"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("body"), "{stderr}");
     assert!(!out.exists(), "no partial output");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        dir.path().to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let (code, stderr) = predict(dir.path(), &input, &out, &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("config.json"), "{stderr}");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        dir.path().join("pred.xlsx").to_str().unwrap(),
-    ]);
+    let (code, stderr) = predict(&model, &input, &dir.path().join("pred.xlsx"), &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("xlsx"), "{stderr}");
 }
@@ -283,17 +229,7 @@ fn predict_on_minilm_matches_transformers() {
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("pred.csv");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        folder.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "4",
-    ]);
+    let (code, stderr) = predict(&folder, &input, &out, &["--batch-size", "4"]);
     assert_eq!(code, 0, "{stderr}");
 
     // Expected: softmax of the fixture's logits (HF transformers).
@@ -339,6 +275,13 @@ fn write_grouped_input(dir: &Path, groups: &[&str]) -> PathBuf {
 }
 
 fn predict_csv(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["--id-col", "ref"];
+    args.extend(extra);
+    predict(model, input, out, &args)
+}
+
+/// `valor predict --model M --input I --output O EXTRA…`: exit code, stderr.
+fn predict(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     let mut args = vec![
         "predict",
         "--model",
@@ -347,8 +290,6 @@ fn predict_csv(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, 
         input.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-        "--id-col",
-        "ref",
     ];
     args.extend(extra);
     let (code, _, stderr) = valor(&args);
