@@ -18,7 +18,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::{host, init};
+use crate::{fused, host, init};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
 /// `attention_mask` is 1, `f32::MIN` (PyTorch's `torch.finfo(float32).min`,
@@ -48,6 +48,10 @@ pub struct BertAttention {
     /// Dropout on the projected output (`hidden_dropout_prob`).
     pub dropout: Dropout,
     pub num_heads: usize,
+    /// `layer_norm`'s epsilon (burn's `LayerNorm` keeps its own private),
+    /// for the fused residual + layer norm.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 impl BertAttention {
@@ -63,6 +67,7 @@ impl BertAttention {
             attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             num_heads: config.num_attention_heads,
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -91,15 +96,22 @@ impl BertAttention {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
 
-        let (context, probs) = if want_probs || self.attention_dropout_active(&x) {
-            // Explicit softmax: the probabilities are needed (returned, or
-            // dropped out). The 1/√d_head scale goes on the scores, as HF's
-            // eager attention does.
-            let scale = 1.0 / (d_head as f64).sqrt();
+        let scale = 1.0 / (d_head as f64).sqrt();
+        let (context, probs) = if want_probs {
+            // Explicit softmax: the probabilities are returned (before
+            // dropout, as HF returns them). The 1/√d_head scale goes on the
+            // scores, as HF's eager attention does.
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + bias;
             let probs = softmax(scores, 3);
             let context = host::dropout(&self.attention_dropout, probs.clone()).matmul(v);
-            (context, want_probs.then_some(probs))
+            (context, Some(probs))
+        } else if x.device().is_autodiff() {
+            // Training or explanations: the same eager attention, with the
+            // scale, bias, softmax and dropout as one fused op (one
+            // parallel pass each way on the CPU).
+            let scores = q.matmul(k.swap_dims(2, 3));
+            let probs = fused::attention_probs(scores, bias, scale, &self.attention_dropout);
+            (probs.matmul(v), None)
         } else {
             // The backend's fused scaled-dot-product attention (PyTorch's
             // `scaled_dot_product_attention`, which HF uses by default): the
@@ -111,16 +123,13 @@ impl BertAttention {
         };
         let context = context.swap_dims(1, 2).reshape([rows, hidden]);
 
-        let out = host::dropout(&self.dropout, self.output.forward(context));
-        let out = self.layer_norm.forward(out + x);
+        let out = fused::residual_layer_norm(
+            self.output.forward(context),
+            x,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            &self.dropout,
+        );
         (out, probs)
-    }
-
-    /// Whether dropout on the attention probabilities would change them:
-    /// burn's `Dropout` acts only in training mode on an autodiff device.
-    fn attention_dropout_active(&self, x: &Tensor<2>) -> bool {
-        self.attention_dropout.prob > 0.0
-            && self.attention_dropout.training.is_enabled()
-            && x.device().is_autodiff()
     }
 }

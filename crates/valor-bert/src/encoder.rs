@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{Activation, BertConfig};
-use crate::{host, init};
+use crate::{fused, init};
 
 /// One encoder layer (HF `BertLayer`).
 #[derive(Module, Debug)]
@@ -29,6 +29,9 @@ pub struct BertLayer {
     pub dropout: Dropout,
     #[module(skip)]
     pub activation: Activation,
+    /// `layer_norm`'s epsilon, for the fused residual + layer norm.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
 }
 
 impl BertLayer {
@@ -42,6 +45,7 @@ impl BertLayer {
             layer_norm: init::layer_norm(h, config.layer_norm_eps, device),
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
             activation: config.hidden_act,
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -56,14 +60,20 @@ impl BertLayer {
     ) -> (Tensor<2>, Option<Tensor<4>>) {
         let (x, probs) = self.attention.forward(x, bias, dims, want_probs);
         let inner = activate(self.activation, self.intermediate.forward(x.clone()));
-        let out = host::dropout(&self.dropout, self.output.forward(inner));
-        (self.layer_norm.forward(out + x), probs)
+        let out = fused::residual_layer_norm(
+            self.output.forward(inner),
+            x,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            &self.dropout,
+        );
+        (out, probs)
     }
 }
 
 fn activate(act: Activation, x: Tensor<2>) -> Tensor<2> {
     match act {
-        Activation::Gelu => host::gelu(x),
+        Activation::Gelu => fused::gelu(x),
         Activation::GeluNew | Activation::GeluPytorchTanh => gelu_approximate(x),
         Activation::Relu => relu(x),
         Activation::Silu => silu(x),

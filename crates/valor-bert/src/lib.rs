@@ -39,6 +39,7 @@ mod embeddings;
 mod encoder;
 mod error;
 pub mod explain;
+mod fused;
 mod host;
 mod init;
 mod input;

@@ -1,0 +1,908 @@
+//! Fused, multi-threaded kernels with hand-written backward passes for
+//! training on burn's `flex` CPU device.
+//!
+//! burn-autodiff 0.22 has no backward of its own for softmax or layer norm:
+//! it records them as chains of element-wise ops (max, subtract, exp, sum,
+//! divide; mean, subtract, square, mean, sqrt, divide, scale, shift), and
+//! burn-flex runs each of those on one thread. Profiled on a MiniLM-L6
+//! training step (batch 16 × seq 128, 2 cores), those chains plus dropout
+//! and the residual adds kept one core idle for about a third of the step.
+//! Here each is one pass over the data on all threads, forward and
+//! backward, registered with burn's autodiff through a backend extension
+//! (`#[backend_extension]`):
+//! - [`attention_probs`]: `dropout(softmax(scale · scores + bias))`, the
+//!   attention probabilities of BERT's eager attention;
+//! - [`residual_layer_norm`]: `LayerNorm(dropout(x) + residual)`, the end
+//!   of both sub-layers of an encoder layer;
+//! - [`gelu`]: the exact erf GELU with its exact derivative.
+//!
+//! The public functions take and return plain tensors and fall back to
+//! burn's own ops (and [`host::dropout`]) on every other device or dtype,
+//! so model code calls them unconditionally. Dropout masks are
+//! [`Mask`]s drawn from the device's generator exactly as
+//! [`host::dropout`] draws them, so seeding the device fixes every mask
+//! and the backward pass remakes the forward's mask from its seed.
+
+use burn::nn::{Dropout, LayerNorm};
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Tensor};
+
+use crate::host::{self, Mask};
+
+/// `dropout(softmax(scale · scores + bias, 3))`.
+///
+/// `scores`: `[batch, heads, queries, keys]`; `bias`: `[batch, 1, 1, keys]`
+/// (from [`crate::attention::mask_bias`]), broadcast over heads and
+/// queries.
+pub(crate) fn attention_probs(
+    scores: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    {
+        let [batch, _, _, keys] = scores.dims();
+        if host::is_flex(&scores.device())
+            && scores.dtype() == DType::F32
+            && bias.dtype() == DType::F32
+            && bias.dims() == [batch, 1, 1, keys]
+        {
+            let mask = Mask::draw(dropout, &scores.device());
+            return Tensor::from_dispatch(
+                <burn::backend::Dispatch as flex::Fused>::attention_probs(
+                    scores.into_dispatch(),
+                    bias.into_dispatch(),
+                    scale as f32,
+                    mask,
+                ),
+            );
+        }
+    }
+    let probs = softmax(scores.mul_scalar(scale) + bias, 3);
+    host::dropout(dropout, probs)
+}
+
+/// `norm.forward(dropout(x) + residual)` for `[rows, hidden]` activations;
+/// `epsilon` is `norm`'s (burn's `LayerNorm` keeps its own private).
+///
+/// Fused only with autodiff: without it burn-flex's own layer norm is
+/// already one parallel pass, and inference keeps its exact arithmetic.
+pub(crate) fn residual_layer_norm(
+    x: Tensor<2>,
+    residual: Tensor<2>,
+    norm: &LayerNorm,
+    epsilon: f64,
+    dropout: &Dropout,
+) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    {
+        let device = x.device();
+        if let Some(beta) = norm.beta.as_ref()
+            && device.is_autodiff()
+            && host::is_flex(&device)
+            && x.dtype() == DType::F32
+            && residual.dtype() == DType::F32
+            && norm.gamma.val().dtype() == DType::F32
+        {
+            let mask = Mask::draw(dropout, &device);
+            return Tensor::from_dispatch(
+                <burn::backend::Dispatch as flex::Fused>::residual_layer_norm(
+                    x.into_dispatch(),
+                    residual.into_dispatch(),
+                    norm.gamma.val().into_dispatch(),
+                    beta.val().into_dispatch(),
+                    epsilon as f32,
+                    mask,
+                ),
+            );
+        }
+    }
+    let _ = epsilon;
+    norm.forward(host::dropout(dropout, x) + residual)
+}
+
+/// The exact GELU (HF `"gelu"`): with autodiff on the flex device one
+/// parallel pass forward and one backward (`Φ(x) + x·φ(x)`), with a
+/// polynomial `Φ` within 1e-7 of the exact one; otherwise [`host::gelu`]
+/// (bit-identical to burn's).
+pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    {
+        let device = x.device();
+        if device.is_autodiff() && host::is_flex(&device) && x.dtype() == DType::F32 {
+            return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Fused>::gelu(
+                x.into_dispatch(),
+            ));
+        }
+    }
+    host::gelu(x)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Flex, TensorMetadata, backend_extension};
+    use burn::tensor::{Shape, TensorData};
+    use rayon::prelude::*;
+
+    use crate::host::Mask;
+
+    /// Elements per parallel work item, as in `host`.
+    const CHUNK: usize = 1 << 14;
+    /// Rows per partial sum of the layer-norm parameter gradients: fixed,
+    /// so the sums (and the trained weights) do not depend on the number
+    /// of threads.
+    const NORM_ROWS: usize = 64;
+
+    #[backend_extension(Flex, Autodiff)]
+    pub(crate) trait Fused: burn::backend::Backend {
+        fn attention_probs(
+            scores: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            scale: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self>;
+
+        fn residual_layer_norm(
+            x: FloatTensor<Self>,
+            residual: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self>;
+
+        fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    /// `t` with its elements in row-major order from offset 0.
+    fn dense(t: FlexTensor) -> FlexTensor {
+        if t.as_slice::<f32>().is_some() {
+            t
+        } else {
+            t.to_contiguous()
+        }
+    }
+
+    fn values(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>()
+            .expect("fused kernels take dense f32 tensors")
+    }
+
+    fn tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    /// Rows per parallel work item for rows of `len` elements.
+    fn rows_per_task(len: usize) -> usize {
+        (CHUNK / len.max(1)).max(1)
+    }
+
+    // ---- attention probabilities -------------------------------------
+
+    /// Forward: the probabilities before dropout and the output after it
+    /// (the same buffer when the mask keeps everything).
+    fn attention_forward(
+        scores: FlexTensor,
+        bias: FlexTensor,
+        scale: f32,
+        mask: Mask,
+    ) -> (FlexTensor, FlexTensor) {
+        let shape = scores.shape();
+        let (scores, bias) = (dense(scores), dense(bias));
+        let (scores, bias) = (values(&scores), values(&bias));
+        let keys = shape[3];
+        let rows_per_batch = shape[1] * shape[2];
+        let step = rows_per_task(keys);
+        let mut probs = vec![0f32; scores.len()];
+        probs
+            .par_chunks_mut(step * keys)
+            .zip(scores.par_chunks(step * keys))
+            .enumerate()
+            .for_each(|(task, (out, input))| {
+                let first = task * step;
+                for (r, (o, s)) in out.chunks_mut(keys).zip(input.chunks(keys)).enumerate() {
+                    let b = (first + r) / rows_per_batch;
+                    let bias = &bias[b * keys..(b + 1) * keys];
+                    let mut max = f32::NEG_INFINITY;
+                    for ((o, &s), &bias) in o.iter_mut().zip(s).zip(bias) {
+                        *o = s * scale + bias;
+                        max = max.max(*o);
+                    }
+                    let mut sum = 0f32;
+                    for o in o.iter_mut() {
+                        *o = exp(*o - max);
+                        sum += *o;
+                    }
+                    for o in o.iter_mut() {
+                        *o /= sum;
+                    }
+                }
+            });
+        let probs = tensor(probs, shape.clone());
+        if mask.keeps_all() {
+            return (probs.clone(), probs);
+        }
+        let mut out = vec![0f32; shape.num_elements()];
+        out.par_chunks_mut(CHUNK)
+            .zip(values(&probs).par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (o, p))| {
+                let base = (c * CHUNK) as u64;
+                for (i, (o, &p)) in o.iter_mut().zip(p).enumerate() {
+                    *o = p * mask.value(base + i as u64);
+                }
+            });
+        (probs, tensor(out, shape))
+    }
+
+    /// `∂/∂scores` from `∂/∂output`: with `gp = g ⊙ mask`,
+    /// `scale · p ⊙ (gp − Σ_k gp·p)` per row.
+    fn attention_backward(
+        grad: FlexTensor,
+        probs: &FlexTensor,
+        scale: f32,
+        mask: Mask,
+    ) -> FlexTensor {
+        let shape = probs.shape();
+        let keys = shape[3];
+        let grad = dense(grad);
+        let (g, p) = (values(&grad), values(probs));
+        let step = rows_per_task(keys);
+        let mut out = vec![0f32; p.len()];
+        out.par_chunks_mut(step * keys)
+            .zip(g.par_chunks(step * keys).zip(p.par_chunks(step * keys)))
+            .enumerate()
+            .for_each(|(task, (o, (g, p)))| {
+                let base = (task * step * keys) as u64;
+                for (r, ((o, g), p)) in o
+                    .chunks_mut(keys)
+                    .zip(g.chunks(keys))
+                    .zip(p.chunks(keys))
+                    .enumerate()
+                {
+                    let row = base + (r * keys) as u64;
+                    // o holds gp = g ⊙ mask until the last pass.
+                    let mut dot = 0f32;
+                    for (j, ((o, &g), &p)) in o.iter_mut().zip(g).zip(p).enumerate() {
+                        *o = if mask.keeps_all() {
+                            g
+                        } else {
+                            g * mask.value(row + j as u64)
+                        };
+                        dot += *o * p;
+                    }
+                    for (o, &p) in o.iter_mut().zip(p) {
+                        *o = scale * p * (*o - dot);
+                    }
+                }
+            });
+        tensor(out, shape)
+    }
+
+    // ---- residual + layer norm ---------------------------------------
+
+    /// What the layer-norm backward needs: the normalised rows, their
+    /// reciprocal standard deviations, γ and the dropout mask.
+    #[derive(Clone, Debug)]
+    struct NormState {
+        normalized: FlexTensor,
+        rstd: Vec<f32>,
+        gamma: FlexTensor,
+        mask: Mask,
+    }
+
+    fn norm_forward(
+        x: FlexTensor,
+        residual: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f32,
+        mask: Mask,
+    ) -> (FlexTensor, NormState) {
+        let shape = x.shape();
+        let hidden = shape[shape.num_dims() - 1];
+        let rows = shape.num_elements() / hidden;
+        let (x, residual, gamma, beta) = (dense(x), dense(residual), dense(gamma), dense(beta));
+        let (xs, rs, gs, bs) = (values(&x), values(&residual), values(&gamma), values(&beta));
+        let step = rows_per_task(hidden);
+        let mut normalized = vec![0f32; xs.len()];
+        let mut out = vec![0f32; xs.len()];
+        let mut rstd = vec![0f32; rows];
+        normalized
+            .par_chunks_mut(step * hidden)
+            .zip(out.par_chunks_mut(step * hidden))
+            .zip(rstd.par_chunks_mut(step))
+            .zip(
+                xs.par_chunks(step * hidden)
+                    .zip(rs.par_chunks(step * hidden)),
+            )
+            .enumerate()
+            .for_each(|(task, (((n, o), sd), (x, r)))| {
+                let base = (task * step * hidden) as u64;
+                for (k, sd) in sd.iter_mut().enumerate() {
+                    let span = k * hidden..(k + 1) * hidden;
+                    let n = &mut n[span.clone()];
+                    let row = base + (k * hidden) as u64;
+                    let mut sum = 0f32;
+                    for (j, ((n, &x), &r)) in n
+                        .iter_mut()
+                        .zip(&x[span.clone()])
+                        .zip(&r[span.clone()])
+                        .enumerate()
+                    {
+                        let kept = if mask.keeps_all() {
+                            x
+                        } else {
+                            x * mask.value(row + j as u64)
+                        };
+                        *n = kept + r;
+                        sum += *n;
+                    }
+                    let mean = sum / hidden as f32;
+                    let mut var = 0f32;
+                    for n in n.iter_mut() {
+                        *n -= mean;
+                        var += *n * *n;
+                    }
+                    let inv = 1.0 / (var / hidden as f32 + epsilon).sqrt();
+                    *sd = inv;
+                    for (((n, o), &g), &b) in n.iter_mut().zip(&mut o[span]).zip(gs).zip(bs) {
+                        *n *= inv;
+                        *o = *n * g + b;
+                    }
+                }
+            });
+        let state = NormState {
+            normalized: tensor(normalized, shape.clone()),
+            rstd,
+            gamma,
+            mask,
+        };
+        (tensor(out, shape), state)
+    }
+
+    /// Gradients of `x` (through the mask), `residual`, γ and β.
+    fn norm_backward(
+        grad: FlexTensor,
+        state: &NormState,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let shape = state.normalized.shape();
+        let hidden = shape[shape.num_dims() - 1];
+        let grad = dense(grad);
+        let (gy, xhat, gamma) = (
+            values(&grad),
+            values(&state.normalized),
+            values(&state.gamma),
+        );
+        let mask = state.mask;
+        let mut g_res = vec![0f32; gy.len()];
+        // Per block of NORM_ROWS rows: the partial sums of gy ⊙ x̂ and gy.
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = g_res
+            .par_chunks_mut(NORM_ROWS * hidden)
+            .zip(gy.par_chunks(NORM_ROWS * hidden))
+            .zip(xhat.par_chunks(NORM_ROWS * hidden))
+            .zip(state.rstd.par_chunks(NORM_ROWS))
+            .map(|(((gr, gy), xh), rstd)| {
+                let mut g_gamma = vec![0f32; hidden];
+                let mut g_beta = vec![0f32; hidden];
+                for (((gr, gy), xh), &rstd) in gr
+                    .chunks_mut(hidden)
+                    .zip(gy.chunks(hidden))
+                    .zip(xh.chunks(hidden))
+                    .zip(rstd)
+                {
+                    let (mut a, mut b) = (0f32, 0f32);
+                    for j in 0..hidden {
+                        g_gamma[j] += gy[j] * xh[j];
+                        g_beta[j] += gy[j];
+                        let gx = gy[j] * gamma[j];
+                        a += gx;
+                        b += gx * xh[j];
+                    }
+                    let (a, b) = (a / hidden as f32, b / hidden as f32);
+                    for j in 0..hidden {
+                        gr[j] = rstd * (gy[j] * gamma[j] - a - xh[j] * b);
+                    }
+                }
+                (g_gamma, g_beta)
+            })
+            .collect();
+        let mut g_gamma = vec![0f32; hidden];
+        let mut g_beta = vec![0f32; hidden];
+        for (pg, pb) in &partials {
+            for j in 0..hidden {
+                g_gamma[j] += pg[j];
+                g_beta[j] += pb[j];
+            }
+        }
+        let g_res = tensor(g_res, shape.clone());
+        let g_x = if mask.keeps_all() {
+            g_res.clone()
+        } else {
+            let mut g_x = vec![0f32; shape.num_elements()];
+            g_x.par_chunks_mut(CHUNK)
+                .zip(values(&g_res).par_chunks(CHUNK))
+                .enumerate()
+                .for_each(|(c, (o, g))| {
+                    let base = (c * CHUNK) as u64;
+                    for (i, (o, &g)) in o.iter_mut().zip(g).enumerate() {
+                        *o = g * mask.value(base + i as u64);
+                    }
+                });
+            tensor(g_x, shape)
+        };
+        let params = Shape::new([hidden]);
+        (
+            g_x,
+            g_res,
+            tensor(g_gamma, params.clone()),
+            tensor(g_beta, params),
+        )
+    }
+
+    // ---- GELU --------------------------------------------------------
+
+    /// `x·Φ(x)` with [`normal`]'s Φ (within 2e-7 of the exact value).
+    fn gelu_forward(x: FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let x = dense(x);
+        let mut out = values(&x).to_vec();
+        out.par_chunks_mut(CHUNK).for_each(|chunk| {
+            for v in chunk {
+                *v *= normal(*v).0;
+            }
+        });
+        tensor(out, shape)
+    }
+
+    /// `g · (Φ(x) + x·φ(x))`, GELU's exact derivative.
+    fn gelu_backward(grad: FlexTensor, x: &FlexTensor) -> FlexTensor {
+        let shape = x.shape();
+        let grad = dense(grad);
+        let mut out = values(&grad).to_vec();
+        out.par_chunks_mut(CHUNK)
+            .zip(values(x).par_chunks(CHUNK))
+            .for_each(|(g, x)| {
+                for (g, &x) in g.iter_mut().zip(x) {
+                    let (cdf, pdf) = normal(x);
+                    *g *= cdf + x * pdf;
+                }
+            });
+        tensor(out, shape)
+    }
+
+    // ---- branch-free math that vectorises --------------------------------
+
+    /// `eˣ` in plain arithmetic, so that loops over it vectorise (libm's
+    /// and glibc's `expf` are calls per element). Range reduction
+    /// `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, then the degree-7 Taylor
+    /// polynomial of `eʳ` (truncation error below 3e-9 relative) and `2ⁿ`
+    /// from the exponent bits: within 2 ulp of `expf`. Inputs are clamped
+    /// to [-87, 88], so `e^-∞` is 1.6e-38 rather than 0.
+    #[inline(always)]
+    pub(super) fn exp(x: f32) -> f32 {
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
+        const ROUND: f32 = 12_582_912.0;
+        let x = x.clamp(-87.0, 88.0);
+        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+        let r = (x - n * LN2_HI) - n * LN2_LO;
+        let mut p = 1.0 / 5040.0;
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = p * r + c;
+        }
+        // n ∈ [-126, 127]: a normal power of two.
+        f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    }
+
+    /// The standard normal distribution at `x`: `(Φ(x), φ(x))`.
+    ///
+    /// `Φ` from Abramowitz & Stegun 7.1.26, `erfc(z) ≈ t·P(t)·e^{-z²}` with
+    /// `t = 1/(1 + 0.3275911·z)` (absolute error ≤ 1.5e-7 in exact arithmetic, the form
+    /// PyTorch's vectorised CPU `erf` also uses); the tail `x < 0` is
+    /// computed directly, not as
+    /// `1 − Φ(−x)`. `φ(x) = e^{-x²/2}/√(2π)` shares the exponential. In f32
+    /// both are within 3e-7 of the exact values (tested).
+    #[inline(always)]
+    pub(super) fn normal(x: f32) -> (f32, f32) {
+        const P: f32 = 0.327_591_1;
+        const A: [f32; 5] = [
+            0.254_829_6,
+            -0.284_496_72,
+            1.421_413_8,
+            -1.453_152,
+            1.061_405_4,
+        ];
+        let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+        let t = 1.0 / (1.0 + P * z);
+        let mut poly = A[4];
+        for &a in A[..4].iter().rev() {
+            poly = poly * t + a;
+        }
+        let gauss = exp(-z * z);
+        // ½·erfc(|x|/√2) = Φ(−|x|).
+        let tail = 0.5 * t * poly * gauss;
+        let cdf = if x < 0.0 { tail } else { 1.0 - tail };
+        let inv_sqrt_2pi =
+            (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32;
+        (cdf, inv_sqrt_2pi * gauss)
+    }
+
+    // ---- the backend extension ---------------------------------------
+
+    impl Fused for Flex {
+        fn attention_probs(
+            scores: FlexTensor,
+            bias: FlexTensor,
+            scale: f32,
+            mask: Mask,
+        ) -> FlexTensor {
+            attention_forward(scores, bias, scale, mask).1
+        }
+
+        fn residual_layer_norm(
+            x: FlexTensor,
+            residual: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            epsilon: f32,
+            mask: Mask,
+        ) -> FlexTensor {
+            norm_forward(x, residual, gamma, beta, epsilon, mask).0
+        }
+
+        fn gelu(x: FlexTensor) -> FlexTensor {
+            gelu_forward(x)
+        }
+    }
+
+    #[derive(Debug)]
+    struct AttentionBackward;
+
+    impl Backward<Flex, 1> for AttentionBackward {
+        type State = (FlexTensor, f32, Mask);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (probs, scale, mask) = ops.state;
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, attention_backward(grad, &probs, scale, mask));
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct NormBackward;
+
+    impl Backward<Flex, 4> for NormBackward {
+        type State = NormState;
+
+        fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x, residual, gamma, beta] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (g_x, g_res, g_gamma, g_beta) = norm_backward(grad, &ops.state);
+            for (node, g) in [
+                (x, g_x),
+                (residual, g_res),
+                (gamma, g_gamma),
+                (beta, g_beta),
+            ] {
+                if let Some(node) = node {
+                    grads.register::<Flex>(node.id, g);
+                }
+            }
+        }
+    }
+
+    #[derive(Debug)]
+    struct GeluBackward;
+
+    impl Backward<Flex, 1> for GeluBackward {
+        type State = FlexTensor;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [parent] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, gelu_backward(grad, &ops.state));
+            }
+        }
+    }
+
+    impl<C: CheckpointStrategy> Fused for Autodiff<Flex, C> {
+        fn attention_probs(
+            scores: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            scale: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self> {
+            let bias = bias.into_primitive();
+            match AttentionBackward
+                .prepare::<C>([scores.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (probs, out) =
+                        attention_forward(scores.into_primitive(), bias, scale, mask);
+                    prep.finish((probs, scale, mask), out)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(attention_forward(scores.into_primitive(), bias, scale, mask).1)
+                }
+            }
+        }
+
+        fn residual_layer_norm(
+            x: FloatTensor<Self>,
+            residual: FloatTensor<Self>,
+            gamma: FloatTensor<Self>,
+            beta: FloatTensor<Self>,
+            epsilon: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self> {
+            let nodes = [x.node(), residual.node(), gamma.node(), beta.node()];
+            let (out, state) = norm_forward(
+                x.into_primitive(),
+                residual.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+                mask,
+            );
+            match NormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            }
+        }
+
+        fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let node = x.node();
+            let x = x.into_primitive();
+            match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(x.clone(), gelu_forward(x)),
+                OpsKind::UnTracked(prep) => prep.finish(gelu_forward(x)),
+            }
+        }
+    }
+}
+
+/// Each fused op against the composition of burn ops it replaces, in value
+/// and gradient, with and without dropout, on shapes with several parallel
+/// work items and ragged tails.
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::nn::{DropoutConfig, LayerNormConfig};
+    use burn::tensor::activation::gelu as burn_gelu;
+    use burn::tensor::{Device, Distribution};
+
+    use super::*;
+    use crate::with_device_rng;
+
+    fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn assert_close(what: &str, ours: &[f32], theirs: &[f32], tol: f32) {
+        assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst <= tol, "{what}: worst difference {worst:e} > {tol:e}");
+    }
+
+    /// Runs `fused` and `composed` on the same device seed (so both draw
+    /// the same dropout mask) and compares the outputs and the gradients
+    /// of `Σ output ⊙ weights` with respect to `inputs`.
+    fn compare<const D: usize>(
+        what: &str,
+        inputs: &[Tensor<2>],
+        fused: impl Fn(&[Tensor<2>]) -> Tensor<D>,
+        composed: impl Fn(&[Tensor<2>]) -> Tensor<D>,
+        tol: f32,
+    ) {
+        let device = inputs[0].device();
+        let run = |f: &dyn Fn(&[Tensor<2>]) -> Tensor<D>| {
+            let inputs: Vec<Tensor<2>> = inputs
+                .iter()
+                .map(|t| t.clone().detach().require_grad())
+                .collect();
+            let out = with_device_rng(|| {
+                device.seed(17);
+                f(&inputs)
+            });
+            // Non-uniform upstream gradients, fixed by the shape.
+            let n = out.shape().num_elements();
+            let weights = Tensor::<1>::from_floats(
+                (0..n)
+                    .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                &device,
+            )
+            .reshape(out.shape());
+            let grads = (out.clone() * weights).sum().backward();
+            let grads: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|t| vec(t.grad(&grads).expect("a gradient")))
+                .collect();
+            (vec(out), grads)
+        };
+        let (out_f, grads_f) = run(&fused);
+        let (out_c, grads_c) = run(&composed);
+        assert_close(&format!("{what} output"), &out_f, &out_c, tol);
+        for (i, (f, c)) in grads_f.iter().zip(&grads_c).enumerate() {
+            assert_close(&format!("{what} gradient {i}"), f, c, tol);
+        }
+    }
+
+    fn random(shape: [usize; 2], device: &Device) -> Tensor<2> {
+        with_device_rng(|| Tensor::<2>::random(shape, Distribution::Normal(0.0, 2.0), device))
+    }
+
+    #[test]
+    fn attention_probs_match_softmax_then_dropout() {
+        let device = Device::flex().autodiff();
+        let (batch, heads, queries, keys) = (3, 4, 37, 45);
+        let scores = random([batch * heads * queries, keys], &device);
+        // Padding on some keys of some sequences, as mask_bias makes it.
+        let mut mask = vec![1i64; batch * keys];
+        for (b, len) in [(0, keys), (1, 30), (2, 7)] {
+            for m in &mut mask[b * keys + len..(b + 1) * keys] {
+                *m = 0;
+            }
+        }
+        let mask = Tensor::<1, burn::tensor::Int>::from_ints(mask.as_slice(), &device)
+            .reshape([batch, keys]);
+        let bias = crate::attention::mask_bias(mask);
+        let scale = 0.125;
+        for p in [0.0, 0.1] {
+            let dropout = DropoutConfig::new(p).init();
+            let shape = [batch, heads, queries, keys];
+            compare(
+                &format!("attention (p = {p})"),
+                std::slice::from_ref(&scores),
+                |t| attention_probs(t[0].clone().reshape(shape), bias.clone(), scale, &dropout),
+                |t| {
+                    let probs = softmax(
+                        t[0].clone().reshape(shape).mul_scalar(scale) + bias.clone(),
+                        3,
+                    );
+                    host::dropout(&dropout, probs)
+                },
+                2e-6,
+            );
+        }
+    }
+
+    #[test]
+    fn residual_layer_norm_matches_burns_layer_norm() {
+        let device = Device::flex().autodiff();
+        let (rows, hidden) = (301, 96);
+        let x = random([rows, hidden], &device);
+        let residual = random([rows, hidden], &device);
+        let mut norm = LayerNormConfig::new(hidden)
+            .with_epsilon(1e-12)
+            .init(&device);
+        // Non-trivial γ and β, tracked as parameters are.
+        norm.gamma = norm.gamma.map(|_| {
+            with_device_rng(|| Tensor::random([hidden], Distribution::Normal(1.0, 0.5), &device))
+                .require_grad()
+        });
+        norm.beta = norm.beta.map(|b| {
+            b.map(|_| {
+                with_device_rng(|| {
+                    Tensor::random([hidden], Distribution::Normal(0.0, 0.5), &device)
+                })
+                .require_grad()
+            })
+        });
+        for p in [0.0, 0.1] {
+            let dropout = DropoutConfig::new(p).init();
+            compare(
+                &format!("layer norm (p = {p})"),
+                &[x.clone(), residual.clone()],
+                |t| residual_layer_norm(t[0].clone(), t[1].clone(), &norm, 1e-12, &dropout),
+                |t| norm.forward(host::dropout(&dropout, t[0].clone()) + t[1].clone()),
+                2e-5,
+            );
+        }
+        // γ and β gradients, summed over rows in fixed blocks.
+        let grads_of = |fused_op: bool| {
+            let out = if fused_op {
+                residual_layer_norm(
+                    x.clone(),
+                    residual.clone(),
+                    &norm,
+                    1e-12,
+                    &DropoutConfig::new(0.0).init(),
+                )
+            } else {
+                norm.forward(x.clone() + residual.clone())
+            };
+            let grads = (out.clone() * out).sum().backward();
+            (
+                vec(norm.gamma.val().grad(&grads).unwrap()),
+                vec(norm.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
+            )
+        };
+        let ((gf, bf), (gc, bc)) = (grads_of(true), grads_of(false));
+        assert_close("γ gradient", &gf, &gc, 1e-4);
+        assert_close("β gradient", &bf, &bc, 1e-4);
+    }
+
+    #[test]
+    fn polynomial_exp_is_within_two_ulp() {
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let ours = flex::exp(x);
+            let exact = f64::from(x).exp();
+            let ulp = f64::from(f32::EPSILON) * exact;
+            assert!(
+                (f64::from(ours) - exact).abs() <= 2.0 * ulp,
+                "exp({x}) = {ours}, exact {exact}"
+            );
+            x += 0.0137;
+        }
+        // Underflow clamps to e^-87 instead of 0.
+        assert!(flex::exp(-1e4) < 2e-38);
+        assert!(flex::exp(f32::NEG_INFINITY) < 2e-38);
+    }
+
+    #[test]
+    fn polynomial_normal_cdf_and_pdf_are_within_3e7() {
+        // Φ from the complementary error function in f64 (libm's erfc).
+        let mut x = -12.0f32;
+        while x <= 12.0 {
+            let (cdf, pdf) = flex::normal(x);
+            let z = f64::from(x) / std::f64::consts::SQRT_2;
+            let exact_cdf = 0.5 * libm::erfc(-z);
+            let exact_pdf =
+                (-0.5 * f64::from(x) * f64::from(x)).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!(
+                (f64::from(cdf) - exact_cdf).abs() <= 3e-7,
+                "Φ({x}) = {cdf}, exact {exact_cdf}"
+            );
+            assert!(
+                (f64::from(pdf) - exact_pdf).abs() <= 3e-7,
+                "φ({x}) = {pdf}, exact {exact_pdf}"
+            );
+            x += 0.00731;
+        }
+    }
+
+    #[test]
+    fn gelu_matches_burns_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let x = random([70, 301], &device);
+        compare(
+            "gelu",
+            std::slice::from_ref(&x),
+            |t| gelu(t[0].clone()),
+            |t| burn_gelu(t[0].clone()),
+            1e-6,
+        );
+    }
+}
