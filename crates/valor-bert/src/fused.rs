@@ -132,6 +132,7 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::host::Mask;
+    use crate::kernels;
 
     /// Elements per parallel work item, as in `host`.
     const CHUNK: usize = 1 << 14;
@@ -206,24 +207,7 @@ mod flex {
             .zip(scores.par_chunks(step * keys))
             .enumerate()
             .for_each(|(task, (out, input))| {
-                let first = task * step;
-                for (r, (o, s)) in out.chunks_mut(keys).zip(input.chunks(keys)).enumerate() {
-                    let b = (first + r) / rows_per_batch;
-                    let bias = &bias[b * keys..(b + 1) * keys];
-                    let mut max = f32::NEG_INFINITY;
-                    for ((o, &s), &bias) in o.iter_mut().zip(s).zip(bias) {
-                        *o = s * scale + bias;
-                        max = max.max(*o);
-                    }
-                    let mut sum = 0f32;
-                    for o in o.iter_mut() {
-                        *o = exp(*o - max);
-                        sum += *o;
-                    }
-                    for o in o.iter_mut() {
-                        *o /= sum;
-                    }
-                }
+                kernels::softmax_rows(out, input, bias, task * step, rows_per_batch, keys, scale);
             });
         let probs = tensor(probs, shape.clone());
         if mask.keeps_all() {
@@ -233,12 +217,7 @@ mod flex {
         out.par_chunks_mut(CHUNK)
             .zip(values(&probs).par_chunks(CHUNK))
             .enumerate()
-            .for_each(|(c, (o, p))| {
-                let base = (c * CHUNK) as u64;
-                for (i, (o, &p)) in o.iter_mut().zip(p).enumerate() {
-                    *o = p * mask.value(base + i as u64);
-                }
-            });
+            .for_each(|(c, (o, p))| kernels::mask_mul(o, p, mask, (c * CHUNK) as u64));
         (probs, tensor(out, shape))
     }
 
@@ -261,27 +240,7 @@ mod flex {
             .enumerate()
             .for_each(|(task, (o, (g, p)))| {
                 let base = (task * step * keys) as u64;
-                for (r, ((o, g), p)) in o
-                    .chunks_mut(keys)
-                    .zip(g.chunks(keys))
-                    .zip(p.chunks(keys))
-                    .enumerate()
-                {
-                    let row = base + (r * keys) as u64;
-                    // o holds gp = g ⊙ mask until the last pass.
-                    let mut dot = 0f32;
-                    for (j, ((o, &g), &p)) in o.iter_mut().zip(g).zip(p).enumerate() {
-                        *o = if mask.keeps_all() {
-                            g
-                        } else {
-                            g * mask.value(row + j as u64)
-                        };
-                        dot += *o * p;
-                    }
-                    for (o, &p) in o.iter_mut().zip(p) {
-                        *o = scale * p * (*o - dot);
-                    }
-                }
+                kernels::softmax_backward_rows(o, g, p, keys, scale, mask, base);
             });
         tensor(out, shape)
     }
@@ -326,38 +285,7 @@ mod flex {
             .enumerate()
             .for_each(|(task, (((n, o), sd), (x, r)))| {
                 let base = (task * step * hidden) as u64;
-                for (k, sd) in sd.iter_mut().enumerate() {
-                    let span = k * hidden..(k + 1) * hidden;
-                    let n = &mut n[span.clone()];
-                    let row = base + (k * hidden) as u64;
-                    let mut sum = 0f32;
-                    for (j, ((n, &x), &r)) in n
-                        .iter_mut()
-                        .zip(&x[span.clone()])
-                        .zip(&r[span.clone()])
-                        .enumerate()
-                    {
-                        let kept = if mask.keeps_all() {
-                            x
-                        } else {
-                            x * mask.value(row + j as u64)
-                        };
-                        *n = kept + r;
-                        sum += *n;
-                    }
-                    let mean = sum / hidden as f32;
-                    let mut var = 0f32;
-                    for n in n.iter_mut() {
-                        *n -= mean;
-                        var += *n * *n;
-                    }
-                    let inv = 1.0 / (var / hidden as f32 + epsilon).sqrt();
-                    *sd = inv;
-                    for (((n, o), &g), &b) in n.iter_mut().zip(&mut o[span]).zip(gs).zip(bs) {
-                        *n *= inv;
-                        *o = *n * g + b;
-                    }
-                }
+                kernels::norm_rows(n, o, sd, x, r, gs, bs, epsilon, mask, base);
             });
         let state = NormState {
             normalized: tensor(normalized, shape.clone()),
@@ -392,25 +320,7 @@ mod flex {
             .map(|(((gr, gy), xh), rstd)| {
                 let mut g_gamma = vec![0f32; hidden];
                 let mut g_beta = vec![0f32; hidden];
-                for (((gr, gy), xh), &rstd) in gr
-                    .chunks_mut(hidden)
-                    .zip(gy.chunks(hidden))
-                    .zip(xh.chunks(hidden))
-                    .zip(rstd)
-                {
-                    let (mut a, mut b) = (0f32, 0f32);
-                    for j in 0..hidden {
-                        g_gamma[j] += gy[j] * xh[j];
-                        g_beta[j] += gy[j];
-                        let gx = gy[j] * gamma[j];
-                        a += gx;
-                        b += gx * xh[j];
-                    }
-                    let (a, b) = (a / hidden as f32, b / hidden as f32);
-                    for j in 0..hidden {
-                        gr[j] = rstd * (gy[j] * gamma[j] - a - xh[j] * b);
-                    }
-                }
+                kernels::norm_backward_rows(gr, gy, xh, rstd, gamma, &mut g_gamma, &mut g_beta);
                 (g_gamma, g_beta)
             })
             .collect();
@@ -430,12 +340,7 @@ mod flex {
             g_x.par_chunks_mut(CHUNK)
                 .zip(values(&g_res).par_chunks(CHUNK))
                 .enumerate()
-                .for_each(|(c, (o, g))| {
-                    let base = (c * CHUNK) as u64;
-                    for (i, (o, &g)) in o.iter_mut().zip(g).enumerate() {
-                        *o = g * mask.value(base + i as u64);
-                    }
-                });
+                .for_each(|(c, (o, g))| kernels::mask_mul(o, g, mask, (c * CHUNK) as u64));
             tensor(g_x, shape)
         };
         let params = Shape::new([hidden]);
@@ -449,16 +354,12 @@ mod flex {
 
     // ---- GELU --------------------------------------------------------
 
-    /// `x·Φ(x)` with [`normal`]'s Φ (within 2e-7 of the exact value).
+    /// `x·Φ(x)` with a polynomial Φ ([`kernels::normal`]).
     fn gelu_forward(x: FlexTensor) -> FlexTensor {
         let shape = x.shape();
         let x = dense(x);
         let mut out = values(&x).to_vec();
-        out.par_chunks_mut(CHUNK).for_each(|chunk| {
-            for v in chunk {
-                *v *= normal(*v).0;
-            }
-        });
+        out.par_chunks_mut(CHUNK).for_each(kernels::gelu);
         tensor(out, shape)
     }
 
@@ -469,79 +370,8 @@ mod flex {
         let mut out = values(&grad).to_vec();
         out.par_chunks_mut(CHUNK)
             .zip(values(x).par_chunks(CHUNK))
-            .for_each(|(g, x)| {
-                for (g, &x) in g.iter_mut().zip(x) {
-                    let (cdf, pdf) = normal(x);
-                    *g *= cdf + x * pdf;
-                }
-            });
+            .for_each(|(g, x)| kernels::gelu_backward(g, x));
         tensor(out, shape)
-    }
-
-    // ---- branch-free math that vectorises --------------------------------
-
-    /// `eˣ` in plain arithmetic, so that loops over it vectorise (libm's
-    /// and glibc's `expf` are calls per element). Range reduction
-    /// `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, then the degree-7 Taylor
-    /// polynomial of `eʳ` (truncation error below 3e-9 relative) and `2ⁿ`
-    /// from the exponent bits: within 2 ulp of `expf`. Inputs are clamped
-    /// to [-87, 88], so `e^-∞` is 1.6e-38 rather than 0.
-    #[inline(always)]
-    pub(super) fn exp(x: f32) -> f32 {
-        const LN2_HI: f32 = 0.693_145_75;
-        const LN2_LO: f32 = 1.428_606_8e-6;
-        // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
-        const ROUND: f32 = 12_582_912.0;
-        let x = x.clamp(-87.0, 88.0);
-        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-        let r = (x - n * LN2_HI) - n * LN2_LO;
-        let mut p = 1.0 / 5040.0;
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
-            p = p * r + c;
-        }
-        // n ∈ [-126, 127]: a normal power of two.
-        f32::from_bits(((n as i32 + 127) as u32) << 23) * p
-    }
-
-    /// The standard normal distribution at `x`: `(Φ(x), φ(x))`.
-    ///
-    /// `Φ` from Abramowitz & Stegun 7.1.26, `erfc(z) ≈ t·P(t)·e^{-z²}` with
-    /// `t = 1/(1 + 0.3275911·z)` (absolute error ≤ 1.5e-7 in exact arithmetic, the form
-    /// PyTorch's vectorised CPU `erf` also uses); the tail `x < 0` is
-    /// computed directly, not as
-    /// `1 − Φ(−x)`. `φ(x) = e^{-x²/2}/√(2π)` shares the exponential. In f32
-    /// both are within 3e-7 of the exact values (tested).
-    #[inline(always)]
-    pub(super) fn normal(x: f32) -> (f32, f32) {
-        const P: f32 = 0.327_591_1;
-        const A: [f32; 5] = [
-            0.254_829_6,
-            -0.284_496_72,
-            1.421_413_8,
-            -1.453_152,
-            1.061_405_4,
-        ];
-        let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-        let t = 1.0 / (1.0 + P * z);
-        let mut poly = A[4];
-        for &a in A[..4].iter().rev() {
-            poly = poly * t + a;
-        }
-        let gauss = exp(-z * z);
-        // ½·erfc(|x|/√2) = Φ(−|x|).
-        let tail = 0.5 * t * poly * gauss;
-        let cdf = if x < 0.0 { tail } else { 1.0 - tail };
-        let inv_sqrt_2pi =
-            (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32;
-        (cdf, inv_sqrt_2pi * gauss)
     }
 
     // ---- the backend extension ---------------------------------------
@@ -851,46 +681,6 @@ mod tests {
         let ((gf, bf), (gc, bc)) = (grads_of(true), grads_of(false));
         assert_close("γ gradient", &gf, &gc, 1e-4);
         assert_close("β gradient", &bf, &bc, 1e-4);
-    }
-
-    #[test]
-    fn polynomial_exp_is_within_two_ulp() {
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let ours = flex::exp(x);
-            let exact = f64::from(x).exp();
-            let ulp = f64::from(f32::EPSILON) * exact;
-            assert!(
-                (f64::from(ours) - exact).abs() <= 2.0 * ulp,
-                "exp({x}) = {ours}, exact {exact}"
-            );
-            x += 0.0137;
-        }
-        // Underflow clamps to e^-87 instead of 0.
-        assert!(flex::exp(-1e4) < 2e-38);
-        assert!(flex::exp(f32::NEG_INFINITY) < 2e-38);
-    }
-
-    #[test]
-    fn polynomial_normal_cdf_and_pdf_are_within_3e7() {
-        // Φ from the complementary error function in f64 (libm's erfc).
-        let mut x = -12.0f32;
-        while x <= 12.0 {
-            let (cdf, pdf) = flex::normal(x);
-            let z = f64::from(x) / std::f64::consts::SQRT_2;
-            let exact_cdf = 0.5 * libm::erfc(-z);
-            let exact_pdf =
-                (-0.5 * f64::from(x) * f64::from(x)).exp() / (2.0 * std::f64::consts::PI).sqrt();
-            assert!(
-                (f64::from(cdf) - exact_cdf).abs() <= 3e-7,
-                "Φ({x}) = {cdf}, exact {exact_cdf}"
-            );
-            assert!(
-                (f64::from(pdf) - exact_pdf).abs() <= 3e-7,
-                "φ({x}) = {pdf}, exact {exact_pdf}"
-            );
-            x += 0.00731;
-        }
     }
 
     #[test]

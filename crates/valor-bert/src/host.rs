@@ -119,12 +119,7 @@ pub(crate) fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D
     values
         .par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| {
-            let base = (c * CHUNK) as u64;
-            for (i, m) in chunk.iter_mut().enumerate() {
-                *m = mask.value(base + i as u64);
-            }
-        });
+        .for_each(|(c, chunk)| crate::kernels::mask_fill(chunk, mask, (c * CHUNK) as u64));
     // A constant of the graph: no gradient flows into it.
     x * Tensor::<D>::from_data(TensorData::new(values, shape), &device)
 }
@@ -175,12 +170,13 @@ impl Mask {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn keeps_all(&self) -> bool {
         self.threshold > 1 << 24 && self.scale == 1.0
     }
 
     /// The mask's value at flat element index `i`: `1/keep` or 0.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn value(&self, i: u64) -> f32 {
         if (splitmix64(self.seed, i) >> 40) < self.threshold {
             self.scale
@@ -207,6 +203,7 @@ fn draw_seed(device: &Device) -> u64 {
 /// SplitMix64 (Steele, Lea & Flood 2014) at position `i` of the stream
 /// seeded by `seed`: a counter-based generator, so any chunk of the mask
 /// can be made independently.
+#[inline(always)]
 fn splitmix64(seed: u64, i: u64) -> u64 {
     let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

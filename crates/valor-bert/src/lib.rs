@@ -43,6 +43,7 @@ mod fused;
 mod host;
 mod init;
 mod input;
+mod kernels;
 mod loader;
 mod model;
 pub mod optim;

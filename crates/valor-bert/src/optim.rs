@@ -34,6 +34,8 @@ use burn::optim::{
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::kernels::{self, AdamWStep};
 use serde::{Deserialize, Serialize};
 
 /// Which parameters weight decay applies to.
@@ -205,31 +207,23 @@ impl Optimizer for FusedAdamW {
             let m = m_data.as_mut_slice::<f32>().expect("f32 moments");
             let v = v_data.as_mut_slice::<f32>().expect("f32 moments");
             // Scalars exactly as burn forms them.
-            let (b1, b2) = (self.beta1, self.beta2);
-            let (f1, f2) = (1.0 - b1, 1.0 - b2);
             let t = time as i32;
-            let (c1, c2) = (1f32 - b1.powi(t), 1f32 - b2.powi(t));
             let decay_rate = lr * f64::from(self.weight_decay);
-            let keep = (decay_rate != 0.0).then_some((1.0 - decay_rate) as f32);
-            let (lr, eps) = (lr as f32, self.eps);
+            let step = AdamWStep {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                correction1: 1f32 - self.beta1.powi(t),
+                correction2: 1f32 - self.beta2.powi(t),
+                eps: self.eps,
+                lr: lr as f32,
+                keep: (decay_rate != 0.0).then_some((1.0 - decay_rate) as f32),
+                first,
+            };
             p.par_chunks_mut(CHUNK)
                 .zip(m.par_chunks_mut(CHUNK))
                 .zip(v.par_chunks_mut(CHUNK))
                 .zip(grad.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                        if first {
-                            *m = g * f1;
-                            *v = (g * g) * f2;
-                        } else {
-                            *m = *m * b1 + g * f1;
-                            *v = *v * b2 + (g * g) * f2;
-                        }
-                        let delta = (*m / c1) / ((*v / c2).sqrt() + eps);
-                        let decayed = keep.map_or(*p, |k| *p * k);
-                        *p = decayed - delta * lr;
-                    }
-                });
+                .for_each(|(((p, m), v), g)| kernels::adamw(p, m, v, g, step));
         }
         let rebuild = |data: TensorData| Tensor::<D>::from_data(data, &device);
         let momentum = AdaptiveMomentumState {
