@@ -105,15 +105,18 @@ impl BertAttention {
             let probs = softmax(scores, 3);
             let context = host::dropout(&self.attention_dropout, probs.clone()).matmul(v);
             (context, Some(probs))
-        } else if x.device().is_autodiff() {
-            // Training or explanations: the same eager attention, with the
-            // scale, bias, softmax and dropout as one fused op (one
-            // parallel pass each way on the CPU).
+        } else if x.device().is_autodiff() || host::is_flex(&x.device()) {
+            // Training, explanations, and inference on the CPU: the same
+            // eager attention, with the scale, bias, softmax and dropout as
+            // one fused op (one parallel pass each way on the CPU; burn-flex's
+            // own fused attention is a naive loop, ≈10% of an inference
+            // batch, where these two products run on the GEMM kernels).
             let scores = q.matmul(k.swap_dims(2, 3));
             let probs = fused::attention_probs(scores, bias, scale, &self.attention_dropout);
             (probs.matmul(v), None)
         } else {
-            // The backend's fused scaled-dot-product attention (PyTorch's
+            // On GPUs without autodiff, the backend's fused
+            // scaled-dot-product attention (PyTorch's
             // `scaled_dot_product_attention`, which HF uses by default): the
             // same softmax(QKᵀ/√d + bias)V without materialising the scores
             // as a separate tensor. The bias is broadcast over heads.

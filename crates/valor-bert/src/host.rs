@@ -1,20 +1,18 @@
-//! CPU fast paths for burn's `flex` device, where burn-flex 0.22 leaves a
-//! core idle or spends its time in a scalar random generator.
+//! CPU fast paths for burn's `flex` device, where burn-flex 0.22 spends its
+//! time in a scalar random generator or the system allocator.
 //!
-//! Profiled on MiniLM-L6 (2 cores, `perf record`): the exact erf GELU runs
-//! on one thread (burn-flex's `unary_op` is a serial loop: ≈18% of an
-//! inference forward at batch 32 × seq 128), and every dropout draws a
-//! ChaCha number per element and multiplies twice (≈13% of a training
-//! step). With this module (and [`tune_host_allocator`]) a MiniLM training
-//! step at batch 16 × seq 128 took 20% less CPU time and wall time
-//! (2.93 → 2.36 CPU-seconds) and an inference batch 10% less CPU time, in
-//! A/B runs of `examples/throughput.rs` on the same machine. Each function here does the same arithmetic on all threads, and
-//! falls back to burn's own op on every other device, so model code calls
-//! them unconditionally. Upstream fixes (a parallel `unary_op`, a
-//! counter-based Bernoulli sampler) would make this module unnecessary.
+//! Profiled on MiniLM-L6 (2 cores, `perf record`): every dropout drew a
+//! ChaCha number per element and multiplied twice (≈13% of a training
+//! step), and ≈6% of a step went to page faults on fresh buffers. Here
+//! dropout masks are counter-based ([`Mask`]), made on all threads, and
+//! [`tune_host_allocator`] keeps freed buffers in the heap. (The exact GELU,
+//! which burn-flex runs on one thread, moved to [`crate::fused`] with the
+//! other fused kernels.) [`dropout`] falls back to burn's own op on every
+//! other device, so model code calls it unconditionally. An upstream
+//! counter-based Bernoulli sampler would make most of this module
+//! unnecessary.
 
 use burn::nn::Dropout;
-use burn::tensor::activation::gelu as burn_gelu;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -35,67 +33,6 @@ pub(crate) fn is_flex(device: &Device) -> bool {
         let _ = device;
         false
     }
-}
-
-/// The exact GELU, `x·Φ(x)` with `Φ(x) = ½(1 + erf(x/√2))` (HF `"gelu"`).
-///
-/// On the flex device the erf work is split across rayon's threads (libm
-/// `erff` per element, as burn-flex's own kernel):
-/// - without autodiff, in place, with burn-flex's arithmetic to the letter,
-///   so the result is bit-identical to `burn::tensor::activation::gelu`;
-/// - with autodiff, `Φ(x)` and the slope term `x·φ(x)` are computed on the
-///   host as constants of the graph and the output is
-///   `x·Φ(x) + (x − detach(x))·x·φ(x)`: the second term is exactly zero in
-///   value, and the gradient is `Φ(x) + x·φ(x)`, GELU's exact derivative,
-///   in four cheap element-wise ops instead of burn's one-thread erf
-///   forward and erf + exp backward.
-///
-/// Elsewhere (GPU backends) it is burn's op.
-pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if !is_flex(&device) {
-        return burn_gelu(x);
-    }
-    if !device.is_autodiff() {
-        let mut data = x.into_data();
-        let Ok(values) = data.as_mut_slice::<f32>() else {
-            // Another float type (f64, f16): burn's own kernel.
-            return burn_gelu(Tensor::from_data(data, &device));
-        };
-        values.par_chunks_mut(CHUNK).for_each(|chunk| {
-            for v in chunk {
-                // Written exactly as burn-flex's kernel (a division by √2,
-                // not a multiplication by 1/√2, which can differ in the
-                // last bit).
-                let x = *v;
-                *v = 0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2));
-            }
-        });
-        return Tensor::from_data(data, &device);
-    }
-    let data = x.clone().detach().into_data();
-    let Ok(values) = data.as_slice::<f32>() else {
-        return burn_gelu(x);
-    };
-    let shape = x.shape();
-    let mut cdf = vec![0f32; values.len()];
-    let mut slope = vec![0f32; values.len()];
-    // 1/√(2π), the standard normal density's constant.
-    let inv_sqrt_2pi =
-        (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32;
-    values
-        .par_chunks(CHUNK)
-        .zip(cdf.par_chunks_mut(CHUNK))
-        .zip(slope.par_chunks_mut(CHUNK))
-        .for_each(|((xs, cs), ss)| {
-            for ((&x, c), s) in xs.iter().zip(cs).zip(ss) {
-                *c = 0.5 * (1.0 + libm::erff(x / std::f32::consts::SQRT_2));
-                *s = x * inv_sqrt_2pi * libm::expf(-0.5 * x * x);
-            }
-        });
-    let constant = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, shape.clone()), &device);
-    let (cdf, slope) = (constant(cdf), constant(slope));
-    x.clone() * cdf + (x.clone() - x.detach()) * slope
 }
 
 /// `layer.forward(x)` with a mask made in parallel on the flex device.
@@ -276,57 +213,17 @@ mod tests {
 
     #[cfg(feature = "flex")]
     #[test]
-    fn parallel_gelu_is_burns_gelu_bit_for_bit() {
-        let device = Device::flex();
-        // Several chunks, a ragged tail, values well into erf's tails.
-        let x = Tensor::<2>::random([300, 257], Distribution::Normal(0.0, 3.0), &device);
-        let ours = gelu(x.clone()).into_data();
-        let burns = burn_gelu(x).into_data();
-        assert_eq!(
-            ours.as_slice::<f32>().unwrap(),
-            burns.as_slice::<f32>().unwrap()
-        );
-    }
-
-    #[cfg(feature = "flex")]
-    #[test]
-    fn autodiff_gelu_has_burns_value_and_exact_gradient() {
-        let device = Device::flex().autodiff();
-        let x =
-            Tensor::<2>::random([70, 301], Distribution::Normal(0.0, 3.0), &device).require_grad();
-        let (ours, burns) = (gelu(x.clone()), burn_gelu(x.clone()));
-        let grad = |y: Tensor<2>| {
-            let g = y.sum().backward();
-            x.grad(&g)
-                .unwrap()
-                .into_data()
-                .try_into_vec::<f32>()
-                .unwrap()
-        };
-        let (v1, v2) = (ours.clone().into_data(), burns.clone().into_data());
-        let (v1, v2) = (v1.as_slice::<f32>().unwrap(), v2.as_slice::<f32>().unwrap());
-        for (a, b) in v1.iter().zip(v2) {
-            assert!(
-                (a - b).abs() <= 2.0 * f32::EPSILON * b.abs().max(1e-3),
-                "{a} vs {b}"
-            );
-        }
-        let (g1, g2) = (grad(ours), grad(burns));
-        for (a, b) in g1.iter().zip(&g2) {
-            assert!((a - b).abs() <= 1e-6, "gradient {a} vs {b}");
-        }
-    }
-
-    #[cfg(feature = "flex")]
-    #[test]
     fn dropout_masks_follow_the_device_seed_and_pass_gradients_through() {
         use burn::nn::DropoutConfig;
         let device = Device::flex().autodiff();
         let layer = DropoutConfig::new(0.25).init();
         let x = Tensor::<2>::ones([64, 100], &device).require_grad();
+        // Under the generator lock: other tests draw from it concurrently.
         let run = |seed| {
-            device.seed(seed);
-            dropout(&layer, x.clone())
+            crate::with_device_rng(|| {
+                device.seed(seed);
+                dropout(&layer, x.clone())
+            })
         };
         let a = run(9).into_data();
         assert_eq!(a, run(9).into_data());
