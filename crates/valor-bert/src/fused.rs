@@ -24,10 +24,14 @@
 //! and the backward pass remakes the forward's mask from its seed.
 
 use burn::nn::{Dropout, LayerNorm};
+#[cfg(feature = "flex")]
+use burn::tensor::DType;
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
-use burn::tensor::{DType, Tensor};
 
-use crate::host::{self, Mask};
+use crate::host;
+#[cfg(feature = "flex")]
+use crate::host::Mask;
 
 /// `dropout(softmax(scale · scores + bias, 3))`.
 ///
