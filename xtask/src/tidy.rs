@@ -80,9 +80,14 @@ mod tests {
         seen
     }
 
+    /// The one Valor crate every library may use: atomic file writes, with
+    /// no dependency on any other Valor crate (checked below).
+    const SHARED_LEAF: &str = "valor-fsio";
+
     fn assert_no_dep(graph: &BTreeMap<String, BTreeSet<String>>, krate: &str, prefixes: &[&str]) {
         let bad: Vec<String> = closure(graph, krate)
             .into_iter()
+            .filter(|d| d != SHARED_LEAF)
             .filter(|d| {
                 prefixes
                     .iter()
@@ -104,6 +109,14 @@ mod tests {
             &g,
             "valor-values",
             &["burn", "polars", "tokenizers", "valor"],
+        );
+        // The shared leaf is a leaf.
+        assert_no_dep(&g, SHARED_LEAF, &["burn", "polars", "tokenizers", "valor"]);
+        assert!(
+            closure(&g, SHARED_LEAF)
+                .iter()
+                .all(|d| !d.starts_with("valor")),
+            "{SHARED_LEAF} depends on another Valor crate"
         );
         // Data owns polars and tokenizers, never tensors.
         assert_no_dep(&g, "valor-data", &["burn", "valor"]);
@@ -136,6 +149,7 @@ mod tests {
             "valor-train",
             "valor-fair",
             "valor-testkit",
+            "valor-fsio",
         ] {
             let lib = root().join("crates").join(krate).join("src/lib.rs");
             let text = std::fs::read_to_string(&lib).unwrap();

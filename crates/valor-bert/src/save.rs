@@ -227,14 +227,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    // Directories can be opened and fsynced on Unix; elsewhere this is a no-op.
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    valor_fsio::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Moves the complete folder `staged` to `dir`, replacing an existing one

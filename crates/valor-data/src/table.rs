@@ -10,7 +10,7 @@
 //! parsed where they are used, with a row-level error when they do not parse.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Cursor, Read, Write};
+use std::io::{BufRead, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -633,34 +633,14 @@ pub fn write_table(path: &Path, columns: Vec<(String, ColumnData)>) -> Result<()
     })
 }
 
-/// Writes a file atomically: temp file in the same folder, fsync, rename.
-///
-/// The file gets the mode of an ordinary new file (0666 less the umask, so
-/// 0644 under the usual 022), not the owner-only 0600 that temporary files
-/// are created with: what is written here (tokenizers, tables, reports) is
-/// kept and shared like the files of a model folder.
+/// Writes a file atomically ([`valor_fsio::write_atomic`]): temp file in
+/// the same folder, fsync, rename, with an ordinary file's mode, so what is
+/// written here (tokenizers, tables, reports) is never half-written.
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Created with this mode, so the kernel applies the umask.
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
-    write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
-    tmp.as_file_mut().flush().map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    valor_fsio::write_atomic(path, write).map_err(|e| Error::io(e.path, e.source))
 }
 
 #[cfg(test)]
@@ -783,22 +763,5 @@ mod tests {
                 .collect();
             assert_eq!(streamed, texts, "{ext}");
         }
-    }
-
-    /// Regression: `tokenizer.json` written through `write_atomic` was 0600,
-    /// tempfile's private default, unlike every other file of a model folder.
-    #[cfg(unix)]
-    #[test]
-    fn write_atomic_files_are_not_owner_only() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("tokenizer.json");
-        write_atomic(&p, |f| f.write_all(b"{}")).unwrap();
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        // A file created the ordinary way gets 0666 less the umask.
-        let probe = dir.path().join("probe");
-        std::fs::write(&probe, b"").unwrap();
-        let ordinary = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, ordinary, "{mode:o} vs {ordinary:o}");
     }
 }

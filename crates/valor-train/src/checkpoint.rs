@@ -19,7 +19,6 @@
 //! Retention ([`prune`]) keeps the newest `keep_last` checkpoints and the
 //! best one, whatever its age.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -157,42 +156,11 @@ pub fn write_checkpoint(
     Ok(path)
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same folder,
-/// fsync, rename, fsync of the folder.
+/// Writes `bytes` to `path` atomically ([`valor_fsio`]), with temporary
+/// files named `TEMP_PREFIX…` so that a crashed run's leftovers are known.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.flush().map_err(|e| Error::io(path, e))?;
-    // Temporary files are created private (0600); the files of a run folder
-    // are ordinary files, readable like the model folder's.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(path, e))?;
-    }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    valor_fsio::write_atomic_with_prefix(path, TEMP_PREFIX, |f| f.write_all(bytes))
+        .map_err(|e| Error::io(e.path, e.source))
 }
 
 /// Reads and verifies a checkpoint.
