@@ -28,6 +28,12 @@
 //! gradients, attention rollout, occlusion) and measures how faithful the
 //! attributions are (ERASER comprehensiveness and sufficiency).
 //!
+//! On the CPU (burn's `flex` device) the attention softmax, the residual +
+//! LayerNorm blocks, GELU and the AdamW update run as fused multi-threaded
+//! kernels with hand-written backward passes (private modules `fused` and
+//! `kernels`), checked against the burn ops they replace; other devices run
+//! burn's ops.
+//!
 //! burn 0.22 has no backend type parameter: tensors and modules carry a
 //! runtime `Device`, so no type here is generic over a backend.
 
