@@ -173,6 +173,22 @@ mod flex {
         }
     }
 
+    /// `t`'s elements in a buffer this code may overwrite: `t`'s own when
+    /// nothing else holds it (a fresh matmul output, say), else a copy.
+    fn into_writable(t: FlexTensor) -> FlexTensor {
+        let shape = t.shape();
+        let mut t = dense(t);
+        match t.try_storage_mut::<f32>() {
+            Some(v) if v.len() == shape.num_elements() => t,
+            _ => tensor(values(&t).to_vec(), shape),
+        }
+    }
+
+    fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+        t.try_storage_mut::<f32>()
+            .expect("a buffer from into_writable")
+    }
+
     fn values(t: &FlexTensor) -> &[f32] {
         t.as_slice::<f32>()
             .expect("fused kernels take dense f32 tensors")
@@ -198,20 +214,19 @@ mod flex {
         mask: Mask,
     ) -> (FlexTensor, FlexTensor) {
         let shape = scores.shape();
-        let (scores, bias) = (dense(scores), dense(bias));
-        let (scores, bias) = (values(&scores), values(&bias));
+        let bias = dense(bias);
+        let bias = values(&bias);
         let keys = shape[3];
         let rows_per_batch = shape[1] * shape[2];
         let step = rows_per_task(keys);
-        let mut probs = vec![0f32; scores.len()];
-        probs
+        // The probabilities overwrite the scores, which nothing needs after.
+        let mut probs = into_writable(scores);
+        values_mut(&mut probs)
             .par_chunks_mut(step * keys)
-            .zip(scores.par_chunks(step * keys))
             .enumerate()
-            .for_each(|(task, (out, input))| {
-                kernels::softmax_rows(out, input, bias, task * step, rows_per_batch, keys, scale);
+            .for_each(|(task, rows)| {
+                kernels::softmax_rows(rows, bias, task * step, rows_per_batch, keys, scale);
             });
-        let probs = tensor(probs, shape.clone());
         if mask.keeps_all() {
             return (probs.clone(), probs);
         }
@@ -223,28 +238,27 @@ mod flex {
         (probs, tensor(out, shape))
     }
 
-    /// `∂/∂scores` from `∂/∂output`: with `gp = g ⊙ mask`,
-    /// `scale · p ⊙ (gp − Σ_k gp·p)` per row.
+    /// `∂/∂scores` from `∂/∂output` (overwriting it when it can): with
+    /// `gp = g ⊙ mask`, `scale · p ⊙ (gp − Σ_k gp·p)` per row.
     fn attention_backward(
         grad: FlexTensor,
         probs: &FlexTensor,
         scale: f32,
         mask: Mask,
     ) -> FlexTensor {
-        let shape = probs.shape();
-        let keys = shape[3];
-        let grad = dense(grad);
-        let (g, p) = (values(&grad), values(probs));
+        let keys = probs.shape()[3];
+        let p = values(probs);
         let step = rows_per_task(keys);
-        let mut out = vec![0f32; p.len()];
-        out.par_chunks_mut(step * keys)
-            .zip(g.par_chunks(step * keys).zip(p.par_chunks(step * keys)))
+        let mut grad = into_writable(grad);
+        values_mut(&mut grad)
+            .par_chunks_mut(step * keys)
+            .zip(p.par_chunks(step * keys))
             .enumerate()
-            .for_each(|(task, (o, (g, p)))| {
+            .for_each(|(task, (rows, p))| {
                 let base = (task * step * keys) as u64;
-                kernels::softmax_backward_rows(o, g, p, keys, scale, mask, base);
+                kernels::softmax_backward_rows(rows, p, keys, scale, mask, base);
             });
-        tensor(out, shape)
+        grad
     }
 
     // ---- residual + layer norm ---------------------------------------
@@ -358,30 +372,24 @@ mod flex {
 
     /// `x·Φ(x)` with a polynomial Φ ([`kernels::normal`]).
     fn gelu_forward(x: FlexTensor) -> FlexTensor {
-        let shape = x.shape();
-        let mut x = dense(x);
-        // In place when this is the only handle on a buffer of exactly
-        // these elements (the usual case: a fresh matmul output).
-        if let Some(values) = x.try_storage_mut::<f32>()
-            && values.len() == shape.num_elements()
-        {
-            values.par_chunks_mut(CHUNK).for_each(kernels::gelu);
-            return x;
-        }
-        let mut out = values(&x).to_vec();
-        out.par_chunks_mut(CHUNK).for_each(kernels::gelu);
-        tensor(out, shape)
+        // In place when nothing else holds `x` (inference: a fresh matmul
+        // output); with autodiff the graph keeps `x`, so this copies.
+        let mut out = into_writable(x);
+        values_mut(&mut out)
+            .par_chunks_mut(CHUNK)
+            .for_each(kernels::gelu);
+        out
     }
 
-    /// `g · (Φ(x) + x·φ(x))`, GELU's exact derivative.
+    /// `g · (Φ(x) + x·φ(x))`, GELU's exact derivative (overwriting `g`
+    /// when it can).
     fn gelu_backward(grad: FlexTensor, x: &FlexTensor) -> FlexTensor {
-        let shape = x.shape();
-        let grad = dense(grad);
-        let mut out = values(&grad).to_vec();
-        out.par_chunks_mut(CHUNK)
+        let mut grad = into_writable(grad);
+        values_mut(&mut grad)
+            .par_chunks_mut(CHUNK)
             .zip(values(x).par_chunks(CHUNK))
             .for_each(|(g, x)| kernels::gelu_backward(g, x));
-        tensor(out, shape)
+        grad
     }
 
     // ---- the backend extension ---------------------------------------

@@ -144,24 +144,24 @@ pub(crate) fn mask_mul<S: Simd>(out: &mut [f32], input: &[f32], mask: Mask, base
     }
 }
 
-/// Row-wise `softmax(scale · scores + bias)` of rows of `keys` elements.
-/// Row `r` (counted from `first_row` over the whole tensor) takes its bias
-/// from `bias[(r / rows_per_batch) · keys ..]`.
+/// Row-wise `softmax(scale · scores + bias)` of rows of `keys` elements,
+/// in place: `rows` holds the scores and receives the probabilities. Row
+/// `r` (counted from `first_row` over the whole tensor) takes its bias from
+/// `bias[(r / rows_per_batch) · keys ..]`.
 #[macerator::with_simd]
 pub(crate) fn softmax_rows<S: Simd>(
-    out: &mut [f32],
-    scores: &[f32],
+    rows: &mut [f32],
     bias: &[f32],
     first_row: usize,
     rows_per_batch: usize,
     keys: usize,
     scale: f32,
 ) {
-    for (r, (o, s)) in out.chunks_mut(keys).zip(scores.chunks(keys)).enumerate() {
+    for (r, o) in rows.chunks_mut(keys).enumerate() {
         let b = (first_row + r) / rows_per_batch;
         let bias = &bias[b * keys..(b + 1) * keys];
-        for ((o, &s), &bias) in o.iter_mut().zip(s).zip(bias) {
-            *o = s * scale + bias;
+        for (o, &bias) in o.iter_mut().zip(bias) {
+            *o = *o * scale + bias;
         }
         let m = max(o);
         for o in o.iter_mut() {
@@ -175,30 +175,23 @@ pub(crate) fn softmax_rows<S: Simd>(
 }
 
 /// The softmax backward of rows of `keys` elements through a dropout mask
-/// (element `i` of this piece is element `base + i` of the mask):
-/// `out = scale · p ⊙ (gp − Σ gp·p)` with `gp = grad ⊙ mask`.
+/// (element `i` of this piece is element `base + i` of the mask), in
+/// place: `rows` holds `∂/∂output` and receives
+/// `scale · p ⊙ (gp − Σ gp·p)` with `gp = grad ⊙ mask`.
 #[macerator::with_simd]
 pub(crate) fn softmax_backward_rows<S: Simd>(
-    out: &mut [f32],
-    grad: &[f32],
+    rows: &mut [f32],
     probs: &[f32],
     keys: usize,
     scale: f32,
     mask: Mask,
     base: u64,
 ) {
-    for (r, ((o, g), p)) in out
-        .chunks_mut(keys)
-        .zip(grad.chunks(keys))
-        .zip(probs.chunks(keys))
-        .enumerate()
-    {
-        let row = base + (r * keys) as u64;
-        if mask.keeps_all() {
-            o.copy_from_slice(g);
-        } else {
-            for (j, (o, &g)) in o.iter_mut().zip(g).enumerate() {
-                *o = g * mask.value(row + j as u64);
+    for (r, (o, p)) in rows.chunks_mut(keys).zip(probs.chunks(keys)).enumerate() {
+        if !mask.keeps_all() {
+            let row = base + (r * keys) as u64;
+            for (j, o) in o.iter_mut().enumerate() {
+                *o *= mask.value(row + j as u64);
             }
         }
         let dot = sum_by(o.len(), |j| o[j] * p[j]);
