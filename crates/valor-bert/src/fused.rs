@@ -1,5 +1,5 @@
 //! Fused, multi-threaded kernels with hand-written backward passes for
-//! training on burn's `flex` CPU device.
+//! burn's `flex` CPU device.
 //!
 //! burn-autodiff 0.22 has no backward of its own for softmax or layer norm:
 //! it records them as chains of element-wise ops (max, subtract, exp, sum,
@@ -14,7 +14,13 @@
 //!   attention probabilities of BERT's eager attention;
 //! - [`residual_layer_norm`]: `LayerNorm(dropout(x) + residual)`, the end
 //!   of both sub-layers of an encoder layer;
-//! - [`gelu`]: the exact erf GELU with its exact derivative.
+//! - [`gelu`]: the erf GELU with its exact derivative.
+//!
+//! Inference on the CPU uses the same forward passes (burn-flex's own
+//! attention is a naive loop and its GELU calls libm's `erff` on one
+//! thread). Buffers are overwritten in place when nothing else holds them.
+//! The arithmetic is in [`crate::kernels`], vectorised for the CPU at
+//! hand; its `exp` and normal CDF are polynomials within 2 ulp and 3e-7.
 //!
 //! The public functions take and return plain tensors and fall back to
 //! burn's own ops (and [`host::dropout`]) on every other device or dtype,
@@ -69,9 +75,8 @@ pub(crate) fn attention_probs(
 
 /// `norm.forward(dropout(x) + residual)` for `[rows, hidden]` activations;
 /// `epsilon` is `norm`'s (burn's `LayerNorm` keeps its own private).
-///
-/// Fused only with autodiff: without it burn-flex's own layer norm is
-/// already one parallel pass, and inference keeps its exact arithmetic.
+/// On the flex device one parallel pass (burn-flex adds the residual on one
+/// thread, then normalises), and with autodiff one backward.
 pub(crate) fn residual_layer_norm(
     x: Tensor<2>,
     residual: Tensor<2>,
@@ -83,7 +88,6 @@ pub(crate) fn residual_layer_norm(
     {
         let device = x.device();
         if let Some(beta) = norm.beta.as_ref()
-            && device.is_autodiff()
             && host::is_flex(&device)
             && x.dtype() == DType::F32
             && residual.dtype() == DType::F32
@@ -284,27 +288,25 @@ mod flex {
         let shape = x.shape();
         let hidden = shape[shape.num_dims() - 1];
         let rows = shape.num_elements() / hidden;
-        let (x, residual, gamma, beta) = (dense(x), dense(residual), dense(gamma), dense(beta));
-        let (xs, rs, gs, bs) = (values(&x), values(&residual), values(&gamma), values(&beta));
+        let (residual, gamma, beta) = (dense(residual), dense(gamma), dense(beta));
+        let (rs, gs, bs) = (values(&residual), values(&gamma), values(&beta));
         let step = rows_per_task(hidden);
-        let mut normalized = vec![0f32; xs.len()];
-        let mut out = vec![0f32; xs.len()];
+        // x̂ overwrites x (the output projection's fresh result, usually).
+        let mut normalized = into_writable(x);
+        let mut out = vec![0f32; shape.num_elements()];
         let mut rstd = vec![0f32; rows];
-        normalized
+        values_mut(&mut normalized)
             .par_chunks_mut(step * hidden)
             .zip(out.par_chunks_mut(step * hidden))
             .zip(rstd.par_chunks_mut(step))
-            .zip(
-                xs.par_chunks(step * hidden)
-                    .zip(rs.par_chunks(step * hidden)),
-            )
+            .zip(rs.par_chunks(step * hidden))
             .enumerate()
-            .for_each(|(task, (((n, o), sd), (x, r)))| {
+            .for_each(|(task, (((n, o), sd), r))| {
                 let base = (task * step * hidden) as u64;
-                kernels::norm_rows(n, o, sd, x, r, gs, bs, epsilon, mask, base);
+                kernels::norm_rows(n, o, sd, r, gs, bs, epsilon, mask, base);
             });
         let state = NormState {
-            normalized: tensor(normalized, shape.clone()),
+            normalized,
             rstd,
             gamma,
             mask,

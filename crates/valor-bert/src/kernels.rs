@@ -201,16 +201,15 @@ pub(crate) fn softmax_backward_rows<S: Simd>(
     }
 }
 
-/// `LayerNorm(x ⊙ mask + residual)` over rows of `hidden` elements: writes
-/// the normalised rows (before γ, β), the output and each row's
-/// `1/√(var + ε)`.
+/// `LayerNorm(x ⊙ mask + residual)` over rows of `hidden` elements.
+/// `rows` holds `x` and receives the normalised rows x̂ (before γ, β);
+/// `out` receives `x̂·γ + β` and `rstd` each row's `1/√(var + ε)`.
 #[macerator::with_simd]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn norm_rows<S: Simd>(
-    normalized: &mut [f32],
+    rows: &mut [f32],
     out: &mut [f32],
     rstd: &mut [f32],
-    x: &[f32],
     residual: &[f32],
     gamma: &[f32],
     beta: &[f32],
@@ -221,16 +220,16 @@ pub(crate) fn norm_rows<S: Simd>(
     let hidden = gamma.len();
     for (k, sd) in rstd.iter_mut().enumerate() {
         let span = k * hidden..(k + 1) * hidden;
-        let n = &mut normalized[span.clone()];
-        let (x, r) = (&x[span.clone()], &residual[span.clone()]);
+        let n = &mut rows[span.clone()];
+        let r = &residual[span.clone()];
         if mask.keeps_all() {
-            for ((n, &x), &r) in n.iter_mut().zip(x).zip(r) {
-                *n = x + r;
+            for (n, &r) in n.iter_mut().zip(r) {
+                *n += r;
             }
         } else {
             let row = base + (k * hidden) as u64;
-            for (j, ((n, &x), &r)) in n.iter_mut().zip(x).zip(r).enumerate() {
-                *n = x * mask.value(row + j as u64) + r;
+            for (j, (n, &r)) in n.iter_mut().zip(r).enumerate() {
+                *n = *n * mask.value(row + j as u64) + r;
             }
         }
         let mean = sum_by(hidden, |j| n[j]) / hidden as f32;
