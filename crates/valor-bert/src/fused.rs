@@ -138,10 +138,8 @@ mod flex {
     use rayon::prelude::*;
 
     use crate::host::Mask;
-    use crate::kernels;
+    use crate::kernels::{self, CHUNK};
 
-    /// Elements per parallel work item, as in `host`.
-    const CHUNK: usize = 1 << 14;
     /// Rows per partial sum of the layer-norm parameter gradients: fixed,
     /// so the sums (and the trained weights) do not depend on the number
     /// of threads.
@@ -202,6 +200,16 @@ mod flex {
         FlexTensor::from_data(TensorData::new(values, shape))
     }
 
+    /// `t ⊙ mask`, element `i` of `t` taking the mask's element `i`.
+    fn masked(t: &FlexTensor, mask: Mask) -> FlexTensor {
+        let mut out = vec![0f32; t.shape().num_elements()];
+        out.par_chunks_mut(CHUNK)
+            .zip(values(t).par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (o, x))| kernels::mask_mul(o, x, mask, (c * CHUNK) as u64));
+        tensor(out, t.shape())
+    }
+
     /// Rows per parallel work item for rows of `len` elements.
     fn rows_per_task(len: usize) -> usize {
         (CHUNK / len.max(1)).max(1)
@@ -234,12 +242,8 @@ mod flex {
         if mask.keeps_all() {
             return (probs.clone(), probs);
         }
-        let mut out = vec![0f32; shape.num_elements()];
-        out.par_chunks_mut(CHUNK)
-            .zip(values(&probs).par_chunks(CHUNK))
-            .enumerate()
-            .for_each(|(c, (o, p))| kernels::mask_mul(o, p, mask, (c * CHUNK) as u64));
-        (probs, tensor(out, shape))
+        let out = masked(&probs, mask);
+        (probs, out)
     }
 
     /// `∂/∂scores` from `∂/∂output` (overwriting it when it can): with
@@ -354,12 +358,7 @@ mod flex {
         let g_x = if mask.keeps_all() {
             g_res.clone()
         } else {
-            let mut g_x = vec![0f32; shape.num_elements()];
-            g_x.par_chunks_mut(CHUNK)
-                .zip(values(&g_res).par_chunks(CHUNK))
-                .enumerate()
-                .for_each(|(c, (o, g))| kernels::mask_mul(o, g, mask, (c * CHUNK) as u64));
-            tensor(g_x, shape)
+            masked(&g_res, mask)
         };
         let params = Shape::new([hidden]);
         (

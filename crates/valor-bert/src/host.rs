@@ -16,8 +16,7 @@ use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
 
-/// Elements per parallel work item: large enough that scheduling is noise.
-const CHUNK: usize = 1 << 14;
+use crate::kernels::{self, CHUNK};
 
 /// Whether `device` (with or without autodiff) is burn's flex CPU device.
 pub(crate) fn is_flex(device: &Device) -> bool {
@@ -56,7 +55,7 @@ pub(crate) fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D
     values
         .par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, chunk)| crate::kernels::mask_fill(chunk, mask, (c * CHUNK) as u64));
+        .for_each(|(c, chunk)| kernels::mask_fill(chunk, mask, (c * CHUNK) as u64));
     // A constant of the graph: no gradient flows into it.
     x * Tensor::<D>::from_data(TensorData::new(values, shape), &device)
 }

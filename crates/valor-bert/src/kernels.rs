@@ -23,6 +23,10 @@ use macerator::Simd;
 
 use crate::host::Mask;
 
+/// Elements per parallel work item for callers that split element-wise
+/// work across threads: large enough that scheduling is noise.
+pub(crate) const CHUNK: usize = 1 << 14;
+
 /// Accumulators per reduction: a fixed order of additions that fills one
 /// AVX-512 register (two AVX2 ones).
 const LANES: usize = 16;
