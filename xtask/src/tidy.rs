@@ -118,6 +118,13 @@ mod tests {
                 .all(|d| !d.starts_with("valor")),
             "{SHARED_LEAF} depends on another Valor crate"
         );
+        // The decision log is a leaf the server and the CLI share: std
+        // threads, no async runtime, no tensors, no data frames.
+        assert_no_dep(
+            &g,
+            "valor-ledger",
+            &["burn", "polars", "tokenizers", "tokio", "valor"],
+        );
         // Data owns polars and tokenizers, never tensors.
         assert_no_dep(&g, "valor-data", &["burn", "valor"]);
         // The model knows nothing of data files or fairness.
@@ -150,6 +157,7 @@ mod tests {
             "valor-fair",
             "valor-testkit",
             "valor-fsio",
+            "valor-ledger",
         ] {
             let lib = root().join("crates").join(krate).join("src/lib.rs");
             let text = std::fs::read_to_string(&lib).unwrap();
