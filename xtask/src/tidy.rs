@@ -131,6 +131,29 @@ mod tests {
         assert_no_dep(&g, "valor-bert", &["polars", "tokenizers", "valor"]);
         // xtask shells out; it links no Valor crate.
         assert_no_dep(&g, "xtask", &["valor", "burn", "polars"]);
+        // Serving is the top library: only valor-serve and valor-cli use the
+        // async runtime and the HTTP stack directly, and no library below
+        // valor-cli pulls in the server (polars' own use of tokio stays
+        // inside polars).
+        assert_no_dep(&g, "valor-fair", &["tokio", "axum", "hyper"]);
+        assert_no_dep(&g, "valor-values", &["tokio", "axum", "hyper"]);
+        for krate in g.keys().filter(|k| k.starts_with("valor-")) {
+            if krate == "valor-serve" || krate == "valor-cli" {
+                continue;
+            }
+            let direct: Vec<&String> = g[krate]
+                .iter()
+                .filter(|d| ["tokio", "axum", "hyper", "tower", "tower-http"].contains(&d.as_str()))
+                .collect();
+            assert!(
+                direct.is_empty(),
+                "{krate} depends directly on {direct:?}; only valor-serve and valor-cli may"
+            );
+            assert!(
+                !closure(&g, krate).contains("valor-serve") && !closure(&g, krate).contains("axum"),
+                "{krate} pulls in the server"
+            );
+        }
         // The testkit is dev-only: no library lists it as a normal dependency.
         for krate in [
             "valor-data",
@@ -138,6 +161,7 @@ mod tests {
             "valor-bert",
             "valor-train",
             "valor-fair",
+            "valor-serve",
             "valor-cli",
         ] {
             assert!(
@@ -157,6 +181,7 @@ mod tests {
             "valor-fair",
             "valor-testkit",
             "valor-fsio",
+            "valor-serve",
             "valor-ledger",
         ] {
             let lib = root().join("crates").join(krate).join("src/lib.rs");

@@ -24,8 +24,9 @@ use valor_bert::explain::{
 };
 use valor_data::{Encoded, stream_table};
 
+use valor_train::Classifier;
+
 use crate::Outcome;
-use crate::predict::Classifier;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Method {

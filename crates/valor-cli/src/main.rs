@@ -10,8 +10,10 @@ mod audit;
 mod common;
 mod data;
 mod explain;
+mod keys;
 mod predict;
 mod remodel;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -55,6 +57,12 @@ enum Command {
     /// measure V0, search fairness weights, reweighing and thresholds, pick
     /// V_T on the Pareto front, confirm it on the test split, save the model.
     Remodel(Box<remodel::RemodelArgs>),
+    /// Serve a model folder over HTTP: TEI-compatible /predict, fair
+    /// /decide with explanations, /feedback, /metrics; API keys with scopes.
+    Serve(Box<serve::ServeArgs>),
+    /// Create, list and revoke the API keys of `valor serve`.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -65,6 +73,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Predict(args) => predict::run(*args),
         Command::Explain(args) => explain::run(*args),
         Command::Remodel(args) => remodel::run(*args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Keys(cmd) => keys::run(cmd),
     }
 }
 

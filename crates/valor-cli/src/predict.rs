@@ -30,14 +30,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use valor_bert::burn::module::Module;
-use valor_bert::burn::tensor::Device;
-use valor_bert::explain::{IgConfig, Rule, TokenSequence, merge_words, pad_baseline, top_k};
-use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions};
-use valor_data::{
-    Bucketed, ColumnData, Encoded, Format, Table, TextTokenizer, stream_table, write_table,
-};
-use valor_train::{PostProcess, THRESHOLDS_FILE, ThresholdsFile, ThresholdsPredictor};
+use valor_bert::Backend;
+use valor_bert::explain::top_k;
+use valor_data::{ColumnData, Format, Table, stream_table, write_table};
+use valor_train::{Classifier, PostProcess, THRESHOLDS_FILE, ThresholdsFile, ThresholdsPredictor};
 
 use crate::Outcome;
 
@@ -90,122 +86,6 @@ pub struct PredictArgs {
     /// ones the remodelled model was chosen for (a warning says so).
     #[arg(long)]
     pub ignore_thresholds: bool,
-}
-
-/// A loaded classifier: model, configuration, tokenizer, label names.
-pub(crate) struct Classifier {
-    pub config: BertConfig,
-    pub model: BertForSequenceClassification,
-    pub tokenizer: TextTokenizer,
-    pub device: Device,
-}
-
-impl Classifier {
-    /// Loads `dir` for inference; with `autodiff` the model sits on an
-    /// autodiff device, frozen, so it can also be differentiated
-    /// (integrated gradients).
-    pub fn load(dir: &Path, backend: Backend, max_len: usize, autodiff: bool) -> Result<Self> {
-        let device = if autodiff {
-            valor_bert::autodiff_device(backend)?
-        } else {
-            valor_bert::device(backend)?
-        };
-        let (config, model, report) = valor_bert::load_hf(dir, &device, LoadOptions::default())
-            .with_context(|| format!("loading the model folder {}", dir.display()))?;
-        if !report.initialized.is_empty() {
-            bail!(
-                "{}: the checkpoint has no classifier head ({} missing); pass a fine-tuned model folder",
-                dir.display(),
-                report.initialized.join(", ")
-            );
-        }
-        let model = if autodiff { model.freeze() } else { model };
-        let max_len = max_len.min(config.max_position_embeddings);
-        let tokenizer = TextTokenizer::from_model_dir(dir, max_len)
-            .with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
-        Ok(Self {
-            config,
-            model,
-            tokenizer,
-            device,
-        })
-    }
-
-    pub fn labels(&self) -> &[String] {
-        &self.config.id2label
-    }
-
-    /// Probabilities for each encoding, in input order; batches are bucketed
-    /// by length.
-    pub fn predict(&self, encodings: Vec<Encoded>, batch_size: usize) -> Result<Vec<Vec<f64>>> {
-        let n = encodings.len();
-        let mut out = vec![Vec::new(); n];
-        let batches = Bucketed::new(
-            encodings.into_iter().enumerate(),
-            batch_size,
-            16,
-            self.tokenizer.pad_id(),
-        );
-        for b in batches {
-            let input = BertInput::from_flat(
-                &b.input_ids,
-                &b.attention_mask,
-                &b.token_type_ids,
-                [b.batch_size, b.seq_len],
-                &self.device,
-            )?;
-            let probs = valor_bert::explain::predict_proba(&self.model, input)?;
-            for (i, p) in b.indices.into_iter().zip(probs) {
-                out[i] = p;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The ids of `[CLS]` and `[SEP]` (kept in the baseline).
-    pub fn special_ids(&self) -> Vec<u32> {
-        ["[CLS]", "[SEP]"]
-            .iter()
-            .filter_map(|t| self.tokenizer.token_to_id(t))
-            .collect()
-    }
-
-    /// The text of each word of `enc`: its tokens joined, `##` stripped.
-    pub fn word_text(&self, enc: &Encoded, tokens: &[usize]) -> String {
-        tokens
-            .iter()
-            .map(|&p| {
-                let t = self.tokenizer.id_to_token(enc.ids[p]).unwrap_or_default();
-                t.strip_prefix("##").map(str::to_string).unwrap_or(t)
-            })
-            .collect()
-    }
-
-    /// The `k` words with the largest integrated-gradients attribution to
-    /// `target`.
-    pub fn top_words(
-        &self,
-        enc: &Encoded,
-        target: usize,
-        steps: usize,
-        k: usize,
-    ) -> Result<Vec<String>> {
-        let seq = TokenSequence::new(enc.ids.clone(), Some(enc.type_ids.clone()));
-        let baseline = pad_baseline(&seq, &self.special_ids(), self.tokenizer.pad_id());
-        let config = IgConfig {
-            n_steps: steps,
-            rule: Rule::GaussLegendre,
-            internal_batch_size: 25,
-        };
-        let ig =
-            valor_bert::integrated_gradients(&self.model, &seq, &baseline, Some(target), &config)?;
-        let words = merge_words(&ig.token_attributions, &enc.word_ids);
-        let scores: Vec<f64> = words.iter().map(|w| w.attribution).collect();
-        Ok(top_k(&scores, k)
-            .into_iter()
-            .map(|i| self.word_text(enc, &words[i].tokens))
-            .collect())
-    }
 }
 
 /// Writes prediction rows chunk by chunk.

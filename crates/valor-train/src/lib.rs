@@ -16,7 +16,10 @@
 //! epoch/step + RNG state + data position in one atomically written,
 //! checksummed file) with keep-last-N and keep-best retention; the run
 //! folder (`config.json` with provenance, `metrics.jsonl`, `tokenizer.json`,
-//! `checkpoints/`, the best model as an HF folder `model/`, `report.json`).
+//! `checkpoints/`, the best model as an HF folder `model/`, `report.json`);
+//! a model folder loaded for inference ([`Classifier`]: model, tokenizer
+//! checked against the model, labels; batched scores and integrated
+//! gradients per word), which `valor predict`, `explain` and `serve` share.
 //!
 //! Does not know about: tokenizer internals and file formats (valor-data),
 //! model internals and HF weight names (valor-bert), fairness metric
@@ -40,6 +43,7 @@
 mod error;
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod metrics;
 pub mod observe;
@@ -51,6 +55,7 @@ pub mod trainer;
 pub mod weights;
 
 pub use checkpoint::{EpochRecord, TrainState};
+pub use classifier::{Classifier, Scores, WordExplanation, WordScore};
 pub use config::{
     AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, Devices, FairnessObjective, ModelSource,
     Penalty, ScratchModel, SelectMetric, SettingSource, TrainConfig, Weighting,

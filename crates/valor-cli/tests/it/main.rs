@@ -4,8 +4,10 @@
 mod audit;
 mod data;
 mod explain;
+mod model_folder;
 mod predict;
 mod remodel;
+mod serve;
 mod train;
 
 use std::process::{Command, Output};

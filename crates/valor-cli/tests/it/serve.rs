@@ -1,0 +1,788 @@
+//! `valor serve` and `valor keys` end to end: the real binary on
+//! 127.0.0.1 port 0, a real HTTP client (ureq). Status codes by route and
+//! scope, probabilities and decisions equal to `valor predict`'s, SIGHUP
+//! revocation, SIGTERM drain, no secret in the server's output. Every wait
+//! is bounded in count and time.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use valor_testkit::{Tolerance, assert_all_close};
+
+use crate::predict::{TEXTS, tiny_model};
+use crate::valor;
+
+/// A running `valor serve`; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Served {
+    /// Starts `valor serve --model MODEL --addr 127.0.0.1:0 EXTRA…`, reads
+    /// the address it prints and waits until `/health` says ok.
+    fn start(model: &Path, extra: &[&str], stderr: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_valor"))
+            .args(["serve", "--model", model.to_str().unwrap()])
+            .args(["--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(File::create(stderr).unwrap())
+            .spawn()
+            .expect("valor serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no address within 60 s: {}", read(stderr)));
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line `{line}`; stderr: {}", read(stderr)))
+            .to_string();
+        let served = Self { child, base };
+        let started = Instant::now();
+        loop {
+            let (status, _, _) = served.get("/health", None);
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503, "health while loading");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "not ready in 120 s: {}",
+                read(stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str, key: Option<&str>) -> (u16, Option<String>, String) {
+        let mut req = agent().get(self.url(path));
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        answer(req.call())
+    }
+
+    fn post(&self, path: &str, key: Option<&str>, body: &str) -> (u16, Option<String>, String) {
+        let mut req = agent().post(self.url(path));
+        if let Some(k) = key {
+            req = req.header("Authorization", format!("Bearer {k}"));
+        }
+        answer(req.content_type("application/json").send(body))
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// SIGTERM, then the exit code (within 30 s).
+    fn stop(mut self) -> i32 {
+        self.signal("TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "valor serve did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// Status, `Retry-After`, body.
+fn answer(
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, Option<String>, String) {
+    let mut r = r.expect("the server answers");
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), retry, body)
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Asserts an error answer: status, JSON body whose `error` contains `needle`.
+fn assert_error(got: (u16, Option<String>, String), status: u16, needle: &str, what: &str) {
+    let (code, _, body) = got;
+    assert_eq!(code, status, "{what}: {body}");
+    let v = json_of(&body);
+    let msg = v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: {body}"));
+    assert!(v["error_type"].is_string(), "{what}: {body}");
+    assert!(msg.contains(needle), "{what}: `{needle}` not in {msg}");
+}
+
+/// `valor keys create --keys FILE --scopes SCOPES EXTRA…` → the key.
+fn create_key(keys: &Path, scopes: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "keys",
+        "create",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--scopes",
+        scopes,
+    ];
+    args.extend(extra);
+    let (code, stdout, stderr) = valor(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let key = stdout.trim().to_string();
+    assert!(
+        key.starts_with("valor_") && key.len() == 6 + 16 + 1 + 64,
+        "{key}"
+    );
+    key
+}
+
+fn key_id(key: &str) -> &str {
+    &key[6..22]
+}
+
+fn secret(key: &str) -> &str {
+    &key[23..]
+}
+
+/// `valor predict`'s probabilities for [`TEXTS`], row-major.
+fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
+    let input = dir.join("texts.csv");
+    let mut s = String::from("text\n");
+    for t in TEXTS {
+        s.push_str(&format!("\"{}\"\n", t.replace('"', "\"\"")));
+    }
+    std::fs::write(&input, s).unwrap();
+    let out = dir.join("texts-pred.jsonl");
+    let (code, _, stderr) = valor(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    read(&out)
+        .lines()
+        .flat_map(|l| {
+            let v = json_of(l);
+            [
+                v["p_deny"].as_f64().unwrap(),
+                v["p_approve"].as_f64().unwrap(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn serve_answers_by_scope_and_matches_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let keys = dir.path().join("keys.toml");
+    let predict = create_key(&keys, "predict", &["--name", "app"]);
+    let audit = create_key(&keys, "audit:read", &[]);
+    let explain = create_key(&keys, "predict,explain", &[]);
+    let feedback = create_key(&keys, "feedback", &["--expires", "30d"]);
+    let limited = create_key(&keys, "predict", &["--rate-limit", "2"]);
+    let admin = create_key(&keys, "admin", &[]);
+    let all = [&predict, &audit, &explain, &feedback, &limited, &admin];
+    let file = read(&keys);
+    let (code, listed, _) = valor(&["keys", "list", "--keys", keys.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    for k in all {
+        assert!(!file.contains(secret(k)), "a secret is in the keys file");
+        assert!(!listed.contains(secret(k)), "a secret is listed");
+        assert!(listed.contains(key_id(k)), "{listed}");
+    }
+
+    let stderr = dir.path().join("serve.err");
+    let args = [
+        "--keys",
+        keys.to_str().unwrap(),
+        "--payload-limit",
+        "20000",
+        "--max-client-batch-size",
+        "8",
+        "--group",
+        "gender",
+        "--ig-steps",
+        "8",
+    ];
+    let s = Served::start(&model, &args, &stderr);
+
+    // Public routes.
+    let (code, _, body) = s.get("/health", None);
+    assert_eq!((code, json_of(&body)["status"].as_str()), (200, Some("ok")));
+    let (code, _, body) = s.get("/openapi.json", None);
+    assert_eq!(code, 200);
+    let doc = json_of(&body);
+    for p in ["/predict", "/decide", "/feedback", "/info", "/metrics"] {
+        assert!(doc["paths"][p].is_object(), "{p} in openapi.json");
+    }
+
+    // 401 and 403, route by route.
+    let one = r#"{"inputs": "the loan was approved"}"#;
+    let decide = r#"{"inputs": [{"text": "stable job", "groups": {"gender": "f"}}]}"#;
+    let forged = format!("valor_{}_{}", key_id(&predict), "0".repeat(64));
+    assert_error(
+        s.post("/predict", None, one),
+        401,
+        "missing API key",
+        "no key",
+    );
+    assert_error(
+        s.post("/predict", Some("abc"), one),
+        401,
+        "malformed",
+        "malformed",
+    );
+    assert_error(
+        s.post("/predict", Some(&forged), one),
+        401,
+        "unknown",
+        "forged",
+    );
+    assert_error(
+        s.post("/predict", Some(&audit), one),
+        403,
+        "predict",
+        "audit key",
+    );
+    assert_error(
+        s.post("/decide", Some(&feedback), decide),
+        403,
+        "predict",
+        "decide",
+    );
+    assert_error(
+        s.get("/metrics", Some(&predict)),
+        403,
+        "audit:read",
+        "metrics",
+    );
+    assert_error(
+        s.post(
+            "/feedback",
+            Some(&predict),
+            r#"{"id": "x", "outcome": "deny"}"#,
+        ),
+        403,
+        "feedback",
+        "feedback",
+    );
+    assert_error(s.get("/info", None), 401, "missing", "info");
+    let explained =
+        r#"{"inputs": [{"text": "stable job", "groups": {"gender": "f"}}], "explain": true}"#;
+    assert_error(
+        s.post("/decide", Some(&predict), explained),
+        403,
+        "explain",
+        "explain",
+    );
+
+    // 400, 413, 422.
+    assert_error(
+        s.post("/predict", Some(&predict), r#"{"inputs": []}"#),
+        400,
+        "empty",
+        "[]",
+    );
+    assert_error(
+        s.post("/predict", Some(&predict), ""),
+        400,
+        "empty",
+        "no body",
+    );
+    assert_error(
+        s.post("/predict", Some(&predict), "{"),
+        400,
+        "JSON",
+        "broken JSON",
+    );
+    let nine = json!({"inputs": vec!["a"; 9]}).to_string();
+    assert_error(
+        s.post("/predict", Some(&predict), &nine),
+        413,
+        "--max-client-batch-size",
+        "9",
+    );
+    let huge = json!({"inputs": "x ".repeat(15_000)}).to_string();
+    assert_error(
+        s.post("/predict", Some(&predict), &huge),
+        413,
+        "payload",
+        "body",
+    );
+    let long = json!({"inputs": "debt ".repeat(200), "truncate": false}).to_string();
+    assert_error(
+        s.post("/predict", Some(&predict), &long),
+        413,
+        "tokens",
+        "truncate",
+    );
+    assert_error(
+        s.post("/predict", Some(&predict), r#"{"inputs": 5}"#),
+        422,
+        "invalid",
+        "5",
+    );
+    let race = r#"{"inputs": [{"text": "a", "groups": {"race": "x"}}]}"#;
+    assert_error(
+        s.post("/decide", Some(&predict), race),
+        422,
+        "`race`",
+        "unknown group",
+    );
+    assert_error(s.get("/nowhere", Some(&admin)), 404, "/nowhere", "404");
+
+    // 200: /predict equals `valor predict` to 1e-6.
+    let want = predict_probs(dir.path(), &model);
+    let batch = json!({"inputs": TEXTS}).to_string();
+    let (code, _, body) = s.post("/predict", Some(&predict), &batch);
+    assert_eq!(code, 200, "{body}");
+    let lists = json_of(&body);
+    let got: Vec<f64> = lists
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|list| {
+            let score = |l: &str| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["label"] == l)
+                    .unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            };
+            let first = list[0]["score"].as_f64().unwrap();
+            assert!(
+                first >= list[1]["score"].as_f64().unwrap(),
+                "sorted by score"
+            );
+            [score("deny"), score("approve")]
+        })
+        .collect();
+    assert_all_close(
+        "/predict vs valor predict",
+        &got,
+        &want,
+        Tolerance::abs(1e-6),
+    );
+    let (code, _, body) = s.post(
+        "/predict",
+        Some(&admin),
+        &json!({"inputs": TEXTS[0]}).to_string(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        json_of(&body).as_array().unwrap().len(),
+        2,
+        "one list: {body}"
+    );
+
+    // /decide with an explanation, then feedback on it.
+    let texts: Vec<Value> = TEXTS
+        .iter()
+        .map(|t| json!({"text": t, "groups": {"gender": "f"}, "id": "c1"}))
+        .collect();
+    let body = json!({"inputs": texts, "explain": true}).to_string();
+    let (code, _, answer) = s.post("/decide", Some(&explain), &body);
+    assert_eq!(code, 200, "{answer}");
+    let decisions = json_of(&answer)["decisions"].as_array().unwrap().clone();
+    assert_eq!(decisions.len(), TEXTS.len());
+    let mut got = Vec::new();
+    for d in &decisions {
+        assert_eq!(d["rule"], "argmax");
+        assert_eq!(d["id"], "c1");
+        let p = &d["probabilities"];
+        got.extend([p["deny"].as_f64().unwrap(), p["approve"].as_f64().unwrap()]);
+        let e = &d["explanation"];
+        assert_eq!(e["target"], d["label"]);
+        assert_eq!(e["method"], "integrated_gradients");
+        assert!(!e["words"].as_array().unwrap().is_empty(), "{e}");
+        assert!(!e["top_words"].as_array().unwrap().is_empty(), "{e}");
+    }
+    assert_all_close(
+        "/decide vs valor predict",
+        &got,
+        &want,
+        Tolerance::abs(1e-6),
+    );
+    let id = decisions[0]["decision_id"].as_str().unwrap();
+    let fb = json!({"id": id, "outcome": "approve"}).to_string();
+    let (code, _, body) = s.post("/feedback", Some(&feedback), &fb);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_of(&body)["decided"], decisions[0]["label"]);
+    let bad = json!({"id": id, "outcome": "maybe"}).to_string();
+    assert_error(
+        s.post("/feedback", Some(&feedback), &bad),
+        422,
+        "maybe",
+        "outcome",
+    );
+    let unknown = r#"{"id": "d-none", "outcome": "deny"}"#;
+    assert_error(
+        s.post("/feedback", Some(&feedback), unknown),
+        404,
+        "d-none",
+        "unknown id",
+    );
+
+    // /info and /metrics.
+    let (code, _, body) = s.get("/info", Some(&predict));
+    assert_eq!(code, 200, "{body}");
+    let info = json_of(&body);
+    assert_eq!(info["labels"], json!(["deny", "approve"]));
+    assert_eq!(info["model_sha256"].as_str().unwrap().len(), 64);
+    let (code, _, metrics) = s.get("/metrics", Some(&audit));
+    assert_eq!(code, 200);
+    assert!(metrics.contains("valor_requests_total"), "{metrics}");
+    assert!(metrics.contains("route=\"/predict\""), "{metrics}");
+    assert!(metrics.contains("valor_auth_refused_total"), "{metrics}");
+
+    // 429 from a key's rate limit (2 per second), with Retry-After.
+    let mut limited_seen = None;
+    for _ in 0..10 {
+        let got = s.post("/predict", Some(&limited), one);
+        if got.0 == 429 {
+            limited_seen = Some(got);
+            break;
+        }
+        assert_eq!(got.0, 200, "{}", got.2);
+    }
+    let got = limited_seen.expect("the rate limit answered 429 within 10 requests");
+    assert!(got.1.is_some(), "Retry-After");
+    assert_error(got, 429, "rate limit", "rate limit");
+
+    // Revocation takes effect on SIGHUP, without a restart.
+    assert_eq!(s.post("/predict", Some(&predict), one).0, 200);
+    let (code, _, err) = valor(&[
+        "keys",
+        "revoke",
+        "--keys",
+        keys.to_str().unwrap(),
+        key_id(&predict),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    s.signal("HUP");
+    let started = Instant::now();
+    loop {
+        let got = s.post("/predict", Some(&predict), one);
+        if got.0 == 401 {
+            assert_error(got, 401, "revoked", "revoked");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still accepted after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.post("/predict", Some(&admin), one).0,
+        200,
+        "other keys still work"
+    );
+    let (_, _, metrics) = s.get("/metrics", Some(&admin));
+
+    assert_eq!(s.stop(), 0, "SIGTERM drains and exits 0");
+    let log = read(&stderr);
+    assert!(
+        log.contains(key_id(&predict)),
+        "the log names key ids: {log}"
+    );
+    for k in all {
+        assert!(!log.contains(secret(k)), "a secret is in the server's log");
+        assert!(!metrics.contains(secret(k)) && !metrics.contains(key_id(k)));
+    }
+}
+
+#[test]
+fn serve_decides_with_the_thresholds_as_predict_does() {
+    use valor_fair::{
+        Constraint, Cut, GroupRule, Objective, OrderedMap, THRESHOLD_SCHEMA, ThresholdOptimizer,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let probs = predict_probs(dir.path(), &model);
+    // `f` approves with probability 1/2 (the seeded draws decide), `m`
+    // above the median P(approve).
+    let mut p1: Vec<f64> = probs.chunks(2).map(|p| p[1]).collect();
+    p1.sort_by(f64::total_cmp);
+    let cut = (p1[3] + p1[4]) / 2.0;
+    let rule = |cuts: Vec<Cut>, constant: f64| GroupRule { cuts, constant };
+    let groups: OrderedMap<GroupRule> = [
+        ("f".to_string(), rule(vec![], 0.5)),
+        (
+            "m".to_string(),
+            rule(
+                vec![Cut {
+                    above: Some(cut),
+                    weight: 1.0,
+                }],
+                0.0,
+            ),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let file = valor_train::ThresholdsFile {
+        schema: valor_train::THRESHOLDS_SCHEMA.into(),
+        group_column: "gender".into(),
+        seed: 11,
+        post: valor_train::PostProcess::Thresholds(ThresholdOptimizer {
+            schema: THRESHOLD_SCHEMA.into(),
+            constraint: Constraint::DemographicParity,
+            objective: Objective::Accuracy,
+            grid_size: 10,
+            target: [("selection_rate".to_string(), 0.5)].into_iter().collect(),
+            objective_value: 0.5,
+            groups,
+            fit: OrderedMap::new(),
+        }),
+    };
+    std::fs::write(
+        model.join(valor_train::THRESHOLDS_FILE),
+        serde_json::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    let gender: Vec<&str> = (0..TEXTS.len()).map(|i| ["f", "m", "m"][i % 3]).collect();
+
+    // `valor predict` on the file…
+    let input = dir.path().join("grouped.csv");
+    let mut s = String::from("text,gender\n");
+    for (t, g) in TEXTS.iter().zip(&gender) {
+        s.push_str(&format!("\"{}\",{g}\n", t.replace('"', "\"\"")));
+    }
+    std::fs::write(&input, s).unwrap();
+    let out = dir.path().join("grouped-pred.jsonl");
+    let (code, _, stderr) = valor(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Vec<String> = read(&out)
+        .lines()
+        .map(|l| json_of(l)["label"].as_str().unwrap().to_string())
+        .collect();
+
+    // …and a fresh server deciding the same rows in one request, in order.
+    let stderr = dir.path().join("serve.err");
+    let served = Served::start(&model, &["--no-explain"], &stderr);
+    let missing = r#"{"inputs": [{"text": "a"}]}"#;
+    assert_error(
+        served.post("/decide", None, missing),
+        422,
+        "gender",
+        "no group",
+    );
+    let unknown = r#"{"inputs": [{"text": "a", "groups": {"gender": "x"}}]}"#;
+    assert_error(
+        served.post("/decide", None, unknown),
+        422,
+        "`x`",
+        "unknown group",
+    );
+    let explain = r#"{"inputs": [{"text": "a", "groups": {"gender": "f"}}], "explain": true}"#;
+    assert_error(
+        served.post("/decide", None, explain),
+        422,
+        "--no-explain",
+        "no explain",
+    );
+    let inputs: Vec<Value> = TEXTS
+        .iter()
+        .zip(&gender)
+        .map(|(t, g)| json!({"text": t, "groups": {"gender": g}}))
+        .collect();
+    let (code, _, body) = served.post("/decide", None, &json!({"inputs": inputs}).to_string());
+    assert_eq!(code, 200, "{body}");
+    let decisions = json_of(&body)["decisions"].as_array().unwrap().clone();
+    let got: Vec<String> = decisions
+        .iter()
+        .map(|d| d["label"].as_str().unwrap().to_string())
+        .collect();
+    assert!(decisions.iter().all(|d| d["rule"] == "thresholds"));
+    assert_eq!(
+        got, want,
+        "the same labels as valor predict, draws included"
+    );
+    let argmax: Vec<&str> = probs
+        .chunks(2)
+        .map(|p| if p[1] > p[0] { "approve" } else { "deny" })
+        .collect();
+    assert_ne!(got, argmax, "the rule, not argmax, decided");
+    assert_eq!(served.stop(), 0);
+}
+
+#[test]
+fn serve_answers_429_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let stderr = dir.path().join("serve.err");
+    let args = ["--max-concurrent-requests", "1", "--ig-steps", "400"];
+    let s = Served::start(&model, &args, &stderr);
+    // One slow request (explanations of 8 texts at 400 steps) holds the
+    // only slot while others are refused.
+    let texts: Vec<Value> = TEXTS.iter().map(|t| json!({"text": t})).collect();
+    let slow = json!({"inputs": texts, "explain": true}).to_string();
+    let url = s.url("/decide");
+    let worker = std::thread::spawn(move || {
+        answer(
+            agent()
+                .post(&url)
+                .content_type("application/json")
+                .send(&slow),
+        )
+    });
+    let started = Instant::now();
+    let mut refused = None;
+    while refused.is_none() && !worker.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(120));
+        let got = s.post("/predict", None, r#"{"inputs": "a"}"#);
+        if got.0 == 429 {
+            refused = Some(got);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (code, _, body) = worker.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let got = refused.expect("a request was refused while the slot was taken");
+    assert_eq!(got.1.as_deref(), Some("1"), "Retry-After");
+    assert_error(got, 429, "--max-concurrent-requests", "full");
+    assert_eq!(s.post("/predict", None, r#"{"inputs": "a"}"#).0, 200);
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let (code, _, stderr) = valor(&[
+        "serve",
+        "--model",
+        model.to_str().unwrap(),
+        "--addr",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--insecure-no-auth") && stderr.contains("--keys"),
+        "{stderr}"
+    );
+    // A keys file that does not parse is an error before anything is served.
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(&keys, "[[key]]\nid = 1\n").unwrap();
+    let (code, _, stderr) = valor(&[
+        "serve",
+        "--model",
+        model.to_str().unwrap(),
+        "--keys",
+        keys.to_str().unwrap(),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("keys.toml"), "{stderr}");
+}
+
+#[test]
+fn keys_create_list_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let k = create_key(
+        &keys,
+        "predict,audit:read",
+        &["--rate-limit", "5", "--expires", "2h"],
+    );
+    let path = keys.to_str().unwrap();
+    let (code, _, stderr) = valor(&["keys", "create", "--keys", path, "--scopes", "root"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("root") && stderr.contains("audit:read"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = valor(&[
+        "keys",
+        "create",
+        "--keys",
+        path,
+        "--scopes",
+        "predict",
+        "--expires",
+        "yesterday",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("yesterday"), "{stderr}");
+    let (code, out, _) = valor(&["keys", "list", "--keys", path, "--json"]);
+    assert_eq!(code, 0);
+    let list = json_of(&out);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], key_id(&k));
+    assert_eq!(list[0]["scopes"], json!(["predict", "audit:read"]));
+    assert_eq!(list[0]["rate_limit_per_s"], 5);
+    assert!(list[0]["expires"].is_string() && list[0]["revoked"].is_null());
+    let (code, _, stderr) = valor(&["keys", "revoke", "--keys", path, "0123456789abcdef"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(key_id(&k)), "names the known ids: {stderr}");
+    let (code, _, _) = valor(&["keys", "revoke", "--keys", path, key_id(&k)]);
+    assert_eq!(code, 0);
+    let (_, out, _) = valor(&["keys", "list", "--keys", path, "--json"]);
+    assert!(json_of(&out)[0]["revoked"].is_string());
+    assert!(!read(&keys).contains(secret(&k)));
+}

@@ -1,0 +1,310 @@
+//! A model folder loaded for inference: model, configuration, tokenizer and
+//! label names, checked against each other once on load. `valor predict`,
+//! `valor explain` and `valor serve` all load folders through [`Classifier`],
+//! so they accept the same folders and refuse the same broken ones.
+//!
+//! A folder is any HF `BertForSequenceClassification` folder (config.json
+//! with `id2label`, model.safetensors, tokenizer.json or vocab.txt), e.g. one
+//! written by `valor train`. On load the tokenizer must fit the model: its
+//! vocabulary (added tokens included) may not be larger than the model's
+//! `vocab_size`, and its special tokens must have ids the embedding table
+//! holds; otherwise an id would index past the embeddings at the first
+//! forward pass. A folder's `thresholds.json` is not read here:
+//! [`ThresholdsFile`](crate::ThresholdsFile) is the decision rule on top of
+//! the probabilities.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use burn::tensor::activation::softmax;
+use valor_bert::explain::{IgConfig, IgExplanation, Rule, TokenSequence, pad_baseline, top_k};
+use valor_bert::explain::{WordAttribution, merge_words};
+use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions};
+use valor_data::tokenize::SPECIAL_TOKENS;
+use valor_data::{Bucketed, Encoded, TextTokenizer};
+
+use crate::error::{Error, Result};
+
+/// The class scores of one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// The classifier's logits, in `id2label` order.
+    pub logits: Vec<f64>,
+    /// Softmax probabilities, in `id2label` order (computed on the device as
+    /// `valor_bert::explain::predict_proba` does).
+    pub probabilities: Vec<f64>,
+}
+
+/// One word and its integrated-gradients attribution to a class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordScore {
+    /// The word as the tokenizer split it (its pieces joined, `##` stripped).
+    pub word: String,
+    /// Sum of its tokens' attributions.
+    pub attribution: f64,
+}
+
+/// An explanation of one input by integrated gradients, per word.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordExplanation {
+    /// The class explained.
+    pub target: usize,
+    /// Every word of the input, in order.
+    pub words: Vec<WordScore>,
+    /// Captum's convergence delta of the token attributions.
+    pub delta: f64,
+}
+
+impl WordExplanation {
+    /// The `k` words with the largest attribution (ties: the earlier word).
+    pub fn top_words(&self, k: usize) -> Vec<String> {
+        let scores: Vec<f64> = self.words.iter().map(|w| w.attribution).collect();
+        top_k(&scores, k)
+            .into_iter()
+            .map(|i| self.words[i].word.clone())
+            .collect()
+    }
+}
+
+/// A loaded classifier: model, configuration, tokenizer, label names.
+#[derive(Debug)]
+pub struct Classifier {
+    /// The model's configuration (`config.json`).
+    pub config: BertConfig,
+    /// The model, on [`device`](Self::device).
+    pub model: BertForSequenceClassification,
+    /// The folder's tokenizer, truncating at the maximum length asked for.
+    pub tokenizer: TextTokenizer,
+    /// The device the model sits on.
+    pub device: Device,
+    dir: PathBuf,
+}
+
+impl Classifier {
+    /// Loads `dir` for inference; with `autodiff` the model sits on an
+    /// autodiff device, frozen, so it can also be differentiated
+    /// (integrated gradients). Texts are truncated to `max_len` tokens (at
+    /// most the model's `max_position_embeddings`).
+    pub fn load(dir: &Path, backend: Backend, max_len: usize, autodiff: bool) -> Result<Self> {
+        let device = if autodiff {
+            valor_bert::autodiff_device(backend)?
+        } else {
+            valor_bert::device(backend)?
+        };
+        let (config, model, report) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
+        if !report.initialized.is_empty() {
+            return Err(Error::Invalid {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "the checkpoint has no classifier head ({} missing); pass a fine-tuned model folder",
+                    report.initialized.join(", ")
+                ),
+            });
+        }
+        let model = if autodiff { model.freeze() } else { model };
+        let max_len = max_len.min(config.max_position_embeddings);
+        let tokenizer = TextTokenizer::from_model_dir(dir, max_len)?;
+        check_tokenizer(dir, &tokenizer, &config)?;
+        Ok(Self {
+            config,
+            model,
+            tokenizer,
+            device,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The label names, in `id2label` order.
+    pub fn labels(&self) -> &[String] {
+        &self.config.id2label
+    }
+
+    /// Probabilities for each encoding, in input order; batches of at most
+    /// `batch_size` are bucketed by length.
+    pub fn predict(&self, encodings: Vec<Encoded>, batch_size: usize) -> Result<Vec<Vec<f64>>> {
+        Ok(self
+            .scores(encodings, batch_size)?
+            .into_iter()
+            .map(|s| s.probabilities)
+            .collect())
+    }
+
+    /// Logits and probabilities for each encoding, in input order; batches
+    /// of at most `batch_size` are bucketed by length.
+    pub fn scores(&self, encodings: Vec<Encoded>, batch_size: usize) -> Result<Vec<Scores>> {
+        let n = encodings.len();
+        let mut out: Vec<Option<Scores>> = vec![None; n];
+        let batches = Bucketed::new(
+            encodings.into_iter().enumerate(),
+            batch_size,
+            16,
+            self.tokenizer.pad_id(),
+        );
+        for b in batches {
+            self.check_ids(&b.input_ids)?;
+            let input = BertInput::from_flat(
+                &b.input_ids,
+                &b.attention_mask,
+                &b.token_type_ids,
+                [b.batch_size, b.seq_len],
+                &self.device,
+            )?;
+            let logits = self.model.forward(input);
+            let [_, c] = logits.dims();
+            let probs = read(softmax(logits.clone(), 1), "probabilities")?;
+            let logits = read(logits, "logits")?;
+            for ((i, l), p) in b
+                .indices
+                .into_iter()
+                .zip(logits.chunks_exact(c))
+                .zip(probs.chunks_exact(c))
+            {
+                out[i] = Some(Scores {
+                    logits: l.to_vec(),
+                    probabilities: p.to_vec(),
+                });
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Refuses token ids the embedding table does not hold (a tokenizer
+    /// whose vocabulary has gaps past `vocab_size`), instead of indexing
+    /// past it.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().copied().max() {
+            Some(max) if max as usize >= self.config.vocab_size => Err(Error::Invalid {
+                path: self.dir.clone(),
+                message: format!(
+                    "the tokenizer produced token id {max}, but the model's vocab_size is {} \
+                     (config.json); the tokenizer does not belong to this model",
+                    self.config.vocab_size
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The ids of `[CLS]` and `[SEP]` (kept in the baseline).
+    pub fn special_ids(&self) -> Vec<u32> {
+        ["[CLS]", "[SEP]"]
+            .iter()
+            .filter_map(|t| self.tokenizer.token_to_id(t))
+            .collect()
+    }
+
+    /// The text of each word of `enc`: its tokens joined, `##` stripped.
+    pub fn word_text(&self, enc: &Encoded, tokens: &[usize]) -> String {
+        tokens
+            .iter()
+            .map(|&p| {
+                let t = self.tokenizer.id_to_token(enc.ids[p]).unwrap_or_default();
+                t.strip_prefix("##").map(str::to_string).unwrap_or(t)
+            })
+            .collect()
+    }
+
+    /// Integrated gradients of `target` for `enc` (Gauss-Legendre rule,
+    /// `steps` points, the `[PAD]` baseline keeping `[CLS]`/`[SEP]`), as
+    /// `valor explain --method ig` computes them. Needs a model loaded with
+    /// `autodiff`.
+    pub fn integrated_gradients(
+        &self,
+        enc: &Encoded,
+        target: usize,
+        steps: usize,
+    ) -> Result<(IgExplanation, Vec<WordAttribution>)> {
+        self.check_ids(&enc.ids)?;
+        let seq = TokenSequence::new(enc.ids.clone(), Some(enc.type_ids.clone()));
+        let baseline = pad_baseline(&seq, &self.special_ids(), self.tokenizer.pad_id());
+        let config = IgConfig {
+            n_steps: steps,
+            rule: Rule::GaussLegendre,
+            internal_batch_size: 25,
+        };
+        let ig =
+            valor_bert::integrated_gradients(&self.model, &seq, &baseline, Some(target), &config)?;
+        let words = merge_words(&ig.token_attributions, &enc.word_ids);
+        Ok((ig, words))
+    }
+
+    /// Every word of `enc` with its integrated-gradients attribution to
+    /// `target` (see [`integrated_gradients`](Self::integrated_gradients)).
+    pub fn explain_words(
+        &self,
+        enc: &Encoded,
+        target: usize,
+        steps: usize,
+    ) -> Result<WordExplanation> {
+        let (ig, words) = self.integrated_gradients(enc, target, steps)?;
+        Ok(WordExplanation {
+            target,
+            words: words
+                .iter()
+                .map(|w| WordScore {
+                    word: self.word_text(enc, &w.tokens),
+                    attribution: w.attribution,
+                })
+                .collect(),
+            delta: ig.delta,
+        })
+    }
+
+    /// The `k` words with the largest integrated-gradients attribution to
+    /// `target`.
+    pub fn top_words(
+        &self,
+        enc: &Encoded,
+        target: usize,
+        steps: usize,
+        k: usize,
+    ) -> Result<Vec<String>> {
+        Ok(self.explain_words(enc, target, steps)?.top_words(k))
+    }
+}
+
+/// The tokenizer of `dir` must fit the model: no id past `vocab_size`.
+fn check_tokenizer(dir: &Path, tokenizer: &TextTokenizer, config: &BertConfig) -> Result<()> {
+    let invalid = |message: String| Error::Invalid {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let tokens = tokenizer.vocab_size();
+    if tokens > config.vocab_size {
+        return Err(invalid(format!(
+            "the tokenizer has {tokens} tokens but the model's vocab_size is {} (config.json): \
+             the tokenizer does not belong to this model; put the tokenizer.json the model was \
+             trained with beside it",
+            config.vocab_size
+        )));
+    }
+    for token in SPECIAL_TOKENS {
+        if let Some(id) = tokenizer.token_to_id(token)
+            && id as usize >= config.vocab_size
+        {
+            return Err(invalid(format!(
+                "the tokenizer's {token} has id {id}, but the model's vocab_size is {} \
+                 (config.json): the tokenizer does not belong to this model",
+                config.vocab_size
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn read(t: burn::tensor::Tensor<2>, name: &str) -> Result<Vec<f64>> {
+    let v = t
+        .detach()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::TensorRead {
+            name: name.to_string(),
+            message: format!("{e:?}"),
+        })?;
+    Ok(v.into_iter().map(f64::from).collect())
+}
