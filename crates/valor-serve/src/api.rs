@@ -161,7 +161,7 @@ pub struct FeedbackResponse {
 /// `GET /health`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `loading` or `draining`.
+    /// `ok`, `loading`, `draining` or `decision_log_failed`.
     pub status: String,
 }
 
@@ -171,7 +171,7 @@ pub struct ErrorBody {
     /// What went wrong, naming the field, input or limit.
     pub error: String,
     /// `empty`, `validation`, `tokenizer`, `overloaded`, `unhealthy`,
-    /// `backend`, `unauthorized`, `forbidden`, `not_found`.
+    /// `backend`, `timeout`, `unauthorized`, `forbidden`, `not_found`.
     pub error_type: String,
 }
 

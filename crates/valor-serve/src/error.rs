@@ -39,6 +39,9 @@ pub enum Error {
         #[source]
         source: valor_train::Error,
     },
+    /// The decision log (`--log-dir`) cannot be opened.
+    #[error("the decision log: {0}")]
+    Log(String),
     /// The TLS certificate or key cannot be used.
     #[error("{}: {message}", path.display())]
     Tls { path: PathBuf, message: String },

@@ -175,6 +175,7 @@ pub fn router(app: Arc<App>) -> Router {
 /// Outermost: request id, timing, metrics, the request record.
 async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let arrived = SystemTime::now();
     let id = req
         .headers()
         .get("x-request-id")
@@ -206,7 +207,7 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
     }
     let ext = response.extensions();
     let record = RequestRecord {
-        time: SystemTime::now(),
+        time: arrived,
         request_id: id,
         key_id: ext.get::<Caller>().and_then(|c| c.key_id.clone()),
         route: route.to_string(),
@@ -230,6 +231,13 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
     let path = req.uri().path().to_string();
     if app.draining.load(Ordering::SeqCst) && path != "/health" {
         return ApiError::unavailable("the server is shutting down").into_response();
+    }
+    if app.log.failed() && path != "/health" {
+        return ApiError::unavailable(
+            "the decision log can no longer be written (see the server's log); \
+             nothing is decided unrecorded",
+        )
+        .into_response();
     }
     let Some(scope) = required_scope(&path) else {
         return next.run(req).await;
@@ -669,6 +677,8 @@ async fn feedback(
 async fn health(State(app): State<Arc<App>>) -> Response {
     let (code, status) = if app.draining.load(Ordering::SeqCst) {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if app.log.failed() {
+        (StatusCode::SERVICE_UNAVAILABLE, "decision_log_failed")
     } else if app.engine.info().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
     } else {

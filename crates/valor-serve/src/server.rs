@@ -123,12 +123,13 @@ pub struct Server {
     listener: TcpListener,
     keys: Option<KeyStore>,
     thresholds: Option<ThresholdsFile>,
+    log: RequestLog,
 }
 
 impl Server {
     /// Checks the configuration, reads the keys file and the model folder's
-    /// thresholds.json, and binds the address. The model loads in
-    /// [`run`](Self::run).
+    /// thresholds.json, binds the address and opens the decision log. The
+    /// model loads in [`run`](Self::run).
     pub fn bind(config: ServeConfig) -> Result<Self> {
         config.check()?;
         let keys = config.keys.as_deref().map(KeyStore::load).transpose()?;
@@ -142,11 +143,13 @@ impl Server {
             source,
         })?;
         listener.set_nonblocking(true)?;
+        let log = RequestLog::open(config.log_dir.as_deref(), config.log_inputs)?;
         Ok(Self {
             config,
             listener,
             keys,
             thresholds,
+            log,
         })
     }
 
@@ -176,6 +179,7 @@ impl Server {
             listener,
             keys,
             thresholds,
+            log,
         } = self;
         let (loaded_tx, loaded_rx) = oneshot::channel();
         let engine = Engine::start(
@@ -212,7 +216,7 @@ impl Server {
             permits: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             metrics: crate::metrics::handle(),
             decisions: Mutex::new(DecisionCache::new(config.feedback_window)),
-            log: RequestLog::default(),
+            log,
             id_prefix: random_prefix(),
             next_id: AtomicU64::new(1),
             version: env!("CARGO_PKG_VERSION"),
