@@ -177,12 +177,20 @@ mod flex {
 
     /// `t`'s elements in a buffer this code may overwrite: `t`'s own when
     /// nothing else holds it (a fresh matmul output, say), else a copy.
-    fn into_writable(t: FlexTensor) -> FlexTensor {
+    /// `site` names the caller; unit tests read which path each site took.
+    fn into_writable(t: FlexTensor, site: &'static str) -> FlexTensor {
         let shape = t.shape();
         let mut t = dense(t);
-        match t.try_storage_mut::<f32>() {
-            Some(v) if v.len() == shape.num_elements() => t,
-            _ => tensor(values(&t).to_vec(), shape),
+        let unique =
+            matches!(t.try_storage_mut::<f32>(), Some(v) if v.len() == shape.num_elements());
+        #[cfg(test)]
+        super::tests::record_write(site, unique);
+        #[cfg(not(test))]
+        let _ = site;
+        if unique {
+            t
+        } else {
+            tensor(values(&t).to_vec(), shape)
         }
     }
 
@@ -232,7 +240,7 @@ mod flex {
         let rows_per_batch = shape[1] * shape[2];
         let step = rows_per_task(keys);
         // The probabilities overwrite the scores, which nothing needs after.
-        let mut probs = into_writable(scores);
+        let mut probs = into_writable(scores, "attention forward");
         values_mut(&mut probs)
             .par_chunks_mut(step * keys)
             .enumerate()
@@ -257,7 +265,7 @@ mod flex {
         let keys = probs.shape()[3];
         let p = values(probs);
         let step = rows_per_task(keys);
-        let mut grad = into_writable(grad);
+        let mut grad = into_writable(grad, "attention backward");
         values_mut(&mut grad)
             .par_chunks_mut(step * keys)
             .zip(p.par_chunks(step * keys))
@@ -296,7 +304,7 @@ mod flex {
         let (rs, gs, bs) = (values(&residual), values(&gamma), values(&beta));
         let step = rows_per_task(hidden);
         // x̂ overwrites x (the output projection's fresh result, usually).
-        let mut normalized = into_writable(x);
+        let mut normalized = into_writable(x, "norm forward");
         let mut out = vec![0f32; shape.num_elements()];
         let mut rstd = vec![0f32; rows];
         values_mut(&mut normalized)
@@ -375,7 +383,7 @@ mod flex {
     fn gelu_forward(x: FlexTensor) -> FlexTensor {
         // In place when nothing else holds `x` (inference: a fresh matmul
         // output); with autodiff the graph keeps `x`, so this copies.
-        let mut out = into_writable(x);
+        let mut out = into_writable(x, "gelu forward");
         values_mut(&mut out)
             .par_chunks_mut(CHUNK)
             .for_each(kernels::gelu);
@@ -385,7 +393,7 @@ mod flex {
     /// `g · (Φ(x) + x·φ(x))`, GELU's exact derivative (overwriting `g`
     /// when it can).
     fn gelu_backward(grad: FlexTensor, x: &FlexTensor) -> FlexTensor {
-        let mut grad = into_writable(grad);
+        let mut grad = into_writable(grad, "gelu backward");
         values_mut(&mut grad)
             .par_chunks_mut(CHUNK)
             .zip(values(x).par_chunks(CHUNK))
@@ -542,8 +550,28 @@ mod tests {
     use burn::tensor::activation::gelu as burn_gelu;
     use burn::tensor::{Device, Distribution};
 
+    use std::cell::RefCell;
+
     use super::*;
     use crate::with_device_rng;
+
+    thread_local! {
+        /// The buffers `into_writable` was handed on this thread: its caller
+        /// and whether it overwrote the buffer (`true`) or copied it.
+        static WRITES: RefCell<Vec<(&'static str, bool)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn record_write(site: &'static str, in_place: bool) {
+        WRITES.with(|w| w.borrow_mut().push((site, in_place)));
+    }
+
+    /// Runs `f` and returns what `into_writable` did meanwhile on this
+    /// thread (the forward and the backward passes both run here).
+    fn writes_of<T>(f: impl FnOnce() -> T) -> (T, Vec<(&'static str, bool)>) {
+        WRITES.with(|w| w.borrow_mut().clear());
+        let out = f();
+        (out, WRITES.with(|w| w.take()))
+    }
 
     fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data()
@@ -728,5 +756,145 @@ mod tests {
             |t| burn_gelu(t[0].clone()),
             1e-6,
         );
+    }
+
+    // ---- the in-place path -------------------------------------------
+    //
+    // In the model the fused ops take fresh matmul products, which nothing
+    // else holds, and their backward passes take gradients that nothing else
+    // holds: those buffers are overwritten. The tests above hand them clones
+    // (copied, never overwritten); these hand them fresh products of leaf
+    // tensors, check that the buffers were overwritten (`writes_of`), and
+    // compare values and the gradients of the leaves with burn's ops.
+
+    #[test]
+    fn attention_probs_overwrite_fresh_scores_and_gradients() {
+        let device = Device::flex().autodiff();
+        let (batch, heads, queries, keys, head_dim) = (2, 3, 29, 33, 16);
+        let q = random([batch * heads * queries, head_dim], &device);
+        let k = random([head_dim, keys], &device);
+        let mask = Tensor::<1, burn::tensor::Int>::from_ints(
+            (0..batch * keys)
+                .map(|i| i64::from(i % keys < 20 || i < keys))
+                .collect::<Vec<_>>()
+                .as_slice(),
+            &device,
+        )
+        .reshape([batch, keys]);
+        let bias = crate::attention::mask_bias(mask);
+        let shape = [batch, heads, queries, keys];
+        let scores = |t: &[Tensor<2>]| t[0].clone().matmul(t[1].clone()).reshape(shape);
+        for p in [0.0, 0.1] {
+            let dropout = DropoutConfig::new(p).init();
+            let ((), writes) = writes_of(|| {
+                compare(
+                    &format!("attention of a fresh product (p = {p})"),
+                    &[q.clone(), k.clone()],
+                    |t| attention_probs(scores(t), bias.clone(), 0.25, &dropout),
+                    |t| {
+                        host::dropout(
+                            &dropout,
+                            softmax(scores(t).mul_scalar(0.25) + bias.clone(), 3),
+                        )
+                    },
+                    2e-6,
+                )
+            });
+            assert_eq!(
+                writes,
+                [("attention forward", true), ("attention backward", true)],
+                "p = {p}"
+            );
+        }
+        // Inference: the same in place, without autodiff.
+        let plain = Device::flex();
+        let to_plain = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &plain);
+        let (q, k) = (to_plain(&q), to_plain(&k));
+        let bias = Tensor::<4>::from_data(bias.to_data(), &plain);
+        let dropout = DropoutConfig::new(0.0).init();
+        let reference = vec(softmax(
+            q.clone().matmul(k.clone()).reshape(shape).mul_scalar(0.25) + bias.clone(),
+            3,
+        ));
+        let (ours, writes) = writes_of(|| {
+            vec(attention_probs(
+                q.matmul(k).reshape(shape),
+                bias,
+                0.25,
+                &dropout,
+            ))
+        });
+        assert_eq!(writes, [("attention forward", true)]);
+        assert_close("attention inference", &ours, &reference, 2e-6);
+    }
+
+    #[test]
+    fn residual_layer_norm_overwrites_a_fresh_projection() {
+        let device = Device::flex().autodiff();
+        let (rows, inner, hidden) = (131, 48, 80);
+        let a = random([rows, inner], &device);
+        let w = random([inner, hidden], &device);
+        let residual = random([rows, hidden], &device);
+        let norm = LayerNormConfig::new(hidden)
+            .with_epsilon(1e-12)
+            .init(&device);
+        for p in [0.0, 0.1] {
+            let dropout = DropoutConfig::new(p).init();
+            let ((), writes) = writes_of(|| {
+                compare(
+                    &format!("layer norm of a fresh product (p = {p})"),
+                    &[a.clone(), w.clone(), residual.clone()],
+                    |t| {
+                        let x = t[0].clone().matmul(t[1].clone());
+                        residual_layer_norm(x, t[2].clone(), &norm, 1e-12, &dropout)
+                    },
+                    |t| {
+                        let x = t[0].clone().matmul(t[1].clone());
+                        norm.forward(host::dropout(&dropout, x) + t[2].clone())
+                    },
+                    2e-5,
+                )
+            });
+            assert_eq!(writes, [("norm forward", true)], "p = {p}");
+        }
+    }
+
+    #[test]
+    fn gelu_overwrites_fresh_products_and_gradients() {
+        // Training: the graph keeps x for the backward pass, so the forward
+        // copies; the backward overwrites the incoming gradient.
+        let device = Device::flex().autodiff();
+        let a = random([61, 40], &device);
+        let b = random([40, 97], &device);
+        let ((), writes) = writes_of(|| {
+            compare(
+                "gelu of a fresh product",
+                &[a.clone(), b.clone()],
+                |t| gelu(t[0].clone().matmul(t[1].clone())),
+                |t| burn_gelu(t[0].clone().matmul(t[1].clone())),
+                // The polynomial Φ's 3e-7, summed over the product's 97
+                // columns in the leaves' gradients (measured 1.9e-6).
+                5e-6,
+            )
+        });
+        assert_eq!(writes, [("gelu forward", false), ("gelu backward", true)]);
+        // Inference: the product is overwritten; a tensor still held is not.
+        let plain = Device::flex();
+        let to_plain = |t: &Tensor<2>| Tensor::<2>::from_data(t.to_data(), &plain);
+        let (a, b) = (to_plain(&a), to_plain(&b));
+        let x = a.clone().matmul(b.clone());
+        let reference = vec(burn_gelu(x.clone()));
+        let (held, writes) = writes_of(|| vec(gelu(x.clone())));
+        assert_eq!(writes, [("gelu forward", false)]);
+        let (fresh, writes) = writes_of(|| vec(gelu(a.matmul(b))));
+        assert_eq!(writes, [("gelu forward", true)]);
+        assert_eq!(fresh, held, "in place or not, the same values");
+        for ((ours, theirs), x) in fresh.iter().zip(&reference).zip(vec(x)) {
+            assert!(
+                (ours - theirs).abs()
+                    <= 3e-7 * x.abs().max(1.0) + 2.0 * f32::EPSILON * theirs.abs(),
+                "gelu({x}) = {ours}, burn {theirs}"
+            );
+        }
     }
 }
