@@ -1,0 +1,330 @@
+//! `valor remodel`: steer a trained model's value profile towards the
+//! target `V_D` of a `values.toml`, as the seed's steps 1–5 describe.
+//!
+//! 1. **Measure `V0`.** The baseline (the run folder's `model/`) is scored on
+//!    the validation split: accuracy and macro-F1 from streamed counts
+//!    ([`EvalCounts`]), the fairness gaps of the fairness group column,
+//!    throughput (examples/s of timed inference over the whole split, the
+//!    fastest of a few passes) and,
+//!    when asked for, ERASER faithfulness of integrated-gradients
+//!    explanations on the first validation examples
+//!    (`valor_bert::faithfulness`). `valor_values::measure` turns the numbers
+//!    into a profile; a dimension that cannot be measured is NOT MEASURED
+//!    (or an error, per `unmeasured` in `values.toml`), never invented.
+//! 2. **Candidates.** Three levers: the fairness-penalty weight `λ`
+//!    (retraining for a few epochs, warm-started from the planner's anchor
+//!    model), reweighing on or off (one retraining at the anchor's `λ`), and
+//!    post-processing without retraining (per-group class offsets fitted on
+//!    validation scores for three or more labels, a threshold optimizer for
+//!    two). The [`valor_values::Planner`] chooses each next `λ` (the solver
+//!    step from the anchor towards the current rung of the alpha ladder from
+//!    `V0` to `V_D`) and says when to stop.
+//! 3. **Select.** Every candidate's validation profile goes into
+//!    [`valor_values::select`]: the Pareto front, and `V_T` = the front's
+//!    profile nearest `V_D` in the metric of `values.toml`.
+//! 4. **Confirm.** The baseline and the chosen model are scored again on the
+//!    test split, which took no part in choosing; `remodel.json` and
+//!    `remodel.html` report `V0`, `V_T`, `V_D`, both distances, the front and
+//!    the chosen settings, and say honestly when `V_D` is out of reach.
+//! 5. **Save.** The chosen model is written as a normal model folder
+//!    (`model/`), with `thresholds.json` ([`THRESHOLDS_FILE`],
+//!    [`ThresholdsFile`]) when it was post-processed.
+//!
+//! The output folder: `remodel.json`, `remodel.html`, `model/`, and
+//! `candidates/NN-<label>/`, one training run folder per retraining.
+//!
+//! Files: `prepare` reads the run and readies the output folder,
+//! `scoring` scores a model on a split, `candidates` trains and measures
+//! the candidates, `thresholds` is the post-processing rule
+//! (`thresholds.json`), `output` saves the chosen model and provenance.
+
+mod candidates;
+mod output;
+mod prepare;
+mod scoring;
+mod thresholds;
+
+use std::path::{Path, PathBuf};
+
+use valor_bert::Backend;
+use valor_values::{
+    EvalField, Evaluation, Measure, Planner, Profile, RemodelReport, TestConfirmation, ValuesSpec,
+    measure, select,
+};
+
+pub use thresholds::{
+    PostProcess, THRESHOLDS_FILE, THRESHOLDS_SCHEMA, ThresholdsFile, ThresholdsPredictor,
+};
+
+use crate::config::{Penalty, Weighting};
+use crate::error::{Error, Result};
+use crate::observe::Observer;
+use crate::trainer::RunDir;
+use candidates::Search;
+use output::{provenance, save_model};
+use prepare::{Context, prepare, prepare_out};
+use scoring::{evaluation, score};
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::io(path, source)
+}
+
+/// Settings of one remodeling.
+#[derive(Debug, Clone)]
+pub struct RemodelConfig {
+    /// The trained run folder (its `config.json` and `model/`).
+    pub run_dir: PathBuf,
+    /// Where `remodel.json`, `remodel.html`, `model/` and `candidates/` go.
+    pub out_dir: PathBuf,
+    /// The target and search settings.
+    pub values: ValuesSpec,
+    /// Epochs of each retraining (warm-started, so few are needed).
+    pub epochs: usize,
+    /// Most retrainings (fairness-penalty weights plus reweighing), on top
+    /// of `max_candidates` in `values.toml`.
+    pub max_retrainings: usize,
+    /// Peak learning rate of the retrainings (default: the run's).
+    pub lr: Option<f64>,
+    /// Validation (and test) examples whose integrated-gradients
+    /// explanations measure faithfulness; 0 leaves transparency NOT MEASURED.
+    pub faithfulness_examples: usize,
+    /// Integration steps of those explanations.
+    pub ig_steps: usize,
+    /// Timed inference passes over a split; throughput is the fastest's.
+    pub timing_passes: usize,
+    /// Compute backend (default: the run's).
+    pub backend: Option<Backend>,
+    /// Replace the results of an earlier remodeling in `out_dir`.
+    pub overwrite: bool,
+}
+
+impl RemodelConfig {
+    /// Defaults sized for two CPU cores: one epoch per retraining, at most
+    /// three retrainings, faithfulness on 16 examples with 16 IG steps,
+    /// throughput as the fastest of three timed passes.
+    pub fn new(
+        run_dir: impl Into<PathBuf>,
+        out_dir: impl Into<PathBuf>,
+        values: ValuesSpec,
+    ) -> Self {
+        Self {
+            run_dir: run_dir.into(),
+            out_dir: out_dir.into(),
+            values,
+            epochs: 1,
+            max_retrainings: 3,
+            lr: None,
+            faithfulness_examples: 16,
+            ig_steps: 16,
+            timing_passes: 3,
+            backend: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// What [`remodel`] produced.
+#[derive(Debug, Clone)]
+pub struct RemodelOutcome {
+    /// The report (also written as `remodel.json` and `remodel.html`).
+    pub report: RemodelReport,
+    /// The chosen model's folder (`out_dir/model`).
+    pub model_dir: PathBuf,
+    /// `out_dir/remodel.json`.
+    pub report_json: PathBuf,
+    /// `out_dir/remodel.html`.
+    pub report_html: PathBuf,
+}
+
+/// Runs the remodeling; `observer` sees the retrainings' events and `note`
+/// receives one human-readable line per stage.
+pub fn remodel(
+    config: &RemodelConfig,
+    observer: &mut dyn Observer,
+    note: &mut dyn FnMut(&str),
+) -> Result<RemodelOutcome> {
+    let spec = &config.values;
+    check_measurable(config)?;
+    let ctx = prepare(config)?;
+    let out = &config.out_dir;
+    prepare_out(out, config.overwrite)?;
+    let baseline_dir = RunDir::new(&config.run_dir).model();
+
+    // 1. V0 on validation.
+    note(&format!(
+        "measuring the baseline {} on {} validation rows",
+        baseline_dir.display(),
+        ctx.valid.labels.len()
+    ));
+    let valid0 = score(&ctx, &baseline_dir, &ctx.valid)?;
+    let (eval0, _) = evaluation(&ctx, &ctx.valid, &valid0, None)?;
+    let p0 = measure(&eval0, spec)?;
+    note(&format!("V0 = {}", show(&p0)));
+
+    let (space, _) = spec.space().measured_in(&[&p0])?;
+    let v0 = space.vector(&p0)?;
+    let mut planner = Planner::new(
+        space.clone(),
+        v0.clone(),
+        spec.target_vector(&space)?,
+        spec.search(),
+    )?;
+    let mut search = Search::new(&ctx, baseline_dir.clone(), valid0, p0.clone(), v0);
+    let reweigh = spec.search().reweighing && ctx.base.weighting != Weighting::Reweighing;
+    let lambda_budget = config.max_retrainings.saturating_sub(usize::from(reweigh));
+    let penalty = penalty_for(spec);
+
+    // 2. Candidates: fairness-penalty weights chosen by the planner, then
+    // reweighing, then post-processing.
+    let retrainings = search.lambdas(
+        &ctx,
+        &mut planner,
+        &space,
+        penalty,
+        lambda_budget,
+        observer,
+        note,
+    )?;
+    if reweigh && retrainings < config.max_retrainings {
+        search.reweighing(&ctx, &planner, penalty, observer, note)?;
+    }
+    if spec.search().postprocess_thresholds {
+        search.post_processing(&ctx, penalty, note)?;
+    }
+
+    // 3. V_T on validation.
+    let selection = select(spec, &p0, &search.candidates)?;
+    let chosen = &search.trials[selection.chosen];
+    let chosen_model = &search.models[chosen.model];
+    note(&format!(
+        "chosen: {} (validation distance to V_D {:.4}, baseline {:.4})",
+        search.candidates[selection.chosen].label,
+        selection.distance_vt_vd,
+        selection.distance_v0_vd
+    ));
+
+    // 4. Confirmation on the test split.
+    note(&format!(
+        "confirming on {} test rows",
+        ctx.test.labels.len()
+    ));
+    let chosen_dir = (chosen.model != 0).then_some(chosen_model.dir.as_path());
+    let (test, test_eval0, test_eval_t) =
+        confirm(&ctx, &baseline_dir, chosen_dir, chosen.post.as_ref())?;
+
+    // 5. Save the chosen model, then the report.
+    let model_dir = out.join("model");
+    save_model(
+        &chosen_model.dir,
+        &model_dir,
+        chosen.post.as_ref(),
+        ctx.group_columns[0].0.as_str(),
+        ctx.base.seed,
+    )?;
+    let provenance = provenance(&ctx, &search.models, &test_eval0, &test_eval_t);
+    let report = RemodelReport::new(spec, &selection, Some(&test), planner.history(), provenance)?;
+    let report_json = out.join("remodel.json");
+    let report_html = out.join("remodel.html");
+    report.write_json(&report_json)?;
+    report.write_html(&report_html)?;
+    note(&report.message);
+    Ok(RemodelOutcome {
+        report,
+        model_dir,
+        report_json,
+        report_html,
+    })
+}
+
+/// Fails before any work on a setting or a dimension that cannot be
+/// measured.
+fn check_measurable(config: &RemodelConfig) -> Result<()> {
+    let spec = &config.values;
+    if config.epochs == 0 {
+        return Err(invalid(&config.run_dir, "--epochs must be at least 1"));
+    }
+    for d in spec.dimensions() {
+        if !available(&d.measure.input(), true) {
+            return Err(Error::Unmeasurable {
+                file: spec.origin().to_owned(),
+                dimension: d.dimension.name.clone(),
+                measure: d.measure.name(),
+                supported: SUPPORTED.into(),
+            });
+        }
+    }
+    let faith = config.faithfulness_examples > 0;
+    spec.check_available(|f| available(f, faith))?;
+    Ok(())
+}
+
+/// The baseline and the chosen model (`chosen_dir`; `None` when it is the
+/// baseline) scored again on the test split, which took no part in
+/// choosing: their profiles and evaluations.
+fn confirm(
+    ctx: &Context,
+    baseline_dir: &Path,
+    chosen_dir: Option<&Path>,
+    post: Option<&PostProcess>,
+) -> Result<(TestConfirmation, Evaluation, Evaluation)> {
+    let spec = &ctx.config.values;
+    let test0 = score(ctx, baseline_dir, &ctx.test)?;
+    let (test_eval0, _) = evaluation(ctx, &ctx.test, &test0, None)?;
+    let test_t = match chosen_dir {
+        None => test0,
+        Some(dir) => score(ctx, dir, &ctx.test)?,
+    };
+    let (test_eval_t, _) = evaluation(ctx, &ctx.test, &test_t, post)?;
+    let test = TestConfirmation {
+        v0: measure(&test_eval0, spec)?,
+        vt: measure(&test_eval_t, spec)?,
+    };
+    Ok((test, test_eval0, test_eval_t))
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The measures [`available`] accepts, for error messages.
+const SUPPORTED: &str = "the measures accuracy, macro_f1, balanced_accuracy, 1-equalized_odds_difference, \
+1-demographic_parity_difference, throughput, faithfulness and extra.accuracy_reference";
+
+/// Which evaluation fields remodel computes.
+fn available(field: &EvalField, faithfulness: bool) -> bool {
+    match field {
+        EvalField::Accuracy
+        | EvalField::MacroF1
+        | EvalField::BalancedAccuracy
+        | EvalField::DemographicParityDifference
+        | EvalField::EqualizedOddsDifference
+        | EvalField::ExamplesPerS => true,
+        EvalField::Faithfulness => faithfulness,
+        EvalField::Extra(name) => name == "accuracy_reference",
+        _ => false,
+    }
+}
+
+/// The differentiable penalty matching the fairness measure.
+fn penalty_for(spec: &ValuesSpec) -> Penalty {
+    match spec.dimension(valor_values::FAIRNESS).map(|d| &d.measure) {
+        Some(Measure::OneMinusEqualizedOddsDifference | Measure::EqualizedOddsRatio) => {
+            Penalty::EqualizedOdds
+        }
+        _ => Penalty::DemographicParity,
+    }
+}
+
+/// A profile on one line, for notes.
+fn show(p: &Profile) -> String {
+    p.iter()
+        .map(|(k, s)| match s.value() {
+            Some(v) => format!("{k} {v:.3}"),
+            None => format!("{k} NOT MEASURED"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
