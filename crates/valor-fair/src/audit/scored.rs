@@ -1,0 +1,105 @@
+//! Score-based metrics of an audit (ROC AUC, calibration): one slot per
+//! (spec, group) and one for all rows, computed in one pass over the rows.
+
+use crate::config::AuditConfig;
+use crate::confusion::ConfusionMatrix;
+use crate::input::AuditInput;
+use crate::partition::{Partition, SpecGroups};
+use crate::report::{Warning, WarningKind};
+use crate::scores::{ScoreInput, SlotScores, score_metrics};
+
+use super::SpecState;
+
+/// The score slots when the input has scores and the task a positive
+/// label; scores outside [0, 1] skip calibration (with a warning).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scored_slots(
+    input: &AuditInput,
+    config: &AuditConfig,
+    part: &Partition,
+    states: &[SpecState],
+    spec_groups: &[SpecGroups],
+    overall: &ConfusionMatrix,
+    positive: Option<usize>,
+    warnings: &mut Vec<Warning>,
+) -> Option<Vec<SlotScores>> {
+    let (Some(scores), Some(pos)) = (input.scores(), positive) else {
+        return None;
+    };
+    let in_unit = scores.iter().all(|s| (0.0..=1.0).contains(s));
+    if !in_unit {
+        warnings.push(Warning {
+            kind: WarningKind::ScoresOutOfRange,
+            spec: None,
+            group: None,
+            message: "scores fall outside [0, 1]: calibration is skipped (ROC AUC only \
+                      needs an ordering and is still reported)"
+                .into(),
+        });
+    }
+    Some(score_slots(
+        input,
+        part,
+        states,
+        spec_groups,
+        overall,
+        pos,
+        in_unit.then_some(config.ece_bins),
+        scores,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score_slots(
+    input: &AuditInput,
+    part: &Partition,
+    states: &[SpecState],
+    spec_groups: &[SpecGroups],
+    overall: &ConfusionMatrix,
+    pos: usize,
+    bins: Option<usize>,
+    scores: &[f64],
+) -> Vec<SlotScores> {
+    let mut offsets = Vec::with_capacity(states.len());
+    let mut n_slots = 0u32;
+    for st in states {
+        offsets.push(n_slots);
+        n_slots += st.keys.len() as u32;
+    }
+    let overall_slot = n_slots;
+    let n_slots = n_slots as usize + 1;
+    let combo_slots: Vec<Vec<u32>> = (0..part.combos.len())
+        .map(|c| {
+            let mut v: Vec<u32> = spec_groups
+                .iter()
+                .zip(&offsets)
+                .map(|(g, off)| off + g.combo_group[c])
+                .collect();
+            v.push(overall_slot);
+            v
+        })
+        .collect();
+    let mut slot_pos = Vec::with_capacity(n_slots);
+    let mut slot_neg = Vec::with_capacity(n_slots);
+    for st in states {
+        for m in &st.matrices {
+            let b = m.one_vs_rest(pos);
+            slot_pos.push(b.positives());
+            slot_neg.push(b.negatives());
+        }
+    }
+    let b = overall.one_vs_rest(pos);
+    slot_pos.push(b.positives());
+    slot_neg.push(b.negatives());
+    let positive: Vec<bool> = input.y_true().iter().map(|t| t.index() == pos).collect();
+    score_metrics(&ScoreInput {
+        scores,
+        positive: &positive,
+        row_combo: &part.row_combo,
+        combo_slots: &combo_slots,
+        n_slots,
+        slot_pos: &slot_pos,
+        slot_neg: &slot_neg,
+        bins,
+    })
+}
