@@ -37,7 +37,7 @@ pub fn run(args: &[String]) -> Result<()> {
         let data = out_dir.join("data").join("finance.csv");
         run_cmd(
             std::process::Command::new(&valor)
-                .args(["data", "gen", "--out"])
+                .args(["data", "gen", "--overwrite", "--out"])
                 .arg(&data),
         )?;
         run_cmd(

@@ -98,7 +98,8 @@ impl BertConfig {
     /// [`Error::Json`]; well-formed JSON with missing or invalid values an
     /// [`Error::Config`] naming the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text =
+            valor_fsio::read_to_string_capped(path, 1 << 20).map_err(|e| Error::io(path, e))?;
         serde_json::from_str(&text).map_err(|source| {
             if source.is_data() {
                 Error::Config {

@@ -89,9 +89,13 @@ pub struct AuditArgs {
     /// Format of --out (default: from its extension).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Write the report here (JSON, Markdown or HTML).
+    /// Write the report here (JSON, Markdown or HTML); an existing file is
+    /// replaced only with --overwrite.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print the JSON report on standard output instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -144,7 +148,43 @@ fn config(a: &AuditArgs) -> Result<AuditConfig> {
                 .map_err(|e| anyhow::anyhow!("--threshold `{t}`: {e}"))?,
         );
     }
+    cfg.validate()?;
     Ok(cfg)
+}
+
+/// A valor-fair error about the rows of `path`, told as a file error: its
+/// row (valor-fair's 0-based index) as the 1-based data row, and its column
+/// by the name the file gives it.
+fn in_file(err: valor_fair::Error, path: &std::path::Path, a: &AuditArgs) -> anyhow::Error {
+    let name = |column: &str| -> String {
+        match column {
+            "y_true" => a.label_col.clone(),
+            "y_pred" => a.pred_col.clone(),
+            "y_score" | "scores" => a.score_col.clone().unwrap_or_else(|| column.to_string()),
+            other => other.to_string(),
+        }
+    };
+    match err {
+        valor_fair::Error::UnknownLabel {
+            column,
+            row,
+            value,
+            labels,
+        } => anyhow::anyhow!(
+            "{}: row {}, column `{}`: `{value}` is not one of the labels {}; declare every label (--labels) or drop the row",
+            path.display(),
+            row + 1,
+            name(&column),
+            labels.join(", ")
+        ),
+        valor_fair::Error::NonFiniteScore { row, column, value } => anyhow::anyhow!(
+            "{}: row {}, column `{}`: the score is {value}, not a finite number",
+            path.display(),
+            row + 1,
+            name(&column)
+        ),
+        other => anyhow::Error::from(other).context(format!("in {}", path.display())),
+    }
 }
 
 fn required(
@@ -168,6 +208,9 @@ fn required(
 
 pub fn run(a: AuditArgs) -> Result<Outcome> {
     let cfg = config(&a)?;
+    if let Some(out) = &a.out {
+        crate::common::check_output(out, &[&a.predictions], a.overwrite)?;
+    }
     if a.monitor {
         return monitor(&a, &cfg);
     }
@@ -185,8 +228,8 @@ pub fn run(a: AuditArgs) -> Result<Outcome> {
     let y_true = required(table.strings(&a.label_col)?, path, &a.label_col)?;
     let y_pred = required(table.strings(&a.pred_col)?, path, &a.pred_col)?;
     let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
-    let mut input = AuditInput::from_strings(&y_true, &y_pred, labels)
-        .with_context(|| format!("in {}", path.display()))?;
+    let mut input =
+        AuditInput::from_strings(&y_true, &y_pred, labels).map_err(|e| in_file(e, path, &a))?;
     if let Some(sc) = &a.score_col {
         let scores: Vec<f64> = table
             .floats(sc)?
@@ -204,16 +247,20 @@ pub fn run(a: AuditArgs) -> Result<Outcome> {
             .collect::<Result<_>>()?;
         input = input
             .with_scores(scores)
-            .with_context(|| format!("in {}", path.display()))?;
+            .map_err(|e| in_file(e, path, &a))?;
     }
     for g in &a.groups {
         let values = required(table.strings(g)?, path, g)?;
-        input = input.with_group(g, &values)?;
+        input = input
+            .with_group(g, &values)
+            .map_err(|e| in_file(e, path, &a))?;
     }
     let mut report = audit(&input, &cfg)?;
     report.provenance.source = Some(path.display().to_string());
     report.provenance.source_sha256 = Some(file_sha256(path)?);
-    report.provenance.git_commit = option_env!("VALOR_GIT_COMMIT").map(str::to_string);
+    // valor-train's build script records the commit (valor-cli has none).
+    report.provenance.git_commit =
+        (valor_train::GIT_COMMIT != "unknown").then(|| valor_train::GIT_COMMIT.to_string());
 
     let mut out = std::io::stdout().lock();
     if a.json {

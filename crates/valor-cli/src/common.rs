@@ -106,3 +106,59 @@ impl DataArgs {
         }
     }
 }
+
+/// Checks, before any work starts, that writing `out` loses nothing the user
+/// has: it must not be one of `inputs` (the same file through any path,
+/// link or hard link), must not be a folder, and may replace an existing
+/// file only with `overwrite` (`--overwrite`).
+pub fn check_output(
+    out: &std::path::Path,
+    inputs: &[&std::path::Path],
+    overwrite: bool,
+) -> Result<()> {
+    use anyhow::bail;
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            continue;
+        }
+        if same_file(out, input) {
+            bail!(
+                "{}: the output is the input {}; refusing to write over it (choose another output file)",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    match std::fs::metadata(out) {
+        Ok(meta) if meta.is_dir() => bail!(
+            "{}: is a folder; the output must be a file path",
+            out.display()
+        ),
+        Ok(_) if !overwrite => bail!(
+            "{}: already exists; pass --overwrite to replace it",
+            out.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `a` and `b` name the same existing file (device and inode on
+/// Unix, so links and hard links count; canonical paths elsewhere).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        ma.dev() == mb.dev() && ma.ino() == mb.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (ma, mb);
+        matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(x), Ok(y)) if x == y
+        )
+    }
+}

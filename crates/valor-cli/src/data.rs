@@ -40,6 +40,9 @@ pub struct GenArgs {
     /// Output file; the format follows the extension (.csv, .tsv, .parquet, .jsonl).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +57,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// The most rows `valor data gen` writes (about 1.3 GB of CSV).
+const MAX_GEN_ROWS: usize = 10_000_000;
+
 pub fn run(cmd: DataCommand) -> Result<Outcome> {
     match cmd {
         DataCommand::Gen(a) => gen_cmd(a),
@@ -62,6 +68,7 @@ pub fn run(cmd: DataCommand) -> Result<Outcome> {
 }
 
 fn gen_cmd(a: GenArgs) -> Result<Outcome> {
+    crate::common::check_output(&a.out, &[], a.overwrite)?;
     for (name, p) in [
         ("--bias", a.bias),
         ("--age-bias", a.age_bias),
@@ -72,7 +79,11 @@ fn gen_cmd(a: GenArgs) -> Result<Outcome> {
             "{name} must be a probability in [0, 1], got {p}"
         );
     }
-    anyhow::ensure!(a.rows > 0, "--rows must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_GEN_ROWS).contains(&a.rows),
+        "--rows must be between 1 and {MAX_GEN_ROWS}, got {}",
+        a.rows
+    );
     let cfg = SynthConfig {
         rows: a.rows,
         seed: a.seed,

@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -101,9 +101,13 @@ pub struct ExplainArgs {
     /// html when it ends in .html).
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
-    /// Write here instead of standard output (atomically).
+    /// Write here instead of standard output (atomically); an existing file
+    /// is replaced only with --overwrite.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Compute backend: cpu, wgpu, cuda.
     #[arg(long, value_name = "NAME", default_value = "cpu")]
     pub backend: Backend,
@@ -440,6 +444,10 @@ fn to_terminal(labels: &[String], exps: &[Explanation], colour: bool) -> String 
 pub fn run(args: ExplainArgs) -> Result<Outcome> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
+    }
+    if let Some(out) = &args.out {
+        let inputs: Vec<&Path> = args.input.iter().map(PathBuf::as_path).collect();
+        crate::common::check_output(out, &inputs, args.overwrite)?;
     }
     let clf = Classifier::load(
         &args.model,

@@ -47,9 +47,13 @@ pub struct PredictArgs {
     /// Input file (.csv, .tsv, .parquet, .jsonl).
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// Output file; the format follows the extension.
+    /// Output file; the format follows the extension. Never the input file;
+    /// an existing file is replaced only with --overwrite.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Column holding the text.
     #[arg(long, value_name = "COL", default_value = "text")]
     pub text_col: String,
@@ -304,6 +308,8 @@ impl Sink {
             Self::Stream { file, .. } => {
                 let tmp = file.into_inner().map_err(|e| e.into_error())?;
                 tmp.as_file().sync_all()?;
+                // The output was checked before any work; persist over a
+                // file only if it was there then (and --overwrite said so).
                 tmp.persist(path)
                     .map_err(|e| e.error)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -318,6 +324,7 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         bail!("--batch-size must be at least 1");
     }
     Format::from_path(&args.output)?;
+    crate::common::check_output(&args.output, &[&args.input], args.overwrite)?;
     let clf = Classifier::load(&args.model, args.backend, args.max_len, args.explain)?;
     let labels = clf.labels().to_vec();
     let thresholds_path = args.model.join(THRESHOLDS_FILE);

@@ -539,8 +539,15 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         None => {
             let config = args.to_config()?;
             let out = args.out.clone().context("give the run folder with --out")?;
-            valor_train::train(&config, &out, args.overwrite, &mut observer)
-                .with_context(|| format!("training into {}", out.display()))?
+            let fresh = !out.exists();
+            let result = valor_train::train(&config, &out, args.overwrite, &mut observer);
+            // A run that failed before its first checkpoint leaves nothing
+            // behind in a folder it made (a later failure keeps the folder:
+            // its checkpoints resume and its metrics explain).
+            if result.is_err() && fresh && !holds_checkpoint(&out) {
+                let _ = std::fs::remove_dir_all(&out);
+            }
+            result.with_context(|| format!("training into {}", out.display()))?
         }
     };
     let TrainOutcome::Finished(report) = outcome else {
@@ -554,6 +561,14 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
         write_summary(&mut out, &report)?;
     }
     Ok(Outcome::Ok)
+}
+
+/// Whether `run` has a checkpoint file.
+fn holds_checkpoint(run: &std::path::Path) -> bool {
+    std::fs::read_dir(run.join("checkpoints")).is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+    })
 }
 
 fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {

@@ -34,6 +34,18 @@ pub enum Error {
     },
     #[error("{path}: could not parse: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error(
+        "{path}: row {row}: a quote `\"` opens a field that is never closed (the rest of the file would be read as one value); double a quote inside a quoted field (`\"\"`) or quote the whole field"
+    )]
+    UnterminatedQuote { path: PathBuf, row: usize },
+    #[error(
+        "{path}: row {row} is longer than {limit_mib} MiB; a row that long is not a dataset row (an unterminated quote?)"
+    )]
+    RowTooLong {
+        path: PathBuf,
+        row: usize,
+        limit_mib: usize,
+    },
     #[error("{path}: column `{column}` not found; columns are: {}{}", available.join(", "), hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
     MissingColumn {
         path: PathBuf,

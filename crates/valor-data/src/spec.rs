@@ -133,7 +133,8 @@ impl DatasetSpec {
     /// Reads a spec TOML file; relative data paths are resolved against the
     /// spec file's folder. `overrides` (CLI flags) win over the file.
     pub fn from_toml_file(path: &Path, overrides: SpecArgs) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text =
+            valor_fsio::read_to_string_capped(path, 1 << 20).map_err(|e| Error::io(path, e))?;
         let file: SpecFile = toml::from_str(&text).map_err(|e| Error::Spec {
             origin: path.display().to_string(),
             message: e.to_string(),

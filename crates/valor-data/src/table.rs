@@ -297,6 +297,14 @@ fn check_text_bytes(path: &Path, format: Format, bytes: &[u8], row_offset: usize
             offset,
         });
     }
+    if format != Format::JsonLines
+        && let Some(row) = unterminated_quote_row(bytes)
+    {
+        return Err(Error::UnterminatedQuote {
+            path: path.to_path_buf(),
+            row: row_offset + row,
+        });
+    }
     if format == Format::JsonLines
         && let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
         && *first != b'{'
@@ -327,21 +335,139 @@ fn count_records(bytes: &[u8], quoted: bool) -> usize {
     n
 }
 
+/// The data row (1-based, header not counted; 0 for the header) where a
+/// quote opens that is still open at the end of `bytes` (CSV/TSV quoting:
+/// every `"` toggles, as the streaming reader counts them), if any.
+fn unterminated_quote_row(bytes: &[u8]) -> Option<usize> {
+    let mut in_quotes = false;
+    let mut newlines = 0usize;
+    let mut opened_at = 0usize;
+    for &b in bytes {
+        match b {
+            b'"' => {
+                in_quotes = !in_quotes;
+                if in_quotes {
+                    opened_at = newlines;
+                }
+            }
+            b'\n' if !in_quotes => newlines += 1,
+            _ => {}
+        }
+    }
+    in_quotes.then_some(opened_at)
+}
+
+/// The longest record (row) the streaming reader accepts: a bound on what a
+/// malformed file (say, a stray quote) can make it buffer.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
 fn parse_text_bytes(path: &Path, format: Format, bytes: &[u8], row_offset: usize) -> Result<Table> {
     check_text_bytes(path, format, bytes, row_offset)?;
     let df = match format {
         Format::JsonLines => parse_jsonl(path, bytes, row_offset)?,
-        _ => parse_csv(path, format, bytes)?,
+        _ => parse_csv(path, format, bytes, row_offset)?,
     };
     Table::new(path, df, row_offset)
 }
 
-fn parse_csv(path: &Path, format: Format, bytes: &[u8]) -> Result<DataFrame> {
+/// Calls `each(record, fields)` for the records of CSV/TSV `bytes` in order
+/// (record 0 is the header; blank lines are skipped, not counted), with
+/// their fields unquoted, until `each` returns false. Quoting as polars
+/// reads it: a field may be quoted, `""` inside quotes is one quote.
+fn for_each_record(bytes: &[u8], sep: u8, mut each: impl FnMut(usize, Vec<String>) -> bool) {
+    let mut fields: Vec<String> = Vec::new();
+    let mut field: Vec<u8> = Vec::new();
+    let mut in_quotes = false;
+    let mut record = 0usize;
+    let mut i = 0usize;
+    let mut blank = true;
+    while i <= bytes.len() {
+        let b = bytes.get(i).copied();
+        match b {
+            Some(b'"') if in_quotes && bytes.get(i + 1) == Some(&b'"') => {
+                field.push(b'"');
+                i += 1;
+            }
+            Some(b'"') => {
+                in_quotes = !in_quotes;
+                blank = false;
+            }
+            Some(c) if in_quotes => field.push(c),
+            Some(c) if c == sep => {
+                fields.push(String::from_utf8_lossy(&field).into_owned());
+                field.clear();
+                blank = false;
+            }
+            Some(b'\n') | None => {
+                if field.last() == Some(&b'\r') {
+                    field.pop();
+                }
+                if !(blank && field.is_empty()) {
+                    fields.push(String::from_utf8_lossy(&field).into_owned());
+                    if !each(record, std::mem::take(&mut fields)) {
+                        return;
+                    }
+                    record += 1;
+                }
+                field.clear();
+                fields.clear();
+                blank = true;
+            }
+            Some(c) => {
+                field.push(c);
+                if !c.is_ascii_whitespace() {
+                    blank = false;
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// The header's column names, checked for duplicates (polars would
+/// silently rename the second one).
+fn check_header(path: &Path, format: Format, bytes: &[u8]) -> Result<()> {
+    let mut dup = None;
+    for_each_record(bytes, format.separator(), |_, names| {
+        let mut seen = std::collections::HashSet::new();
+        dup = names.into_iter().find(|n| !seen.insert(n.clone()));
+        false
+    });
+    match dup {
+        Some(column) => Err(Error::Parse {
+            path: path.to_path_buf(),
+            message: format!(
+                "the header names column `{column}` twice; column names must be distinct"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first data row (1-based within `bytes`) whose field count differs
+/// from the header's, with both counts.
+fn ragged_row(bytes: &[u8], sep: u8) -> Option<(usize, usize, usize)> {
+    let mut width = 0;
+    let mut found = None;
+    for_each_record(bytes, sep, |record, fields| {
+        if record == 0 {
+            width = fields.len();
+        } else if fields.len() != width {
+            found = Some((record, fields.len(), width));
+            return false;
+        }
+        true
+    });
+    found
+}
+
+fn parse_csv(path: &Path, format: Format, bytes: &[u8], row_offset: usize) -> Result<DataFrame> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Error::NoRows {
             path: path.to_path_buf(),
         });
     }
+    check_header(path, format, bytes)?;
     CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
@@ -352,7 +478,15 @@ fn parse_csv(path: &Path, format: Format, bytes: &[u8]) -> Result<DataFrame> {
         )
         .into_reader_with_file_handle(Cursor::new(bytes))
         .finish()
-        .map_err(|e| Error::parse(path, e))
+        .map_err(|e| match ragged_row(bytes, format.separator()) {
+            Some((row, fields, width)) => Error::BadValue {
+                path: path.to_path_buf(),
+                row: row_offset + row,
+                column: "(whole row)".into(),
+                message: format!("{fields} fields where the header has {width}"),
+            },
+            None => Error::parse(path, e),
+        })
 }
 
 /// JSON Lines are parsed with serde_json, one object per line, so that a
@@ -444,7 +578,7 @@ pub fn stream_table(path: &Path, chunk_rows: usize) -> Result<TableStream> {
                 Vec::new()
             } else {
                 let mut header = Vec::new();
-                read_record(&mut reader, &mut header, true).map_err(|e| Error::io(path, e))?;
+                read_record(&mut reader, &mut header, true).map_err(|e| e.into_error(path, 0))?;
                 if header.iter().all(|b| b.is_ascii_whitespace()) {
                     return Err(Error::NoRows {
                         path: path.to_path_buf(),
@@ -487,22 +621,62 @@ enum StreamInner {
     },
 }
 
+/// Why one record could not be read.
+#[derive(Debug)]
+enum RecordError {
+    Io(std::io::Error),
+    /// The file ended inside a quoted field.
+    Unterminated,
+    /// The record grew past [`MAX_RECORD_BYTES`].
+    TooLong,
+}
+
+impl RecordError {
+    /// The crate error, for the record that is data row `row` (0: header).
+    fn into_error(self, path: &Path, row: usize) -> Error {
+        match self {
+            Self::Io(e) => Error::io(path, e),
+            Self::Unterminated => Error::UnterminatedQuote {
+                path: path.to_path_buf(),
+                row,
+            },
+            Self::TooLong => Error::RowTooLong {
+                path: path.to_path_buf(),
+                row,
+                limit_mib: MAX_RECORD_BYTES >> 20,
+            },
+        }
+    }
+}
+
 /// Appends one record (through its terminating newline outside quotes) to
-/// `buf`; returns the number of bytes read (0 at end of file).
+/// `buf`; returns the number of bytes read (0 at end of file). A file that
+/// ends inside quotes, or a record longer than [`MAX_RECORD_BYTES`], is an
+/// error rather than one endless value.
 fn read_record(
     reader: &mut impl BufRead,
     buf: &mut Vec<u8>,
     quoted: bool,
-) -> std::io::Result<usize> {
+) -> std::result::Result<usize, RecordError> {
     let mut total = 0;
     let mut in_quotes = false;
     loop {
         let start = buf.len();
-        let n = reader.read_until(b'\n', buf)?;
+        let n = (&mut *reader)
+            .take((MAX_RECORD_BYTES + 1 - total) as u64)
+            .read_until(b'\n', buf)
+            .map_err(RecordError::Io)?;
         if n == 0 {
-            return Ok(total);
+            return if in_quotes {
+                Err(RecordError::Unterminated)
+            } else {
+                Ok(total)
+            };
         }
         total += n;
+        if total > MAX_RECORD_BYTES {
+            return Err(RecordError::TooLong);
+        }
         if quoted {
             for &b in &buf[start..] {
                 if b == b'"' {
@@ -510,7 +684,7 @@ fn read_record(
                 }
             }
         }
-        if !in_quotes {
+        if !in_quotes && buf.last() == Some(&b'\n') {
             return Ok(total);
         }
     }
@@ -559,7 +733,10 @@ impl Iterator for TableStream {
                             }
                             rows += 1;
                         }
-                        Err(e) => return Some(Err(Error::io(&self.path, e))),
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e.into_error(&self.path, offset + rows + 1)));
+                        }
                     }
                 }
                 if rows == 0 {

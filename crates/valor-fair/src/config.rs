@@ -281,7 +281,9 @@ impl AuditConfig {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the settings (bins, bootstrap, finite threshold bounds);
+    /// `audit` calls it too.
+    pub fn validate(&self) -> Result<()> {
         if self.ece_bins == 0 {
             return Err(Error::InvalidConfig {
                 setting: "ece_bins".into(),
@@ -295,6 +297,15 @@ impl AuditConfig {
                     why: "needs at least one resample".into(),
                 });
             }
+            if b.resamples > MAX_RESAMPLES {
+                return Err(Error::InvalidConfig {
+                    setting: "bootstrap.resamples".into(),
+                    why: format!(
+                        "{} is more than {MAX_RESAMPLES}; intervals do not need that many",
+                        b.resamples
+                    ),
+                });
+            }
             if !(b.level > 0.0 && b.level < 1.0) {
                 return Err(Error::InvalidConfig {
                     setting: "bootstrap.level".into(),
@@ -302,9 +313,24 @@ impl AuditConfig {
                 });
             }
         }
+        for t in &self.thresholds {
+            let bound = match t.limit {
+                Limit::AtMost(x) | Limit::AtLeast(x) | Limit::AbsAtMost(x) => x,
+            };
+            if !bound.is_finite() {
+                return Err(Error::InvalidConfig {
+                    setting: format!("threshold on {}", t.metric),
+                    why: format!("the bound {bound} is not a finite number"),
+                });
+            }
+        }
         Ok(())
     }
 }
+
+/// The most bootstrap resamples an audit takes (each keeps one value per
+/// metric and group).
+pub const MAX_RESAMPLES: usize = 1_000_000;
 
 #[cfg(test)]
 mod tests {

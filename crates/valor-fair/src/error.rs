@@ -36,6 +36,23 @@ pub enum Error {
         id: u32,
         n_labels: usize,
     },
+    /// More distinct labels than [`crate::MAX_LABELS`].
+    #[error(
+        "more than {limit} distinct labels (for example {}); is an id or score column given as the label or prediction column?",
+        examples.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+    )]
+    TooManyLabels { limit: usize, examples: Vec<String> },
+    /// A group column with so many distinct values that its confusion
+    /// matrices would exceed [`crate::MAX_GROUP_CELLS`].
+    #[error(
+        "group column `{column}` has {levels} distinct values; with {labels} labels its confusion matrices would need more than {limit} cells: is it an id or free-text column rather than a group?"
+    )]
+    TooManyGroups {
+        column: String,
+        levels: usize,
+        labels: usize,
+        limit: usize,
+    },
     /// The same label was declared twice.
     #[error("label `{label}` is declared twice; labels must be distinct")]
     DuplicateLabel { label: String },

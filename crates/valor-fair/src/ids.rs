@@ -56,9 +56,25 @@ pub struct LabelSet {
     index: HashMap<String, LabelId>,
 }
 
+/// The most labels a [`LabelSet`] holds. Per-label storage (confusion
+/// matrices, per-class rates) grows with the square of the label count, so a
+/// column of ids or scores mistaken for labels would otherwise make an audit
+/// allocate without bound.
+pub const MAX_LABELS: usize = 1024;
+
+fn too_many_labels<'a>(names: impl Iterator<Item = &'a str>) -> Error {
+    Error::TooManyLabels {
+        limit: MAX_LABELS,
+        examples: names.take(3).map(str::to_owned).collect(),
+    }
+}
+
 impl LabelSet {
     /// Labels in the given order; they must be distinct and at least two.
     pub fn new<S: AsRef<str>>(names: &[S]) -> Result<Self> {
+        if names.len() > MAX_LABELS {
+            return Err(too_many_labels(names.iter().map(AsRef::as_ref)));
+        }
         let names: Vec<String> = names.iter().map(|s| s.as_ref().to_owned()).collect();
         if names.len() < 2 {
             return Err(Error::TooFewLabels { found: names });
@@ -85,6 +101,9 @@ impl LabelSet {
         let mut seen: HashMap<&str, ()> = HashMap::new();
         for s in y_true.iter().chain(y_pred) {
             seen.entry(s.as_ref()).or_insert(());
+            if seen.len() > MAX_LABELS {
+                return Err(too_many_labels(seen.keys().copied()));
+            }
         }
         let mut names: Vec<&str> = seen.into_keys().collect();
         sort_values(&mut names);

@@ -6,6 +6,11 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::ids::{LabelId, LabelSet, sort_values};
 
+/// The most confusion-matrix cells (groups × labels × labels) one group
+/// column may need: 2^24 cells (128 MiB of counts). A column with more
+/// distinct values is not a sensitive attribute (an id? free text?).
+pub const MAX_GROUP_CELLS: usize = 1 << 24;
+
 /// One group (sensitive feature) column, dictionary-encoded: `levels` are
 /// the distinct values in sorted order and `codes[row]` indexes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,6 +234,15 @@ impl AuditInput {
         if self.groups.iter().any(|g| g.name() == column.name()) {
             return Err(Error::DuplicateGroupColumn {
                 column: column.name().to_owned(),
+            });
+        }
+        let k = self.labels.len();
+        if column.levels().len().saturating_mul(k * k) > MAX_GROUP_CELLS {
+            return Err(Error::TooManyGroups {
+                column: column.name().to_owned(),
+                levels: column.levels().len(),
+                labels: k,
+                limit: MAX_GROUP_CELLS,
             });
         }
         self.groups.push(column);

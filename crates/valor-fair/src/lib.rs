@@ -90,15 +90,15 @@ mod scores;
 mod streaming;
 
 pub use audit::{FOUR_FIFTHS, audit};
-pub use config::{AuditConfig, BootstrapConfig, GroupSpec, Limit, Threshold, paths};
+pub use config::{AuditConfig, BootstrapConfig, GroupSpec, Limit, MAX_RESAMPLES, Threshold, paths};
 pub use confusion::{BinaryCounts, ConfusionMatrix};
 pub use counterfactual::{
     CounterfactualReport, DirectionSummary, counterfactual_fairness, counterfactual_flip_rate,
 };
 pub use error::{Error, Result};
 pub use headline::{Aif360Metrics, ConfusionCell, FairlearnMetrics, MulticlassDisparities};
-pub use ids::{GroupId, LabelId, LabelSet};
-pub use input::{AuditInput, GroupColumn};
+pub use ids::{GroupId, LabelId, LabelSet, MAX_LABELS};
+pub use input::{AuditInput, GroupColumn, MAX_GROUP_CELLS};
 pub use io::write_atomic;
 pub use mitigation::offsets::{ClassOffsets, OFFSETS_SCHEMA, OffsetConfig, OffsetConstraint};
 pub use mitigation::reweighing::{Reweighing, reweighing_weights};

@@ -29,6 +29,46 @@ pub struct WriteError {
     pub source: io::Error,
 }
 
+/// Reads a small text file (a configuration, a spec, a `values.toml`)
+/// whole, refusing one larger than `limit` bytes before reading it, so a
+/// wrong path (a data file, a device) cannot make Valor allocate without
+/// bound. The error is an `io::Error` of kind `InvalidData` naming the size
+/// and the limit (callers add the path).
+pub fn read_to_string_capped(path: &Path, limit: u64) -> io::Result<String> {
+    use std::io::Read;
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::IsADirectory,
+            "is a folder, not a file",
+        ));
+    }
+    let too_big = |size: u64| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "is {size} bytes, more than the {limit} bytes such a file may have (is it the right file?)"
+            ),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    // A pipe or device reports no size: read at most one byte past the limit.
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
+}
+
 /// Writes `path` atomically with what `write` puts into the file, making
 /// its folder if needed. When `write` fails, `path` is unchanged and no
 /// temporary file is left.
@@ -92,6 +132,24 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn capped_reads_refuse_large_files_and_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "a = 1\n").unwrap();
+        assert_eq!(read_to_string_capped(&p, 6).unwrap(), "a = 1\n");
+        let e = read_to_string_capped(&p, 5).unwrap_err();
+        assert!(e.to_string().contains("6 bytes, more than the 5"), "{e}");
+        assert!(read_to_string_capped(dir.path(), 100).is_err());
+        std::fs::write(&p, b"\xff\xfe").unwrap();
+        assert!(
+            read_to_string_capped(&p, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
     }
 
     #[test]

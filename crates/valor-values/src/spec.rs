@@ -242,10 +242,11 @@ impl Default for ValuesSpec {
 impl ValuesSpec {
     /// Reads and validates `path`.
     pub fn from_path(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            valor_fsio::read_to_string_capped(path, 1 << 20).map_err(|source| Error::Read {
+                path: path.to_owned(),
+                source,
+            })?;
         Self::parse(&text, &path.display().to_string())
     }
 

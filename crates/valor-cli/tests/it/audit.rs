@@ -176,6 +176,25 @@ fn thresholds_gate_with_exit_code_1_and_reports_are_written() {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["rows"], 16281);
     assert!(v["provenance"]["source_sha256"].as_str().unwrap().len() == 64);
+    // Built from a git checkout (as tests are): the commit is recorded.
+    let commit = v["provenance"]["git_commit"].as_str().unwrap_or_default();
+    assert!(
+        commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "git_commit: {}",
+        v["provenance"]["git_commit"]
+    );
+    // The report is not replaced without --overwrite.
+    let (code, _, stderr) = valor(&[
+        "audit",
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--group",
+        "sex",
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
 }
 
 #[test]
@@ -255,4 +274,32 @@ fn monitor_flags_a_breach_as_it_happens() {
         "breach flagged at row {row}: {stdout}"
     );
     assert!(stdout.contains("monitored 600 rows"), "{stdout}");
+
+    // The README's form: follow a growing file from its first line (header
+    // included), here one that grows while it is read; the same breach.
+    let follow = dir.path().join("follow.csv");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let cut = text.match_indices('\n').nth(400).unwrap().0 + 1;
+    std::fs::write(&follow, &text[..cut]).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_valor"))
+        .args(["audit", "--monitor", "--predictions"])
+        .arg(&follow)
+        .args(["--follow", "3", "--group", "g", "--labels", "0,1", "--window", "100"])
+        .args(["--check-every", "20", "--max-dp-difference", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&follow).unwrap();
+    std::io::Write::write_all(&mut f, text[cut..].as_bytes()).unwrap();
+    drop(f);
+    let out = child.wait_with_output().unwrap();
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{followed}");
+    assert!(followed.contains("monitored 600 rows"), "{followed}");
+    assert!(
+        followed.contains(&format!("row {row}:")),
+        "same first breach at row {row}: {followed}"
+    );
 }

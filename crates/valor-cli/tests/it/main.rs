@@ -2,6 +2,7 @@
 //! subcommand.
 
 mod audit;
+mod bad_inputs;
 mod data;
 mod explain;
 mod model_folder;

@@ -250,3 +250,86 @@ fn values_file_sets_lambda_and_penalty_and_flags_override_it() {
         "{stderr}"
     );
 }
+
+/// The run's final model weights and the test line of its report.
+fn finished_model(run: &Path) -> (Vec<u8>, Value) {
+    let weights = std::fs::read(run.join("model").join("model.safetensors")).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    (weights, report["summary"].clone())
+}
+
+/// SIGKILL in the middle of `valor train`, then `valor train --resume`:
+/// the finished model equals the uninterrupted run's bit for bit (the
+/// library test checks the same through `valor_train::resume`; this one goes
+/// through the binary, its signals and its files).
+#[cfg(unix)]
+#[test]
+fn kill_9_then_resume_equals_the_uninterrupted_run() {
+    use std::time::{Duration, Instant};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.csv");
+    let data = data.to_str().unwrap();
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", "900", "--out", data]);
+    assert_eq!(code, 0, "{stderr}");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train", "--data", data, "--out", out.to_str().unwrap(), "--epochs", "2",
+            "--max-len", "32", "--vocab-size", "300", "--batch-size", "16",
+            "--checkpoint-every", "3", "--keep-last", "2", "--seed", "11", "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    let full = tmp.path().join("full");
+    let a = args(&full);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, _, stderr) = valor(&a);
+    assert_eq!(code, 0, "{stderr}");
+
+    let killed = tmp.path().join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_valor"))
+        .args(args(&killed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once its second checkpoint is on disk, mid-epoch.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let checkpoints = killed.join("checkpoints");
+    loop {
+        let n = std::fs::read_dir(&checkpoints)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n >= 2 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no checkpoint within 300 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the run finished before the kill: {status:?}");
+    assert!(
+        !killed.join("report.json").exists(),
+        "the run finished before the kill"
+    );
+
+    let (code, _, stderr) = valor(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (w_full, s_full) = finished_model(&full);
+    let (w_killed, s_killed) = finished_model(&killed);
+    assert!(w_full == w_killed, "the resumed model differs from the uninterrupted one");
+    assert_eq!(s_full, s_killed);
+}

@@ -65,7 +65,7 @@ pub(crate) fn save_json<T: Serialize>(value: &T, what: &str, path: &Path) -> Res
 }
 
 pub(crate) fn load_json<T: DeserializeOwned>(what: &str, path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let text = valor_fsio::read_to_string_capped(path, 16 << 20).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
     })?;
