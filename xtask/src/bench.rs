@@ -7,16 +7,23 @@
 //! ```
 //!
 //! Each [`Workload`] names a criterion benchmark (package, bench target, id)
-//! and, optionally, the peer run that does the same work on the same input.
-//! The bench executables are built once (`cargo bench --no-run`) and each
+//! and the peers that do the same work on the same input, one table row
+//! each: CSV ingest has two (pandas' one-threaded C parser and polars'
+//! Python reader on the same 2 threads as Valor, the strongest peer). The
+//! bench executables are built once (`cargo bench --no-run`) and each
 //! workload runs in its own process (`--exact ID`), so the harness can read
 //! that process's peak RSS; criterion's median comes from
-//! `<target>/criterion/<id>/new/estimates.json`. A peer run (one Python
-//! process; several workloads may share it, e.g. the fairlearn script times
-//! 10k and 1M rows) is started once and its JSON line kept. Both sides run
+//! `<target>/criterion/<id>/new/estimates.json`. Each peer run is one
+//! Python process, started once and its JSON line kept; a process measures
+//! one size of one workload, so each row's peer RSS is its own (fairlearn
+//! runs through `fairness_peer.py`, one size per process, because the
+//! shared `bench_fairness.py` times 10k and 1M rows in one). Both sides run
 //! with the same thread count (2) and wait for a quiet machine first; a run
-//! during which other processes used more than 0.15 cores is flagged
-//! *contaminated*, by the same rule as the peers' `anchor_common.py`.
+//! that gave up waiting is marked *started busy*, and one during which
+//! other processes used more than 0.15 cores *contaminated*, by the same
+//! rules as the peers' `anchor_common.py`, for Valor and peers alike. The
+//! machine's description, load average included, is read before the first
+//! workload runs.
 //!
 //! The peers' environment is made once by `../shared/bench/setup.sh` (cached
 //! outside the repository, pinned versions); when it cannot be made or a
@@ -50,8 +57,6 @@ const THREADS: usize = 2;
 /// How long each side waits for a quiet machine before timing anyway, unless
 /// `ANCHOR_MAX_WAIT` says otherwise.
 const DEFAULT_MAX_WAIT_S: f64 = 120.0;
-/// The HF tokenizers peer, written to the data folder at run time.
-const TOKENIZE_PEER: &str = include_str!("bench/tokenize_peer.py");
 
 struct Options {
     quick: bool,
@@ -112,7 +117,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let executables = build(&selected, &opts.backend)?;
-    let peers_wanted = !opts.no_peers && selected.iter().any(|w| w.peer.is_some());
+    let peers_wanted = !opts.no_peers && selected.iter().any(|w| !w.peers.is_empty());
     let python = if !peers_wanted {
         Err("peers not requested (--no-peers)".to_string())
     } else {
@@ -125,6 +130,9 @@ pub fn run(args: &[String]) -> Result<()> {
         eprintln!("[bench] peers cannot run: {why}; reporting Valor's numbers alone");
     }
 
+    // The machine (its load average included) as it is before the first
+    // workload runs.
+    let machine = sys::machine();
     let mut peer_runs: BTreeMap<String, Result<(Value, Observed), String>> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut peak_flops: Option<f64> = None;
@@ -138,29 +146,39 @@ pub fn run(args: &[String]) -> Result<()> {
                 continue;
             }
         };
-        let peer = match (&w.peer, &python) {
-            (None, _) => json!({"status": "no peer for this workload"}),
-            (Some(_), Err(why)) => json!({"status": format!("not run: {why}")}),
-            (Some(p), Ok(py)) => {
-                let key = p.run.key();
-                let result = peer_runs
-                    .entry(key)
-                    .or_insert_with(|| run_peer(&p.run, py, &ctx).map_err(|e| format!("{e:#}")));
-                match result {
-                    Ok((line, observed)) => read_peer(p, line, observed),
-                    Err(e) => json!({"status": format!("failed: {e}")}),
+        let peers: Vec<Value> = w
+            .peers
+            .iter()
+            .map(|p| match &python {
+                Err(why) => json!({"label": p.label, "status": format!("not run: {why}")}),
+                Ok(py) => {
+                    let result = peer_runs.entry(p.run.key()).or_insert_with(|| {
+                        run_peer(&p.run, py, &ctx).map_err(|e| format!("{e:#}"))
+                    });
+                    match result {
+                        Ok((line, observed)) => read_peer(p, line, observed),
+                        Err(e) => json!({"label": p.label, "status": format!("failed: {e}")}),
+                    }
                 }
-            }
-        };
-        rows.push(result_row(w, &valor, peer, &mut peak_flops));
+            })
+            .collect();
+        let mut row = result_row(w, &valor, peers, &mut peak_flops);
+        if let Some(bytes) = w
+            .input
+            .and_then(|f| std::fs::metadata(ctx.data_dir.join(f)).ok())
+            .map(|m| m.len())
+        {
+            row["input"] = json!({"file": w.input, "bytes": bytes});
+        }
+        rows.push(row);
     }
 
     let commit = git_commit();
     let report = json!({
-        "schema": "valor.bench/1",
+        "schema": "valor.bench/2",
         "date_utc": date_utc(),
         "git_commit": commit,
-        "machine": sys::machine(),
+        "machine": machine,
         "backend": opts.backend,
         "dtype": "f32",
         "threads": THREADS,
@@ -205,29 +223,42 @@ fn select(all: &[Workload], opts: &Options) -> Result<Vec<Workload>> {
     Ok(selected)
 }
 
-/// One row of `results`: Valor's numbers, the peer's, their ratio and the
-/// throughput and FLOP rates; the GEMM row sets `peak_flops`.
-fn result_row(w: &Workload, valor: &ValorRun, peer: Value, peak_flops: &mut Option<f64>) -> Value {
+/// One row of `results`: Valor's numbers, each peer's, their ratios and
+/// the throughput and FLOP rates; the GEMM row sets `peak_flops`.
+fn result_row(
+    w: &Workload,
+    valor: &ValorRun,
+    mut peers: Vec<Value>,
+    peak_flops: &mut Option<f64>,
+) -> Value {
     let valor_s = valor.median_s;
+    let mut valor_run = valor.observed.to_json();
+    valor_run["started_on_busy_machine"] = json!(valor.started_busy);
+    for peer in &mut peers {
+        let peer_s = peer["median_s"].as_f64();
+        peer["peer_over_valor"] = json!(peer_s.map(|p| round(p / valor_s, 3)));
+        if let Some((n, _)) = w.items {
+            peer["per_s"] = json!(peer_s.map(|p| round(n / p, 1)));
+        }
+        if let Some(f) = w.flops {
+            peer["gflop_per_s"] = json!(peer_s.map(|p| round(f / p / 1e9, 1)));
+        }
+    }
     let mut row = json!({
         "workload": w.name,
         "what": w.what,
         "valor_median_s": valor_s,
         "valor_peak_rss_mib": valor.observed.peak_rss_mib.map(|x| round(x, 1)),
-        "valor_run": valor.observed.to_json(),
-        "peer": peer,
+        "valor_run": valor_run,
+        "peers": peers,
     });
-    let peer_s = row["peer"]["median_s"].as_f64();
-    row["peer_over_valor"] = json!(peer_s.map(|p| round(p / valor_s, 3)));
     if let Some((n, unit)) = w.items {
         row["valor_per_s"] = json!(round(n / valor_s, 1));
-        row["peer_per_s"] = json!(peer_s.map(|p| round(n / p, 1)));
         row["unit"] = json!(unit);
     }
     if let Some(f) = w.flops {
         let g = f / valor_s / 1e9;
         row["valor_gflop_per_s"] = json!(round(g, 1));
-        row["peer_gflop_per_s"] = json!(peer_s.map(|p| round(f / p / 1e9, 1)));
         if w.name == "matmul_peak" {
             *peak_flops = Some(g);
         } else if let Some(peak) = *peak_flops {

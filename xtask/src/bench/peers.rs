@@ -10,7 +10,14 @@ use serde_json::{Value, json};
 use super::sys::{Observed, Watch, round};
 use super::valor::thread_env;
 use super::workloads::{Ctx, PeerRef, PeerRun};
-use super::{DEFAULT_MAX_WAIT_S, TOKENIZE_PEER};
+use super::DEFAULT_MAX_WAIT_S;
+
+/// Peers kept in this repository (not in `../shared/bench`), written to the
+/// data folder at run time: HF tokenizers, and fairlearn one size per process.
+const EMBEDDED_PEERS: &[(&str, &str)] = &[
+    ("tokenize_peer.py", include_str!("tokenize_peer.py")),
+    ("fairness_peer.py", include_str!("fairness_peer.py")),
+];
 
 /// The peers' python (made once by `setup.sh`), or why it cannot be had.
 pub(super) fn peer_python(shared: Option<&Path>) -> Result<PathBuf, String> {
@@ -45,13 +52,13 @@ pub(super) fn peer_python(shared: Option<&Path>) -> Result<PathBuf, String> {
 /// harness saw of it.
 pub(super) fn run_peer(run: &PeerRun, python: &Path, ctx: &Ctx) -> Result<(Value, Observed)> {
     let shared = ctx.shared.as_deref().context("no shared folder")?;
-    let script = if run.script == "tokenize_peer.py" {
-        let path = ctx.data_dir.join(run.script);
-        std::fs::write(&path, TOKENIZE_PEER)
-            .with_context(|| format!("writing {}", path.display()))?;
-        path
-    } else {
-        shared.join("bench").join(run.script)
+    let script = match EMBEDDED_PEERS.iter().find(|(name, _)| *name == run.script) {
+        Some((name, text)) => {
+            let path = ctx.data_dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            path
+        }
+        None => shared.join("bench").join(run.script),
     };
     let out_file = ctx.data_dir.join("peer-result.jsonl");
     let _ = std::fs::remove_file(&out_file);
@@ -86,10 +93,10 @@ pub(super) fn run_peer(run: &PeerRun, python: &Path, ctx: &Ctx) -> Result<(Value
 /// The peer's median, peak RSS and cleanliness for one workload.
 pub(super) fn read_peer(p: &PeerRef, line: &Value, observed: &Observed) -> Value {
     let Some(m) = line.pointer(&p.measure) else {
-        return json!({"status": format!("failed: no {} in the peer's output", p.measure)});
+        return json!({"label": p.label, "status": format!("failed: no {} in the peer's output", p.measure)});
     };
     let Some(median) = m.get(p.median_key).and_then(Value::as_f64) else {
-        return json!({"status": format!("failed: no {}{} in the peer's output", p.measure, p.median_key)});
+        return json!({"label": p.label, "status": format!("failed: no {}{} in the peer's output", p.measure, p.median_key)});
     };
     let dirty_reps = m["all_clean"] == false;
     let loop_dirty = m["loop_cpu"]["contaminated"] == true;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::root;
 
@@ -73,7 +73,7 @@ fn markdown(r: &Value) -> String {
     let m = &r["machine"];
     let mut md = String::from("# Valor benchmarks\n\n");
     md += &format!(
-        "- Machine: {} ({} cores; {}), load average at start {}\n- Backend `{}` ({}), {} threads on both sides, profile {}\n- Commit `{}`, {}, {}{}\n- Peers: {}\n",
+        "- Machine: {} ({} cores; {}), load average before the first workload {}\n- Backend `{}` ({}), {} threads on both sides, profile {}\n- Commit `{}`, {}, {}{}\n- Peers: {}\n",
         s(&m["cpu"]),
         m["cores"],
         m["cpu_features"]
@@ -105,90 +105,36 @@ fn markdown(r: &Value) -> String {
     if let Some(p) = r["matmul_peak_gflop_per_s"].as_f64() {
         md += &format!("- Measured fp32 GEMM peak: {p:.1} GFLOP/s\n");
     }
-    md += "\n| workload | Valor median | peer median | peer / Valor | throughput (Valor · peer) | GFLOP/s (Valor · peer) · of peak | peak RSS MiB (Valor · peer) | load |\n";
-    md += "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
-    let dash = || "—".to_string();
+    md += "\n| workload | peer | Valor median | peer median | peer / Valor | throughput (Valor · peer) | GFLOP/s (Valor · peer) · of peak | peak RSS MiB (Valor · peer) | load |\n";
+    md += "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
     let mut notes = Vec::new();
     for row in r["results"].as_array().into_iter().flatten() {
         let name = s(&row["workload"]);
         if let Some(e) = row["error"].as_str() {
-            md += &format!("| {name} | failed | | | | | | |\n");
+            md += &format!("| {name} | | failed | | | | | | |\n");
             notes.push(format!("{name}: {e}"));
             continue;
         }
-        let peer = &row["peer"];
-        let secs = |v: &Value| v.as_f64().map(fmt_secs).unwrap_or_else(dash);
-        let num = |v: &Value| v.as_f64().map(fmt_num).unwrap_or_else(dash);
-        let unit = row["unit"].as_str().unwrap_or("");
-        let throughput = if row["valor_per_s"].is_null() {
-            dash()
-        } else {
-            format!(
-                "{} · {} {unit}/s",
-                num(&row["valor_per_s"]),
-                num(&row["peer_per_s"])
-            )
+        let no_peer = json!({});
+        let peers: Vec<&Value> = match row["peers"].as_array() {
+            Some(p) if !p.is_empty() => p.iter().collect(),
+            _ => vec![&no_peer],
         };
-        let gflops = if row["valor_gflop_per_s"].is_null() {
-            dash()
-        } else {
-            let frac = row["valor_fraction_of_peak"]
-                .as_f64()
-                .map(|f| format!(" · {:.0}%", f * 100.0))
-                .unwrap_or_default();
-            format!(
-                "{} · {}{frac}",
-                num(&row["valor_gflop_per_s"]),
-                num(&row["peer_gflop_per_s"])
-            )
-        };
-        let mut load = Vec::new();
-        if row["valor_run"]["contaminated"] == true {
-            load.push(format!(
-                "Valor contaminated ({} foreign cores)",
-                row["valor_run"]["foreign_cores"]
-            ));
+        for peer in peers {
+            md += &table_row(&name, row, peer, &mut notes);
         }
-        if peer["contaminated"] == true {
-            load.push(format!(
-                "peer contaminated ({} foreign cores)",
-                peer["foreign_cores"]
-            ));
-        }
-        if peer["started_on_busy_machine"] == true {
-            load.push("peer started busy".into());
-        }
-        let load = if load.is_empty() {
-            "clean".into()
-        } else {
-            load.join("; ")
-        };
-        let peer_cell = match peer["status"].as_str() {
-            Some("ok") => secs(&peer["median_s"]),
-            Some(other) => {
-                notes.push(format!("{name}: peer {other}"));
-                dash()
-            }
-            None => dash(),
-        };
-        md += &format!(
-            "| {name} | {} | {peer_cell} | {} | {throughput} | {gflops} | {} · {} | {load} |\n",
-            secs(&row["valor_median_s"]),
-            row["peer_over_valor"]
-                .as_f64()
-                .map(|x| format!("{x:.2}×"))
-                .unwrap_or_else(dash),
-            num(&row["valor_peak_rss_mib"]),
-            num(&peer["peak_rss_mib"]),
-        );
     }
     md += "\nWorkloads:\n\n";
     for row in r["results"].as_array().into_iter().flatten() {
-        let peer = row["peer"]["label"]
-            .as_str()
-            .map(|l| format!(" — peer: {l}"))
-            .unwrap_or_default();
-        md += &format!("- `{}`: {}{peer}\n", s(&row["workload"]), s(&row["what"]));
+        let input = match (row["input"]["file"].as_str(), row["input"]["bytes"].as_f64()) {
+            (Some(f), Some(b)) => format!(" (input `{f}`, {:.1} MB)", b / 1e6),
+            _ => String::new(),
+        };
+        md += &format!(
+            "- `{}`: {}{input}\n",
+            s(&row["workload"]),
+            s(&row["what"])
+        );
     }
     if !notes.is_empty() {
         md += "\nNotes:\n\n";
@@ -204,6 +150,75 @@ fn markdown(r: &Value) -> String {
         }
     }
     md
+}
+
+/// One line of the table: the workload's Valor numbers beside one peer's.
+fn table_row(name: &str, row: &Value, peer: &Value, notes: &mut Vec<String>) -> String {
+    let dash = || "—".to_string();
+    let secs = |v: &Value| v.as_f64().map(fmt_secs).unwrap_or_else(dash);
+    let num = |v: &Value| v.as_f64().map(fmt_num).unwrap_or_else(dash);
+    let unit = row["unit"].as_str().unwrap_or("");
+    let throughput = if row["valor_per_s"].is_null() {
+        dash()
+    } else {
+        format!("{} · {} {unit}/s", num(&row["valor_per_s"]), num(&peer["per_s"]))
+    };
+    let gflops = if row["valor_gflop_per_s"].is_null() {
+        dash()
+    } else {
+        let frac = row["valor_fraction_of_peak"]
+            .as_f64()
+            .map(|f| format!(" · {:.0}%", f * 100.0))
+            .unwrap_or_default();
+        format!(
+            "{} · {}{frac}",
+            num(&row["valor_gflop_per_s"]),
+            num(&peer["gflop_per_s"])
+        )
+    };
+    let mut load = Vec::new();
+    if row["valor_run"]["contaminated"] == true {
+        load.push(format!(
+            "Valor contaminated ({} foreign cores)",
+            row["valor_run"]["foreign_cores"]
+        ));
+    }
+    if row["valor_run"]["started_on_busy_machine"] == true {
+        load.push("Valor started busy".into());
+    }
+    if peer["contaminated"] == true {
+        load.push(format!(
+            "peer contaminated ({} foreign cores)",
+            peer["foreign_cores"]
+        ));
+    }
+    if peer["started_on_busy_machine"] == true {
+        load.push("peer started busy".into());
+    }
+    let load = if load.is_empty() {
+        "clean".into()
+    } else {
+        load.join("; ")
+    };
+    let label = peer["label"].as_str().map_or_else(dash, str::to_string);
+    let peer_cell = match peer["status"].as_str() {
+        Some("ok") => secs(&peer["median_s"]),
+        Some(other) => {
+            notes.push(format!("{name}: peer {label} {other}"));
+            dash()
+        }
+        None => dash(),
+    };
+    format!(
+        "| {name} | {label} | {} | {peer_cell} | {} | {throughput} | {gflops} | {} · {} | {load} |\n",
+        secs(&row["valor_median_s"]),
+        peer["peer_over_valor"]
+            .as_f64()
+            .map(|x| format!("{x:.2}×"))
+            .unwrap_or_else(dash),
+        num(&row["valor_peak_rss_mib"]),
+        num(&peer["peak_rss_mib"]),
+    )
 }
 
 fn fmt_secs(s: f64) -> String {

@@ -76,6 +76,9 @@ pub(super) fn build(selected: &[Workload], backend: &str) -> Result<BTreeMap<Str
 pub(super) struct ValorRun {
     pub(super) median_s: f64,
     pub(super) observed: Observed,
+    /// The wait for a quiet machine gave up: it started busy (the peers'
+    /// `NOT_QUIET`).
+    pub(super) started_busy: bool,
 }
 
 /// The thread count of both sides, for every pool a workload may use.
@@ -100,11 +103,11 @@ pub(super) fn run_valor(
     exes: &BTreeMap<String, PathBuf>,
     quick: bool,
 ) -> Result<ValorRun> {
-    let quiet = sys::wait_quiet(DEFAULT_MAX_WAIT_S);
     let (package, bench, id) = match &w.valor {
         ValorSide::Criterion { package, bench, id } => (*package, *bench, id.as_str()),
         ValorSide::Train => return run_train(),
     };
+    let started_busy = wait_for_quiet(&w.name);
     let exe = &exes[&format!("{package}/{bench}")];
     let criterion_home = target_dir().join("criterion");
     let estimates = criterion_home.join(id).join("new").join("estimates.json");
@@ -141,19 +144,29 @@ pub(super) fn run_valor(
         .pointer("/median/point_estimate")
         .and_then(Value::as_f64)
         .with_context(|| format!("no median in {}", estimates.display()))?;
-    if quiet.get("NOT_QUIET").is_some() {
-        eprintln!("[bench] {} ran on a busy machine", w.name);
-    }
     Ok(ValorRun {
         median_s: ns / 1e9,
         observed,
+        started_busy,
     })
+}
+
+/// Waits for a quiet machine (as the peers do) before a timed run; whether
+/// the wait gave up and the run starts on a busy machine.
+fn wait_for_quiet(name: &str) -> bool {
+    let quiet = sys::wait_quiet(DEFAULT_MAX_WAIT_S);
+    let busy = quiet.get("NOT_QUIET").is_some();
+    if busy {
+        eprintln!("[bench] {name} starts on a busy machine");
+    }
+    busy
 }
 
 /// `cargo xtask train` into a scratch folder, built first so the time is the
 /// training alone.
 fn run_train() -> Result<ValorRun> {
     crate::run_cmd(cargo().args(["build", "--release", "-p", "valor-cli"]))?;
+    let started_busy = wait_for_quiet("xtask_train");
     let out = std::env::temp_dir().join("valor-bench-train");
     let _ = std::fs::remove_dir_all(&out);
     let watch = Watch::start();
@@ -163,5 +176,6 @@ fn run_train() -> Result<ValorRun> {
     Ok(ValorRun {
         median_s: observed.wall_s,
         observed,
+        started_busy,
     })
 }

@@ -28,7 +28,11 @@ pub(super) struct Workload {
     pub(super) valor: ValorSide,
     /// Runs in `--quick` mode.
     pub(super) quick: bool,
-    pub(super) peer: Option<PeerRef>,
+    /// The peers that do the same work, each in its own process (one table
+    /// row each).
+    pub(super) peers: Vec<PeerRef>,
+    /// The input file in the data folder, whose size the report states.
+    pub(super) input: Option<&'static str>,
     /// Floating-point operations per timed iteration (model workloads).
     pub(super) flops: Option<f64>,
     /// Samples (sentences, rows) per timed iteration, for the throughput column.
@@ -48,6 +52,7 @@ pub(super) struct PeerRef {
     /// JSON pointer to the peer's own peak RSS report, when it has one more
     /// precise than the whole process (bench_bert: after inference only).
     pub(super) rss: Option<&'static str>,
+    /// What the peer is, as the table's `peer` column says it.
     pub(super) label: String,
 }
 
@@ -109,8 +114,11 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
         bench,
         id: id.to_string(),
     };
-    let csv_peer = |file: &str, rows: usize| PeerRef {
-        run: PeerRun {
+    // CSV ingest: pandas' C parser (one thread) and polars' Python reader on
+    // the harness's THREADS threads (POLARS_MAX_THREADS), the strongest peer;
+    // each reader in its own process, so each peak RSS is its own.
+    let csv_peers = |file: &str, rows: usize| -> Vec<PeerRef> {
+        let run = |reader: &str| PeerRun {
             script: "bench_csv.py",
             args: vec![
                 "--path".into(),
@@ -120,31 +128,48 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 "--reps".into(),
                 "5".into(),
                 "--readers".into(),
-                "pandas".into(),
+                reader.into(),
+            ],
+        };
+        vec![
+            PeerRef {
+                run: run("pandas"),
+                measure: "/readers/pandas.read_csv(engine=c)".into(),
+                median_key: "median_s",
+                rss: Some("/peak_rss_mib"),
+                label: "pandas.read_csv (C parser, 1 thread)".into(),
+            },
+            PeerRef {
+                run: run("polars"),
+                measure: format!("/readers/polars.read_csv({THREADS} threads)"),
+                median_key: "median_s",
+                rss: Some("/peak_rss_mib"),
+                label: format!("polars.read_csv (Python, {THREADS} threads)"),
+            },
+        ]
+    };
+    // fairlearn: one process per size (fairness_peer.py), so the 10k-row
+    // row's peak RSS is the 10k-row process's own.
+    let fair_peer = |n: usize, reps: usize| PeerRef {
+        run: PeerRun {
+            script: "fairness_peer.py",
+            args: vec![
+                "--anchor".into(),
+                ctx.shared
+                    .as_ref()
+                    .map(|s| s.join("bench").display().to_string())
+                    .unwrap_or_default(),
+                "--datadir".into(),
+                ctx.data_dir.display().to_string(),
+                "--rows".into(),
+                n.to_string(),
+                "--reps".into(),
+                reps.to_string(),
             ],
         },
-        measure: "/readers/pandas.read_csv(engine=c)".into(),
+        measure: "/construct+difference+ratio".into(),
         median_key: "median_s",
         rss: Some("/peak_rss_mib"),
-        label: "pandas.read_csv".into(),
-    };
-    let fair_run = PeerRun {
-        script: "bench_fairness.py",
-        args: vec![
-            "--datadir".into(),
-            ctx.data_dir.display().to_string(),
-            "--reps-1m".into(),
-            // fairlearn takes about two minutes per 1M-row audit here.
-            "3".into(),
-            "--reps-10k".into(),
-            "30".into(),
-        ],
-    };
-    let fair_peer = |n: usize| PeerRef {
-        run: fair_run.clone(),
-        measure: format!("/sizes/{n}/construct+difference+ratio"),
-        median_key: "median_s",
-        rss: None,
         label: "fairlearn MetricFrame + difference + ratio".into(),
     };
     let mut w = vec![
@@ -155,16 +180,18 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                     .into(),
             valor: crit("valor-data", "ingest", "ingest/csv_100k_rows"),
             quick: true,
-            peer: Some(csv_peer("text_100k.csv", 100_000)),
+            peers: csv_peers("text_100k.csv", 100_000),
+            input: Some("text_100k.csv"),
             flops: None,
             items: Some((100_000.0, "rows")),
         },
         Workload {
             name: "csv_ingest_1m".into(),
-            what: "read + validate a 1,000,000-row CSV (same shape, ~67 MB)".into(),
+            what: "read + validate a 1,000,000-row CSV (same shape, ~126 MB)".into(),
             valor: crit("valor-data", "ingest", "ingest/csv_1m_rows"),
             quick: false,
-            peer: Some(csv_peer("text_1m.csv", 1_000_000)),
+            peers: csv_peers("text_1m.csv", 1_000_000),
+            input: Some("text_1m.csv"),
             flops: None,
             items: Some((1e6, "rows")),
         },
@@ -173,7 +200,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             what: "tokenize 100,000 sentences (MiniLM tokenizer.json, truncation 128)".into(),
             valor: crit("valor-data", "ingest", "tokenize/minilm_100k_sentences"),
             quick: false,
-            peer: ctx.shared.as_ref().map(|s| PeerRef {
+            peers: Vec::from_iter(ctx.shared.as_ref().map(|s| PeerRef {
                 run: PeerRun {
                     script: "tokenize_peer.py",
                     args: vec![
@@ -190,8 +217,12 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 measure: "/encode_batch".into(),
                 median_key: "median_s",
                 rss: Some("/peak_rss_mib"),
-                label: "HF tokenizers (Python) encode_batch".into(),
-            }),
+                // The same Rust `tokenizers` crate Valor calls, through its
+                // Python bindings: the ratio is the bindings' and batching
+                // overhead, not a faster tokenizer.
+                label: "HF tokenizers encode_batch: the same Rust tokenizer through its Python bindings".into(),
+            })),
+            input: Some("text_100k.csv"),
             flops: None,
             items: Some((100_000.0, "sentences")),
         },
@@ -200,7 +231,8 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             what: "fairness audit of 10,000 predictions, 3 groups (fair_data.py, seed 42)".into(),
             valor: crit("valor-fair", "audit", "fair/audit_10k_rows"),
             quick: true,
-            peer: Some(fair_peer(10_000)),
+            peers: vec![fair_peer(10_000, 30)],
+            input: Some("fair_10000.csv"),
             flops: None,
             items: Some((10_000.0, "rows")),
         },
@@ -210,7 +242,9 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 .into(),
             valor: crit("valor-fair", "audit", "fair/audit_1m_rows"),
             quick: false,
-            peer: Some(fair_peer(1_000_000)),
+            // fairlearn takes about two minutes per 1M-row audit here.
+            peers: vec![fair_peer(1_000_000, 3)],
+            input: Some("fair_1000000.csv"),
             flops: None,
             items: Some((1e6, "rows")),
         },
@@ -226,7 +260,8 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
         ),
         valor: crit("valor-bert", "model", &format!("matmul/f32_{n}")),
         quick: true,
-        peer: None,
+        peers: Vec::new(),
+        input: None,
         flops: Some(2.0 * (n as f64).powi(3)),
         items: None,
     });
@@ -300,7 +335,8 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 &format!("{name}_{kind}/seq{seq}_b{batch}"),
             ),
             quick,
-            peer: bert_peer(model_peer, seq, batch, train),
+            peers: Vec::from_iter(bert_peer(model_peer, seq, batch, train)),
+            input: None,
             flops: Some(flops),
             items: Some((batch as f64, "samples")),
         });
@@ -324,7 +360,8 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             what: "integrated gradients of one sentence, MiniLM, seq 64, 50 Gauss–Legendre steps in one batch, baseline [CLS] [PAD]… [SEP]".into(),
             valor: crit("valor-bert", "model", "minilm_ig/seq64_steps50"),
             quick: false,
-            peer: Some(PeerRef {
+            input: None,
+            peers: vec![PeerRef {
                 run: PeerRun {
                     script: "bench_captum.py",
                     args: vec![
@@ -342,7 +379,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 median_key: "per_sample_s_median",
                 rss: Some("/peak_rss_mib"),
                 label: "Captum LayerIntegratedGradients on bert.embeddings".into(),
-            }),
+            }],
             flops: None,
             items: Some((1.0, "sentences")),
         });
@@ -354,7 +391,8 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 .into(),
         valor: ValorSide::Train,
         quick: false,
-        peer: None,
+        peers: Vec::new(),
+        input: None,
         flops: None,
         items: None,
     });
