@@ -11,6 +11,7 @@ mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
@@ -51,12 +52,44 @@ fn main() -> ExitCode {
     }
 }
 
-/// The workspace root (xtask lives one level below it).
+/// The workspace root, found once at run time by walking up from the current
+/// folder to the `Cargo.toml` with a `[workspace]` table and an `xtask/`
+/// member. Not `env!("CARGO_MANIFEST_DIR")`: that is baked in when xtask is
+/// compiled, so a target folder shared by two checkouts would run every task
+/// in whichever checkout built the binary last.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        find_root().unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            std::process::exit(2)
+        })
+    })
+    .clone()
+}
+
+fn find_root() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    match workspace_above(&cwd) {
+        Some(root) => Ok(root),
+        None => bail!(
+            "no workspace (a Cargo.toml with [workspace] and an xtask/ member) in {} or above; run `cargo xtask` inside the checkout",
+            cwd.display()
+        ),
+    }
+}
+
+/// The nearest folder at or above `start` whose `Cargo.toml` has a
+/// `[workspace]` table and which holds `xtask/Cargo.toml`.
+fn workspace_above(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|m| m.lines().any(|l| l.trim() == "[workspace]"))
+                && dir.join("xtask").join("Cargo.toml").is_file()
+        })
+        .map(Path::to_path_buf)
 }
 
 /// `cargo` as cargo itself was invoked (respects toolchain overrides).
@@ -105,4 +138,32 @@ fn ci(args: &[String]) -> Result<()> {
     ]))?;
     run_cmd(cargo().args(["test", "--workspace"]))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workspace_above;
+
+    /// Two checkouts: each finds its own root from inside it, whatever the
+    /// binary was built from (the regression of a compile-time root).
+    #[test]
+    fn the_root_is_the_checkout_the_command_runs_in() {
+        let base = std::env::temp_dir().join(format!("xtask-root-{}", std::process::id()));
+        for checkout in ["a", "b"] {
+            let root = base.join(checkout);
+            std::fs::create_dir_all(root.join("xtask")).unwrap();
+            std::fs::create_dir_all(root.join("crates/valor-data/src")).unwrap();
+            std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = [\"xtask\"]\n").unwrap();
+            std::fs::write(root.join("xtask/Cargo.toml"), "[package]\nname = \"xtask\"\n").unwrap();
+            std::fs::write(root.join("crates/valor-data/Cargo.toml"), "[package]\n").unwrap();
+        }
+        for checkout in ["a", "b"] {
+            let root = base.join(checkout);
+            for start in [root.clone(), root.join("xtask"), root.join("crates/valor-data/src")] {
+                assert_eq!(workspace_above(&start).as_deref(), Some(root.as_path()));
+            }
+        }
+        assert_eq!(workspace_above(&base), None);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
