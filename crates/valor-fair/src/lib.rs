@@ -80,6 +80,7 @@ mod ids;
 mod input;
 mod io;
 mod kstwo;
+mod live;
 mod metrics;
 mod mitigation;
 mod monitor;
@@ -105,6 +106,10 @@ pub use mitigation::reweighing::{Reweighing, reweighing_weights};
 pub use mitigation::threshold::{
     Constraint, Cut, DecisionStream, GroupFit, GroupRule, Objective, THRESHOLD_SCHEMA,
     ThresholdOptimizer, ThresholdOptimizerConfig,
+};
+pub use live::{
+    DriftReport, FeedbackMatch, LIVE_SCHEMA, LiveConfig, LiveEvent, LiveMonitor, LiveReport,
+    Observation, OutcomeSpec, REFERENCE_SCHEMA, Reference, SelectionSpec, Window,
 };
 pub use monitor::{MonitorEvent, MonitorEventKind, WindowMonitor};
 pub use report::{

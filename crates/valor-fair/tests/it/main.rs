@@ -2,6 +2,7 @@
 
 mod bootstrap;
 mod drift;
+mod live;
 mod mitigation;
 mod parity;
 mod properties;
