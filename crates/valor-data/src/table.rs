@@ -832,6 +832,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unterminated_quote_is_an_error_naming_its_row() {
+        let text = b"text,label\nfine,a\n\"never closed,b\nok,a\nmore,b\n";
+        let (_d, p) = tmp_with("q.csv", text);
+        let e = read_table(&p).unwrap_err();
+        assert!(matches!(e, Error::UnterminatedQuote { row: 2, .. }), "{e}");
+        // Streaming: chunks before the row come back, then the error, then
+        // nothing (the rest of the file is not swallowed into one value).
+        let mut chunks = stream_table(&p, 1).unwrap();
+        assert_eq!(chunks.next().unwrap().unwrap().n_rows(), 1);
+        let e = chunks.next().unwrap().unwrap_err();
+        assert!(matches!(e, Error::UnterminatedQuote { row: 2, .. }), "{e}");
+        assert!(chunks.next().is_none());
+        // A quoted field over several lines is fine.
+        let (_d, p) = tmp_with("ml.csv", b"text,label\n\"two\nlines\",a\nok,b\n");
+        assert_eq!(read_table(&p).unwrap().n_rows(), 2);
+        assert_eq!(stream_table(&p, 1).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn duplicate_headers_and_ragged_rows_are_named() {
+        let (_d, p) = tmp_with("d.csv", b"text,label,label\na,b,c\n");
+        let e = read_table(&p).unwrap_err().to_string();
+        assert!(e.contains("`label` twice"), "{e}");
+        let (_d, p) = tmp_with("r.csv", b"text,label\na,b\n\"x,y\",b\nc,d,e,f\n");
+        let e = read_table(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("row 3") && e.contains("4 fields where the header has 2"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn csv_keeps_text_exactly() {
         let (_d, p) = tmp_with(
             "a.csv",
