@@ -2,54 +2,71 @@
 //! runtime one).
 //!
 //! Owns: [`assert_close`] and [`assert_all_close`], the one way parity tests
-//! compare numbers with the Python peers; [`shared_dir`], which finds
-//! `../shared` through the `VALOR_SHARED_DIR` environment variable and says
-//! clearly when a test is skipped; [`slow_tests_enabled`] for tests behind
-//! `VALOR_SLOW_TESTS=1`.
+//! compare numbers with the Python peers; [`shared_dir`], the read-only
+//! shared folder (datasets, models, fixtures); and the attributes that stand
+//! in for `#[test]` on tests that cannot always run:
+//! - [`shared_test`]: the test reads [`shared_dir`]. The folder is
+//!   `VALOR_SHARED_DIR` when set, else `../shared` beside the workspace
+//!   root. When neither exists at build time the test is marked
+//!   `#[ignore = "needs the shared folder …"]`, so `cargo test` counts it
+//!   as ignored, not passed. With `CI` set (or `VALOR_SHARED_DIR` set
+//!   explicitly) nothing is ignored: a missing folder fails the test.
+//! - [`slow_test`] (and `#[shared_test(slow)]`): ignored unless
+//!   `VALOR_SLOW_TESTS=1` was set at build time.
+//!
+//! The decision is made when the tests are built (valor-testkit-macros'
+//! `build.rs`; cargo rebuilds the tests when those variables change), so it
+//! shows in the test summary; `cargo test -- --ignored` runs the ignored ones
+//! anyway, and [`shared_dir`] then says what is missing.
 //!
 //! Does not know about: any Valor crate, tensors, data frames.
-#![allow(clippy::print_stderr)]
 
 use std::path::PathBuf;
 
+pub use valor_testkit_macros::{shared_test, slow_test};
+
 /// Environment variable that points at the read-only `shared/` folder
-/// (datasets, models, fixtures). `.ci/run` always sets it.
+/// (datasets, models, fixtures); `../shared` beside the workspace when unset.
 pub const SHARED_DIR_ENV: &str = "VALOR_SHARED_DIR";
 /// Environment variable that turns on slow tests (set to `1`). `.ci/run` sets it.
 pub const SLOW_TESTS_ENV: &str = "VALOR_SLOW_TESTS";
 
-/// The shared folder, or `None` after printing why the calling test is skipped.
+/// The shared folder as resolved when the tests were built.
+const BUILD_TIME_SHARED_DIR: &str = valor_testkit_macros::build_time_shared_dir!();
+/// Whether `CI` was set when the tests were built.
+const BUILD_TIME_CI: bool = valor_testkit_macros::build_time_ci!();
+
+/// The shared folder, for a test marked [`shared_test`]: `VALOR_SHARED_DIR`
+/// when set, else `../shared` beside the workspace root.
+///
+/// Panics, naming the folder, when it does not exist: a test that reaches
+/// this without the folder was asked to run (CI, `--ignored`, or an
+/// explicit `VALOR_SHARED_DIR`), so the missing folder is its failure.
 ///
 /// ```ignore
-/// let Some(shared) = valor_testkit::shared_dir("adult_parity") else { return };
+/// #[valor_testkit::shared_test]
+/// fn adult_matches_fairlearn() {
+///     let shared = valor_testkit::shared_dir();
+/// }
 /// ```
-pub fn shared_dir(test: &str) -> Option<PathBuf> {
-    match std::env::var_os(SHARED_DIR_ENV) {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_dir() {
-                Some(dir)
-            } else {
-                panic!(
-                    "{SHARED_DIR_ENV}={} is set but is not a directory (test `{test}`)",
-                    dir.display()
-                );
-            }
+#[track_caller]
+pub fn shared_dir() -> PathBuf {
+    let dir = match std::env::var_os(SHARED_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(BUILD_TIME_SHARED_DIR),
+    };
+    assert!(
+        dir.is_dir(),
+        "the shared folder {} does not exist{}: put the shared datasets, models and fixtures \
+         there or point {SHARED_DIR_ENV} at them",
+        dir.display(),
+        if BUILD_TIME_CI {
+            " (CI is set, so tests that need it fail instead of being ignored)"
+        } else {
+            ""
         }
-        _ => {
-            eprintln!("SKIPPED {test}: set {SHARED_DIR_ENV} to the shared/ folder to run it");
-            None
-        }
-    }
-}
-
-/// Whether slow tests run; prints a skip message for `test` when they do not.
-pub fn slow_tests_enabled(test: &str) -> bool {
-    let on = std::env::var(SLOW_TESTS_ENV).is_ok_and(|v| v == "1");
-    if !on {
-        eprintln!("SKIPPED {test}: slow test; set {SLOW_TESTS_ENV}=1 to run it");
-    }
-    on
+    );
+    dir
 }
 
 /// Tolerance for [`assert_close`]: a value passes when it is within `abs`

@@ -1,12 +1,13 @@
 //! Shared helpers: the test device, fixture readers, small models.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use valor_bert::burn::tensor::Device;
-use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput};
+use valor_bert::{
+    Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions, LoadReport,
+};
 
 /// The device of the backend under test (`VALOR_TEST_BACKEND`).
 pub fn device() -> Device {
@@ -20,7 +21,7 @@ pub fn device() -> Device {
 /// order of magnitude slower than the flex backend), so tests that are many
 /// hundreds of forward/backward passes run on the CPU only. The HF parity
 /// tests (forward and the five AdamW steps) never use this.
-#[allow(clippy::print_stderr)] // saying why a test is skipped is the point (as in valor-testkit)
+#[allow(clippy::print_stderr)] // the backend is chosen at run time, so this skip cannot be an #[ignore]
 pub fn skip_on_wgpu(test: &str, reason: &str) -> bool {
     let backend = Backend::from_env().expect("VALOR_TEST_BACKEND must name a backend");
     let skip = backend == Backend::Wgpu;
@@ -86,22 +87,28 @@ pub fn small_config() -> BertConfig {
     c.with_num_labels(3)
 }
 
-/// burn's flex backend keeps one global generator: tests that seed it or
-/// draw from it (init, dropout) hold this lock so that parallel tests do
-/// not interleave their draws.
-pub static RNG: Mutex<()> = Mutex::new(());
-
-pub fn rng_lock() -> MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|e| e.into_inner())
+/// `valor_bert::load_hf` holding the device generator's lock: loading
+/// initialises a model (drawing from the generator) before it reads the
+/// weights, and a draw inside another test's seeded stretch would change
+/// that test's numbers.
+pub fn load_hf(
+    dir: &Path,
+    device: &Device,
+    options: LoadOptions,
+) -> valor_bert::Result<(BertConfig, BertForSequenceClassification, LoadReport)> {
+    valor_bert::with_device_rng(|| valor_bert::load_hf(dir, device, options))
 }
 
+/// A small model initialised from `seed`, holding the process-wide lock on
+/// the device generator (`valor_bert::with_device_rng`, the lock the
+/// library and the trainer take) so that tests running side by side never
+/// interleave their draws.
 pub fn small_model(
     config: &BertConfig,
     device: &Device,
     seed: u64,
 ) -> BertForSequenceClassification {
-    let _guard = rng_lock();
-    config.init_classifier_seeded(device, seed)
+    valor_bert::with_device_rng(|| config.init_classifier_seeded(device, seed))
 }
 
 /// A deterministic padded batch for `small_config`: rows of different

@@ -17,10 +17,10 @@ use valor_bert::explain::{
     FaithfulnessConfig, FaithfulnessItem, IgConfig, Rule, TokenSequence, attention_rollout,
     faithfulness, integrated_gradients, occlusion, pad_baseline,
 };
-use valor_bert::{BertForSequenceClassification, LoadOptions, load_hf};
+use valor_bert::{BertForSequenceClassification, LoadOptions};
 use valor_testkit::{Tolerance, assert_close, shared_dir};
 
-use crate::common::{self, fixture, minilm, read_tensor, small_config, small_model};
+use crate::common::{self, fixture, load_hf, minilm, read_tensor, small_config, small_model};
 
 fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
@@ -31,12 +31,22 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
-/// The fixture's encoded sentences, each trimmed to its real tokens (the
-/// padding is masked out, so attributions there are 0 in Captum's output),
-/// with their index. Sentences over 20 tokens (IG on them takes tens of
-/// seconds on 2 cores) only with `VALOR_SLOW_TESTS=1`.
-fn fixture_sequences(shared: &std::path::Path, test: &str) -> Vec<(usize, TokenSequence, usize)> {
-    let all = valor_testkit::slow_tests_enabled(test);
+/// Which of the fixture's sentences a test takes: those of at most 20
+/// tokens (a few seconds of integrated gradients each on 2 cores) or the
+/// longer ones (tens of seconds each: slow tests).
+#[derive(Clone, Copy, PartialEq)]
+enum Sentences {
+    Short,
+    Long,
+}
+
+/// The fixture's encoded sentences of one length class, each trimmed to
+/// its real tokens (the padding is masked out, so attributions there are 0
+/// in Captum's output), with their index.
+fn fixture_sequences(
+    shared: &std::path::Path,
+    which: Sentences,
+) -> Vec<(usize, TokenSequence, usize)> {
     let reference = fixture(shared).join("reference.safetensors");
     let (shape, ids) = read_tensor(&reference, "input_ids");
     let (_, mask) = read_tensor(&reference, "attention_mask");
@@ -54,7 +64,7 @@ fn fixture_sequences(shared: &std::path::Path, test: &str) -> Vec<(usize, TokenS
             };
             (r, TokenSequence::new(take(&ids), Some(take(&types))), real)
         })
-        .filter(|(_, _, real)| all || *real <= 20)
+        .filter(|(_, _, real)| (*real <= 20) == (which == Sentences::Short))
         .collect()
 }
 
@@ -70,34 +80,37 @@ fn minilm_with_head(
     load_hf(&minilm(shared), device, options).unwrap().1
 }
 
-#[test]
-fn integrated_gradients_match_captum() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_match_captum",
-        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
-    ) {
-        return;
-    }
-    let Some(shared) = shared_dir("integrated_gradients_match_captum") else {
-        return;
-    };
+/// Integrated gradients of `which` sentences against Captum's, with the
+/// fixture's settings. The tolerances come from the fixture: Captum's own
+/// convergence deltas (`delta` in `captum_ig.safetensors`, the README's
+/// "all below 1e-6") bound both how far Valor's attributions may be from
+/// Captum's and Valor's own completeness delta: two computations of one
+/// integral should agree to within the reference's own integration error.
+/// Measured (flex, 2 cores): max |diff| ≈ 1e-7, |delta| ≈ 1e-7.
+fn check_against_captum(which: Sentences) {
+    let shared = shared_dir();
     let device = common::device().autodiff();
     let model = minilm_with_head(&shared, &device).freeze();
     let captum = fixture(&shared).join("captum_ig.safetensors");
     let (shape, expected) = read_tensor(&captum, "token_attributions");
     let (_, targets) = read_tensor(&captum, "target");
     let (_, baselines) = read_tensor(&captum, "baseline_input_ids");
+    let (_, captum_deltas) = read_tensor(&captum, "delta");
+    let tolerance = captum_deltas.iter().fold(0.0f64, |m, d| m.max(d.abs()));
+    assert!(
+        tolerance > 0.0 && tolerance < 1e-6,
+        "the fixture's deltas are below 1e-6 (its README): {tolerance:e}"
+    );
     let len = shape[1];
     let config = IgConfig {
         n_steps: 300,
         rule: Rule::GaussLegendre,
         internal_batch_size: 25,
     };
-    let mut worst_r: f64 = 1.0;
     let mut worst_abs: f64 = 0.0;
-    let mut worst_rel_delta: f64 = 0.0;
-    let sequences = fixture_sequences(&shared, "integrated_gradients_match_captum (all sentences)");
-    assert!(sequences.len() >= 3, "the short sentences always run");
+    let mut worst_delta: f64 = 0.0;
+    let sequences = fixture_sequences(&shared, which);
+    assert!(!sequences.is_empty(), "the fixture has such sentences");
     for (r, seq, real) in &sequences {
         let (r, real) = (*r, *real);
         let baseline = pad_baseline(seq, &[101, 102], 0);
@@ -120,29 +133,53 @@ fn integrated_gradients_match_captum() {
                 .all(|&x| x == 0.0),
             "Captum gives padding no attribution"
         );
-        let rho = pearson(&ig.token_attributions, want);
         let max_abs = valor_testkit::max_abs_diff(&ig.token_attributions, want);
         println!(
-            "sentence {r}: {real} tokens, pearson {rho:.6}, max |diff| {max_abs:.2e}, delta {:.2e} ({:.2e} relative), {secs:.2} s",
+            "sentence {r}: {real} tokens, pearson {:.9}, max |diff| {max_abs:.2e}, delta {:.2e} (Captum {:.2e}), {secs:.2} s",
+            pearson(&ig.token_attributions, want),
             ig.delta,
-            ig.relative_delta()
+            captum_deltas[r],
         );
-        worst_r = worst_r.min(rho);
         worst_abs = worst_abs.max(max_abs);
-        worst_rel_delta = worst_rel_delta.max(ig.relative_delta());
-        assert!(rho >= 0.99, "sentence {r}: Pearson {rho} < 0.99");
-        assert!(max_abs <= 1e-3, "sentence {r}: max |diff| {max_abs} > 1e-3");
-        // Completeness with 300 steps: |delta| <= 1% of |f(x) - f(baseline)|.
-        assert!(
-            ig.relative_delta() <= 0.01,
-            "sentence {r}: delta {} vs f(x) - f(b) = {}",
+        worst_delta = worst_delta.max(ig.delta.abs());
+        valor_testkit::assert_all_close(
+            &format!("sentence {r}: attributions vs Captum"),
+            &ig.token_attributions,
+            want,
+            Tolerance::abs(tolerance),
+        );
+        assert_close(
+            &format!("sentence {r}: completeness delta"),
             ig.delta,
-            ig.logit - ig.baseline_logit
+            0.0,
+            Tolerance::abs(tolerance),
         );
     }
     println!(
-        "worst pearson {worst_r:.6}, worst max |diff| {worst_abs:.2e}, worst relative delta {worst_rel_delta:.2e}"
+        "worst max |diff| {worst_abs:.2e}, worst |delta| {worst_delta:.2e}, tolerance (Captum's largest |delta|) {tolerance:.2e}"
     );
+}
+
+#[valor_testkit::shared_test]
+fn integrated_gradients_match_captum() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_match_captum",
+        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
+    ) {
+        return;
+    }
+    check_against_captum(Sentences::Short);
+}
+
+#[valor_testkit::shared_test(slow)]
+fn integrated_gradients_match_captum_on_long_sentences() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_match_captum_on_long_sentences",
+        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
+    ) {
+        return;
+    }
+    check_against_captum(Sentences::Long);
 }
 
 #[test]
@@ -355,25 +392,15 @@ fn faithfulness_is_bounded_deterministic_and_checks_input() {
     assert!(faithfulness(&model, &[], &cfg).is_err());
 }
 
-#[test]
-fn integrated_gradients_beat_random_on_minilm() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_beat_random_on_minilm",
-        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
-    ) {
-        return;
-    }
-    let Some(shared) = shared_dir("integrated_gradients_beat_random_on_minilm") else {
-        return;
-    };
+/// Integrated gradients on the fixture's `which` sentences are more
+/// faithful (ERASER) than random attributions.
+fn beat_random(which: &[Sentences]) {
+    let shared = shared_dir();
     let device = common::device().autodiff();
     let model = minilm_with_head(&shared, &device).freeze();
     let cfg = IgConfig::default();
     let mut items = Vec::new();
-    for (_, seq, _) in fixture_sequences(
-        &shared,
-        "integrated_gradients_beat_random_on_minilm (all sentences)",
-    ) {
+    for (_, seq, _) in which.iter().flat_map(|&w| fixture_sequences(&shared, w)) {
         let baseline = pad_baseline(&seq, &[101, 102], 0);
         let ig = integrated_gradients(&model, &seq, &baseline, None, &cfg).unwrap();
         items.push(FaithfulnessItem {
@@ -407,4 +434,145 @@ fn integrated_gradients_beat_random_on_minilm() {
         "{report:#?}"
     );
     assert!(report.score > 0.0, "{report:#?}");
+}
+
+#[valor_testkit::shared_test]
+fn integrated_gradients_beat_random_on_minilm() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_beat_random_on_minilm",
+        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
+    ) {
+        return;
+    }
+    beat_random(&[Sentences::Short]);
+}
+
+#[valor_testkit::shared_test(slow)]
+fn integrated_gradients_beat_random_on_every_minilm_sentence() {
+    if common::skip_on_wgpu(
+        "integrated_gradients_beat_random_on_every_minilm_sentence",
+        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
+    ) {
+        return;
+    }
+    beat_random(&[Sentences::Short, Sentences::Long]);
+}
+
+/// ERASER comprehensiveness, sufficiency and the transparency score against
+/// the same measures computed with transformers
+/// (`tests/fixtures/eraser/eraser.json`, made by `make_eraser.py` beside it:
+/// MiniLM with the hf-parity head; four fixture sentences with Captum's
+/// attributions, four with word rationales, one with graded attributions;
+/// the random baseline from the same SplitMix64 shuffles). Tolerance: the
+/// JSON's `tolerances.abs` (2e-7) on every score; Valor pads each batch
+/// where the script runs every variant alone, so the probabilities differ
+/// by float rounding only (measured: 3.2e-8 at worst).
+#[valor_testkit::shared_test]
+fn faithfulness_matches_transformers() {
+    if common::skip_on_wgpu(
+        "faithfulness_matches_transformers",
+        "about 300 MiniLM forward passes take minutes on lavapipe",
+    ) {
+        return;
+    }
+    let shared = shared_dir();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eraser/eraser.json");
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let tol = Tolerance::abs(fx["tolerances"]["abs"].as_f64().unwrap());
+    let u32s = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let items: Vec<FaithfulnessItem> = fx["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|it| FaithfulnessItem {
+            input_ids: u32s(&it["input_ids"]),
+            token_type_ids: u32s(&it["token_type_ids"]),
+            special: it["special"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_bool().unwrap())
+                .collect(),
+            attributions: it["attributions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect(),
+            target: it["target"].as_u64().unwrap() as usize,
+        })
+        .collect();
+    let config = &fx["config"];
+    let cfg = FaithfulnessConfig {
+        fractions: config["fractions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect(),
+        seed: config["seed"].as_u64().unwrap(),
+        random_repeats: config["random_repeats"].as_u64().unwrap() as usize,
+        ..FaithfulnessConfig::default()
+    };
+    let model = minilm_with_head(&shared, &common::device());
+    let ours = faithfulness(&model, &items, &cfg).unwrap();
+    let want = &fx["report"];
+    let mut worst: f64 = 0.0;
+    let mut check = |what: &str, actual: f64, expected: &serde_json::Value| {
+        let expected = expected.as_f64().unwrap();
+        worst = worst.max((actual - expected).abs());
+        assert_close(what, actual, expected, tol);
+    };
+    assert_eq!(ours.n_examples, items.len());
+    check(
+        "comprehensiveness",
+        ours.comprehensiveness,
+        &want["comprehensiveness"],
+    );
+    check("sufficiency", ours.sufficiency, &want["sufficiency"]);
+    check(
+        "random comprehensiveness",
+        ours.random_comprehensiveness,
+        &want["random_comprehensiveness"],
+    );
+    check(
+        "random sufficiency",
+        ours.random_sufficiency,
+        &want["random_sufficiency"],
+    );
+    check("score", ours.score, &want["score"]);
+    let fractions = want["per_fraction"].as_array().unwrap();
+    assert_eq!(ours.per_fraction.len(), fractions.len());
+    for (f, w) in ours.per_fraction.iter().zip(fractions) {
+        let at = |m: &str| format!("{m} at {}", f.fraction);
+        check(
+            &at("comprehensiveness"),
+            f.comprehensiveness,
+            &w["comprehensiveness"],
+        );
+        check(&at("sufficiency"), f.sufficiency, &w["sufficiency"]);
+        check(
+            &at("random comprehensiveness"),
+            f.random_comprehensiveness,
+            &w["random_comprehensiveness"],
+        );
+        check(
+            &at("random sufficiency"),
+            f.random_sufficiency,
+            &w["random_sufficiency"],
+        );
+    }
+    assert!(
+        ours.score > 0.0,
+        "the Captum-explained sentences lift the score off the clamp"
+    );
+    println!("ERASER vs transformers: worst |diff| {worst:.2e} (tolerance {tol:?})");
 }

@@ -8,10 +8,12 @@ use std::path::Path;
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 use serde_json::Value;
-use valor_bert::{Error, LoadOptions, load_head, load_hf, save_hf};
+use valor_bert::{Error, LoadOptions, load_head, save_hf};
 use valor_testkit::{Tolerance, assert_all_close, max_abs_diff, shared_dir};
 
-use crate::common::{self, fixture, minilm, small_batch, small_config, small_model, to_f64};
+use crate::common::{
+    self, fixture, load_hf, minilm, small_batch, small_config, small_model, to_f64,
+};
 
 /// The tensors of HF `BertForSequenceClassification` with `layers` layers,
 /// written out by hand from transformers' module tree (independently of
@@ -250,7 +252,6 @@ fn bare_bert_model_names_load_and_the_head_is_drawn_fresh() {
         out
     });
     let device = common::device();
-    let guard = common::rng_lock();
     let (_, model, report) = load_hf(
         &dir,
         &device,
@@ -260,7 +261,6 @@ fn bare_bert_model_names_load_and_the_head_is_drawn_fresh() {
         },
     )
     .unwrap();
-    drop(guard);
     assert!(!report.prefixed);
     assert_eq!(
         report.initialized,
@@ -408,16 +408,12 @@ fn corrupt_truncated_and_missing_files_are_clear_errors() {
     assert!(msg.contains("config.json"), "{msg}");
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn minilm_checkpoint_is_consumed_entirely() {
-    let Some(shared) = shared_dir("minilm_checkpoint_is_consumed_entirely") else {
-        return;
-    };
+    let shared = shared_dir();
     let device = common::device();
-    let guard = common::rng_lock();
     let (config, model, report) =
         load_hf(&minilm(&shared), &device, LoadOptions::default()).unwrap();
-    drop(guard);
     // A bare BertModel checkpoint: every tensor used but the position_ids
     // buffer, every parameter loaded but the (absent) head.
     assert!(!report.prefixed);
@@ -439,12 +435,9 @@ fn minilm_checkpoint_is_consumed_entirely() {
     assert_eq!(config.num_labels, model.num_labels());
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn minilm_saved_by_valor_has_transformers_names_and_reloads() {
-    let Some(shared) = shared_dir("minilm_saved_by_valor_has_transformers_names_and_reloads")
-    else {
-        return;
-    };
+    let shared = shared_dir();
     let device = common::device();
     let options = LoadOptions {
         num_labels: Some(3),

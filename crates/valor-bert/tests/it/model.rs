@@ -242,16 +242,18 @@ fn dropout_is_active_only_when_training_on_an_autodiff_device() {
     let config = small_config().with_dropout(0.3);
     let (input, _, _) = small_batch(&plain);
     let model = small_model(&config, &plain, 2);
-    let _guard = common::rng_lock();
-    let a = to_f64(model.forward(input.clone()));
-    let b = to_f64(model.forward(input.clone()));
+    // The forward passes draw dropout masks from the device generator.
+    let (a, b, c, d, model) = valor_bert::with_device_rng(|| {
+        let a = to_f64(model.forward(input.clone()));
+        let b = to_f64(model.forward(input.clone()));
+        let ad = plain.clone().autodiff();
+        let model = model.fork(&ad);
+        let (input_ad, _, _) = small_batch(&ad);
+        let c = to_f64(model.forward(input_ad.clone()));
+        let d = to_f64(model.forward(input_ad));
+        (a, b, c, d, model)
+    });
     assert_eq!(max_abs_diff(&a, &b), 0.0, "no dropout on a plain device");
-
-    let ad = plain.clone().autodiff();
-    let model = model.fork(&ad);
-    let (input_ad, _, _) = small_batch(&ad);
-    let c = to_f64(model.forward(input_ad.clone()));
-    let d = to_f64(model.forward(input_ad));
     assert!(
         max_abs_diff(&c, &d) > 0.0,
         "dropout draws differ while training"

@@ -2,10 +2,10 @@
 //! its `make_fixture.py` (transformers `BertForSequenceClassification`,
 //! fp32, CPU), tolerances from its `meta.json`.
 
-use valor_bert::{ForwardOptions, LoadOptions, load_hf};
+use valor_bert::{ForwardOptions, LoadOptions};
 use valor_testkit::{Tolerance, assert_all_close, shared_dir};
 
-use crate::common::{self, fixture, meta, minilm, read_tensor, reference_input};
+use crate::common::{self, fixture, load_hf, meta, minilm, read_tensor, reference_input};
 
 fn tolerance(meta: &serde_json::Value, key: &str) -> Tolerance {
     Tolerance::abs(
@@ -15,11 +15,9 @@ fn tolerance(meta: &serde_json::Value, key: &str) -> Tolerance {
     )
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn minilm_forward_matches_transformers() {
-    let Some(shared) = shared_dir("minilm_forward_matches_transformers") else {
-        return;
-    };
+    let shared = shared_dir();
     let meta = meta(&shared);
     let device = common::device();
     let options = LoadOptions {

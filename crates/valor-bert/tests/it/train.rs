@@ -10,10 +10,10 @@ use valor_bert::burn::module::{Module, ModuleVisitor, Param};
 use valor_bert::burn::optim::GradientsParams;
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
-use valor_bert::{AdamW, AdamWConfig, DecayMask, LoadOptions, cross_entropy, load_hf};
+use valor_bert::{AdamW, AdamWConfig, DecayMask, LoadOptions, cross_entropy};
 use valor_testkit::{Tolerance, assert_all_close, assert_close, shared_dir};
 
-use crate::common::{self, fixture, meta, minilm, read_tensor, reference_input};
+use crate::common::{self, fixture, load_hf, meta, minilm, read_tensor, reference_input};
 
 /// √(Σ‖g‖²) over every parameter's gradient, in f64 as the fixture does.
 fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
@@ -34,11 +34,9 @@ fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
     n.sum.sqrt()
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn five_adamw_steps_match_pytorch() {
-    let Some(shared) = shared_dir("five_adamw_steps_match_pytorch") else {
-        return;
-    };
+    let shared = shared_dir();
     let meta = meta(&shared);
     let train = &meta["train"];
     let plain = common::device();

@@ -28,13 +28,9 @@ fn spec<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no spec {name}"))
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn adult_through_the_cli_matches_fairlearn_and_aif360() {
-    let Some(shared) =
-        valor_testkit::shared_dir("adult_through_the_cli_matches_fairlearn_and_aif360")
-    else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let dir = shared.join("fixtures/fairness");
     let preds = dir.join("adult_predictions.csv");
     let (code, stdout, stderr) = valor(&[
@@ -131,13 +127,9 @@ fn adult_through_the_cli_matches_fairlearn_and_aif360() {
     assert!(m >= 20, "compared {m} AIF360 numbers");
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn thresholds_gate_with_exit_code_1_and_reports_are_written() {
-    let Some(shared) =
-        valor_testkit::shared_dir("thresholds_gate_with_exit_code_1_and_reports_are_written")
-    else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let preds = shared.join("fixtures/fairness/adult_predictions.csv");
     let out = tempfile::tempdir().unwrap();
     let html = out.path().join("audit.html");

@@ -202,11 +202,9 @@ fn predict_errors_name_the_problem() {
     assert!(stderr.contains("xlsx"), "{stderr}");
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn predict_on_minilm_matches_transformers() {
-    let Some(shared) = shared_dir("predict_on_minilm_matches_transformers") else {
-        return;
-    };
+    let shared = shared_dir();
     let fixture = shared.join("fixtures/hf-parity");
     let dir = tempfile::tempdir().unwrap();
     let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();

@@ -40,11 +40,9 @@ fn owned(v: &[(&str, usize)]) -> Vec<(String, usize)> {
     v.iter().map(|(s, n)| (s.to_string(), *n)).collect()
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn german_credit_counts() {
-    let Some(shared) = valor_testkit::shared_dir("german_credit_counts") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let d = load(
         Preset::GermanCredit,
         shared.join("datasets/german-credit/german.data"),
@@ -65,11 +63,9 @@ fn german_credit_counts() {
     assert!(!d.texts[0].contains("personal status") && !d.texts[0].contains("age:"));
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn adult_counts() {
-    let Some(shared) = valor_testkit::shared_dir("adult_counts") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let train = load(Preset::Adult, shared.join("datasets/adult/adult.data"));
     assert_eq!(train.len(), 32_561);
     assert_eq!(
@@ -97,11 +93,9 @@ fn adult_counts() {
     );
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn phrasebank_counts_every_level() {
-    let Some(shared) = valor_testkit::shared_dir("phrasebank_counts_every_level") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let dir = shared.join("datasets/financial-phrasebank");
     for (file, n, neutral, positive, negative) in [
         ("Sentences_50Agree.txt", 4846, 2879, 1363, 604),

@@ -16,11 +16,9 @@ fn i64_tensor(st: &SafeTensors, name: &str) -> (Vec<i64>, Vec<usize>) {
     (v, t.shape().to_vec())
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn encodings_match_hf_transformers() {
-    let Some(shared) = valor_testkit::shared_dir("encodings_match_hf_transformers") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let fixture = shared.join("fixtures/hf-parity");
     let bytes = std::fs::read(fixture.join("reference.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();

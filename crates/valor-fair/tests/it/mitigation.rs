@@ -12,11 +12,9 @@ use crate::support::{Csv, check, fairness_dir, fixture};
 
 /// `Reweighing` on a privileged/unprivileged column reproduces AIF360's
 /// weights (`adult_aif360.json`, `ref_aif360.py`, 1e-9).
-#[test]
+#[valor_testkit::shared_test]
 fn reweighing_matches_aif360() {
-    let Some(shared) = valor_testkit::shared_dir("reweighing_matches_aif360") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let fx = fixture(&shared, "adult_aif360.json");
     let csv = Csv::read(&fairness_dir(&shared).join("adult_predictions.csv"));
     let labels = LabelSet::new(&["0", "1"]).unwrap();
@@ -86,13 +84,9 @@ fn realised(pred: &[bool], y: &[bool], g: &[String], grp: &str, label: Option<bo
     hit / n
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn threshold_optimizer_equalises_adult_selection_rates() {
-    let Some(shared) =
-        valor_testkit::shared_dir("threshold_optimizer_equalises_adult_selection_rates")
-    else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let (s, y, g) = adult(&shared);
     for constraint in [Constraint::DemographicParity, Constraint::EqualizedOdds] {
         let cfg = ThresholdOptimizerConfig {
@@ -134,11 +128,9 @@ fn threshold_optimizer_equalises_adult_selection_rates() {
     }
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn class_offsets_equalise_multiclass_shares() {
-    let Some(shared) = valor_testkit::shared_dir("class_offsets_equalise_multiclass_shares") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     // scores: one-hot of the fixture's predictions plus random jitter
     let csv = Csv::read(&fairness_dir(&shared).join("multiclass_predictions.csv"));
     let labels = LabelSet::infer(csv.col("y_true"), csv.col("y_pred")).unwrap();
@@ -216,11 +208,9 @@ fn counterfactual_pairs_report_flips_by_direction() {
 /// `tests/fixtures/adult_threshold_optimizer.json` from
 /// `tests/fixtures/ref_threshold_optimizer.py` (fairlearn 0.15, scikit-learn
 /// 1.9); tolerance 1e-9.
-#[test]
+#[valor_testkit::shared_test]
 fn threshold_optimizer_matches_fairlearn() {
-    let Some(shared) = valor_testkit::shared_dir("threshold_optimizer_matches_fairlearn") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/adult_threshold_optimizer.json");
     let fx: serde_json::Value =

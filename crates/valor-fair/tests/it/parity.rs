@@ -74,11 +74,9 @@ fn adult_report(shared: &std::path::Path, privileged: bool) -> AuditReport {
     audit(&input, &config).unwrap()
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn adult_matches_fairlearn() {
-    let Some(shared) = valor_testkit::shared_dir("adult_matches_fairlearn") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let fx = fixture(&shared, "adult_fairlearn.json");
     let report = adult_report(&shared, false);
     assert_eq!(report.rows, fx["rows"].as_u64().unwrap());
@@ -116,11 +114,9 @@ fn adult_matches_fairlearn() {
     assert_eq!(checked, 4);
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn adult_matches_aif360() {
-    let Some(shared) = valor_testkit::shared_dir("adult_matches_aif360") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let fx = fixture(&shared, "adult_aif360.json");
     let report = adult_report(&shared, true);
     for (attr, afx) in fx["attributes"].as_object().unwrap() {
@@ -168,11 +164,9 @@ fn adult_matches_aif360() {
     }
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn multiclass_matches_fairlearn() {
-    let Some(shared) = valor_testkit::shared_dir("multiclass_matches_fairlearn") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let fx = fixture(&shared, "multiclass_fairlearn.json");
     let csv = Csv::read(&fairness_dir(&shared).join("multiclass_predictions.csv"));
     let input = csv.input(None, false, &["gender", "age_band"]);

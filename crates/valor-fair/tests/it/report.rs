@@ -120,11 +120,9 @@ fn markdown_and_html_render_every_spec_safely() {
     assert_eq!(valor_fair::AuditReport::from_json(&again).unwrap(), r);
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn declared_thresholds_gate_the_exit_code() {
-    let Some(shared) = valor_testkit::shared_dir("declared_thresholds_gate_the_exit_code") else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let csv = Csv::read(&fairness_dir(&shared).join("adult_predictions.csv"));
     let input = csv.input(None, true, &["sex", "race"]);
     let mut c = AuditConfig::default().privilege("sex", "Male");

@@ -7,12 +7,9 @@ use valor_fair::{
 
 use crate::support::{Csv, fairness_dir};
 
-#[test]
+#[valor_testkit::shared_test]
 fn counts_fed_in_batches_give_the_audit_numbers() {
-    let Some(shared) = valor_testkit::shared_dir("counts_fed_in_batches_give_the_audit_numbers")
-    else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let csv = Csv::read(&fairness_dir(&shared).join("adult_predictions.csv"));
     let labels = LabelSet::new(&["0", "1"]).unwrap();
     let t = labels.encode("y_true", csv.col("y_true")).unwrap();
@@ -46,13 +43,9 @@ fn counts_fed_in_batches_give_the_audit_numbers() {
     assert_eq!(streamed.reweighing, spec.reweighing);
 }
 
-#[test]
+#[valor_testkit::shared_test]
 fn monitor_flags_breaches_and_its_window_matches_an_audit() {
-    let Some(shared) =
-        valor_testkit::shared_dir("monitor_flags_breaches_and_its_window_matches_an_audit")
-    else {
-        return;
-    };
+    let shared = valor_testkit::shared_dir();
     let csv = Csv::read(&fairness_dir(&shared).join("adult_predictions.csv"));
     let labels = LabelSet::new(&["0", "1"]).unwrap();
     let mut config = AuditConfig::default().privilege("sex", "Male");

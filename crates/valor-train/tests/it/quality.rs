@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use valor_data::{Preset, SpecArgs};
-use valor_testkit::{shared_dir, slow_tests_enabled};
+use valor_testkit::shared_dir;
 use valor_train::{
     AUTO_FAIRNESS_LAMBDA, ModelSource, Silent, TrainConfig, TrainReport, Weighting, train,
 };
@@ -66,14 +66,9 @@ fn fairness_objective_halves_the_gap_and_keeps_fair_accuracy() {
     assert!(f.counterfactual_flip_rate.unwrap() < b.counterfactual_flip_rate.unwrap());
 }
 
-#[test]
+#[valor_testkit::shared_test(slow)]
 fn minilm_on_phrasebank_reaches_ninety_percent() {
-    let Some(shared) = shared_dir("minilm_on_phrasebank_reaches_ninety_percent") else {
-        return;
-    };
-    if !slow_tests_enabled("minilm_on_phrasebank_reaches_ninety_percent") {
-        return;
-    }
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let spec = valor_data::DatasetSpec::from_args(
         SpecArgs {
