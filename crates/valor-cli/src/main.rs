@@ -11,6 +11,8 @@ mod common;
 mod data;
 mod explain;
 mod keys;
+mod log;
+mod monitor;
 mod predict;
 mod remodel;
 mod serve;
@@ -63,6 +65,13 @@ enum Command {
     /// Create, list and revoke the API keys of `valor serve`.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Check a decision log: `valor log verify DIR` (exit 1 names the
+    /// first record that was changed, removed or reordered).
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Replay a decision log through the live monitor: fairness and drift
+    /// per window, as JSON or an HTML page.
+    Monitor(Box<monitor::MonitorArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -75,6 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Remodel(args) => remodel::run(*args),
         Command::Serve(args) => serve::run(*args),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
+        Command::Monitor(args) => monitor::run(*args),
     }
 }
 

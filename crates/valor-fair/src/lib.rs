@@ -109,7 +109,8 @@ pub use mitigation::threshold::{
 };
 pub use live::{
     DriftReport, FeedbackMatch, LIVE_SCHEMA, LiveConfig, LiveEvent, LiveMonitor, LiveReport,
-    Observation, OutcomeSpec, REFERENCE_SCHEMA, Reference, SelectionSpec, Window,
+    MonitorTimeline, Observation, OutcomeSpec, REFERENCE_SCHEMA, Reference, SelectionSpec,
+    TIMELINE_SCHEMA, Window,
 };
 pub use monitor::{MonitorEvent, MonitorEventKind, WindowMonitor};
 pub use report::{

@@ -957,3 +957,74 @@ impl LiveMonitor {
         })
     }
 }
+
+/// Schema of [`MonitorTimeline`].
+pub const TIMELINE_SCHEMA: &str = "valor.monitor.timeline/1";
+
+/// Windows of a replayed decision log (`valor monitor`): one
+/// [`LiveReport`] every `every` decisions, the events as they happened,
+/// and the last window in full (with its audits).
+#[derive(Clone, Debug, Serialize)]
+pub struct MonitorTimeline {
+    /// [`TIMELINE_SCHEMA`].
+    pub schema: String,
+    /// Where the decisions came from (the log folder).
+    pub source: String,
+    pub window: Window,
+    /// A window was reported every this many decisions.
+    pub every: u64,
+    /// Decisions and feedback records replayed; feedback whose decision
+    /// had left the window (or was never logged).
+    pub decisions: u64,
+    pub feedback: u64,
+    pub feedback_not_in_window: u64,
+    /// Records skipped, by reason (refusals, records of other kinds).
+    pub skipped: OrderedMap<u64>,
+    /// The windows, without their audits.
+    pub windows: Vec<LiveReport>,
+    pub events: Vec<LiveEvent>,
+    /// The last window, with its audits.
+    pub last: Option<LiveReport>,
+}
+
+impl MonitorTimeline {
+    /// An empty timeline for `source`.
+    pub fn new(source: &str, window: Window, every: u64) -> Self {
+        Self {
+            schema: TIMELINE_SCHEMA.into(),
+            source: source.into(),
+            window,
+            every,
+            decisions: 0,
+            feedback: 0,
+            feedback_not_in_window: 0,
+            skipped: OrderedMap::new(),
+            windows: Vec::new(),
+            events: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// Adds a window (its audits are dropped from the series).
+    pub fn push_window(&mut self, mut report: LiveReport) {
+        report.selection_audit = None;
+        report.outcome_audit = None;
+        self.windows.push(report);
+    }
+
+    /// Counts a skipped record under `reason`.
+    pub fn skip(&mut self, reason: &str) {
+        match self.skipped.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => self.skipped.push(reason, 1),
+        }
+    }
+
+    /// Pretty JSON.
+    pub fn to_json_pretty(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Mismatch {
+            what: "timeline JSON".into(),
+            why: e.to_string(),
+        })
+    }
+}

@@ -2,6 +2,7 @@
 //! well on a terminal) and a self-contained HTML page with inline SVG plots.
 
 mod svg;
+mod timeline;
 
 use std::fmt::Write;
 use std::path::Path;
