@@ -164,10 +164,12 @@ mod tests {
             "valor-serve",
             "valor-cli",
         ] {
-            assert!(
-                !closure(&g, krate).contains("valor-testkit"),
-                "{krate} depends on valor-testkit"
-            );
+            for testkit in ["valor-testkit", "valor-testkit-macros"] {
+                assert!(
+                    !closure(&g, krate).contains(testkit),
+                    "{krate} depends on {testkit}"
+                );
+            }
         }
     }
 
@@ -180,6 +182,7 @@ mod tests {
             "valor-train",
             "valor-fair",
             "valor-testkit",
+            "valor-testkit-macros",
             "valor-fsio",
             "valor-serve",
             "valor-ledger",
