@@ -78,7 +78,7 @@ pub use loader::{
 pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
 pub use optim::{AdamW, AdamWConfig, DecayMask};
 pub use pooler::BertPooler;
-pub use save::{HfTensor, TOKENIZER_FILES, hf_tensors, save_hf};
+pub use save::{HfTensor, TOKENIZER_FILES, hf_tensors, is_model_file, save_hf};
 
 /// burn, re-exported so dependents use the same version and features.
 pub use burn;

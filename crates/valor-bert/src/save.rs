@@ -32,6 +32,16 @@ pub const TOKENIZER_FILES: &[&str] = &[
     "special_tokens_map.json",
 ];
 
+/// Whether `name` is a file of a model folder Valor writes or reads: the
+/// weights, `config.json`, the tokenizer files, and the `thresholds.json`
+/// of a remodelled model (a decision rule for these weights). Any other
+/// file in a model folder is the user's: a re-save keeps it, and
+/// `--overwrite` leaves it.
+pub fn is_model_file(name: &str) -> bool {
+    matches!(name, "model.safetensors" | "config.json" | "thresholds.json")
+        || TOKENIZER_FILES.contains(&name)
+}
+
 /// One parameter in HF layout, under its HF name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HfTensor {
@@ -117,6 +127,9 @@ impl ModuleVisitor for Collect {
 /// Writes `model` and `config` as an HF `BertForSequenceClassification`
 /// folder at `dir`, copying the tokenizer from `tokenizer_src` (a folder:
 /// the files of [`TOKENIZER_FILES`] it has; or a `tokenizer.json` file).
+/// The folder is made beside `dir` and renamed into place; the files of an
+/// earlier folder there that are not model files ([`is_model_file`]: a
+/// user's notes, say) are moved into the new one.
 pub fn save_hf(
     model: &BertForSequenceClassification,
     config: &BertConfig,
@@ -261,6 +274,30 @@ fn replace_dir(staged: &Path, dir: &Path) -> Result<()> {
         let _ = std::fs::rename(&old_path, dir);
         return Err(Error::io(dir, e));
     }
+    if let Err(e) = carry_user_files(&old_path, dir) {
+        // Keep the previous folder (and what was not moved) where it is.
+        let kept = old.keep();
+        return Err(Error::io(
+            dir,
+            std::io::Error::other(format!(
+                "the new model is in place, but moving the previous folder's other files failed ({e}); they are in {}",
+                kept.join("previous").display()
+            )),
+        ));
+    }
     drop(old);
+    Ok(())
+}
+
+/// Moves the entries of `old` that are not model files into `new`.
+fn carry_user_files(old: &Path, new: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(old)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().is_some_and(is_model_file) {
+            continue;
+        }
+        std::fs::rename(entry.path(), new.join(&name))?;
+    }
     Ok(())
 }

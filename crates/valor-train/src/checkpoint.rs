@@ -30,7 +30,8 @@ use crate::metrics::EvalMetrics;
 
 const MAGIC: &[u8; 9] = b"VALORCKPT";
 const VERSION: u32 = 1;
-const TEMP_PREFIX: &str = ".tmp-";
+/// Prefix of the temporary files Valor writes before renaming them.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
 /// The best epoch so far, by the selection metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +121,11 @@ pub struct Checkpoint {
 /// The file name of the checkpoint after `step` optimizer steps.
 pub fn checkpoint_name(step: u64) -> String {
     format!("step-{step:08}.ckpt")
+}
+
+/// Whether `name` is a checkpoint file's name ([`checkpoint_name`]).
+pub(crate) fn is_checkpoint_name(name: &str) -> bool {
+    step_of(name).is_some()
 }
 
 fn step_of(name: &str) -> Option<u64> {

@@ -69,6 +69,11 @@ pub enum Error {
         dir.display()
     )]
     RunExists { dir: PathBuf },
+    /// A folder that Valor would write into holds files Valor did not
+    /// write there (a `config.json` of something else, a user's files where
+    /// Valor must replace a folder); nothing was changed.
+    #[error("{}: {why}", dir.display())]
+    NotValorsFolder { dir: PathBuf, why: String },
     /// `--resume` found nothing to continue from.
     #[error("{}: nothing to resume: {message}", dir.display())]
     NothingToResume { dir: PathBuf, message: String },

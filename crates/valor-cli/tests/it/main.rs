@@ -8,6 +8,7 @@ mod explain;
 mod log;
 mod model_folder;
 mod monitor;
+mod overwrite;
 mod predict;
 mod remodel;
 mod serve;

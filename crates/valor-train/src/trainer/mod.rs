@@ -41,7 +41,8 @@ use std::path::Path;
 
 use valor_bert::{BertForSequenceClassification, LoadOptions, with_device_rng};
 
-pub use run_dir::{RunConfigFile, RunDir, read_run_config};
+pub use run_dir::{RUN_SCHEMA, RunConfigFile, RunDir, read_run_config};
+pub(crate) use run_dir::{remove_named, remove_run_files};
 
 use crate::checkpoint::{RngState, TrainState, clean_temp_files, latest_checkpoint};
 use crate::config::{ModelSource, TrainConfig};
@@ -51,7 +52,7 @@ use crate::report::TrainReport;
 use devices::resolve_devices;
 use model_state::{load_model_bytes, load_optimizer_bytes, new_optimizer};
 use prepare::{Context, prepare};
-use run_dir::{remove_run_files, truncate_metrics, write_json};
+use run_dir::{check_valor_run, truncate_metrics, write_json};
 use run_loop::run_loop;
 use step::mix;
 
@@ -80,7 +81,9 @@ impl Outcome {
 pub const GIT_COMMIT: &str = env!("VALOR_GIT_COMMIT");
 
 /// Trains a fresh run into `out_dir`. An existing run there is an error
-/// unless `overwrite` is set (then its files are replaced).
+/// unless `overwrite` is set (then the files it wrote are removed first,
+/// and only those); a folder whose `config.json` Valor did not write is
+/// always an error, and nothing in it changes.
 pub fn train(
     config: &TrainConfig,
     out_dir: &Path,
@@ -90,6 +93,7 @@ pub fn train(
     config.validate()?;
     resolve_devices(config)?;
     let run = RunDir::new(out_dir);
+    check_valor_run(&run)?;
     if run.holds_run() {
         if !overwrite {
             return Err(Error::RunExists {
@@ -103,10 +107,7 @@ pub fn train(
     let model = initial_model(&ctx, observer)?;
     write_json(
         &ctx.run.config(),
-        &RunConfigFile {
-            config: ctx.config.clone(),
-            provenance: ctx.provenance.clone(),
-        },
+        &RunConfigFile::new(ctx.config.clone(), ctx.provenance.clone()),
     )?;
     std::fs::File::create(ctx.run.metrics()).map_err(|e| Error::io(ctx.run.metrics(), e))?;
     let optim = new_optimizer(&ctx.config, &model);
