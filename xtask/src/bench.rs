@@ -35,6 +35,7 @@
 
 mod peers;
 mod report;
+mod serve;
 mod sys;
 mod valor;
 mod workloads;
@@ -61,6 +62,10 @@ const DEFAULT_MAX_WAIT_S: f64 = 120.0;
 struct Options {
     quick: bool,
     no_peers: bool,
+    /// Run the serving comparison (`--filter serve`, or a full run).
+    serve: bool,
+    /// `--filter serve` alone: no criterion workload.
+    only_serve: bool,
     filters: Vec<String>,
     backend: String,
 }
@@ -77,6 +82,10 @@ fn parse(args: &[String]) -> Result<Options> {
             None => bail!("--filter needs a workload name (or part of one)"),
         }
     }
+    let serve_filtered = filters.iter().any(|f| f == "serve");
+    filters.retain(|f| f != "serve");
+    let serve = serve_filtered || (filters.is_empty() && !quick);
+    let only_serve = serve_filtered && filters.is_empty();
     let backend = take_flag_value(&mut args, "--backend").unwrap_or_else(|| "cpu".into());
     if !["cpu", "wgpu", "cuda"].contains(&backend.as_str()) {
         bail!("--backend {backend}: expected cpu, wgpu or cuda");
@@ -90,6 +99,8 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(Options {
         quick,
         no_peers,
+        serve,
+        only_serve,
         filters,
         backend,
     })
@@ -109,7 +120,11 @@ pub fn run(args: &[String]) -> Result<()> {
         .with_context(|| format!("creating {}", ctx.data_dir.display()))?;
 
     let all = workloads(&ctx);
-    let selected = select(&all, &opts)?;
+    let selected = if opts.only_serve {
+        Vec::new()
+    } else {
+        select(&all, &opts)?
+    };
     if ctx.shared.is_none() {
         eprintln!(
             "[bench] ../shared not found and VALOR_SHARED_DIR unset: MiniLM and tokenizer workloads will be skipped"
@@ -117,7 +132,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let executables = build(&selected, &opts.backend)?;
-    let peers_wanted = !opts.no_peers && selected.iter().any(|w| !w.peers.is_empty());
+    let peers_wanted =
+        !opts.no_peers && (opts.serve || selected.iter().any(|w| !w.peers.is_empty()));
     let python = if !peers_wanted {
         Err("peers not requested (--no-peers)".to_string())
     } else {
@@ -173,6 +189,18 @@ pub fn run(args: &[String]) -> Result<()> {
         rows.push(row);
     }
 
+    let serving = match (&ctx.shared, opts.serve) {
+        (_, false) => Value::Null,
+        (None, true) => json!({"error": "../shared not found: the serving bench needs MiniLM"}),
+        (Some(shared), true) => {
+            let py = python.as_deref().map_err(String::as_str);
+            serve::run(shared, &ctx.data_dir, py, opts.quick).unwrap_or_else(|e| {
+                eprintln!("[bench] serve failed: {e:#}");
+                json!({"error": format!("{e:#}")})
+            })
+        }
+    };
+
     let commit = git_commit();
     let report = json!({
         "schema": "valor.bench/2",
@@ -191,6 +219,7 @@ pub fn run(args: &[String]) -> Result<()> {
         },
         "matmul_peak_gflop_per_s": peak_flops.map(|x| round(x, 1)),
         "results": rows,
+        "serving": serving,
         "pending": PENDING.iter().map(|(n, why)| json!({"workload": n, "why": why})).collect::<Vec<_>>(),
         "peer_runs": peer_runs.iter().map(|(k, v)| (k.clone(), match v {
             Ok((line, obs)) => json!({"output": line, "process": obs.to_json()}),
@@ -282,4 +311,3 @@ fn shared_dir() -> Option<PathBuf> {
         .filter(|p| p.is_dir())
         .and_then(|p| p.canonicalize().ok())
 }
-

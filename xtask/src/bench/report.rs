@@ -126,15 +126,14 @@ fn markdown(r: &Value) -> String {
     }
     md += "\nWorkloads:\n\n";
     for row in r["results"].as_array().into_iter().flatten() {
-        let input = match (row["input"]["file"].as_str(), row["input"]["bytes"].as_f64()) {
+        let input = match (
+            row["input"]["file"].as_str(),
+            row["input"]["bytes"].as_f64(),
+        ) {
             (Some(f), Some(b)) => format!(" (input `{f}`, {:.1} MB)", b / 1e6),
             _ => String::new(),
         };
-        md += &format!(
-            "- `{}`: {}{input}\n",
-            s(&row["workload"]),
-            s(&row["what"])
-        );
+        md += &format!("- `{}`: {}{input}\n", s(&row["workload"]), s(&row["what"]));
     }
     if !notes.is_empty() {
         md += "\nNotes:\n\n";
@@ -149,6 +148,9 @@ fn markdown(r: &Value) -> String {
             md += &format!("- `{}`: {}\n", s(&p["workload"]), s(&p["why"]));
         }
     }
+    if !r["serving"].is_null() {
+        md += &super::serve::markdown(&r["serving"]);
+    }
     md
 }
 
@@ -161,7 +163,11 @@ fn table_row(name: &str, row: &Value, peer: &Value, notes: &mut Vec<String>) -> 
     let throughput = if row["valor_per_s"].is_null() {
         dash()
     } else {
-        format!("{} · {} {unit}/s", num(&row["valor_per_s"]), num(&peer["per_s"]))
+        format!(
+            "{} · {} {unit}/s",
+            num(&row["valor_per_s"]),
+            num(&peer["per_s"])
+        )
     };
     let gflops = if row["valor_gflop_per_s"].is_null() {
         dash()
