@@ -67,6 +67,9 @@ pub struct MonitorArgs {
     /// this.
     #[arg(long, value_name = "X")]
     pub max_eo_difference: Option<f64>,
+    /// Drift events are checked every N decisions (the server's default).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub drift_every: u64,
     /// Outcome metrics are checked once a window holds this many decisions
     /// with feedback.
     #[arg(long, value_name = "N", default_value_t = 30)]
@@ -154,6 +157,7 @@ fn live_config(a: &MonitorArgs, labels: Vec<String>, groups: Vec<String>) -> Res
     }
     config.min_feedback_rows = a.min_feedback;
     config.check_every = 1;
+    config.drift_every = a.drift_every;
     let mut audit = AuditConfig::default();
     audit.positive_label = a.positive.clone();
     for p in &a.privileged {
