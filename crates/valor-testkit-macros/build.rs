@@ -1,7 +1,7 @@
 //! Decides, when the tests are built, which of them can run here.
 //!
-//! The shared folder is `VALOR_SHARED_DIR` when set, else `../shared` beside
-//! the workspace root. When it is missing (and `VALOR_SHARED_DIR` is unset
+//! The shared folder is `VALOR_SHARED_DIR` when set (a relative path is taken
+//! from the workspace root), else `../shared` beside the workspace root. When it is missing (and `VALOR_SHARED_DIR` is unset
 //! and `CI` is not set), the crate is built with `cfg(valor_no_shared)`, and
 //! `#[shared_test]` marks its tests ignored; under `CI` a missing folder
 //! is not a reason to ignore anything, so those tests run and fail.
@@ -32,7 +32,9 @@ fn main() {
         .and_then(Path::parent)
         .expect("the crate sits in <root>/crates/");
     let default = root.parent().unwrap_or(root).join("shared");
-    let dir = explicit.clone().unwrap_or(default);
+    // A relative VALOR_SHARED_DIR (the README's `../shared`) is taken from the
+    // workspace root, where cargo is run, not from this crate's folder.
+    let dir = explicit.as_ref().map_or(default, |d| root.join(d));
     let dir = dir.canonicalize().unwrap_or(dir);
 
     // An explicit folder or CI never ignores: a missing folder fails there.

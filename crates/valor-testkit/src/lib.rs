@@ -6,8 +6,9 @@
 //! shared folder (datasets, models, fixtures); and the attributes that stand
 //! in for `#[test]` on tests that cannot always run:
 //! - [`shared_test`]: the test reads [`shared_dir`]. The folder is
-//!   `VALOR_SHARED_DIR` when set, else `../shared` beside the workspace
-//!   root. When neither exists at build time the test is marked
+//!   `VALOR_SHARED_DIR` when set (relative: from the workspace root), else
+//!   `../shared` beside the workspace root. When neither exists at build
+//!   time the test is marked
 //!   `#[ignore = "needs the shared folder …"]`, so `cargo test` counts it
 //!   as ignored, not passed. With `CI` set (or `VALOR_SHARED_DIR` set
 //!   explicitly) nothing is ignored: a missing folder fails the test.
@@ -37,7 +38,10 @@ const BUILD_TIME_SHARED_DIR: &str = valor_testkit_macros::build_time_shared_dir!
 const BUILD_TIME_CI: bool = valor_testkit_macros::build_time_ci!();
 
 /// The shared folder, for a test marked [`shared_test`]: `VALOR_SHARED_DIR`
-/// when set, else `../shared` beside the workspace root.
+/// (a relative path taken from the workspace root), else `../shared` beside
+/// the workspace root, as resolved when the tests were built (cargo rebuilds
+/// them when `VALOR_SHARED_DIR` changes), so it is the folder the
+/// `#[shared_test]` decision looked at.
 ///
 /// Panics, naming the folder, when it does not exist: a test that reaches
 /// this without the folder was asked to run (CI, `--ignored`, or an
@@ -51,10 +55,7 @@ const BUILD_TIME_CI: bool = valor_testkit_macros::build_time_ci!();
 /// ```
 #[track_caller]
 pub fn shared_dir() -> PathBuf {
-    let dir = match std::env::var_os(SHARED_DIR_ENV) {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(BUILD_TIME_SHARED_DIR),
-    };
+    let dir = PathBuf::from(BUILD_TIME_SHARED_DIR);
     assert!(
         dir.is_dir(),
         "the shared folder {} does not exist{}: put the shared datasets, models and fixtures \
