@@ -5,7 +5,8 @@
 //! and `CI` is not set), the crate is built with `cfg(valor_no_shared)`, and
 //! `#[shared_test]` marks its tests ignored; under `CI` a missing folder
 //! is not a reason to ignore anything, so those tests run and fail.
-//! `VALOR_SLOW_TESTS=1` gives `cfg(valor_slow_tests)`. Cargo reruns this
+//! `VALOR_SLOW_TESTS=1` gives `cfg(valor_slow_tests)`, and
+//! `VALOR_TEST_BACKEND=wgpu` `cfg(valor_test_backend_wgpu)`. Cargo reruns this
 //! script when any of those variables changes; a `../shared` that appears
 //! after a build is seen once one of them changes or this crate is rebuilt.
 
@@ -20,10 +21,15 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(valor_no_shared)");
     println!("cargo::rustc-check-cfg=cfg(valor_slow_tests)");
+    println!("cargo::rustc-check-cfg=cfg(valor_test_backend_wgpu)");
 
     let explicit = env("VALOR_SHARED_DIR").map(PathBuf::from);
     let ci = env("CI").is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"));
     let slow = env("VALOR_SLOW_TESTS").is_some_and(|v| v == "1");
+    // The model tests' backend (valor-bert's `Backend::from_env`: `wgpu` or
+    // its alias `gpu`, any case).
+    let wgpu = env("VALOR_TEST_BACKEND")
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "wgpu" | "gpu"));
 
     // crates/valor-testkit-macros → the workspace root → its sibling `shared`.
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -43,6 +49,9 @@ fn main() {
     }
     if slow {
         println!("cargo::rustc-cfg=valor_slow_tests");
+    }
+    if wgpu {
+        println!("cargo::rustc-cfg=valor_test_backend_wgpu");
     }
     let dir = dir.to_str().expect("the shared folder's path is UTF-8");
     println!("cargo::rustc-env=VALOR_TESTKIT_SHARED_DIR={dir}");

@@ -1,13 +1,16 @@
 //! The test attributes of `valor-testkit` (re-exported there; use them as
-//! `#[valor_testkit::shared_test]`, `#[valor_testkit::slow_test]`).
+//! `#[valor_testkit::shared_test]`, `#[valor_testkit::slow_test]`,
+//! `#[valor_testkit::not_wgpu_test]`).
 //!
 //! Owns: the decision, made when the tests are built (see `build.rs`),
-//! whether a test that needs the shared folder or is slow can run here.
-//! Each attribute stands in for `#[test]` and adds `#[ignore = "why"]`
-//! when the test cannot run, so `cargo test`'s summary counts it as
-//! ignored, never as passed; `cargo test -- --ignored` still runs it.
+//! whether a test that needs the shared folder, is slow, or is too slow for
+//! wgpu on a software Vulkan driver can run here. Each attribute stands in
+//! for `#[test]` and adds `#[ignore = "why"]` when the test cannot run, so
+//! `cargo test`'s summary counts it as ignored, never as passed;
+//! `cargo test -- --ignored` still runs it.
 //!
-//! Does not know about: any Valor crate, what the tests check.
+//! Does not know about: any Valor crate (only the names and values of the
+//! test environment variables), what the tests check.
 
 use proc_macro::{TokenStream, TokenTree};
 
@@ -18,44 +21,99 @@ const NO_SHARED: &str = concat!(
 );
 /// Why a slow test is ignored.
 const NOT_SLOW: &str = "slow: runs with VALOR_SLOW_TESTS=1";
+/// Why a CPU-only test is ignored on wgpu.
+const ON_WGPU: &str = "too slow on wgpu over lavapipe (VALOR_TEST_BACKEND=wgpu): runs on the CPU";
+
+/// What a test needs besides its code.
+#[derive(Default)]
+struct Needs {
+    shared: bool,
+    slow: bool,
+    not_wgpu: bool,
+}
+
+impl Needs {
+    /// Reads the attribute's arguments: a comma-separated subset of `allowed`.
+    fn parse(
+        mut self,
+        attr: &TokenStream,
+        name: &str,
+        allowed: &[&str],
+    ) -> Result<Self, TokenStream> {
+        let text = attr.to_string();
+        for arg in text.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match arg {
+                "slow" if allowed.contains(&arg) => self.slow = true,
+                "not_wgpu" if allowed.contains(&arg) => self.not_wgpu = true,
+                _ => {
+                    return Err(compile_error(&format!(
+                        "#[{name}] takes a list of {allowed:?}, not `{arg}`"
+                    )));
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// `#[test]`, and `#[ignore = "why"]` when one of the needs is not met.
+    fn test(&self, item: TokenStream) -> TokenStream {
+        let mut why = Vec::new();
+        if self.shared && cfg!(valor_no_shared) {
+            why.push(NO_SHARED);
+        }
+        if self.slow && !cfg!(valor_slow_tests) {
+            why.push(NOT_SLOW);
+        }
+        if self.not_wgpu && cfg!(valor_test_backend_wgpu) {
+            why.push(ON_WGPU);
+        }
+        test(&why, item)
+    }
+}
 
 /// `#[test]` for a test that reads the shared folder
 /// (`valor_testkit::shared_dir()`): ignored when the folder was missing
-/// at build time (outside CI). `#[shared_test(slow)]` is also a slow test.
+/// at build time (outside CI). Arguments: `slow` (also a slow test),
+/// `not_wgpu` (also ignored when `VALOR_TEST_BACKEND=wgpu`).
 #[proc_macro_attribute]
 pub fn shared_test(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let slow = match attr.to_string().trim() {
-        "" => false,
-        "slow" => true,
-        other => {
-            return compile_error(&format!(
-                "#[shared_test] takes `slow` or nothing, not `{other}`"
-            ));
-        }
+    let needs = Needs {
+        shared: true,
+        ..Needs::default()
     };
-    let mut why = Vec::new();
-    if cfg!(valor_no_shared) {
-        why.push(NO_SHARED);
+    match needs.parse(&attr, "shared_test", &["slow", "not_wgpu"]) {
+        Ok(needs) => needs.test(item),
+        Err(e) => e,
     }
-    if slow && !cfg!(valor_slow_tests) {
-        why.push(NOT_SLOW);
-    }
-    test(&why, item)
 }
 
 /// `#[test]` for a slow test: ignored unless `VALOR_SLOW_TESTS=1` was set
 /// when the tests were built.
 #[proc_macro_attribute]
 pub fn slow_test(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return compile_error("#[slow_test] takes no arguments");
-    }
-    let why = if cfg!(valor_slow_tests) {
-        vec![]
-    } else {
-        vec![NOT_SLOW]
+    let needs = Needs {
+        slow: true,
+        ..Needs::default()
     };
-    test(&why, item)
+    match needs.parse(&attr, "slow_test", &[]) {
+        Ok(needs) => needs.test(item),
+        Err(e) => e,
+    }
+}
+
+/// `#[test]` for a test too slow for wgpu on a software Vulkan driver:
+/// ignored when the tests were built with `VALOR_TEST_BACKEND=wgpu` (or
+/// `gpu`), the backend the model tests then run on.
+#[proc_macro_attribute]
+pub fn not_wgpu_test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let needs = Needs {
+        not_wgpu: true,
+        ..Needs::default()
+    };
+    match needs.parse(&attr, "not_wgpu_test", &[]) {
+        Ok(needs) => needs.test(item),
+        Err(e) => e,
+    }
 }
 
 /// The shared folder as resolved at build time, a string literal.

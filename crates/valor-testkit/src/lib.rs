@@ -14,6 +14,9 @@
 //!   explicitly) nothing is ignored: a missing folder fails the test.
 //! - [`slow_test`] (and `#[shared_test(slow)]`): ignored unless
 //!   `VALOR_SLOW_TESTS=1` was set at build time.
+//! - [`not_wgpu_test`] (and `#[shared_test(not_wgpu)]`): ignored when the
+//!   tests were built with `VALOR_TEST_BACKEND=wgpu` (model tests that take
+//!   many minutes on a software Vulkan driver; they run on the CPU).
 //!
 //! The decision is made when the tests are built (valor-testkit-macros'
 //! `build.rs`; cargo rebuilds the tests when those variables change), so it
@@ -24,7 +27,7 @@
 
 use std::path::PathBuf;
 
-pub use valor_testkit_macros::{shared_test, slow_test};
+pub use valor_testkit_macros::{not_wgpu_test, shared_test, slow_test};
 
 /// Environment variable that points at the read-only `shared/` folder
 /// (datasets, models, fixtures); `../shared` beside the workspace when unset.

@@ -15,22 +15,6 @@ pub fn device() -> Device {
     valor_bert::device(backend).unwrap_or_else(|e| panic!("test backend unavailable: {e}"))
 }
 
-/// Skips `test` on wgpu, printing `SKIPPED <test> on wgpu: <reason>`.
-///
-/// CI runs the wgpu tests on Mesa's lavapipe (software Vulkan on the CPU, an
-/// order of magnitude slower than the flex backend), so tests that are many
-/// hundreds of forward/backward passes run on the CPU only. The HF parity
-/// tests (forward and the five AdamW steps) never use this.
-#[allow(clippy::print_stderr)] // the backend is chosen at run time, so this skip cannot be an #[ignore]
-pub fn skip_on_wgpu(test: &str, reason: &str) -> bool {
-    let backend = Backend::from_env().expect("VALOR_TEST_BACKEND must name a backend");
-    let skip = backend == Backend::Wgpu;
-    if skip {
-        eprintln!("SKIPPED {test} on wgpu: {reason}");
-    }
-    skip
-}
-
 /// `shared/models/all-MiniLM-L6-v2`.
 pub fn minilm(shared: &Path) -> PathBuf {
     shared.join("models/all-MiniLM-L6-v2")

@@ -160,36 +160,23 @@ fn check_against_captum(which: Sentences) {
     );
 }
 
-#[valor_testkit::shared_test]
+// The tests marked not_wgpu are ignored when built for VALOR_TEST_BACKEND=wgpu:
+// CI runs wgpu on Mesa's lavapipe (software Vulkan on the CPU, an order of
+// magnitude slower than flex), where their hundreds of MiniLM forward and
+// backward passes take many minutes; they run on the CPU.
+
+#[valor_testkit::shared_test(not_wgpu)]
 fn integrated_gradients_match_captum() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_match_captum",
-        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
-    ) {
-        return;
-    }
     check_against_captum(Sentences::Short);
 }
 
-#[valor_testkit::shared_test(slow)]
+#[valor_testkit::shared_test(slow, not_wgpu)]
 fn integrated_gradients_match_captum_on_long_sentences() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_match_captum_on_long_sentences",
-        "300 MiniLM forward/backward steps per sentence take many minutes on lavapipe",
-    ) {
-        return;
-    }
     check_against_captum(Sentences::Long);
 }
 
-#[test]
+#[valor_testkit::not_wgpu_test]
 fn completeness_holds_for_every_rule_on_a_small_model() {
-    if common::skip_on_wgpu(
-        "completeness_holds_for_every_rule_on_a_small_model",
-        "about 650 steps of the small model take ~3 minutes on lavapipe",
-    ) {
-        return;
-    }
     let device = common::device().autodiff();
     let config = small_config();
     let model = small_model(&config, &device, 5).freeze();
@@ -436,25 +423,13 @@ fn beat_random(which: &[Sentences]) {
     assert!(report.score > 0.0, "{report:#?}");
 }
 
-#[valor_testkit::shared_test]
+#[valor_testkit::shared_test(not_wgpu)]
 fn integrated_gradients_beat_random_on_minilm() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_beat_random_on_minilm",
-        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
-    ) {
-        return;
-    }
     beat_random(&[Sentences::Short]);
 }
 
-#[valor_testkit::shared_test(slow)]
+#[valor_testkit::shared_test(slow, not_wgpu)]
 fn integrated_gradients_beat_random_on_every_minilm_sentence() {
-    if common::skip_on_wgpu(
-        "integrated_gradients_beat_random_on_every_minilm_sentence",
-        "integrated gradients and ERASER on MiniLM take many minutes on lavapipe",
-    ) {
-        return;
-    }
     beat_random(&[Sentences::Short, Sentences::Long]);
 }
 
@@ -467,14 +442,8 @@ fn integrated_gradients_beat_random_on_every_minilm_sentence() {
 /// JSON's `tolerances.abs` (2e-7) on every score; Valor pads each batch
 /// where the script runs every variant alone, so the probabilities differ
 /// by float rounding only (measured: 3.2e-8 at worst).
-#[valor_testkit::shared_test]
+#[valor_testkit::shared_test(not_wgpu)]
 fn faithfulness_matches_transformers() {
-    if common::skip_on_wgpu(
-        "faithfulness_matches_transformers",
-        "about 300 MiniLM forward passes take minutes on lavapipe",
-    ) {
-        return;
-    }
     let shared = shared_dir();
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eraser/eraser.json");
