@@ -42,6 +42,9 @@ pub enum Error {
     /// The decision log (`--log-dir`) cannot be opened.
     #[error("the decision log: {0}")]
     Log(String),
+    /// The live monitor cannot be set up (`--reference`, thresholds).
+    #[error("{0}")]
+    Monitor(String),
     /// The TLS certificate or key cannot be used.
     #[error("{}: {message}", path.display())]
     Tls { path: PathBuf, message: String },

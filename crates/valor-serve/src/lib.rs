@@ -28,10 +28,12 @@ mod error;
 pub mod keys;
 pub mod log;
 pub mod metrics;
+pub mod monitor;
 pub mod routes;
 pub mod server;
 mod tls;
 
 pub use error::{Error, Result};
 pub use keys::{KeyRecord, KeyStore, KeysFile, NewKey, Scope};
+pub use monitor::MonitorSettings;
 pub use server::{ServeConfig, Server};

@@ -34,6 +34,28 @@ pub const DROPPED: &str = "valor_dropped_requests_total";
 pub const DECISIONS: &str = "valor_decisions_total";
 /// Feedback outcomes received.
 pub const FEEDBACK: &str = "valor_feedback_total";
+/// Decisions in the live monitor's window.
+pub const WINDOW_ROWS: &str = "valor_window_decisions";
+/// Of those, decisions whose outcome came back.
+pub const WINDOW_FEEDBACK_ROWS: &str = "valor_window_feedback_decisions";
+/// Fairness thresholds breached now.
+pub const BREACHED: &str = "valor_fairness_breached";
+/// fairlearn's demographic-parity difference of the window, by `spec`.
+pub const DP_DIFFERENCE: &str = "valor_demographic_parity_difference";
+/// fairlearn's demographic-parity ratio of the window, by `spec`.
+pub const DP_RATIO: &str = "valor_demographic_parity_ratio";
+/// AIF360's disparate impact of the window, by `spec`.
+pub const DISPARATE_IMPACT: &str = "valor_disparate_impact";
+/// fairlearn's equalized-odds difference of the decisions with feedback.
+pub const EO_DIFFERENCE: &str = "valor_equalized_odds_difference";
+/// Accuracy of the decisions with feedback, by `spec`.
+pub const ACCURACY: &str = "valor_feedback_accuracy";
+/// Features that drift from the reference.
+pub const DRIFTED_FEATURES: &str = "valor_drifted_features";
+/// Each feature's drift score (p-value or distance), by `feature`.
+pub const DRIFT_SCORE: &str = "valor_drift_score";
+/// Breaches starting (`kind="breached"`) and ending (`recovered`).
+pub const FAIRNESS_EVENTS: &str = "valor_fairness_events_total";
 /// Whether the model is loaded (1) or not (0).
 pub const READY: &str = "valor_ready";
 
@@ -81,4 +103,36 @@ fn describe() {
         READY,
         "1 when the model is loaded and the server is not draining."
     );
+    describe_gauge!(WINDOW_ROWS, "Decisions in the live monitor's window.");
+    describe_gauge!(
+        WINDOW_FEEDBACK_ROWS,
+        "Decisions of the window whose outcome came back."
+    );
+    describe_gauge!(BREACHED, "Fairness thresholds breached now.");
+    describe_gauge!(
+        DP_DIFFERENCE,
+        "Demographic-parity difference of the window (fairlearn), by spec."
+    );
+    describe_gauge!(
+        DP_RATIO,
+        "Demographic-parity ratio of the window (fairlearn), by spec."
+    );
+    describe_gauge!(
+        DISPARATE_IMPACT,
+        "Disparate impact of the window (AIF360), by spec."
+    );
+    describe_gauge!(
+        EO_DIFFERENCE,
+        "Equalized-odds difference of the decisions with feedback, by spec."
+    );
+    describe_gauge!(
+        ACCURACY,
+        "Accuracy of the decisions with feedback, by spec."
+    );
+    describe_gauge!(DRIFTED_FEATURES, "Features that drift from the reference.");
+    describe_gauge!(
+        DRIFT_SCORE,
+        "Drift score per feature (p-value or distance)."
+    );
+    describe_counter!(FAIRNESS_EVENTS, "Fairness breaches starting and ending.");
 }

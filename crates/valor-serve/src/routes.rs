@@ -69,6 +69,9 @@ pub struct App {
     pub model_id: String,
     pub max_batch_tokens: usize,
     pub ig_steps: usize,
+    /// The live monitor, once the model is loaded (none without group
+    /// attributes).
+    pub monitor: std::sync::OnceLock<crate::monitor::Monitor>,
 }
 
 /// The last decisions, so that `/feedback` can find what was decided.
@@ -157,6 +160,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/predict", post(predict))
         .route("/decide", post(decide))
         .route("/feedback", post(feedback))
+        .route("/fairness", get(fairness))
         .route("/health", get(health))
         .route("/info", get(info))
         .route("/metrics", get(render_metrics))
@@ -542,6 +546,17 @@ async fn decide(
             )));
         }
     }
+    if let Some(m) = app.monitor.get() {
+        for (i, input) in body.inputs.iter().enumerate() {
+            if let Some(c) = m.columns().iter().find(|c| !input.groups.contains_key(*c)) {
+                return Err(ApiError::invalid(format!(
+                    "input {i}: no value for the group attribute `{c}`; the server monitors \
+                     fairness over {}, so each input carries \"groups\": {{…}} with each",
+                    m.columns().join(", ")
+                )));
+            }
+        }
+    }
     let rule = match &app.thresholds {
         None => RuleInput::Argmax,
         Some(t) => {
@@ -627,6 +642,13 @@ async fn decide(
             explanation,
         });
     }
+    if let Some(m) = app.monitor.get() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        m.observe(now, &logged);
+    }
     let mut response = Json(DecideResponse { decisions }).into_response();
     response.extensions_mut().insert(logged);
     Ok(response)
@@ -659,6 +681,9 @@ async fn feedback(
         )));
     };
     metrics::counter!(m::FEEDBACK).increment(1);
+    if let Some(monitor) = app.monitor.get() {
+        monitor.feedback(&body.id, &body.outcome);
+    }
     let mut response = Json(FeedbackResponse {
         id: body.id.clone(),
         outcome: body.outcome.clone(),
@@ -731,9 +756,28 @@ async fn info(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(get, path = "/fairness",
+    responses((status = 200, description = "The live window (schema valor.monitor.window/1): selection rates by group, demographic parity, equalized odds and accuracy from feedback, the valor.fair.audit/1 audits, drift against --reference, thresholds breached"),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = ["audit:read"])))]
+async fn fairness(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    app.model()?;
+    let Some(monitor) = app.monitor.get() else {
+        return Err(ApiError::invalid(
+            "no live monitor: start the server with --group NAME (or serve a model folder \
+             with thresholds.json) to monitor fairness over a group attribute",
+        ));
+    };
+    let report = monitor.report().map_err(ApiError::backend)?;
+    Ok(Json(report).into_response())
+}
+
 #[utoipa::path(get, path = "/metrics", responses((status = 200, body = String)),
     security(("api_key" = ["audit:read"])))]
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    if let Some(monitor) = app.monitor.get() {
+        monitor.publish();
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -761,7 +805,7 @@ async fn not_found(req: Request) -> ApiError {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "valor serve", description = "A Valor model folder over HTTP: TEI-compatible /predict, fair decisions with explanations, feedback, live fairness."),
-    paths(predict, decide, feedback, health, info, render_metrics),
+    paths(predict, decide, feedback, fairness, health, info, render_metrics),
     components(schemas(PredictRequest, Inputs, PredictResponse, LabelScore, DecideRequest,
         crate::api::DecideInput, DecideResponse, Decision, Explanation, WordAttribution,
         FeedbackRequest, FeedbackResponse, Health, ErrorBody)),

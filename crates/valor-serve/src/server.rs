@@ -7,17 +7,19 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, oneshot};
 use valor_bert::Backend;
+use valor_fair::Reference;
 use valor_train::ThresholdsFile;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::log::RequestLog;
+use crate::monitor::{Monitor, MonitorSettings, load_reference};
 use crate::routes::{App, DecisionCache, Limits, router};
 
 /// Everything `valor serve` was asked to do.
@@ -52,6 +54,9 @@ pub struct ServeConfig {
     pub log_inputs: bool,
     /// HTTPS certificate chain and private key (PEM), with the `tls` feature.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The live fairness and drift monitor (on when there are group
+    /// attributes to monitor).
+    pub monitor: MonitorSettings,
 }
 
 impl ServeConfig {
@@ -76,6 +81,7 @@ impl ServeConfig {
             log_dir: None,
             log_inputs: false,
             tls: None,
+            monitor: MonitorSettings::default(),
         }
     }
 
@@ -124,6 +130,7 @@ pub struct Server {
     keys: Option<KeyStore>,
     thresholds: Option<ThresholdsFile>,
     log: RequestLog,
+    reference: Option<Reference>,
 }
 
 impl Server {
@@ -143,6 +150,12 @@ impl Server {
             source,
         })?;
         listener.set_nonblocking(true)?;
+        let reference = config
+            .monitor
+            .reference
+            .as_deref()
+            .map(load_reference)
+            .transpose()?;
         let log = RequestLog::open(config.log_dir.as_deref(), config.log_inputs)?;
         Ok(Self {
             config,
@@ -150,6 +163,7 @@ impl Server {
             keys,
             thresholds,
             log,
+            reference,
         })
     }
 
@@ -180,6 +194,7 @@ impl Server {
             keys,
             thresholds,
             log,
+            reference,
         } = self;
         let (loaded_tx, loaded_rx) = oneshot::channel();
         let engine = Engine::start(
@@ -223,6 +238,7 @@ impl Server {
             model_id: config.model_dir.display().to_string(),
             max_batch_tokens: config.max_batch_tokens,
             ig_steps: config.ig_steps,
+            monitor: OnceLock::new(),
         });
         metrics::gauge!(crate::metrics::READY).set(0.0);
         let upkeep = {
@@ -247,6 +263,9 @@ impl Server {
             let mut int = signal(SignalKind::interrupt())?;
             let app = Arc::clone(&app);
             let load_failed = Arc::clone(&load_failed);
+            let monitor_settings = config.monitor.clone();
+            let model_dir = config.model_dir.clone();
+            let mut reference = reference;
             tokio::spawn(async move {
                 let mut loaded_rx = loaded_rx;
                 let mut ready = false;
@@ -254,12 +273,21 @@ impl Server {
                     tokio::select! {
                         r = &mut loaded_rx, if !ready => match r {
                             Ok(Ok(())) => {
-                                ready = true;
-                                tracing::info!("model loaded; serving");
-                                metrics::gauge!(crate::metrics::READY).set(1.0);
+                                match start_monitor(&app, &monitor_settings, reference.take()) {
+                                    Ok(()) => {
+                                        ready = true;
+                                        tracing::info!("model loaded; serving");
+                                        metrics::gauge!(crate::metrics::READY).set(1.0);
+                                    }
+                                    Err(e) => {
+                                        *load_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                        break;
+                                    }
+                                }
                             }
                             Ok(Err(e)) => {
-                                *load_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                *load_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(Error::Model { dir: model_dir.clone(), source: e });
                                 break;
                             }
                             Err(_) => break,
@@ -286,10 +314,7 @@ impl Server {
         app.engine.shutdown();
         app.log.close();
         if let Some(e) = load_failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(Error::Model {
-                dir: config.model_dir,
-                source: e,
-            });
+            return Err(e);
         }
         tracing::info!("drained; stopped");
         Ok(())
@@ -317,6 +342,37 @@ async fn reload_keys_on_hangup(app: Arc<App>, path: Option<PathBuf>) {
             Err(e) => tracing::error!("SIGHUP: kept the previous keys: {e}"),
         }
     }
+}
+
+/// Starts the live monitor once the model's labels are known; without
+/// group attributes there is nothing to monitor (and `/fairness` says so).
+fn start_monitor(
+    app: &App,
+    settings: &MonitorSettings,
+    reference: Option<Reference>,
+) -> Result<()> {
+    if app.group_attributes.is_empty() {
+        if settings.reference.is_some() || !settings.thresholds.is_empty() {
+            return Err(Error::Config {
+                flag: "--group",
+                message: "--reference and fairness limits need a group attribute to monitor \
+                          (--group NAME, or a model folder with thresholds.json)"
+                    .into(),
+            });
+        }
+        return Ok(());
+    }
+    let Some(info) = app.engine.info() else {
+        return Ok(());
+    };
+    let monitor = Monitor::new(
+        &info.labels,
+        app.group_attributes.clone(),
+        settings,
+        reference,
+    )?;
+    let _ = app.monitor.set(monitor);
+    Ok(())
 }
 
 fn random_prefix() -> String {

@@ -921,3 +921,206 @@ fn serve_logs_every_request_in_a_chain_that_verifies_after_sigkill() {
     assert!(after.ok(), "after the restart: {:?}", after.failure);
     assert!(after.records > report.records);
 }
+
+#[test]
+fn serve_drops_requests_whose_client_left_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let stderr = dir.path().join("serve.err");
+    let s = Served::start(&model, &["--ig-steps", "400"], &stderr);
+    let texts: Vec<Value> = TEXTS.iter().map(|t| json!({"text": t})).collect();
+    let slow = json!({"inputs": texts, "explain": true}).to_string();
+    let slow_request = |url: String, body: String| {
+        std::thread::spawn(move || {
+            answer(
+                agent()
+                    .post(&url)
+                    .content_type("application/json")
+                    .send(&body),
+            )
+        })
+    };
+    // A slow request occupies the model thread; one queued behind it whose
+    // client gives up after 50 ms is dropped, not computed.
+    let first = slow_request(s.url("/decide"), slow.clone());
+    std::thread::sleep(Duration::from_millis(50));
+    let impatient = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_millis(50)))
+        .build();
+    let gave_up = ureq::Agent::from(impatient)
+        .post(s.url("/predict"))
+        .content_type("application/json")
+        .send(r#"{"inputs": "the loan was approved"}"#);
+    assert!(gave_up.is_err(), "the 50 ms client gave up");
+    assert_eq!(first.join().unwrap().0, 200);
+    let started = Instant::now();
+    loop {
+        let (_, _, metrics) = s.get("/metrics", None);
+        if metrics.contains("valor_dropped_requests_total 1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no dropped request counted: {metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // SIGTERM while a request is in flight: it is answered, then the
+    // server exits 0.
+    let in_flight = slow_request(s.url("/decide"), slow);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(s.stop(), 0);
+    let (code, _, body) = in_flight.join().unwrap();
+    assert_eq!(code, 200, "the request in flight at SIGTERM: {body}");
+    assert!(read(&stderr).contains("draining"));
+}
+
+/// `valor audit --json` on a CSV of (true label, decided label, gender).
+fn audit_json(dir: &Path, name: &str, rows: &[(String, String, String)]) -> Value {
+    let path = dir.join(name);
+    let mut s = String::from("y_true,y_pred,gender\n");
+    for (t, p, g) in rows {
+        s.push_str(&format!("{t},{p},{g}\n"));
+    }
+    std::fs::write(&path, s).unwrap();
+    let (code, stdout, stderr) = valor(&[
+        "audit",
+        "--predictions",
+        path.to_str().unwrap(),
+        "--label-col",
+        "y_true",
+        "--pred-col",
+        "y_pred",
+        "--group",
+        "gender",
+        "--labels",
+        "deny,approve",
+        "--positive",
+        "approve",
+        "--json",
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    json_of(&stdout)
+}
+
+#[test]
+fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    // Class offsets that approve every `f` and deny every `m`: a
+    // demographic-parity difference of 1, whatever the tiny model says.
+    let offsets = valor_train::PostProcess::ClassOffsets(valor_fair::ClassOffsets {
+        schema: valor_fair::OFFSETS_SCHEMA.into(),
+        labels: vec!["deny".into(), "approve".into()],
+        constraint: valor_fair::OffsetConstraint::DemographicParity,
+        targets: vec![0.5, 0.5],
+        offsets: [("f", vec![0.0, 2.0]), ("m", vec![2.0, 0.0])]
+            .into_iter()
+            .map(|(g, o)| (g.to_string(), o))
+            .collect(),
+        achieved: valor_fair::OrderedMap::new(),
+    });
+    let file = valor_train::ThresholdsFile {
+        schema: valor_train::THRESHOLDS_SCHEMA.into(),
+        group_column: "gender".into(),
+        seed: 1,
+        post: offsets,
+    };
+    std::fs::write(
+        model.join(valor_train::THRESHOLDS_FILE),
+        serde_json::to_string(&file).unwrap(),
+    )
+    .unwrap();
+    let stderr = dir.path().join("serve.err");
+    let args = [
+        "--window",
+        "16",
+        "--min-feedback",
+        "4",
+        "--max-dp-difference",
+        "0.0",
+        "--no-explain",
+    ];
+    let s = Served::start(&model, &args, &stderr);
+    let gender = |i: usize| ["f", "m", "m"][i % 3];
+    let inputs: Vec<Value> = (0..16)
+        .map(|i| json!({"text": TEXTS[i % TEXTS.len()], "groups": {"gender": gender(i)}}))
+        .collect();
+    let missing = r#"{"inputs": [{"text": "a"}]}"#;
+    assert_error(
+        s.post("/decide", None, missing),
+        422,
+        "`gender`",
+        "monitored group",
+    );
+    let (code, _, body) = s.post("/decide", None, &json!({"inputs": inputs}).to_string());
+    assert_eq!(code, 200, "{body}");
+    let decisions = json_of(&body)["decisions"].as_array().unwrap().clone();
+    let (code, _, body) = s.get("/fairness", None);
+    assert_eq!(code, 200, "{body}");
+    let live = json_of(&body);
+    assert_eq!(live["rows"], 16);
+    assert_eq!(live["feedback_rows"], 0);
+
+    // The same numbers as `valor audit` on the decided rows.
+    let rows: Vec<(String, String, String)> = decisions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let l = d["label"].as_str().unwrap().to_string();
+            (l.clone(), l, gender(i).to_string())
+        })
+        .collect();
+    let offline = audit_json(dir.path(), "selection.csv", &rows);
+    let path = |v: &Value| v["specs"][0]["fairlearn"]["demographic_parity_difference"].clone();
+    assert!(path(&offline).is_number(), "{offline}");
+    assert_eq!(path(&live["selection_audit"]), path(&offline));
+    assert_eq!(
+        live["selection"][0]["demographic_parity_difference"],
+        path(&offline)
+    );
+    assert_eq!(live["selection_audit"]["schema"], "valor.fair.audit/1");
+
+    // Feedback turns on the outcome metrics: equalized odds as valor audit.
+    let mut with_truth = Vec::new();
+    for (i, d) in decisions.iter().enumerate().take(8) {
+        let outcome = if i % 2 == 0 { "approve" } else { "deny" };
+        let fb = json!({"id": d["decision_id"], "outcome": outcome}).to_string();
+        assert_eq!(s.post("/feedback", None, &fb).0, 200);
+        with_truth.push((outcome.to_string(), rows[i].1.clone(), rows[i].2.clone()));
+    }
+    let (_, _, body) = s.get("/fairness", None);
+    let live = json_of(&body);
+    assert_eq!(live["feedback_rows"], 8);
+    let offline = audit_json(dir.path(), "outcomes.csv", &with_truth);
+    let eo = |v: &Value| v["specs"][0]["fairlearn"]["equalized_odds_difference_worst_case"].clone();
+    assert!(eo(&offline).is_number(), "{offline}");
+    assert_eq!(eo(&live["outcome_audit"]), eo(&offline));
+    assert_eq!(
+        live["outcomes"][0]["equalized_odds_difference"],
+        eo(&offline)
+    );
+
+    // The gauges, and the breach of --max-dp-difference 0.
+    let (_, _, metrics) = s.get("/metrics", None);
+    assert!(
+        metrics.contains("valor_demographic_parity_difference{spec=\"gender\"}"),
+        "{metrics}"
+    );
+    assert_eq!(path(&live["selection_audit"]), json!(1.0));
+    let breached = live["breached"].as_array().unwrap();
+    assert!(
+        breached
+            .iter()
+            .any(|e| e["metric"] == "fairlearn.demographic_parity_difference"),
+        "{live}"
+    );
+    assert!(
+        metrics.contains("valor_fairness_events_total{kind=\"breached\"} 1"),
+        "{metrics}"
+    );
+    assert!(read(&stderr).contains("live monitor: breached"));
+    assert_eq!(s.stop(), 0);
+}
