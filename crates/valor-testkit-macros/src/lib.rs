@@ -55,6 +55,21 @@ impl Needs {
         Ok(self)
     }
 
+    /// The attribute `#[name(attr)]` on `item`: its arguments read, then
+    /// [`Needs::test`], or a compile error naming what it accepts.
+    fn expand(
+        self,
+        attr: &TokenStream,
+        name: &str,
+        allowed: &[&str],
+        item: TokenStream,
+    ) -> TokenStream {
+        match self.parse(attr, name, allowed) {
+            Ok(needs) => needs.test(item),
+            Err(e) => e,
+        }
+    }
+
     /// `#[test]`, and `#[ignore = "why"]` when one of the needs is not met.
     fn test(&self, item: TokenStream) -> TokenStream {
         let mut why = Vec::new();
@@ -81,10 +96,7 @@ pub fn shared_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         shared: true,
         ..Needs::default()
     };
-    match needs.parse(&attr, "shared_test", &["slow", "not_wgpu"]) {
-        Ok(needs) => needs.test(item),
-        Err(e) => e,
-    }
+    needs.expand(&attr, "shared_test", &["slow", "not_wgpu"], item)
 }
 
 /// `#[test]` for a slow test: ignored unless `VALOR_SLOW_TESTS=1` was set
@@ -95,10 +107,7 @@ pub fn slow_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         slow: true,
         ..Needs::default()
     };
-    match needs.parse(&attr, "slow_test", &[]) {
-        Ok(needs) => needs.test(item),
-        Err(e) => e,
-    }
+    needs.expand(&attr, "slow_test", &[], item)
 }
 
 /// `#[test]` for a test too slow for wgpu on a software Vulkan driver:
@@ -110,10 +119,7 @@ pub fn not_wgpu_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         not_wgpu: true,
         ..Needs::default()
     };
-    match needs.parse(&attr, "not_wgpu_test", &[]) {
-        Ok(needs) => needs.test(item),
-        Err(e) => e,
-    }
+    needs.expand(&attr, "not_wgpu_test", &[], item)
 }
 
 /// The shared folder as resolved at build time, a string literal.
