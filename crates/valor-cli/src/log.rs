@@ -51,10 +51,7 @@ fn verify(a: &VerifyArgs) -> Result<Outcome> {
     match &report.failure {
         Some(f) => {
             if !a.json {
-                println!(
-                    "FAILED: {f}\n{} records before it verified",
-                    report.records
-                );
+                println!("FAILED: {f}\n{} records before it verified", report.records);
             }
             Ok(Outcome::TargetMissed)
         }

@@ -82,8 +82,8 @@ pub struct MonitorArgs {
 /// Reads `--reference`.
 pub fn load_reference(path: &Path, labels: &[String]) -> Result<Reference> {
     if path.extension().is_some_and(|e| e == "json") {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Reference::from_json(&text)
             .with_context(|| format!("reading the reference {}", path.display()));
     }
@@ -167,13 +167,19 @@ fn live_config(a: &MonitorArgs, labels: Vec<String>, groups: Vec<String>) -> Res
         audit = audit.privilege(spec, value);
     }
     if let Some(x) = a.max_dp_difference {
-        audit.thresholds.push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, x));
+        audit
+            .thresholds
+            .push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, x));
     }
     if let Some(x) = a.min_dp_ratio {
-        audit.thresholds.push(Threshold::at_least(paths::DEMOGRAPHIC_PARITY_RATIO, x));
+        audit
+            .thresholds
+            .push(Threshold::at_least(paths::DEMOGRAPHIC_PARITY_RATIO, x));
     }
     if let Some(x) = a.max_eo_difference {
-        audit.thresholds.push(Threshold::at_most(paths::EQUALIZED_ODDS_DIFFERENCE, x));
+        audit
+            .thresholds
+            .push(Threshold::at_most(paths::EQUALIZED_ODDS_DIFFERENCE, x));
     }
     config.audit = audit;
     Ok(config)

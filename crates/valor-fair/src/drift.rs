@@ -1,23 +1,25 @@
 //! Drift statistics on plain slices, computing what scipy computes, and
 //! Evidently's default choice of test per feature.
 //!
-//! - [`ks_2samp`]: `scipy.stats.ks_2samp` (two-sided, `method='auto'`:
-//!   exact when both samples have at most 10,000 values, else the
-//!   asymptotic distribution of the one-sample statistic, `kstwo`).
-//! - [`chisquare`]: `scipy.stats.chisquare` (p-value from the chi-square
-//!   survival function, [`chi2_sf`], through the regularised upper
-//!   incomplete gamma function [`gammaincc`]).
-//! - [`jensenshannon`]: `scipy.spatial.distance.jensenshannon`.
-//! - [`wasserstein_distance`]: `scipy.stats.wasserstein_distance` (1-D).
+//! - [`ks_2samp`] computes `scipy.stats.ks_2samp` (two-sided,
+//!   `method='auto'`: exact when both samples have at most 10,000 values,
+//!   else the asymptotic distribution of the one-sample statistic,
+//!   `kstwo`, whose survival function is [`kstwo_sf`]).
+//! - [`chisquare`] computes `scipy.stats.chisquare` (p-value from the
+//!   chi-square survival function [`chi2_sf`], through the regularised
+//!   upper incomplete gamma function [`gammaincc`]).
+//! - [`jensenshannon`] computes `scipy.spatial.distance.jensenshannon`.
+//! - [`wasserstein_distance`] computes `scipy.stats.wasserstein_distance`
+//!   (1-D).
 //! - [`psi`], [`binned_percents`], [`z_test_proportions`] and
-//!   [`drift_test`]: Evidently's `psi`, `get_binned_data`, `z_stat_test`
-//!   and `_get_default_stattest` (reference of at most 1,000 rows:
-//!   KS for numeric, chi-square for categorical (Z-test with two values),
-//!   p-values below 0.05 (KS: at most) are drift; more rows: Wasserstein
-//!   distance normed by the reference's standard deviation for numeric and
-//!   Jensen–Shannon distance (base 2, as Evidently calls scipy) for
-//!   categorical, at least 0.1 is drift; numeric features with at most five
-//!   distinct values are treated as categorical).
+//!   [`drift_test`] follow Evidently's `psi`, `get_binned_data`,
+//!   `z_stat_test` and `_get_default_stattest` (reference of at most 1,000
+//!   rows: KS for numeric, chi-square for categorical (Z-test with two
+//!   values), p-values below 0.05 (KS: at most) are drift; more rows:
+//!   Wasserstein distance normed by the reference's standard deviation for
+//!   numeric and Jensen–Shannon distance (base 2, as Evidently calls scipy)
+//!   for categorical, at least 0.1 is drift; numeric features with at most
+//!   five distinct values are treated as categorical).
 //!
 //! Tested against scipy on `tests/fixtures/drift/` (its producing script is
 //! beside it) to 1e-9.
@@ -578,10 +580,7 @@ pub fn binned_percents(
 /// [`binned_percents`] with empty bins filled.
 pub fn psi(reference: Sample<'_>, current: Sample<'_>) -> f64 {
     let (r, c) = binned_percents(reference, current, true);
-    r.iter()
-        .zip(&c)
-        .map(|(r, c)| (r - c) * (r / c).ln())
-        .sum()
+    r.iter().zip(&c).map(|(r, c)| (r - c) * (r / c).ln()).sum()
 }
 
 /// Evidently's Z-test for two proportions (two-sided p-value), the share

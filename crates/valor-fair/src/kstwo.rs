@@ -10,6 +10,8 @@
 
 const E128: i32 = 128;
 const MIN_LOG: f64 = -708.0;
+// scipy's `_STIRLING_COEFFS`, digit for digit.
+#[allow(clippy::excessive_precision)]
 const STIRLING: [f64; 8] = [
     -2.955_065_359_477_124e-2,
     6.410_256_410_256_410e-3,
@@ -237,7 +239,9 @@ fn pomeranz(n: i64, x: f64) -> f64 {
             let ln2 = ln2 as usize;
             let start = (k1 - v0s) as usize;
             // numpy.convolve of the two length-ln2 slices (full mode)
-            let src: Vec<f64> = (0..ln2).map(|q| v0.get(start + q).copied().unwrap_or(0.0)).collect();
+            let src: Vec<f64> = (0..ln2)
+                .map(|q| v0.get(start + q).copied().unwrap_or(0.0))
+                .collect();
             let conv_start = (j1 - k1) as usize;
             let conv_len = (j2 - j1 + 1) as usize;
             for (o, slot) in v1.iter_mut().enumerate().take(conv_len) {

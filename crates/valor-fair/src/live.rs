@@ -191,7 +191,11 @@ impl Reference {
         let col = |name: &str| header.iter().position(|h| h == name);
         let missing = |name: &str| Error::UnknownGroupColumn {
             column: name.into(),
-            available: header.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "),
+            available: header
+                .iter()
+                .map(|h| format!("`{h}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         let label_col = col("label").ok_or_else(|| missing("label"))?;
         let labels: Vec<String> = match labels {
@@ -244,7 +248,13 @@ impl Reference {
                     .collect()
             }),
         };
-        Self::from_rows(&labels, &predicted, &probs, text_chars, numeric("unknown_rate")?)
+        Self::from_rows(
+            &labels,
+            &predicted,
+            &probs,
+            text_chars,
+            numeric("unknown_rate")?,
+        )
     }
 
     /// Rows in the sample.
@@ -270,7 +280,12 @@ impl Reference {
             });
         }
         let probs: Vec<Vec<f64>> = (0..r.predicted.len())
-            .map(|i| r.scores.iter().map(|c| c.get(i).copied().unwrap_or(f64::NAN)).collect())
+            .map(|i| {
+                r.scores
+                    .iter()
+                    .map(|c| c.get(i).copied().unwrap_or(f64::NAN))
+                    .collect()
+            })
             .collect();
         let names: Vec<&str> = r
             .predicted
@@ -617,8 +632,7 @@ impl LiveMonitor {
     }
 
     fn evict(&mut self, now: f64) {
-        loop {
-            let Some(front) = self.ring.front() else { break };
+        while let Some(front) = self.ring.front() {
             let out = match self.config.window {
                 Window::Count(n) => self.ring.len() > n,
                 Window::Span { seconds, max_rows } => {
@@ -747,13 +761,19 @@ impl LiveMonitor {
                 &r.text_chars,
                 (|row: &Row| row.text_chars) as fn(&Row) -> Option<f64>,
             ),
-            ("unknown_rate", &r.unknown_rate, |row: &Row| row.unknown_rate),
+            ("unknown_rate", &r.unknown_rate, |row: &Row| {
+                row.unknown_rate
+            }),
         ] {
             let cur: Vec<f64> = self.ring.iter().filter_map(get).collect();
             if let Some(refv) = refv
                 && !cur.is_empty()
             {
-                features.push(drift_test(name, Sample::Numeric(refv), Sample::Numeric(&cur))?);
+                features.push(drift_test(
+                    name,
+                    Sample::Numeric(refv),
+                    Sample::Numeric(&cur),
+                )?);
             }
         }
         let drifted = features.iter().filter(|f| f.drifted).count();
@@ -830,17 +850,24 @@ impl LiveMonitor {
                     | crate::drift::DriftMethod::JensenShannon => Limit::AtMost(f.threshold),
                     _ => Limit::AtLeast(f.threshold),
                 };
-                now.push((format!("drift.{}", f.feature), None, f.score, limit, f.drifted));
+                now.push((
+                    format!("drift.{}", f.feature),
+                    None,
+                    f.score,
+                    limit,
+                    f.drifted,
+                ));
             }
         }
         for (metric, spec, value, limit, breached) in now {
             let key = (metric.clone(), spec.clone());
             let was = self.breached.contains(&key);
             if breached == was {
-                if breached && let Some(e) = self
-                    .breached_events
-                    .iter_mut()
-                    .find(|e| e.metric == metric && e.spec == spec)
+                if breached
+                    && let Some(e) = self
+                        .breached_events
+                        .iter_mut()
+                        .find(|e| e.metric == metric && e.spec == spec)
                 {
                     e.value = Some(value);
                 }

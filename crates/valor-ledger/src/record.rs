@@ -15,6 +15,9 @@ use crate::time::Timestamp;
 /// One logged entry. The writer adds `seq`, `prev` and `hash` around it;
 /// `kind` is the tag on disk (`"decision"`, `"feedback"`, `"open"`,
 /// `"segment"`).
+// A `Decision` is most entries; boxing it would cost every append an
+// allocation to shrink the rare `open` and `segment` entries.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -334,7 +337,10 @@ pub(crate) fn parse_line(line: &[u8]) -> std::result::Result<(Head, String, Entr
         ));
     }
     let head: Head = serde_json::from_str(&body).map_err(|e| format!("bad chain fields: {e}"))?;
-    if !body.starts_with(&format!("{{\"seq\":{},\"prev\":\"{}\",", head.seq, head.prev)) {
+    if !body.starts_with(&format!(
+        "{{\"seq\":{},\"prev\":\"{}\",",
+        head.seq, head.prev
+    )) {
         return Err("`seq` and `prev` are not the first fields".into());
     }
     let entry: Entry = serde_json::from_str(&body).map_err(|e| format!("bad entry: {e}"))?;

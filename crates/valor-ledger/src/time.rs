@@ -152,17 +152,28 @@ mod tests {
     fn round_trips_and_knows_the_calendar() {
         let t = Timestamp::parse("2024-02-29T23:59:59.999999Z").unwrap();
         assert_eq!(t.to_string(), "2024-02-29T23:59:59.999999Z");
-        assert_eq!(Timestamp::from_unix_micros(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp::from_unix_micros(0).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
         // 2000-03-01 is day 11017.
         assert_eq!(
-            Timestamp::parse("2000-03-01T00:00:00Z").unwrap().unix_micros(),
+            Timestamp::parse("2000-03-01T00:00:00Z")
+                .unwrap()
+                .unix_micros(),
             11_017 * 86_400 * 1_000_000
         );
         assert_eq!(
             Timestamp::from_unix_micros(-1).to_string(),
             "1969-12-31T23:59:59.999999Z"
         );
-        for micros in [0i64, 1, 951_782_400_123_456, 4_102_444_800_000_000, -86_400_000_001] {
+        for micros in [
+            0i64,
+            1,
+            951_782_400_123_456,
+            4_102_444_800_000_000,
+            -86_400_000_001,
+        ] {
             let t = Timestamp::from_unix_micros(micros);
             assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
         }

@@ -316,7 +316,10 @@ impl Writer {
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut content))
             .map_err(io(&path))?;
-        let valid = content.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let valid = content
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
         if valid < content.len() {
             let torn = &content[valid..];
             recovered = Some(Recovered {
@@ -375,8 +378,9 @@ impl Writer {
                             file: p.clone(),
                             line: 1,
                             record: 0,
-                            why: "a log file before the last holds no record; run `valor log verify`"
-                                .into(),
+                            why:
+                                "a log file before the last holds no record; run `valor log verify`"
+                                    .into(),
                         }));
                     }
                 }

@@ -11,7 +11,7 @@ use valor_ledger::{Decision, InputStats, Ledger, LedgerConfig, Probabilities, Ti
 use super::valor;
 
 pub fn decision(i: u64, unfair: bool) -> Decision {
-    let gender = if i % 2 == 0 { "female" } else { "male" };
+    let gender = if i.is_multiple_of(2) { "female" } else { "male" };
     let h = (i.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
     let p = match (unfair, gender) {
         (true, "male") => 0.6 + 0.4 * h,
@@ -85,13 +85,21 @@ fn an_intact_log_verifies_with_its_count() {
     assert_eq!(code, 0, "{out}{err}");
     let files = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jsonl"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jsonl")
+        })
         .count() as u64;
     assert!(files >= 2, "the test log rotates");
     // 60 decisions + 1 open record + one segment record per file
     let records = 60 + 1 + files;
     assert!(
-        out.contains(&format!("verified {records} records (60 decisions, 0 feedback)")),
+        out.contains(&format!(
+            "verified {records} records (60 decisions, 0 feedback)"
+        )),
         "{out}"
     );
     let (code, json, _) = valor(&["log", "verify", dir.path().to_str().unwrap(), "--json"]);
@@ -113,7 +121,10 @@ fn one_changed_byte_fails_naming_the_record() {
     let (code, out, err) = verify(dir.path());
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        out.contains(&format!("record 5 ({}, line 6) was changed", file.display())),
+        out.contains(&format!(
+            "record 5 ({}, line 6) was changed",
+            file.display()
+        )),
         "{out}"
     );
     assert!(out.contains("5 records before it verified"), "{out}");
@@ -130,7 +141,10 @@ fn a_deleted_record_fails_naming_it() {
     let (code, out, _) = verify(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("record 7 ({}, line 8) is missing (removed)", file.display())),
+        out.contains(&format!(
+            "record 7 ({}, line 8) is missing (removed)",
+            file.display()
+        )),
         "{out}"
     );
 }
@@ -144,7 +158,10 @@ fn swapped_records_fail_naming_the_first() {
     let (code, out, _) = verify(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(&format!("record 4 ({}, line 5) is out of order", file.display())),
+        out.contains(&format!(
+            "record 4 ({}, line 5) is out of order",
+            file.display()
+        )),
         "{out}"
     );
 }
@@ -169,7 +186,10 @@ fn a_torn_tail_is_a_warning_until_the_writer_removes_it() {
     std::fs::write(&last, &bytes).unwrap();
     let (code, out, err) = verify(dir.path());
     assert_eq!(code, 0, "a torn tail is not tampering: {out}{err}");
-    assert!(err.contains("warning") && err.contains("cut short"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("cut short"),
+        "{err}"
+    );
     assert_eq!(
         out.split(';').next(),
         before.split(';').next(),

@@ -2,9 +2,7 @@
 //! monitor: the same numbers as `LiveMonitor` fed the same records, per
 //! window, as JSON and as an HTML page.
 
-use valor_fair::{
-    LiveConfig, LiveMonitor, Observation, Reference, Threshold, paths,
-};
+use valor_fair::{LiveConfig, LiveMonitor, Observation, Reference, Threshold, paths};
 use valor_ledger::{Feedback, Ledger, LedgerConfig, Timestamp};
 
 use super::log::decision;
@@ -29,12 +27,18 @@ fn monitor_reports_the_librarys_numbers_per_window() {
     let labels = vec!["deny".to_string(), "approve".to_string()];
     // reference: 500 fair decisions
     let reference_rows: Vec<_> = (10_000..10_500).map(|i| decision(i, false)).collect();
-    let pred: Vec<&str> = reference_rows.iter().map(|d| d.label.as_deref().unwrap()).collect();
+    let pred: Vec<&str> = reference_rows
+        .iter()
+        .map(|d| d.label.as_deref().unwrap())
+        .collect();
     let probs: Vec<Vec<f64>> = reference_rows
         .iter()
         .map(|d| d.probabilities.as_ref().unwrap().values())
         .collect();
-    let chars: Vec<f64> = reference_rows.iter().map(|d| d.input.unwrap().chars as f64).collect();
+    let chars: Vec<f64> = reference_rows
+        .iter()
+        .map(|d| d.input.unwrap().chars as f64)
+        .collect();
     let reference = Reference::from_rows(&labels, &pred, &probs, Some(chars), None).unwrap();
     let ref_path = dir.path().join("reference.json");
     std::fs::write(&ref_path, serde_json::to_string(&reference).unwrap()).unwrap();
@@ -58,9 +62,10 @@ fn monitor_reports_the_librarys_numbers_per_window() {
     ledger.append(refused).unwrap();
     let mut lib = {
         let mut c = LiveConfig::new(labels.clone(), vec!["gender".into()], 100);
-        c.audit
-            .thresholds
-            .push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, 0.3));
+        c.audit.thresholds.push(Threshold::at_most(
+            paths::DEMOGRAPHIC_PARITY_DIFFERENCE,
+            0.3,
+        ));
         c.min_feedback_rows = 10;
         LiveMonitor::new(c, Some(reference)).unwrap()
     };
@@ -85,7 +90,8 @@ fn monitor_reports_the_librarys_numbers_per_window() {
                     error: None,
                 })
                 .unwrap();
-            lib.feedback(d.decision_id.as_ref().unwrap(), outcome).unwrap();
+            lib.feedback(d.decision_id.as_ref().unwrap(), outcome)
+                .unwrap();
         }
     }
     ledger.close().unwrap();
@@ -108,8 +114,12 @@ fn monitor_reports_the_librarys_numbers_per_window() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(code, 1, "the unfair half breaches the threshold: {stdout}{stderr}");
-    let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        code, 1,
+        "the unfair half breaches the threshold: {stdout}{stderr}"
+    );
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(t["schema"], "valor.monitor.timeline/1");
     assert_eq!(t["decisions"], 400);
     assert_eq!(t["skipped"]["refused requests"], 1);
@@ -117,7 +127,14 @@ fn monitor_reports_the_librarys_numbers_per_window() {
     assert_eq!(windows.len(), expected.len());
     for (w, e) in windows.iter().zip(&expected) {
         let e = serde_json::to_value(e).unwrap();
-        for key in ["rows", "feedback_rows", "rows_seen", "selection", "outcomes", "drift"] {
+        for key in [
+            "rows",
+            "feedback_rows",
+            "rows_seen",
+            "selection",
+            "outcomes",
+            "drift",
+        ] {
             assert_eq!(w[key], e[key], "window at {}: {key}", e["rows_seen"]);
         }
     }
@@ -142,7 +159,10 @@ fn monitor_reports_the_librarys_numbers_per_window() {
     ]);
     assert_eq!(code, 0, "no threshold declared: {stderr}");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert!(page.contains("<svg") && page.contains("Demographic parity"), "{page}");
+    assert!(
+        page.contains("<svg") && page.contains("Demographic parity"),
+        "{page}"
+    );
     assert!(!page.contains("Drift per window"), "no reference, no drift");
 }
 

@@ -10,7 +10,11 @@ type Series = Vec<(String, Vec<(f64, f64)>)>;
 
 /// x in [0, 1] for window `i` of `n`.
 fn x_of(i: usize, n: usize) -> f64 {
-    if n <= 1 { 0.5 } else { i as f64 / (n - 1) as f64 }
+    if n <= 1 {
+        0.5
+    } else {
+        i as f64 / (n - 1) as f64
+    }
 }
 
 fn series(windows: &[LiveReport], f: impl Fn(&LiveReport) -> Vec<(String, Option<f64>)>) -> Series {
@@ -86,7 +90,11 @@ impl MonitorTimeline {
                     o,
                     "<tr><td class=\"n\">{}</td><td class=\"{}\">{:?}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                     e.rows_seen,
-                    if e.kind == crate::MonitorEventKind::Breached { "breach" } else { "" },
+                    if e.kind == crate::MonitorEventKind::Breached {
+                        "breach"
+                    } else {
+                        ""
+                    },
                     e.kind,
                     escape(e.spec.as_deref().unwrap_or("")),
                     escape(&e.metric),
@@ -103,15 +111,34 @@ impl MonitorTimeline {
                 .iter()
                 .flat_map(|s| {
                     [
-                        (format!("{} DP difference", s.spec), s.demographic_parity_difference),
+                        (
+                            format!("{} DP difference", s.spec),
+                            s.demographic_parity_difference,
+                        ),
                         (format!("{} DP ratio", s.spec), s.demographic_parity_ratio),
-                        (format!("{} class gap", s.spec), s.multiclass_selection_rate_gap),
+                        (
+                            format!("{} class gap", s.spec),
+                            s.multiclass_selection_rate_gap,
+                        ),
                     ]
                 })
                 .collect()
         });
-        o.push_str(&line_chart("Demographic parity", "window", "value", &dp, false, true));
-        for (si, spec) in w.first().map(|r| r.selection.as_slice()).unwrap_or(&[]).iter().enumerate() {
+        o.push_str(&line_chart(
+            "Demographic parity",
+            "window",
+            "value",
+            &dp,
+            false,
+            true,
+        ));
+        for (si, spec) in w
+            .first()
+            .map(|r| r.selection.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             let rates = series(w, |r| {
                 r.selection
                     .get(si)
@@ -142,13 +169,23 @@ impl MonitorTimeline {
                 .flat_map(|s| {
                     [
                         (format!("{} accuracy", s.spec), s.accuracy),
-                        (format!("{} EO difference", s.spec), s.equalized_odds_difference),
+                        (
+                            format!("{} EO difference", s.spec),
+                            s.equalized_odds_difference,
+                        ),
                     ]
                 })
                 .collect()
         });
         if !outc.is_empty() {
-            o.push_str(&line_chart("Outcomes (feedback)", "window", "value", &outc, false, true));
+            o.push_str(&line_chart(
+                "Outcomes (feedback)",
+                "window",
+                "value",
+                &outc,
+                false,
+                true,
+            ));
         }
         o.push_str("</div></section>\n");
         let drift = series(w, |r| {
@@ -164,7 +201,14 @@ impl MonitorTimeline {
         });
         if !drift.is_empty() {
             o.push_str("<section><h2>Drift per window</h2><p>p-values (KS, chi-square, Z-test: drift below 0.05) and distances (Wasserstein normed, Jensen–Shannon: drift from 0.1), Evidently's default rules.</p><div class=\"charts\">");
-            o.push_str(&line_chart("Drift scores", "window", "score", &drift, false, true));
+            o.push_str(&line_chart(
+                "Drift scores",
+                "window",
+                "score",
+                &drift,
+                false,
+                true,
+            ));
             o.push_str("</div>");
             if let Some(last) = w.last().and_then(|r| r.drift.as_ref()) {
                 o.push_str("<table><tr><th>feature (last window)</th><th>method</th><th>score</th><th>threshold</th><th>drift</th><th>PSI</th></tr>");

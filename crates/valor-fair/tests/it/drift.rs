@@ -12,7 +12,10 @@ use valor_fair::drift::{
 use valor_testkit::{Tolerance, assert_close};
 
 fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drift/drift.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/drift/drift.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -89,8 +92,18 @@ fn ks_2samp_matches_scipy_exact_and_asymptotic() {
     for (i, case) in f["ks_2samp"].as_array().unwrap().iter().enumerate() {
         let (a, b) = (sample(case, "a"), sample(case, "b"));
         let r = ks_2samp(&a, &b).unwrap();
-        assert_close(&format!("ks[{i}].statistic"), r.statistic, num(&case["statistic"]), tol(&f));
-        assert_close(&format!("ks[{i}].p_value"), r.p_value, num(&case["p_value"]), tol(&f));
+        assert_close(
+            &format!("ks[{i}].statistic"),
+            r.statistic,
+            num(&case["statistic"]),
+            tol(&f),
+        );
+        assert_close(
+            &format!("ks[{i}].p_value"),
+            r.p_value,
+            num(&case["p_value"]),
+            tol(&f),
+        );
         methods.push(r.method);
     }
     assert!(methods.contains(&KsMethod::Exact) && methods.contains(&KsMethod::Asymptotic));
@@ -101,7 +114,12 @@ fn kstwo_sf_matches_scipy_in_every_region() {
     let f = fixture();
     for case in f["kstwo_sf"].as_array().unwrap() {
         let (x, n) = (num(&case["x"]), num(&case["n"]));
-        assert_close(&format!("kstwo.sf({x}, {n})"), kstwo_sf(x, n), num(&case["sf"]), tol(&f));
+        assert_close(
+            &format!("kstwo.sf({x}, {n})"),
+            kstwo_sf(x, n),
+            num(&case["sf"]),
+            tol(&f),
+        );
     }
 }
 
@@ -110,17 +128,42 @@ fn chisquare_and_incomplete_gamma_match_scipy() {
     let f = fixture();
     for (i, case) in f["chisquare"].as_array().unwrap().iter().enumerate() {
         let r = chisquare(&nums(&case["f_obs"]), &nums(&case["f_exp"])).unwrap();
-        assert_close(&format!("chisquare[{i}].statistic"), r.statistic, num(&case["statistic"]), tol(&f));
-        assert_close(&format!("chisquare[{i}].p_value"), r.p_value, num(&case["p_value"]), tol(&f));
+        assert_close(
+            &format!("chisquare[{i}].statistic"),
+            r.statistic,
+            num(&case["statistic"]),
+            tol(&f),
+        );
+        assert_close(
+            &format!("chisquare[{i}].p_value"),
+            r.p_value,
+            num(&case["p_value"]),
+            tol(&f),
+        );
     }
     for case in f["chi2_sf"].as_array().unwrap() {
         let (x, df) = (num(&case["x"]), num(&case["df"]));
-        assert_close(&format!("chi2.sf({x}, {df})"), chi2_sf(x, df), num(&case["sf"]), tol(&f));
+        assert_close(
+            &format!("chi2.sf({x}, {df})"),
+            chi2_sf(x, df),
+            num(&case["sf"]),
+            tol(&f),
+        );
     }
     for case in f["gammaincc"].as_array().unwrap() {
         let (a, x) = (num(&case["a"]), num(&case["x"]));
-        assert_close(&format!("gammaincc({a}, {x})"), gammaincc(a, x), num(&case["q"]), tol(&f));
-        assert_close(&format!("gammainc({a}, {x})"), gammainc(a, x), num(&case["p"]), tol(&f));
+        assert_close(
+            &format!("gammaincc({a}, {x})"),
+            gammaincc(a, x),
+            num(&case["q"]),
+            tol(&f),
+        );
+        assert_close(
+            &format!("gammainc({a}, {x})"),
+            gammainc(a, x),
+            num(&case["p"]),
+            tol(&f),
+        );
     }
     // scipy refuses frequencies whose totals differ; so do we.
     assert!(chisquare(&[1.0, 2.0], &[1.0, 1.0]).is_err());
@@ -131,13 +174,33 @@ fn jensenshannon_and_wasserstein_match_scipy() {
     let f = fixture();
     for (i, case) in f["jensenshannon"].as_array().unwrap().iter().enumerate() {
         let (p, q) = (nums(&case["p"]), nums(&case["q"]));
-        assert_close(&format!("js[{i}]"), jensenshannon(&p, &q, None).unwrap(), num(&case["natural"]), tol(&f));
-        assert_close(&format!("js2[{i}]"), jensenshannon(&p, &q, Some(2.0)).unwrap(), num(&case["base2"]), tol(&f));
+        assert_close(
+            &format!("js[{i}]"),
+            jensenshannon(&p, &q, None).unwrap(),
+            num(&case["natural"]),
+            tol(&f),
+        );
+        assert_close(
+            &format!("js2[{i}]"),
+            jensenshannon(&p, &q, Some(2.0)).unwrap(),
+            num(&case["base2"]),
+            tol(&f),
+        );
     }
     for (i, case) in f["wasserstein"].as_array().unwrap().iter().enumerate() {
         let (a, b) = (sample(case, "a"), sample(case, "b"));
-        assert_close(&format!("w[{i}]"), wasserstein_distance(&a, &b).unwrap(), num(&case["distance"]), tol(&f));
-        assert_close(&format!("wn[{i}]"), wasserstein_normed(&a, &b).unwrap(), num(&case["normed"]), tol(&f));
+        assert_close(
+            &format!("w[{i}]"),
+            wasserstein_distance(&a, &b).unwrap(),
+            num(&case["distance"]),
+            tol(&f),
+        );
+        assert_close(
+            &format!("wn[{i}]"),
+            wasserstein_normed(&a, &b).unwrap(),
+            num(&case["normed"]),
+            tol(&f),
+        );
     }
 }
 
@@ -156,9 +219,18 @@ fn evidently_default_rules_choose_and_score_as_evidently() {
         };
         let method = serde_json::to_value(r.method).unwrap();
         assert_eq!(method, case["method"], "{name}: method");
-        assert_close(&format!("{name}.score"), r.score, num(&case["score"]), tol(&f));
+        assert_close(
+            &format!("{name}.score"),
+            r.score,
+            num(&case["score"]),
+            tol(&f),
+        );
         assert_close(&format!("{name}.psi"), r.psi, num(&case["psi"]), tol(&f));
-        assert_eq!(r.drifted, case["drifted"].as_bool().unwrap(), "{name}: drifted");
+        assert_eq!(
+            r.drifted,
+            case["drifted"].as_bool().unwrap(),
+            "{name}: drifted"
+        );
         seen.push(r.method);
     }
     for m in [

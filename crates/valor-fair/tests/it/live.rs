@@ -4,8 +4,8 @@
 
 use valor_fair::drift::DriftMethod;
 use valor_fair::{
-    AuditConfig, AuditInput, FeedbackMatch, LiveConfig, LiveMonitor, MonitorEventKind,
-    Observation, Reference, Threshold, Window, audit, paths,
+    AuditConfig, AuditInput, FeedbackMatch, LiveConfig, LiveMonitor, MonitorEventKind, Observation,
+    Reference, Threshold, Window, audit, paths,
 };
 
 fn labels() -> Vec<String> {
@@ -14,7 +14,7 @@ fn labels() -> Vec<String> {
 
 /// A deterministic decision stream: `unfair` makes men approved far more.
 fn obs(i: u64, unfair: bool) -> Observation {
-    let gender = if i % 2 == 0 { "female" } else { "male" };
+    let gender = if i.is_multiple_of(2) { "female" } else { "male" };
     let h = (i.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
     let p = if unfair && gender == "male" {
         0.6 + 0.4 * h
@@ -63,7 +63,10 @@ fn demographic_parity_is_audits_on_the_windows_rows() {
     let expected = audit(&input, &cfg).unwrap();
     let fl = expected.specs[0].fairlearn.as_ref().unwrap();
     let sel = &report.selection[0];
-    assert_eq!(sel.demographic_parity_difference, fl.demographic_parity_difference);
+    assert_eq!(
+        sel.demographic_parity_difference,
+        fl.demographic_parity_difference
+    );
     assert_eq!(sel.demographic_parity_ratio, fl.demographic_parity_ratio);
     assert_eq!(
         sel.disparate_impact,
@@ -76,7 +79,10 @@ fn demographic_parity_is_audits_on_the_windows_rows() {
         .filter(|o| o.groups[0] == "female" && o.label == "approve")
         .count() as f64
         / 50.0;
-    assert_eq!(sel.rates.get("female").unwrap().get("approve"), Some(&f_approve));
+    assert_eq!(
+        sel.rates.get("female").unwrap().get("approve"),
+        Some(&f_approve)
+    );
     assert_eq!(sel.counts.get("male"), Some(&50));
 }
 
@@ -96,26 +102,36 @@ fn feedback_turns_on_equalized_odds_and_accuracy() {
         assert_eq!(m.feedback(&o.id, outcome).unwrap(), FeedbackMatch::Joined);
         truth.push((o, outcome));
     }
-    assert_eq!(m.feedback("unknown-id", "deny").unwrap(), FeedbackMatch::NotInWindow);
-    assert!(m.feedback(&stream[0].id, "maybe").is_err(), "an unknown label is an error");
+    assert_eq!(
+        m.feedback("unknown-id", "deny").unwrap(),
+        FeedbackMatch::NotInWindow
+    );
+    assert!(
+        m.feedback(&stream[0].id, "maybe").is_err(),
+        "an unknown label is an error"
+    );
     let report = m.report().unwrap();
     assert_eq!(report.feedback_rows, truth.len());
     let t: Vec<&str> = truth.iter().map(|(_, y)| *y).collect();
     let p: Vec<&str> = truth.iter().map(|(o, _)| o.label.as_str()).collect();
     let g: Vec<&str> = truth.iter().map(|(o, _)| o.groups[0].as_str()).collect();
     let scores: Vec<f64> = truth.iter().map(|(o, _)| o.probabilities[1]).collect();
-    let input = AuditInput::from_strings(&t, &p, Some(valor_fair::LabelSet::new(&labels()).unwrap()))
-        .unwrap()
-        .with_scores(scores)
-        .unwrap()
-        .with_group("gender", &g)
-        .unwrap();
+    let input =
+        AuditInput::from_strings(&t, &p, Some(valor_fair::LabelSet::new(&labels()).unwrap()))
+            .unwrap()
+            .with_scores(scores)
+            .unwrap()
+            .with_group("gender", &g)
+            .unwrap();
     let mut cfg = AuditConfig::default();
     cfg.positive_label = Some("approve".into());
     let expected = audit(&input, &cfg).unwrap();
     let out = &report.outcomes[0];
     let fl = expected.specs[0].fairlearn.as_ref().unwrap();
-    assert_eq!(out.equalized_odds_difference, fl.equalized_odds_difference_worst_case);
+    assert_eq!(
+        out.equalized_odds_difference,
+        fl.equalized_odds_difference_worst_case
+    );
     assert_eq!(
         out.accuracy,
         expected.specs[0].metrics.get("accuracy").unwrap().overall
@@ -128,10 +144,10 @@ fn feedback_turns_on_equalized_odds_and_accuracy() {
 #[test]
 fn thresholds_breach_and_recover_with_the_window() {
     let mut config = LiveConfig::new(labels(), vec!["gender".into()], 60);
-    config
-        .audit
-        .thresholds
-        .push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, 0.3));
+    config.audit.thresholds.push(Threshold::at_most(
+        paths::DEMOGRAPHIC_PARITY_DIFFERENCE,
+        0.3,
+    ));
     let mut m = LiveMonitor::new(config, None).unwrap();
     let mut events = Vec::new();
     for i in 0..400 {
@@ -143,7 +159,10 @@ fn thresholds_breach_and_recover_with_the_window() {
         vec![MonitorEventKind::Breached, MonitorEventKind::Recovered],
         "{events:?}"
     );
-    assert!(events[0].rows_seen > 150 && events[0].rows_seen < 210, "{events:?}");
+    assert!(
+        events[0].rows_seen > 150 && events[0].rows_seen < 210,
+        "{events:?}"
+    );
     assert!(events[1].rows_seen > 300, "{events:?}");
     assert!(m.report().unwrap().breached.is_empty());
 }
@@ -152,9 +171,18 @@ fn thresholds_breach_and_recover_with_the_window() {
 fn drift_of_predictions_scores_and_inputs_against_a_reference() {
     let reference_rows: Vec<Observation> = (10_000..10_800).map(|i| obs(i, false)).collect();
     let pred: Vec<&str> = reference_rows.iter().map(|o| o.label.as_str()).collect();
-    let probs: Vec<Vec<f64>> = reference_rows.iter().map(|o| o.probabilities.clone()).collect();
-    let chars: Vec<f64> = reference_rows.iter().map(|o| o.text_chars.unwrap()).collect();
-    let unk: Vec<f64> = reference_rows.iter().map(|o| o.unknown_rate.unwrap()).collect();
+    let probs: Vec<Vec<f64>> = reference_rows
+        .iter()
+        .map(|o| o.probabilities.clone())
+        .collect();
+    let chars: Vec<f64> = reference_rows
+        .iter()
+        .map(|o| o.text_chars.unwrap())
+        .collect();
+    let unk: Vec<f64> = reference_rows
+        .iter()
+        .map(|o| o.unknown_rate.unwrap())
+        .collect();
     let reference = Reference::from_rows(&labels(), &pred, &probs, Some(chars), Some(unk)).unwrap();
     // The reference survives its JSON form.
     let json = serde_json::to_string(&reference).unwrap();
@@ -170,7 +198,13 @@ fn drift_of_predictions_scores_and_inputs_against_a_reference() {
     let names: Vec<&str> = d.features.iter().map(|f| f.feature.as_str()).collect();
     assert_eq!(
         names,
-        ["predicted_class", "score.deny", "score.approve", "text_chars", "unknown_rate"]
+        [
+            "predicted_class",
+            "score.deny",
+            "score.approve",
+            "text_chars",
+            "unknown_rate"
+        ]
     );
     assert_eq!(d.features[0].method, DriftMethod::ZTest);
     assert_eq!(d.features[1].method, DriftMethod::Ks);
@@ -182,8 +216,11 @@ fn drift_of_predictions_scores_and_inputs_against_a_reference() {
     }
     let d = m.report().unwrap().drift.unwrap();
     assert!(d.features[1].drifted && d.features[2].drifted, "{d:?}");
-    assert!(events.iter().any(|e| e.metric == "drift.score.approve"
-        && e.kind == MonitorEventKind::Breached));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.metric == "drift.score.approve" && e.kind == MonitorEventKind::Breached)
+    );
 }
 
 #[test]
@@ -199,10 +236,16 @@ fn a_time_window_keeps_the_last_seconds() {
     }
     // times 1000..1099: the last 30 seconds hold 1069..=1099
     assert_eq!(m.window_len(), 31);
-    assert_eq!(m.feedback("d10", "deny").unwrap(), FeedbackMatch::NotInWindow);
+    assert_eq!(
+        m.feedback("d10", "deny").unwrap(),
+        FeedbackMatch::NotInWindow
+    );
     assert_eq!(m.feedback("d90", "deny").unwrap(), FeedbackMatch::Joined);
     let r = m.report().unwrap();
-    assert_eq!((r.first_time_s, r.last_time_s), (Some(1069.0), Some(1099.0)));
+    assert_eq!(
+        (r.first_time_s, r.last_time_s),
+        (Some(1069.0), Some(1099.0))
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use valor_ledger::{
-    Decision, Entry, Error, Feedback, FailureKind, InputStats, Ledger, LedgerConfig,
-    LedgerReader, Probabilities, Timestamp, text_sha256, verify,
+    Decision, Entry, Error, FailureKind, Feedback, InputStats, Ledger, LedgerConfig, LedgerReader,
+    Probabilities, Timestamp, text_sha256, verify,
 };
 
 fn decision(i: u64) -> Decision {
@@ -30,7 +30,12 @@ fn decision(i: u64) -> Decision {
         }),
         groups: BTreeMap::from([(
             "gender".to_string(),
-            if i % 2 == 0 { "female" } else { "male" }.to_string(),
+            if i.is_multiple_of(2) {
+                "female"
+            } else {
+                "male"
+            }
+            .to_string(),
         )]),
         probabilities: Some(Probabilities::new(&labels, &[1.0 - p, p])),
         label: Some(if p > 0.5 { "approve" } else { "deny" }.into()),
@@ -254,7 +259,10 @@ fn a_removed_record_is_named() {
     write_lines(&f, &ls);
     let fail = verify(dir.path()).unwrap().failure.expect("detected");
     assert_eq!(fail.kind, FailureKind::Removed);
-    assert_eq!((fail.file.clone(), fail.line, fail.record), (f, i as u64 + 1, i as u64));
+    assert_eq!(
+        (fail.file.clone(), fail.line, fail.record),
+        (f, i as u64 + 1, i as u64)
+    );
 }
 
 #[test]
@@ -267,7 +275,10 @@ fn swapped_records_are_named() {
     write_lines(&f, &ls);
     let fail = verify(dir.path()).unwrap().failure.expect("detected");
     assert_eq!(fail.kind, FailureKind::Reordered);
-    assert_eq!((fail.file.clone(), fail.line, fail.record), (f, i as u64 + 1, i as u64));
+    assert_eq!(
+        (fail.file.clone(), fail.line, fail.record),
+        (f, i as u64 + 1, i as u64)
+    );
 }
 
 #[test]
@@ -294,10 +305,17 @@ fn a_torn_tail_is_reported_then_cut_and_logged_on_reopen() {
     content.extend_from_slice(half.as_bytes());
     std::fs::write(&last, &content).unwrap();
     let report = verify(dir.path()).unwrap();
-    assert!(report.ok(), "a torn tail is not a break: {:?}", report.failure);
+    assert!(
+        report.ok(),
+        "a torn tail is not a break: {:?}",
+        report.failure
+    );
     assert_eq!(report.records, before.records);
     let torn = report.torn_tail.expect("reported");
-    assert_eq!((torn.file.clone(), torn.line, torn.bytes), (last.clone(), n_lines + 1, 80));
+    assert_eq!(
+        (torn.file.clone(), torn.line, torn.bytes),
+        (last.clone(), n_lines + 1, 80)
+    );
     // The reader ends with it as an error after the complete records.
     let items: Vec<_> = LedgerReader::open(dir.path()).unwrap().collect();
     assert!(matches!(items.last(), Some(Err(Error::TornTail(_)))));
