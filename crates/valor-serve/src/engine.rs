@@ -126,7 +126,7 @@ impl Engine {
     /// loading failed.
     pub fn start(
         config: EngineConfig,
-        loaded: oneshot::Sender<Result<(), valor_train::Error>>,
+        loaded: oneshot::Sender<Result<(), Box<valor_train::Error>>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let info = Arc::new(OnceLock::new());
@@ -182,7 +182,7 @@ impl Engine {
 
 type Loaded = (Classifier, Option<Classifier>, ModelInfo);
 
-fn load(config: &EngineConfig) -> Result<Loaded, valor_train::Error> {
+fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
     let dir = &config.model_dir;
     let model = Classifier::load(dir, config.backend, config.max_len, false)?;
     let explainer = if config.explain {
@@ -198,7 +198,8 @@ fn load(config: &EngineConfig) -> Result<Loaded, valor_train::Error> {
             })?;
     }
     let max_len = model.tokenizer.max_len();
-    let untruncated = TextTokenizer::from_model_dir(dir, max_len + 1)?;
+    let untruncated =
+        TextTokenizer::from_model_dir(dir, max_len + 1).map_err(valor_train::Error::from)?;
     let info = ModelInfo {
         labels: model.labels().to_vec(),
         tokenizer: model.tokenizer.clone(),

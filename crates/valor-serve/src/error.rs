@@ -37,7 +37,7 @@ pub enum Error {
     Model {
         dir: PathBuf,
         #[source]
-        source: valor_train::Error,
+        source: Box<valor_train::Error>,
     },
     /// The decision log (`--log-dir`) cannot be opened.
     #[error("the decision log: {0}")]

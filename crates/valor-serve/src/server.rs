@@ -143,7 +143,7 @@ impl Server {
         let thresholds =
             ThresholdsFile::load(&config.model_dir).map_err(|source| Error::Model {
                 dir: config.model_dir.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let listener = TcpListener::bind(config.addr).map_err(|source| Error::Bind {
             addr: config.addr,
