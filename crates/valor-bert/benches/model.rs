@@ -26,6 +26,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group};
+use valor_base::splitmix::SplitMix64;
 use valor_bert::burn::module::Module;
 use valor_bert::burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use valor_bert::explain::{IgConfig, TokenSequence, integrated_gradients, pad_baseline};
@@ -85,15 +86,6 @@ fn wanted(group: &str) -> bool {
             .any(|f| f.starts_with(&format!("{group}/")) || group.contains(f.as_str()))
 }
 
-/// SplitMix64, the same stream as `examples/throughput.rs`.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A few batches of random ids and labels, cycled through by the timing loop.
 struct Batches {
     ids: Vec<Vec<u32>>,
@@ -105,19 +97,15 @@ struct Batches {
 
 impl Batches {
     fn new(vocab: usize, batch: usize, seq: usize) -> Self {
-        let mut rng = 0u64;
+        let mut rng = SplitMix64::new(0);
         let (mut ids, mut labels) = (Vec::new(), Vec::new());
         for _ in 0..4 {
             ids.push(
                 (0..batch * seq)
-                    .map(|_| (splitmix(&mut rng) % vocab as u64) as u32)
+                    .map(|_| (rng.next() % vocab as u64) as u32)
                     .collect(),
             );
-            labels.push(
-                (0..batch)
-                    .map(|_| (splitmix(&mut rng) % 3) as i64)
-                    .collect(),
-            );
+            labels.push((0..batch).map(|_| (rng.next() % 3) as i64).collect());
         }
         Self {
             ids,
@@ -271,12 +259,12 @@ fn explain(c: &mut Criterion) {
         internal_batch_size: n_steps,
         ..IgConfig::default()
     };
-    let mut rng = 1u64;
+    let mut rng = SplitMix64::new(1);
     let span = config.vocab_size as u64 - 1000;
     let sentences: Vec<TokenSequence> = (0..4)
         .map(|_| {
             let mut ids: Vec<u32> = (0..seq_len)
-                .map(|_| (1000 + splitmix(&mut rng) % span) as u32)
+                .map(|_| (1000 + rng.next() % span) as u32)
                 .collect();
             ids[0] = 101;
             ids[seq_len - 1] = 102;

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use valor_base::splitmix::SplitMix64;
 use valor_bert::burn::module::Module;
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
@@ -62,15 +63,6 @@ fn parse() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// SplitMix64, for reproducible token ids without a dependency.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// CPU seconds (user + system) this process has used, from
@@ -128,13 +120,13 @@ fn main() {
     };
 
     let (b, l) = (args.batch, args.seq);
-    let mut rng = 0u64;
+    let mut rng = SplitMix64::new(0);
     let batches: Vec<(Vec<u32>, Vec<i64>)> = (0..args.warmup + args.steps)
         .map(|_| {
             let ids = (0..b * l)
-                .map(|_| (splitmix(&mut rng) % config.vocab_size as u64) as u32)
+                .map(|_| (rng.next() % config.vocab_size as u64) as u32)
                 .collect();
-            let labels = (0..b).map(|_| (splitmix(&mut rng) % 3) as i64).collect();
+            let labels = (0..b).map(|_| (rng.next() % 3) as i64).collect();
             (ids, labels)
         })
         .collect();

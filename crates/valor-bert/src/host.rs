@@ -15,6 +15,7 @@
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
+use valor_base::splitmix::splitmix64;
 
 use crate::kernels::{self, CHUNK};
 
@@ -134,17 +135,6 @@ fn draw_seed(device: &Device) -> u64 {
         // u ∈ [0, 1): its top 24 bits of mantissa as an integer.
         (acc << 24) ^ ((f64::from(u) * f64::from(1u32 << 24)) as u64)
     })
-}
-
-/// SplitMix64 (Steele, Lea & Flood 2014) at position `i` of the stream
-/// seeded by `seed`: a counter-based generator, so any chunk of the mask
-/// can be made independently.
-#[inline(always)]
-fn splitmix64(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Keeps large tensor buffers in glibc's heap instead of fresh `mmap`

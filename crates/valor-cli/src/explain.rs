@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
+use valor_base::html::escape;
 use valor_bert::Backend;
 use valor_bert::explain::{
     FaithfulnessConfig, FaithfulnessItem, IgConfig, TokenSequence, attention_rollout, faithfulness,
@@ -320,13 +321,6 @@ fn intensity(s: f64, max: f64) -> f64 {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn to_html(
     labels: &[String],
     exps: &[Explanation],
@@ -343,8 +337,8 @@ fn to_html(
         let _ = writeln!(
             h,
             "<section><h2>{} &mdash; {} ({:.3})</h2>",
-            html_escape(&e.id),
-            html_escape(&labels[e.predicted]),
+            escape(&e.id),
+            escape(&labels[e.predicted]),
             e.probabilities[e.predicted]
         );
         h.push_str("<p>");
@@ -358,14 +352,14 @@ fn to_html(
             let _ = write!(
                 h,
                 "<span class=\"w\" style=\"background:{colour}\" title=\"{s:.4}\">{}</span> ",
-                html_escape(&u.text)
+                escape(&u.text)
             );
         }
         h.push_str("</p>\n<p class=\"meta\">");
         let probs: Vec<String> = labels
             .iter()
             .zip(&e.probabilities)
-            .map(|(l, p)| format!("{}: {p:.3}", html_escape(l)))
+            .map(|(l, p)| format!("{}: {p:.3}", escape(l)))
             .collect();
         h.push_str(&probs.join(", "));
         if let Some((fx, fb, d)) = comp {
@@ -381,7 +375,7 @@ fn to_html(
         let _ = writeln!(
             h,
             "<section><h2>Faithfulness</h2><p>{}</p></section>",
-            html_escape(&faith_line(f))
+            escape(&faith_line(f))
         );
     }
     h.push_str("</body></html>\n");

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use valor_base::csv::RecordWriter;
 use valor_data::dataset::dataset_from_table;
 use valor_data::{DatasetSpec, SpecArgs, TextTokenizer, read_table};
 
@@ -36,8 +37,12 @@ fn ensure_csv(path: &Path, rows: usize) {
     let groups = ["north", "south", "east", "west"];
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let tmp = path.with_extension("tmp");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).unwrap());
-    writeln!(f, "id,age,income,group,label,text").unwrap();
+    let mut f = RecordWriter::new(
+        std::io::BufWriter::new(std::fs::File::create(&tmp).unwrap()),
+        b',',
+    );
+    f.write(["id", "age", "income", "group", "label", "text"])
+        .unwrap();
     for i in 0..rows {
         let n = rng.random_range(12..19);
         let mut ws: Vec<String> = (0..n)
@@ -48,20 +53,16 @@ fn ensure_csv(path: &Path, rows: usize) {
             let mid = ws.len() / 2;
             ws[mid].push(',');
         }
-        let t = ws.join(" ");
-        let t = if comma { format!("\"{t}\"") } else { t };
-        writeln!(
-            f,
-            "{i},{},{:.2},{},{},{t}",
-            rng.random_range(18..91),
-            rng.random_range(10_000.0..200_000.0f64),
-            groups[rng.random_range(0..4)],
-            rng.random_range(0..3)
-        )
-        .unwrap();
+        // The writer quotes the texts with a comma, as the peer's file does.
+        let text = ws.join(" ");
+        let age = rng.random_range(18..91).to_string();
+        let income = format!("{:.2}", rng.random_range(10_000.0..200_000.0f64));
+        let group = groups[rng.random_range(0..4)];
+        let label = rng.random_range(0..3).to_string();
+        f.write([&i.to_string(), &age, &income, group, &label, &text])
+            .unwrap();
     }
-    f.flush().unwrap();
-    drop(f);
+    f.into_inner().unwrap().flush().unwrap();
     std::fs::rename(tmp, path).unwrap();
 }
 

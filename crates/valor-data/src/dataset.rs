@@ -12,13 +12,10 @@ use crate::error::{Error, Result};
 use crate::spec::{DatasetSpec, TextSource};
 use crate::table::{Table, read_table};
 
-/// A label id: the position of the label's name in [`Dataset::label_names`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct LabelId(pub u32);
-
-/// A group id: the position of the group's value in [`GroupColumn::values`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct GroupId(pub u32);
+/// [`LabelId`]: the position of a label's name in [`Dataset::label_names`];
+/// [`GroupId`]: the position of a group's value in [`GroupColumn::values`].
+/// Both live in valor-base, shared with valor-fair.
+pub use valor_base::{GroupId, LabelId};
 
 /// One sensitive attribute: its name, its distinct values (sorted), and each
 /// row's value as an index into them.

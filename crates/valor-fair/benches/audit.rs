@@ -21,9 +21,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use valor_base::csv::RecordWriter;
+use valor_base::splitmix::{splitmix64, unit_f64};
 use valor_fair::{AuditConfig, AuditInput, GroupSpec, audit};
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 const GROUPS: [&str; 3] = ["A", "B", "C"];
 const BASE: [f64; 3] = [0.30, 0.40, 0.50];
 const TPR: [f64; 3] = [0.80, 0.70, 0.60];
@@ -31,11 +32,7 @@ const FPR: [f64; 3] = [0.10, 0.15, 0.25];
 
 /// The k-th SplitMix64 output for `seed`, as a double in [0, 1).
 fn uniform(seed: u64, k: u64) -> f64 {
-    let mut z = seed.wrapping_add((k + 1).wrapping_mul(GOLDEN));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    unit_f64(splitmix64(seed, k))
 }
 
 /// Rows of `fair_data.generate(n, seed)`: (y_true, y_pred, group index).
@@ -69,12 +66,13 @@ fn data_dir() -> PathBuf {
 
 /// The CSV text `fair_data.write_csv` writes.
 fn csv_text(rows: &[(u8, u8, usize)]) -> String {
-    let mut s = String::with_capacity(rows.len() * 6 + 20);
-    s.push_str("y_true,y_pred,group\n");
+    let mut w = RecordWriter::new(Vec::with_capacity(rows.len() * 6 + 20), b',');
+    let write = |w: &mut RecordWriter<Vec<u8>>, r: [&str; 3]| w.write(r).expect("in memory");
+    write(&mut w, ["y_true", "y_pred", "group"]);
     for &(t, p, g) in rows {
-        s.push_str(&format!("{t},{p},{}\n", GROUPS[g]));
+        write(&mut w, [&t.to_string(), &p.to_string(), GROUPS[g]]);
     }
-    s
+    String::from_utf8(w.into_inner().expect("in memory")).expect("ASCII")
 }
 
 /// Reads (or writes) `fair_<n>.csv` and returns its columns as strings.

@@ -2,50 +2,13 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 
-/// Index of a label in a [`LabelSet`] (0-based, in the set's order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LabelId(u32);
-
-impl LabelId {
-    /// The id with this index.
-    pub const fn new(index: u32) -> Self {
-        Self(index)
-    }
-    /// The index, for slicing.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-    /// The raw value.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
-
-/// Index of a group (one value of a group column, or one combination of
-/// values for an intersection), 0-based, in sorted order of the values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct GroupId(u32);
-
-impl GroupId {
-    /// The id with this index.
-    pub const fn new(index: u32) -> Self {
-        Self(index)
-    }
-    /// The index, for slicing.
-    pub const fn index(self) -> usize {
-        self.0 as usize
-    }
-    /// The raw value.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
+/// [`LabelId`]: a label's index in a [`LabelSet`] (0-based, in the set's
+/// order); [`GroupId`]: a group's index (one value of a group column, or one
+/// combination of values for an intersection, in sorted order of the
+/// values). Both live in valor-base, shared with valor-data.
+pub use valor_base::{GroupId, LabelId};
 
 /// The labels of a task, in a fixed order that every confusion matrix and
 /// per-class metric follows. For ordinal audits the order is the ordinal

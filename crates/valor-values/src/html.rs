@@ -13,21 +13,7 @@ const VD_COLOR: &str = "#d62728";
 const CANDIDATE_COLOR: &str = "#9a9a9a";
 const FRONT_COLOR: &str = "#ff7f0e";
 
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use valor_base::html::escape;
 
 fn score(v: Option<f64>) -> String {
     v.map_or_else(
@@ -539,13 +525,5 @@ mod tests {
         assert!((t[0] - 0.65).abs() < 1e-12 && (t[6] - 0.95).abs() < 1e-12);
         assert_eq!(ticks(0.0, 1.0).len(), 6);
         assert_eq!(ticks(0.32, 0.38).len(), 1);
-    }
-
-    #[test]
-    fn escape_covers_markup_characters() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
     }
 }

@@ -15,8 +15,8 @@
 //!
 //! To give the numbers a zero point the same is measured for random
 //! attributions (a seeded permutation per example: Fisher–Yates driven by
-//! SplitMix64 (Steele et al. 2014), bit-exact across machines and kept local
-//! so that this crate needs no `rand`). The transparency
+//! SplitMix64 (Steele et al. 2014) from valor-base, bit-exact across
+//! machines, so that this crate needs no `rand`). The transparency
 //! score is the margin over random, folded into `[0, 1]`:
 //!
 //! `score = clamp(½ · ((comp − comp_random) + (suff_random − suff)), 0, 1)`
@@ -28,6 +28,7 @@
 //! better); the clamp only ever acts on worse-than-random explanations.
 
 use serde::Serialize;
+use valor_base::splitmix::SplitMix64;
 
 use super::{input_err, pad_batch, predict_proba};
 use crate::classifier::BertForSequenceClassification;
@@ -117,7 +118,7 @@ pub fn faithfulness(
     let device = model.classifier.weight.val().device();
     let nf = config.fractions.len();
     let repeats = config.random_repeats.max(1);
-    let mut rng = SplitMix64(config.seed);
+    let mut rng = SplitMix64::new(config.seed);
     // Sums over examples: [fraction][comp, suff, rcomp, rsuff].
     let mut sums = vec![[0.0f64; 4]; nf];
     for (e, item) in items.iter().enumerate() {
@@ -228,33 +229,6 @@ pub fn faithfulness(
     })
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a 64-bit counter through a
-/// bijective mixer; plenty for shuffling token positions.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (Lemire's multiply-shift; bias below 2^-32 for short texts).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-
-    /// Fisher–Yates shuffle.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
-
 /// The transparency score of the module docs.
 pub fn score(comp: f64, suff: f64, random_comp: f64, random_suff: f64) -> f64 {
     (0.5 * ((comp - random_comp) + (random_suff - suff))).clamp(0.0, 1.0)
@@ -262,20 +236,7 @@ pub fn score(comp: f64, suff: f64, random_comp: f64, random_suff: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{SplitMix64, score};
-
-    #[test]
-    fn shuffle_is_a_seeded_permutation() {
-        let mut a: Vec<usize> = (0..50).collect();
-        let mut b = a.clone();
-        SplitMix64(3).shuffle(&mut a);
-        SplitMix64(3).shuffle(&mut b);
-        assert_eq!(a, b);
-        assert_ne!(a, (0..50).collect::<Vec<_>>());
-        let mut sorted = a.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
-    }
+    use super::score;
 
     #[test]
     fn score_is_zero_at_random_and_one_at_ideal() {

@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use valor_base::splitmix::splitmix64_xor;
 use valor_bert::{BertForSequenceClassification, BertInput, with_device_rng};
 use valor_data::{Encoded, collate};
 
@@ -14,12 +15,11 @@ use super::prepare::Context;
 use crate::error::{Error, Result};
 use crate::penalty::fairness_penalty;
 
-/// SplitMix64 finaliser: a well-mixed 64-bit seed from a seed and a counter.
+/// A well-mixed 64-bit seed from a seed and a counter (SplitMix64 with
+/// the counter XORed in, valor-base's [`splitmix64_xor`]): the dropout
+/// seed of micro-batch `counter`.
 pub(super) fn mix(seed: u64, counter: u64) -> u64 {
-    let mut z = seed ^ counter.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    splitmix64_xor(seed, counter)
 }
 
 pub(super) fn input_of(batch: &valor_data::Batch, device: &Device) -> Result<BertInput> {
@@ -247,7 +247,10 @@ pub(super) fn shards(rows: &[usize], n: usize) -> Vec<&[usize]> {
 
 /// √(Σ‖g‖²) over every parameter's gradient (PyTorch `clip_grad_norm_`'s
 /// total norm, p = 2).
-pub(super) fn global_grad_norm(model: &BertForSequenceClassification, grads: &GradientsParams) -> Result<f64> {
+pub(super) fn global_grad_norm(
+    model: &BertForSequenceClassification,
+    grads: &GradientsParams,
+) -> Result<f64> {
     struct Norm<'a> {
         grads: &'a GradientsParams,
         sum: Option<Tensor<1>>,
@@ -271,7 +274,11 @@ pub(super) fn global_grad_norm(model: &BertForSequenceClassification, grads: &Gr
     }
 }
 
-pub(super) fn scale_grads(model: &BertForSequenceClassification, grads: &mut GradientsParams, factor: f64) {
+pub(super) fn scale_grads(
+    model: &BertForSequenceClassification,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
         factor: f64,
@@ -286,4 +293,3 @@ pub(super) fn scale_grads(model: &BertForSequenceClassification, grads: &mut Gra
     }
     model.visit(&mut Scale { grads, factor });
 }
-
