@@ -153,13 +153,25 @@ mod tests {
             let root = base.join(checkout);
             std::fs::create_dir_all(root.join("xtask")).unwrap();
             std::fs::create_dir_all(root.join("crates/valor-data/src")).unwrap();
-            std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = [\"xtask\"]\n").unwrap();
-            std::fs::write(root.join("xtask/Cargo.toml"), "[package]\nname = \"xtask\"\n").unwrap();
+            std::fs::write(
+                root.join("Cargo.toml"),
+                "[workspace]\nmembers = [\"xtask\"]\n",
+            )
+            .unwrap();
+            std::fs::write(
+                root.join("xtask/Cargo.toml"),
+                "[package]\nname = \"xtask\"\n",
+            )
+            .unwrap();
             std::fs::write(root.join("crates/valor-data/Cargo.toml"), "[package]\n").unwrap();
         }
         for checkout in ["a", "b"] {
             let root = base.join(checkout);
-            for start in [root.clone(), root.join("xtask"), root.join("crates/valor-data/src")] {
+            for start in [
+                root.clone(),
+                root.join("xtask"),
+                root.join("crates/valor-data/src"),
+            ] {
                 assert_eq!(workspace_above(&start).as_deref(), Some(root.as_path()));
             }
         }

@@ -38,8 +38,10 @@ pub const TOKENIZER_FILES: &[&str] = &[
 /// file in a model folder is the user's: a re-save keeps it, and
 /// `--overwrite` leaves it.
 pub fn is_model_file(name: &str) -> bool {
-    matches!(name, "model.safetensors" | "config.json" | "thresholds.json")
-        || TOKENIZER_FILES.contains(&name)
+    matches!(
+        name,
+        "model.safetensors" | "config.json" | "thresholds.json"
+    ) || TOKENIZER_FILES.contains(&name)
 }
 
 /// One parameter in HF layout, under its HF name.

@@ -60,7 +60,11 @@ pub(super) fn spec_warnings(
 }
 
 /// Specs whose headline intervals rest on fewer than 90% of the resamples.
-pub(super) fn bootstrap_warnings(specs: &[SpecReport], resamples: usize, warnings: &mut Vec<Warning>) {
+pub(super) fn bootstrap_warnings(
+    specs: &[SpecReport],
+    resamples: usize,
+    warnings: &mut Vec<Warning>,
+) {
     for s in specs {
         let mut thin = Vec::new();
         let sections = [

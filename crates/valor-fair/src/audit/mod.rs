@@ -10,7 +10,6 @@ mod scored;
 mod spec_report;
 mod specs;
 
-
 use crate::config::{AuditConfig, GroupSpec};
 use crate::confusion::ConfusionMatrix;
 use crate::core::{Core, CoreCtx};
@@ -20,8 +19,8 @@ use crate::ids::LabelSet;
 use crate::input::AuditInput;
 use crate::partition::Partition;
 use crate::report::{
-    AuditReport, DatasetMetrics, Interval, OrderedMap, Provenance, SCHEMA, Task,
-    Warning, WarningKind,
+    AuditReport, DatasetMetrics, Interval, OrderedMap, Provenance, SCHEMA, Task, Warning,
+    WarningKind,
 };
 use checks::{bootstrap_warnings, check_thresholds, spec_warnings};
 use intervals::{Intervals, bootstrap_intervals};
@@ -173,7 +172,10 @@ pub fn audit(input: &AuditInput, config: &AuditConfig) -> Result<AuditReport> {
 }
 
 /// The dataset-level indices of a confusion matrix (binary tasks only).
-fn dataset_values(m: &ConfusionMatrix, positive: Option<usize>) -> [(&'static str, Option<f64>); 2] {
+fn dataset_values(
+    m: &ConfusionMatrix,
+    positive: Option<usize>,
+) -> [(&'static str, Option<f64>); 2] {
     let (t, g) = match positive {
         Some(pos) => theil_and_ge2(&m.one_vs_rest(pos)),
         None => (None, None),

@@ -139,7 +139,11 @@ pub(super) fn spec_states(
 /// Which of a spec's groups (`keys`) are privileged, when the
 /// configuration names any; each named group must exist, and one group at
 /// least must be left unprivileged.
-fn privileged_flags(config: &AuditConfig, name: &str, keys: &[String]) -> Result<Option<Vec<bool>>> {
+fn privileged_flags(
+    config: &AuditConfig,
+    name: &str,
+    keys: &[String],
+) -> Result<Option<Vec<bool>>> {
     let Some(wanted) = config.privileged.get(name) else {
         return Ok(None);
     };

@@ -53,8 +53,14 @@ const MARKER_SCHEMA: &str = "valor.remodel.folder/1";
 /// `candidates/` are made.
 pub(super) fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
     let marker = out.join(REMODEL_MARKER);
-    let previous =
-        ["remodel.json", "remodel.html", "model", "candidates", REMODEL_MARKER].map(|f| out.join(f));
+    let previous = [
+        "remodel.json",
+        "remodel.html",
+        "model",
+        "candidates",
+        REMODEL_MARKER,
+    ]
+    .map(|f| out.join(f));
     if previous.iter().any(|p| p.exists()) {
         if !overwrite {
             return Err(invalid(
@@ -274,7 +280,10 @@ mod tests {
         let err = prepare_out(out, true);
         assert!(err.is_ok(), "{err:?}");
         let run = out.join("candidates").join("01-lambda-0.5");
-        assert!(run.join("config.json").exists(), "a foreign config.json was removed");
+        assert!(
+            run.join("config.json").exists(),
+            "a foreign config.json was removed"
+        );
 
         // With Valor's own run configuration, the candidate is cleared but
         // for the user's notes.
@@ -305,7 +314,10 @@ mod tests {
             TrainConfig::scratch(valor_data::builtin_spec(Path::new("data.csv")), "tiny"),
             provenance,
         );
-        write(&run.join("config.json"), &serde_json::to_string(&file).unwrap());
+        write(
+            &run.join("config.json"),
+            &serde_json::to_string(&file).unwrap(),
+        );
         prepare_out(out, true).unwrap();
         let mut left: Vec<String> = Vec::new();
         for e in walk(out) {
@@ -329,7 +341,10 @@ mod tests {
         write(&out.join("remodel.json"), "{}");
         write(&out.join("model").join("model.safetensors"), "x");
         let err = prepare_out(out, true).unwrap_err();
-        assert!(err.to_string().contains("not made by `valor remodel`"), "{err}");
+        assert!(
+            err.to_string().contains("not made by `valor remodel`"),
+            "{err}"
+        );
         assert!(out.join("remodel.json").exists() && out.join("model").exists());
 
         previous_remodeling(out);

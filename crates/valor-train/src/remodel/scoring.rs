@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::tensor::Device;
 use valor_bert::explain::{
     FaithfulnessConfig, FaithfulnessItem, IgConfig, TokenSequence, faithfulness,
     integrated_gradients, pad_baseline, predict_proba,
 };
-use burn::tensor::Device;
 use valor_bert::{BertForSequenceClassification, BertInput, LoadOptions};
 use valor_data::{BatchConfig, Encoded, collate, plan_batches};
 use valor_values::{Evaluation, Profile, ValuesSpec, measure};

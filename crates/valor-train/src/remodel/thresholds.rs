@@ -192,7 +192,12 @@ pub(super) fn post_name(post: &PostProcess) -> &'static str {
     }
 }
 
-pub(super) fn apply_post(post: &PostProcess, probs: &[f64], groups: &[String], seed: u64) -> Result<Vec<u32>> {
+pub(super) fn apply_post(
+    post: &PostProcess,
+    probs: &[f64],
+    groups: &[String],
+    seed: u64,
+) -> Result<Vec<u32>> {
     let file = ThresholdsFile {
         schema: THRESHOLDS_SCHEMA.into(),
         group_column: String::new(),

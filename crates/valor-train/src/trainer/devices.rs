@@ -54,4 +54,3 @@ fn devices_error(config: &TrainConfig, e: valor_bert::Error) -> Error {
         },
     }
 }
-

@@ -85,4 +85,3 @@ pub(super) fn select_value(config: &TrainConfig, m: &EvalMetrics) -> f64 {
         BalancedAccuracy => m.balanced_accuracy,
     }
 }
-

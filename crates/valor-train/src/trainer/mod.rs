@@ -116,7 +116,10 @@ pub fn train(
 
 /// A fresh run's model: initialised from the seed, or the pretrained
 /// checkpoint with a new head (unused checkpoint tensors are a warning).
-fn initial_model(ctx: &Context, observer: &mut dyn Observer) -> Result<BertForSequenceClassification> {
+fn initial_model(
+    ctx: &Context,
+    observer: &mut dyn Observer,
+) -> Result<BertForSequenceClassification> {
     let config = &ctx.config;
     Ok(match &config.model {
         ModelSource::Scratch(_) => {

@@ -164,7 +164,10 @@ pub(super) fn prepare(
 
 /// The dataset with its warnings, checked to hold two or more labels and,
 /// on resume, to be the file the run started with.
-fn load_checked(config: &TrainConfig, resumed: Option<&Provenance>) -> Result<(Dataset, Vec<String>)> {
+fn load_checked(
+    config: &TrainConfig,
+    resumed: Option<&Provenance>,
+) -> Result<(Dataset, Vec<String>)> {
     let (data, data_warnings) = load_dataset(&config.data)?;
     let warnings = data_warnings.iter().map(ToString::to_string).collect();
     if data.num_labels() < 2 {
@@ -436,4 +439,3 @@ fn parameter_count(c: &BertConfig) -> usize {
     let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
     embeddings + l * layer + (h * h + h) + (h * c.num_labels + c.num_labels)
 }
-

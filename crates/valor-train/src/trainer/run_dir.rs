@@ -203,4 +203,3 @@ pub(super) fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<u64> {
         .map(|m| m.len())
         .map_err(|e| Error::io(path, e))
 }
-

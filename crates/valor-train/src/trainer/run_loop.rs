@@ -73,8 +73,14 @@ pub(super) fn run_loop(
             let group_end = (state.batches_done + config.grad_accum).min(batches);
             let group = &plan[state.batches_done..group_end];
             let step_examples: usize = group.iter().map(Vec::len).sum();
-            let (grads, objective) =
-                accumulate_gradients(ctx, &model, group, step_examples, &mut state, &last_checkpoint)?;
+            let (grads, objective) = accumulate_gradients(
+                ctx,
+                &model,
+                group,
+                step_examples,
+                &mut state,
+                &last_checkpoint,
+            )?;
             let grads = clip_gradients(ctx, &model, grads, &state, &last_checkpoint)?;
             lr = ctx.schedule.lr(state.step);
             model = optim.step(model, grads, lr);
@@ -352,4 +358,3 @@ fn finish(
     observer.on_event(&Event::Finished { report: &report });
     Ok(Outcome::Finished(Box::new(report)))
 }
-
