@@ -3,6 +3,7 @@
 //! (`listening on http://127.0.0.1:3000`), so scripts and tests that ask
 //! for port 0 can read the port; the request log goes to standard error.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,6 +110,7 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<Outcome> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let mut config = ServeConfig::new(args.model.clone());

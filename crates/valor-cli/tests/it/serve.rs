@@ -1009,6 +1009,9 @@ fn audit_json(dir: &Path, name: &str, rows: &[(String, String, String)]) -> Valu
 fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
+    // Drift against `valor predict`'s output on the texts.
+    predict_probs(dir.path(), &model);
+    let reference = dir.path().join("texts-pred.jsonl");
     // Class offsets that approve every `f` and deny every `m`: a
     // demographic-parity difference of 1, whatever the tiny model says.
     let offsets = valor_train::PostProcess::ClassOffsets(valor_fair::ClassOffsets {
@@ -1035,6 +1038,8 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
     .unwrap();
     let stderr = dir.path().join("serve.err");
     let args = [
+        "--reference",
+        reference.to_str().unwrap(),
         "--window",
         "16",
         "--min-feedback",
@@ -1082,6 +1087,19 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
         path(&offline)
     );
     assert_eq!(live["selection_audit"]["schema"], "valor.fair.audit/1");
+    let drift = &live["drift"];
+    assert_eq!(drift["reference_rows"], TEXTS.len());
+    assert_eq!(drift["current_rows"], 16);
+    let features: Vec<&str> = drift["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["feature"].as_str().unwrap())
+        .collect();
+    assert!(
+        features.len() >= 3,
+        "the label and each class's score: {features:?}"
+    );
 
     // Feedback turns on the outcome metrics: equalized odds as valor audit.
     let mut with_truth = Vec::new();
@@ -1122,5 +1140,112 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
         "{metrics}"
     );
     assert!(read(&stderr).contains("live monitor: breached"));
+    assert_eq!(s.stop(), 0);
+}
+
+#[valor_testkit::shared_test]
+fn serve_on_minilm_matches_predict_alone_and_batched_with_others() {
+    use valor_bert::{LoadOptions, load_hf};
+    let shared = valor_testkit::shared_dir();
+    let fixture = shared.join("fixtures/hf-parity");
+    let minilm = shared.join("models/all-MiniLM-L6-v2");
+    let dir = tempfile::tempdir().unwrap();
+    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
+    let options = LoadOptions {
+        num_labels: Some(3),
+        head: Some(fixture.join("head.safetensors")),
+        ..LoadOptions::default()
+    };
+    let (config, model, _) = load_hf(&minilm, &device, options).unwrap();
+    let folder = dir.path().join("clf");
+    valor_bert::save_hf(&model, &config, &folder, Some(&minilm)).unwrap();
+    let labels = config.id2label.clone();
+    let sentences: Vec<String> = read(&fixture.join("sentences.txt"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+
+    // `valor predict` (batches of 4, bucketed by length).
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = sentences
+        .iter()
+        .map(|s| json!({"text": s}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("pred.jsonl");
+    let (code, _, stderr) = valor(&[
+        "predict",
+        "--model",
+        folder.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Vec<f64> = read(&out)
+        .lines()
+        .flat_map(|l| {
+            let v = json_of(l);
+            labels
+                .iter()
+                .map(|label| v[format!("p_{label}")].as_f64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let stderr = dir.path().join("serve.err");
+    let s = Served::start(&folder, &["--no-explain"], &stderr);
+    let scores = |list: &Value| -> Vec<f64> {
+        labels
+            .iter()
+            .map(|l| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["label"] == *l)
+                    .unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    // All sentences in one request: one padded batch.
+    let (code, _, body) = s.post("/predict", None, &json!({"inputs": sentences}).to_string());
+    assert_eq!(code, 200, "{body}");
+    let got: Vec<f64> = json_of(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(scores)
+        .collect();
+    assert_all_close("one request", &got, &want, Tolerance::abs(1e-6));
+    // One request per sentence, all at once: the server batches them
+    // together (other lengths, other padding) and answers each the same.
+    let url = s.url("/predict");
+    let threads: Vec<_> = sentences
+        .iter()
+        .map(|t| {
+            let (url, body) = (url.clone(), json!({"inputs": t}).to_string());
+            std::thread::spawn(move || {
+                answer(
+                    agent()
+                        .post(&url)
+                        .content_type("application/json")
+                        .send(&body),
+                )
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in threads {
+        let (code, _, body) = t.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+        got.extend(scores(&json_of(&body)));
+    }
+    assert_all_close("concurrent requests", &got, &want, Tolerance::abs(1e-6));
     assert_eq!(s.stop(), 0);
 }
