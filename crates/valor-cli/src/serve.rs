@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// exceeds this.
     #[arg(long, value_name = "X")]
     pub max_eo_difference: Option<f64>,
+    /// POST each fairness breach and recovery here as JSON (http://, or
+    /// https:// with the cargo feature `tls`).
+    #[arg(long, value_name = "URL")]
+    pub alert_webhook: Option<String>,
     /// Outcome metrics (equalized odds, accuracy) are checked once this many
     /// decisions of the window have feedback.
     #[arg(long, value_name = "N", default_value_t = 30)]
@@ -134,6 +138,7 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     config.monitor.window = args.window;
     config.monitor.reference = args.reference;
     config.monitor.min_feedback_rows = args.min_feedback;
+    config.monitor.alert_webhook = args.alert_webhook;
     let limits = [
         (
             paths::DEMOGRAPHIC_PARITY_DIFFERENCE,

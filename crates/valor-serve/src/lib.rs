@@ -22,6 +22,7 @@
 //! Main types: [`ServeConfig`] (what `valor serve` was asked), [`Server`]
 //! ([`Server::bind`], then [`Server::run`]), [`KeysFile`] and [`KeyStore`].
 
+pub mod alert;
 pub mod api;
 pub mod engine;
 mod error;

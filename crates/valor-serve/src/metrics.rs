@@ -56,6 +56,8 @@ pub const DRIFTED_FEATURES: &str = "valor_drifted_features";
 pub const DRIFT_SCORE: &str = "valor_drift_score";
 /// Breaches starting (`kind="breached"`) and ending (`recovered`).
 pub const FAIRNESS_EVENTS: &str = "valor_fairness_events_total";
+/// Alerts to `--alert-webhook`, by `result` (sent, failed, dropped).
+pub const ALERTS: &str = "valor_alerts_total";
 /// Whether the model is loaded (1) or not (0).
 pub const READY: &str = "valor_ready";
 
@@ -135,4 +137,5 @@ fn describe() {
         "Drift score per feature (p-value or distance)."
     );
     describe_counter!(FAIRNESS_EVENTS, "Fairness breaches starting and ending.");
+    describe_counter!(ALERTS, "Alerts to --alert-webhook, by result.");
 }

@@ -15,6 +15,7 @@ use valor_fair::{
     LiveConfig, LiveEvent, LiveMonitor, LiveReport, Observation, Reference, Threshold,
 };
 
+use crate::alert::Alerter;
 use crate::error::{Error, Result};
 use crate::log::LoggedDecision;
 
@@ -31,6 +32,8 @@ pub struct MonitorSettings {
     pub thresholds: Vec<Threshold>,
     /// Outcome metrics need this many decisions with feedback.
     pub min_feedback_rows: usize,
+    /// POST each breach and recovery here as JSON.
+    pub alert_webhook: Option<String>,
 }
 
 impl Default for MonitorSettings {
@@ -40,6 +43,7 @@ impl Default for MonitorSettings {
             reference: None,
             thresholds: Vec::new(),
             min_feedback_rows: 30,
+            alert_webhook: None,
         }
     }
 }
@@ -75,6 +79,7 @@ pub fn load_reference(path: &Path) -> Result<Reference> {
 pub struct Monitor {
     inner: Mutex<LiveMonitor>,
     columns: Vec<String>,
+    alerter: Option<Alerter>,
 }
 
 impl Monitor {
@@ -90,9 +95,15 @@ impl Monitor {
         config.min_feedback_rows = settings.min_feedback_rows;
         let inner = LiveMonitor::new(config, reference)
             .map_err(|e| Error::Monitor(format!("the live monitor: {e}")))?;
+        let alerter = settings
+            .alert_webhook
+            .as_deref()
+            .map(Alerter::start)
+            .transpose()?;
         Ok(Self {
             inner: Mutex::new(inner),
             columns,
+            alerter,
         })
     }
 
@@ -125,7 +136,17 @@ impl Monitor {
                 }),
             };
             match m.observe(obs) {
-                Ok(events) => events.iter().for_each(announce),
+                Ok(events) => {
+                    for e in &events {
+                        announce(e);
+                        if let Some(a) = &self.alerter {
+                            a.send(&serde_json::json!({
+                                "source": "valor serve",
+                                "event": e,
+                            }));
+                        }
+                    }
+                }
                 Err(e) => tracing::error!("live monitor: decision {id}: {e}"),
             }
         }

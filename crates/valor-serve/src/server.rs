@@ -111,6 +111,15 @@ impl ServeConfig {
         if self.keys.is_none() && !self.addr.ip().is_loopback() && !self.insecure_no_auth {
             return Err(Error::Unauthenticated { addr: self.addr });
         }
+        if let Some(url) = &self.monitor.alert_webhook
+            && !(url.starts_with("http://")
+                || (url.starts_with("https://") && cfg!(feature = "tls")))
+        {
+            return Err(Error::Config {
+                flag: "--alert-webhook",
+                message: "must be an http:// URL (https:// needs the cargo feature `tls`)".into(),
+            });
+        }
         if self.tls.is_some() && !cfg!(feature = "tls") {
             return Err(Error::Config {
                 flag: "--tls-cert",
@@ -352,10 +361,13 @@ fn start_monitor(
     reference: Option<Reference>,
 ) -> Result<()> {
     if app.group_attributes.is_empty() {
-        if settings.reference.is_some() || !settings.thresholds.is_empty() {
+        if settings.reference.is_some()
+            || !settings.thresholds.is_empty()
+            || settings.alert_webhook.is_some()
+        {
             return Err(Error::Config {
                 flag: "--group",
-                message: "--reference and fairness limits need a group attribute to monitor \
+                message: "--reference, fairness limits and --alert-webhook need a group attribute to monitor \
                           (--group NAME, or a model folder with thresholds.json)"
                     .into(),
             });

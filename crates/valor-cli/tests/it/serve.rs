@@ -1036,8 +1036,51 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
         serde_json::to_string(&file).unwrap(),
     )
     .unwrap();
+    // A webhook that takes what the server POSTs (bounded: 4 connections, 60 s).
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/alerts", hook.local_addr().unwrap());
+    let (alerts_tx, alerts) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in hook.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = stream.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break Some(text[end + 4..end + 4 + len].to_string());
+                    }
+                }
+            };
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Some(b) = body {
+                let _ = alerts_tx.send(b);
+            }
+        }
+    });
     let stderr = dir.path().join("serve.err");
     let args = [
+        "--alert-webhook",
+        &hook_url,
         "--reference",
         reference.to_str().unwrap(),
         "--window",
@@ -1140,6 +1183,15 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
         "{metrics}"
     );
     assert!(read(&stderr).contains("live monitor: breached"));
+    let alert = alerts
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the breach was POSTed to the webhook");
+    let alert = json_of(&alert);
+    assert_eq!(alert["event"]["kind"], "breached", "{alert}");
+    assert_eq!(
+        alert["event"]["metric"],
+        "fairlearn.demographic_parity_difference"
+    );
     assert_eq!(s.stop(), 0);
 }
 
