@@ -1301,3 +1301,48 @@ fn serve_on_minilm_matches_predict_alone_and_batched_with_others() {
     assert_all_close("concurrent requests", &got, &want, Tolerance::abs(1e-6));
     assert_eq!(s.stop(), 0);
 }
+
+/// A Python client (`requests`, as a team's Python service would call the
+/// server). Python is there where the shared folder is (CI's machine).
+#[valor_testkit::shared_test]
+fn serve_answers_a_python_requests_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let keys = dir.path().join("keys.toml");
+    let key = create_key(&keys, "predict", &[]);
+    let stderr = dir.path().join("serve.err");
+    let s = Served::start(
+        &model,
+        &["--keys", keys.to_str().unwrap(), "--no-explain"],
+        &stderr,
+    );
+    let script = r#"
+import json, sys, requests
+base, key = sys.argv[1], sys.argv[2]
+texts = json.loads(sys.argv[3])
+auth = {"Authorization": "Bearer " + key}
+refused = requests.post(base + "/predict", json={"inputs": texts})
+ok = requests.post(base + "/predict", json={"inputs": texts}, headers=auth, timeout=60)
+ok.raise_for_status()
+print(json.dumps({"refused": [refused.status_code, refused.json()["error_type"]], "scores": ok.json()}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &s.base, &key, &json!(TEXTS).to_string()])
+        .output()
+        .expect("python3 runs (CI's machine has it, with requests)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = json_of(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(got["refused"], json!([401, "unauthorized"]));
+    let (code, _, body) = s.post(
+        "/predict",
+        Some(&key),
+        &json!({"inputs": TEXTS}).to_string(),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(got["scores"], json_of(&body), "Python sees what Rust sees");
+    assert_eq!(s.stop(), 0);
+}
