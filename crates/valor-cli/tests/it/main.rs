@@ -32,3 +32,28 @@ pub fn valor(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&stderr).into_owned(),
     )
 }
+
+/// `valor train` of a tiny model (one epoch, `max_len` 32, a 300-piece
+/// vocabulary, batches of 16, quiet) on `data` into `out`, with `extra`
+/// flags; returns what [`valor`] does.
+pub fn tiny_train(data: &str, out: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    let out = out.to_str().expect("a UTF-8 path");
+    let mut args = vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--max-len",
+        "32",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    valor(&args)
+}

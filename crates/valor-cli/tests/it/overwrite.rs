@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::valor;
+use crate::{tiny_train, valor};
 
 /// Every file below `dir` (relative path → bytes).
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -29,26 +29,9 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// `valor train` of a tiny model on `data` into `out` with `extra` flags.
+/// [`tiny_train`]'s exit code and stderr.
 fn train(data: &str, out: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--max-len",
-        "32",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "32",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let (code, _, stderr) = valor(&args);
+    let (code, _, stderr) = tiny_train(data, out, extra);
     (code, stderr)
 }
 

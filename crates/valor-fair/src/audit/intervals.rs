@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 
 use crate::bootstrap;
-use crate::config::AuditConfig;
 use crate::confusion::ConfusionMatrix;
 use crate::core::{Core, StatKey};
-use crate::partition::{Partition, SpecGroups};
 use crate::report::{BootstrapInfo, Interval, OrderedMap};
 
-use super::{SpecState, dataset_values};
+use super::{Counted, dataset_values};
 
 /// The intervals per spec (by statistic) and of the dataset indices, and
 /// how they were made; all `None` without a bootstrap configuration.
@@ -22,14 +20,15 @@ pub(super) struct Intervals {
 
 /// Resamples the partition's cell counts as `config.bootstrap` says and
 /// reads every statistic's interval off the resamples.
-pub(super) fn bootstrap_intervals(
-    config: &AuditConfig,
-    part: &Partition,
-    states: &[SpecState],
-    spec_groups: &[SpecGroups],
-    overall: &ConfusionMatrix,
-    positive: Option<usize>,
-) -> Intervals {
+pub(super) fn bootstrap_intervals(counted: &Counted<'_>) -> Intervals {
+    let Counted {
+        config,
+        part,
+        states,
+        spec_groups,
+        overall,
+        positive,
+    } = *counted;
     let mut spec_intervals: Vec<Option<HashMap<StatKey, Interval>>> =
         states.iter().map(|_| None).collect();
     let Some(b) = &config.bootstrap else {

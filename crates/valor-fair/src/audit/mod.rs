@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::headline::theil_and_ge2;
 use crate::ids::LabelSet;
 use crate::input::AuditInput;
-use crate::partition::Partition;
+use crate::partition::{Partition, SpecGroups};
 use crate::report::{
     AuditReport, DatasetMetrics, Interval, OrderedMap, Provenance, SCHEMA, Task, Warning,
     WarningKind,
@@ -40,6 +40,17 @@ pub(crate) struct SpecState {
     pub ctx: CoreCtx,
     pub matrices: Vec<ConfusionMatrix>,
     pub core: Core,
+}
+
+/// The audit's counts once the specs are resolved, as the score and
+/// bootstrap steps read them.
+pub(super) struct Counted<'a> {
+    config: &'a AuditConfig,
+    part: &'a Partition,
+    states: &'a [SpecState],
+    spec_groups: &'a [SpecGroups],
+    overall: &'a ConfusionMatrix,
+    positive: Option<usize>,
 }
 
 /// Resolves the positive label: required for two labels, refused for more.
@@ -106,21 +117,20 @@ pub fn audit(input: &AuditInput, config: &AuditConfig) -> Result<AuditReport> {
     for m in &states[0].matrices {
         overall.merge(m);
     }
-    let scored = scored_slots(
-        input,
+    let counted = Counted {
         config,
-        &part,
-        &states,
-        &spec_groups,
-        &overall,
+        part: &part,
+        states: &states,
+        spec_groups: &spec_groups,
+        overall: &overall,
         positive,
-        &mut warnings,
-    );
+    };
+    let scored = scored_slots(input, &counted, &mut warnings);
     let Intervals {
         specs: spec_intervals,
         dataset: dataset_intervals,
         info: bootstrap_info,
-    } = bootstrap_intervals(config, &part, &states, &spec_groups, &overall, positive);
+    } = bootstrap_intervals(&counted);
     let constant = constant_classifier(&overall, &labels, &mut warnings);
 
     let mut slot_offset = 0;

@@ -1,29 +1,20 @@
 //! Score-based metrics of an audit (ROC AUC, calibration): one slot per
 //! (spec, group) and one for all rows, computed in one pass over the rows.
 
-use crate::config::AuditConfig;
-use crate::confusion::ConfusionMatrix;
 use crate::input::AuditInput;
-use crate::partition::{Partition, SpecGroups};
 use crate::report::{Warning, WarningKind};
 use crate::scores::{ScoreInput, SlotScores, score_metrics};
 
-use super::SpecState;
+use super::Counted;
 
 /// The score slots when the input has scores and the task a positive
 /// label; scores outside [0, 1] skip calibration (with a warning).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn scored_slots(
     input: &AuditInput,
-    config: &AuditConfig,
-    part: &Partition,
-    states: &[SpecState],
-    spec_groups: &[SpecGroups],
-    overall: &ConfusionMatrix,
-    positive: Option<usize>,
+    counted: &Counted<'_>,
     warnings: &mut Vec<Warning>,
 ) -> Option<Vec<SlotScores>> {
-    let (Some(scores), Some(pos)) = (input.scores(), positive) else {
+    let (Some(scores), Some(pos)) = (input.scores(), counted.positive) else {
         return None;
     };
     let in_unit = scores.iter().all(|s| (0.0..=1.0).contains(s));
@@ -39,27 +30,27 @@ pub(super) fn scored_slots(
     }
     Some(score_slots(
         input,
-        part,
-        states,
-        spec_groups,
-        overall,
+        counted,
         pos,
-        in_unit.then_some(config.ece_bins),
+        in_unit.then_some(counted.config.ece_bins),
         scores,
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn score_slots(
     input: &AuditInput,
-    part: &Partition,
-    states: &[SpecState],
-    spec_groups: &[SpecGroups],
-    overall: &ConfusionMatrix,
+    counted: &Counted<'_>,
     pos: usize,
     bins: Option<usize>,
     scores: &[f64],
 ) -> Vec<SlotScores> {
+    let Counted {
+        part,
+        states,
+        spec_groups,
+        overall,
+        ..
+    } = *counted;
     let mut offsets = Vec::with_capacity(states.len());
     let mut n_slots = 0u32;
     for st in states {

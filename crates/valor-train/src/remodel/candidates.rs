@@ -124,18 +124,14 @@ impl Search {
                 proposal.rung,
                 show(&space.profile(&proposal.search_point)?)
             ));
-            let entry = retrain(
-                ctx,
-                observer,
-                &self.models[anchor],
-                &label,
+            let retraining = Retraining {
+                from: anchor,
                 lambda,
-                false,
+                reweighing: false,
                 penalty,
-                self.models.len(),
-            )?;
+            };
+            let (m, profile) = self.retrain_and_add(ctx, retraining, label, observer, note)?;
             retrainings += 1;
-            let (m, profile) = self.add_model(ctx, entry, label, note)?;
             let x = space.vector(&profile)?;
             planner.record(x.clone())?;
             self.planned.push(m);
@@ -160,17 +156,13 @@ impl Search {
             "candidate {label}: retraining from {}",
             self.models[anchor].label
         ));
-        let entry = retrain(
-            ctx,
-            observer,
-            &self.models[anchor],
-            &label,
+        let retraining = Retraining {
+            from: anchor,
             lambda,
-            true,
+            reweighing: true,
             penalty,
-            self.models.len(),
-        )?;
-        self.add_model(ctx, entry, label, note)?;
+        };
+        self.retrain_and_add(ctx, retraining, label, observer, note)?;
         Ok(())
     }
 
@@ -200,15 +192,25 @@ impl Search {
         Ok(())
     }
 
-    /// Adds a retrained model as a candidate of its own; returns its index
-    /// and validation profile.
-    fn add_model(
+    /// Runs `retraining` and adds its model as a candidate of its own;
+    /// returns the model's index and validation profile.
+    fn retrain_and_add(
         &mut self,
         ctx: &Context,
-        entry: ModelEntry,
+        retraining: Retraining,
         label: String,
+        observer: &mut dyn Observer,
         note: &mut dyn FnMut(&str),
     ) -> Result<(usize, Profile)> {
+        let number = self.models.len();
+        let entry = retrain(
+            ctx,
+            observer,
+            &self.models[retraining.from],
+            &label,
+            &retraining,
+            number,
+        )?;
         self.models.push(entry);
         let m = self.models.len() - 1;
         let profile = measure_model(ctx, &self.models[m], &ctx.config.values, None)?;
@@ -235,19 +237,31 @@ pub(super) fn settings(m: &ModelEntry, post: Option<&PostProcess>) -> BTreeMap<S
     s
 }
 
-/// Retrains from `from` with weight `lambda` (and reweighing) into
-/// `candidates/NN-<label>/`; scores the result on validation.
-#[allow(clippy::too_many_arguments)]
+/// One retraining: warm-started from model `from`, at weight `lambda` of
+/// `penalty`, with or without reweighing.
+struct Retraining {
+    from: usize,
+    lambda: f64,
+    reweighing: bool,
+    penalty: Penalty,
+}
+
+/// Retrains from `from` as `r` says into `candidates/NN-<label>/`; scores
+/// the result on validation.
 fn retrain(
     ctx: &Context,
     observer: &mut dyn Observer,
     from: &ModelEntry,
     label: &str,
-    lambda: f64,
-    reweighing: bool,
-    penalty: Penalty,
+    r: &Retraining,
     number: usize,
 ) -> Result<ModelEntry> {
+    let Retraining {
+        lambda,
+        reweighing,
+        penalty,
+        ..
+    } = *r;
     let mut c = ctx.base.clone();
     c.model = ModelSource::Pretrained {
         dir: from.dir.clone(),
