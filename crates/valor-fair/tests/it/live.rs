@@ -265,3 +265,36 @@ fn bad_decisions_are_refused_naming_the_cause() {
     m.observe(obs(3, false)).unwrap();
     assert!(m.observe(obs(3, false)).is_err(), "a repeated decision id");
 }
+
+#[test]
+fn three_classes_and_a_single_group_still_report() {
+    let labels: Vec<String> = ["low", "mid", "high"].iter().map(|s| s.to_string()).collect();
+    let mut m = LiveMonitor::new(
+        LiveConfig::new(labels.clone(), vec!["region".into()], 50),
+        None,
+    )
+    .unwrap();
+    for i in 0..60u64 {
+        let c = (i % 3) as usize;
+        let mut p = vec![0.1, 0.1, 0.1];
+        p[c] = 0.8;
+        m.observe(Observation {
+            id: format!("m{i}"),
+            time_s: i as f64,
+            groups: vec![if i < 30 { "north" } else { "south" }.into()],
+            label: labels[c].clone(),
+            probabilities: p,
+            text_chars: None,
+            unknown_rate: None,
+        })
+        .unwrap();
+    }
+    let r = m.report().unwrap();
+    let sel = &r.selection[0];
+    // rows 10..60: north holds 20 of them, south 30
+    assert_eq!(sel.counts.get("north"), Some(&20));
+    assert_eq!(sel.counts.get("south"), Some(&30));
+    assert!(sel.demographic_parity_difference.is_none(), "binary only");
+    assert!(sel.multiclass_selection_rate_gap.is_some());
+    assert!(r.drift.is_none() && r.outcomes.is_empty());
+}
