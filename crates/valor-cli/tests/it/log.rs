@@ -11,7 +11,11 @@ use valor_ledger::{Decision, InputStats, Ledger, LedgerConfig, Probabilities, Ti
 use super::valor;
 
 pub fn decision(i: u64, unfair: bool) -> Decision {
-    let gender = if i.is_multiple_of(2) { "female" } else { "male" };
+    let gender = if i.is_multiple_of(2) {
+        "female"
+    } else {
+        "male"
+    };
     let h = (i.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
     let p = match (unfair, gender) {
         (true, "male") => 0.6 + 0.4 * h,
