@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// of `/metrics`).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub window: usize,
+    /// A time window instead: the decisions of the last S seconds (at most
+    /// --window of them).
+    #[arg(long, value_name = "S")]
+    pub window_seconds: Option<f64>,
     /// Predictions to measure drift against: a `valor predict` output on
     /// validation data (`label`, `p_<label>` columns) or a
     /// valor.monitor.reference/1 JSON file.
@@ -136,6 +140,7 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     config.log_inputs = args.log_inputs;
     config.tls = args.tls_cert.zip(args.tls_key);
     config.monitor.window = args.window;
+    config.monitor.window_seconds = args.window_seconds;
     config.monitor.reference = args.reference;
     config.monitor.min_feedback_rows = args.min_feedback;
     config.monitor.alert_webhook = args.alert_webhook;

@@ -22,8 +22,10 @@ use crate::log::LoggedDecision;
 /// What `valor serve` was asked to monitor.
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
-    /// Decisions in the window.
+    /// Decisions in the window (with `window_seconds`: at most).
     pub window: usize,
+    /// A time window instead: the decisions of the last this many seconds.
+    pub window_seconds: Option<f64>,
     /// Predictions to measure drift against: a `valor predict` output
     /// (`label`, `p_<label>` columns; CSV, TSV, JSONL, Parquet) or a
     /// `valor.monitor.reference/1` JSON file.
@@ -40,6 +42,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         Self {
             window: 1000,
+            window_seconds: None,
             reference: None,
             thresholds: Vec::new(),
             min_feedback_rows: 30,
@@ -93,6 +96,12 @@ impl Monitor {
         let mut config = LiveConfig::new(labels.to_vec(), columns.clone(), settings.window);
         config.audit.thresholds = settings.thresholds.clone();
         config.min_feedback_rows = settings.min_feedback_rows;
+        if let Some(seconds) = settings.window_seconds {
+            config.window = valor_fair::Window::Span {
+                seconds,
+                max_rows: settings.window,
+            };
+        }
         let inner = LiveMonitor::new(config, reference)
             .map_err(|e| Error::Monitor(format!("the live monitor: {e}")))?;
         let alerter = settings

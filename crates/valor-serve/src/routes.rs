@@ -72,6 +72,8 @@ pub struct App {
     /// The live monitor, once the model is loaded (none without group
     /// attributes).
     pub monitor: std::sync::OnceLock<crate::monitor::Monitor>,
+    /// V_T of a remodelled folder (its `../remodel.json`), for `/info`.
+    pub value_profile: Option<serde_json::Value>,
 }
 
 /// The last decisions, so that `/feedback` can find what was decided.
@@ -719,7 +721,7 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 }
 
 #[utoipa::path(get, path = "/info",
-    responses((status = 200, description = "TEI's /info fields, plus model_sha256, labels, thresholds, group_attributes, explain")),
+    responses((status = 200, description = "TEI's /info fields, plus model_sha256, labels, thresholds, group_attributes, explain, and the value profile V_T of a remodelled folder")),
     security(("api_key" = [])))]
 async fn info(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let info = app.model()?;
@@ -752,6 +754,7 @@ async fn info(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "thresholds": app.thresholds,
         "group_attributes": app.group_attributes,
         "explain": info.explain,
+        "value_profile": app.value_profile,
     });
     Ok(Json(body).into_response())
 }

@@ -248,6 +248,7 @@ impl Server {
             max_batch_tokens: config.max_batch_tokens,
             ig_steps: config.ig_steps,
             monitor: OnceLock::new(),
+            value_profile: value_profile(&config.model_dir),
         });
         metrics::gauge!(crate::metrics::READY).set(0.0);
         let upkeep = {
@@ -385,6 +386,22 @@ fn start_monitor(
     )?;
     let _ = app.monitor.set(monitor);
     Ok(())
+}
+
+/// The value profile of a folder `valor remodel` wrote (`<out>/model`
+/// beside `<out>/remodel.json`): V_T, V_D and their distance, for `/info`.
+fn value_profile(model_dir: &std::path::Path) -> Option<serde_json::Value> {
+    let path = model_dir.parent()?.join("remodel.json");
+    let text = valor_fsio::read_to_string_capped(&path, 64 << 20).ok()?;
+    let report: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let field = |k: &str| report.get(k).cloned();
+    Some(serde_json::json!({
+        "source": path.display().to_string(),
+        "vt": field("vt")?,
+        "vd": field("vd"),
+        "distance_vt_vd": field("distance_vt_vd"),
+        "reachable": field("reachable"),
+    }))
 }
 
 fn random_prefix() -> String {

@@ -623,7 +623,23 @@ fn serve_decides_with_the_thresholds_as_predict_does() {
 
     // …and a fresh server deciding the same rows in one request, in order.
     let stderr = dir.path().join("serve.err");
-    let served = Served::start(&model, &["--no-explain"], &stderr);
+    // As `valor remodel` leaves it: the model folder beside remodel.json.
+    let profile = json!({"fairness": 0.93, "accuracy": 0.81});
+    std::fs::write(
+        dir.path().join("remodel.json"),
+        json!({"vt": profile, "vd": {"fairness": 1.0}, "distance_vt_vd": 0.07, "reachable": true})
+            .to_string(),
+    )
+    .unwrap();
+    let served = Served::start(
+        &model,
+        &["--no-explain", "--window-seconds", "3600"],
+        &stderr,
+    );
+    let (_, _, info) = served.get("/info", None);
+    let info = json_of(&info);
+    assert_eq!(info["value_profile"]["vt"], profile, "{info}");
+    assert_eq!(info["thresholds"]["kind"], "thresholds");
     let missing = r#"{"inputs": [{"text": "a"}]}"#;
     assert_error(
         served.post("/decide", None, missing),
@@ -667,6 +683,15 @@ fn serve_decides_with_the_thresholds_as_predict_does() {
         .map(|p| if p[1] > p[0] { "approve" } else { "deny" })
         .collect();
     assert_ne!(got, argmax, "the rule, not argmax, decided");
+    // The thresholds' group column is monitored, over a time window.
+    let (code, _, body) = served.get("/fairness", None);
+    assert_eq!(code, 200, "{body}");
+    let live = json_of(&body);
+    assert_eq!(
+        live["window"],
+        json!({"span": {"seconds": 3600.0, "max_rows": 1000}})
+    );
+    assert_eq!(live["rows"], TEXTS.len());
     assert_eq!(served.stop(), 0);
 }
 
