@@ -13,13 +13,13 @@
 //! Exit 1 when a declared threshold (`--max-dp-difference`, …) was breached
 //! in some window; drift alone does not change the exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use valor_fair::{
     AuditConfig, LiveConfig, LiveMonitor, MonitorEventKind, MonitorTimeline, Observation,
-    Reference, Threshold, Window, paths,
+    Threshold, Window, paths,
 };
 use valor_ledger::{Entry, LedgerReader};
 
@@ -77,42 +77,6 @@ pub struct MonitorArgs {
     /// Output file: `.json` (`valor.monitor.timeline/1`) or `.html`.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-}
-
-/// Reads `--reference`.
-pub fn load_reference(path: &Path, labels: &[String]) -> Result<Reference> {
-    if path.extension().is_some_and(|e| e == "json") {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        return Reference::from_json(&text)
-            .with_context(|| format!("reading the reference {}", path.display()));
-    }
-    let table = valor_data::read_table(path)
-        .with_context(|| format!("reading the reference {}", path.display()))?;
-    let header = table.column_names();
-    let columns: Vec<Vec<Option<String>>> = header
-        .iter()
-        .map(|c| table.strings(c))
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("reading the reference {}", path.display()))?;
-    let mut rows = Vec::with_capacity(table.n_rows());
-    for r in 0..table.n_rows() {
-        let mut row = Vec::with_capacity(header.len());
-        for (c, col) in columns.iter().enumerate() {
-            match &col[r] {
-                Some(v) => row.push(v.clone()),
-                None => bail!(
-                    "{}: row {}, column `{}` is empty",
-                    path.display(),
-                    table.file_row(r),
-                    header[c]
-                ),
-            }
-        }
-        rows.push(row);
-    }
-    Reference::from_table(&header, &rows, Some(labels))
-        .with_context(|| format!("reading the reference {}", path.display()))
 }
 
 /// A decision record as the monitor sees it, or why it is skipped.
@@ -219,25 +183,31 @@ pub fn replay(a: &MonitorArgs) -> Result<MonitorTimeline> {
         let at = || format!("{}, line {}", rec.file.display(), rec.line);
         match &rec.entry {
             Entry::Decision(d) => {
-                if monitor.is_none() && d.status == 200 {
-                    if let Some(p) = &d.probabilities {
-                        if groups.is_empty() {
-                            groups = d.groups.keys().cloned().collect();
-                        }
-                        if groups.is_empty() {
-                            bail!(
-                                "{}: the first decision carries no group attribute, so there is nothing to audit",
-                                at()
-                            );
-                        }
-                        let labels: Vec<String> = p.labels().map(str::to_owned).collect();
-                        let reference = match &a.reference {
-                            Some(path) => Some(load_reference(path, &labels)?),
-                            None => None,
-                        };
-                        let config = live_config(a, labels, groups.clone())?;
-                        monitor = Some(LiveMonitor::new(config, reference)?);
+                if monitor.is_none()
+                    && d.status == 200
+                    && let Some(p) = &d.probabilities
+                {
+                    if groups.is_empty() {
+                        groups = d.groups.keys().cloned().collect();
                     }
+                    if groups.is_empty() {
+                        bail!(
+                            "{}: the first decision carries no group attribute, so there is nothing to audit",
+                            at()
+                        );
+                    }
+                    let labels: Vec<String> = p.labels().map(str::to_owned).collect();
+                    // read as `valor serve --reference` reads it
+                    let reference = match &a.reference {
+                        Some(path) => {
+                            Some(valor_serve::monitor::load_reference(path).with_context(|| {
+                                format!("reading the reference {}", path.display())
+                            })?)
+                        }
+                        None => None,
+                    };
+                    let config = live_config(a, labels, groups.clone())?;
+                    monitor = Some(LiveMonitor::new(config, reference)?);
                 }
                 let Some(m) = monitor.as_mut() else {
                     timeline.skip(if d.status != 200 {
