@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Scope {
-    /// `POST /predict`, `POST /decide`, `GET /info`.
+    /// `POST /predict`, `POST /decide` (`GET /info` takes any valid key).
     #[serde(rename = "predict")]
     Predict,
     /// `POST /decide` with `"explain": true`.
