@@ -141,7 +141,7 @@ fn faithfulness_report_is_in_the_unit_interval() {
     let input = dir.path().join("in.csv");
     let mut s = String::from("text\n");
     for t in TEXTS {
-        s.push_str(&format!("\"{}\"\n", t.replace('"', "\"\"")));
+        s.push_str(&valor_base::csv::record([t], b','));
     }
     std::fs::write(&input, s).unwrap();
     let v = explain_json(&[
