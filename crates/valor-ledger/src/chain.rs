@@ -279,6 +279,22 @@ impl Walker {
                     })));
                 }
             };
+            if let (0, 1, Entry::Segment(seg)) = (self.expected_seq, line, &entry)
+                && let Some(before) = &seg.previous_file
+            {
+                // the log's first files were removed
+                self.done = true;
+                return Ok(Some(Step::Broken(Failure {
+                    kind: FailureKind::FileMissing,
+                    file: path.with_file_name(before),
+                    line: 1,
+                    record: 0,
+                    why: format!(
+                        "the first file present starts at record {} and names {before} before it",
+                        head.seq
+                    ),
+                })));
+            }
             if head.seq != self.expected_seq {
                 self.done = true;
                 let (kind, why) = if head.seq > self.expected_seq {

@@ -293,6 +293,17 @@ fn a_removed_file_is_named() {
 }
 
 #[test]
+fn removed_first_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 100);
+    let fs = files(dir.path());
+    std::fs::remove_file(&fs[0]).unwrap();
+    let fail = verify(dir.path()).unwrap().failure.expect("detected");
+    assert_eq!(fail.kind, FailureKind::FileMissing);
+    assert_eq!(fail.file, fs[0]);
+}
+
+#[test]
 fn a_torn_tail_is_reported_then_cut_and_logged_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), 30);
