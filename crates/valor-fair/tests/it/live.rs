@@ -14,7 +14,11 @@ fn labels() -> Vec<String> {
 
 /// A deterministic decision stream: `unfair` makes men approved far more.
 fn obs(i: u64, unfair: bool) -> Observation {
-    let gender = if i.is_multiple_of(2) { "female" } else { "male" };
+    let gender = if i.is_multiple_of(2) {
+        "female"
+    } else {
+        "male"
+    };
     let h = (i.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
     let p = if unfair && gender == "male" {
         0.6 + 0.4 * h
@@ -268,7 +272,10 @@ fn bad_decisions_are_refused_naming_the_cause() {
 
 #[test]
 fn three_classes_and_a_single_group_still_report() {
-    let labels: Vec<String> = ["low", "mid", "high"].iter().map(|s| s.to_string()).collect();
+    let labels: Vec<String> = ["low", "mid", "high"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut m = LiveMonitor::new(
         LiveConfig::new(labels.clone(), vec!["region".into()], 50),
         None,
