@@ -7,10 +7,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::DEFAULT_MAX_WAIT_S;
 use super::sys::{Observed, Watch, round};
 use super::valor::thread_env;
 use super::workloads::{Ctx, PeerRef, PeerRun};
-use super::DEFAULT_MAX_WAIT_S;
 
 /// Peers kept in this repository (not in `../shared/bench`), written to the
 /// data folder at run time: HF tokenizers, and fairlearn one size per process.
