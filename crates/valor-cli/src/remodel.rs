@@ -30,7 +30,8 @@ pub struct RemodelArgs {
     /// training run per retraining) [default: RUN/remodel].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Replace an earlier remodeling in the output folder.
+    /// Replace an earlier remodeling in the output folder: only its own
+    /// files are removed (a folder `valor remodel` did not make is refused).
     #[arg(long)]
     pub overwrite: bool,
     /// Epochs of each retraining, warm-started from the best model so far

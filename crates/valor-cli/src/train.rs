@@ -46,7 +46,9 @@ pub struct TrainArgs {
     /// was started with (no other setting flag is allowed).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "overwrite"])]
     pub resume: Option<PathBuf>,
-    /// Replace a run that --out already holds.
+    /// Replace a run that --out already holds: only the files Valor wrote
+    /// there are removed (a folder whose config.json Valor did not write is
+    /// refused).
     #[arg(long)]
     pub overwrite: bool,
 
