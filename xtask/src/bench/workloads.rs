@@ -108,71 +108,29 @@ pub(super) struct Ctx {
 
 /// Every workload, in table order (the CPU set, or the GPU section).
 pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
-    let data = |f: &str| ctx.data_dir.join(f).display().to_string();
-    let crit = |package, bench, id: &str| ValorSide::Criterion {
+    let mut w = data_workloads(ctx);
+    w.extend(model_workloads(ctx));
+    w.push(train_workload());
+    w
+}
+
+/// A criterion benchmark as Valor's side of a workload.
+fn crit(package: &'static str, bench: &'static str, id: &str) -> ValorSide {
+    ValorSide::Criterion {
         package,
         bench,
         id: id.to_string(),
-    };
-    // CSV ingest: pandas' C parser (one thread) and polars' Python reader on
-    // the harness's THREADS threads (POLARS_MAX_THREADS), the strongest peer;
-    // each reader in its own process, so each peak RSS is its own.
-    let csv_peers = |file: &str, rows: usize| -> Vec<PeerRef> {
-        let run = |reader: &str| PeerRun {
-            script: "bench_csv.py",
-            args: vec![
-                "--path".into(),
-                data(file),
-                "--rows".into(),
-                rows.to_string(),
-                "--reps".into(),
-                "5".into(),
-                "--readers".into(),
-                reader.into(),
-            ],
-        };
-        vec![
-            PeerRef {
-                run: run("pandas"),
-                measure: "/readers/pandas.read_csv(engine=c)".into(),
-                median_key: "median_s",
-                rss: Some("/peak_rss_mib"),
-                label: "pandas.read_csv (C parser, 1 thread)".into(),
-            },
-            PeerRef {
-                run: run("polars"),
-                measure: format!("/readers/polars.read_csv({THREADS} threads)"),
-                median_key: "median_s",
-                rss: Some("/peak_rss_mib"),
-                label: format!("polars.read_csv (Python, {THREADS} threads)"),
-            },
-        ]
-    };
-    // fairlearn: one process per size (fairness_peer.py), so the 10k-row
-    // row's peak RSS is the 10k-row process's own.
-    let fair_peer = |n: usize, reps: usize| PeerRef {
-        run: PeerRun {
-            script: "fairness_peer.py",
-            args: vec![
-                "--anchor".into(),
-                ctx.shared
-                    .as_ref()
-                    .map(|s| s.join("bench").display().to_string())
-                    .unwrap_or_default(),
-                "--datadir".into(),
-                ctx.data_dir.display().to_string(),
-                "--rows".into(),
-                n.to_string(),
-                "--reps".into(),
-                reps.to_string(),
-            ],
-        },
-        measure: "/construct+difference+ratio".into(),
-        median_key: "median_s",
-        rss: Some("/peak_rss_mib"),
-        label: "fairlearn MetricFrame + difference + ratio".into(),
-    };
-    let mut w = vec![
+    }
+}
+
+/// A file of the data folder, as a peer's argument.
+fn data(ctx: &Ctx, file: &str) -> String {
+    ctx.data_dir.join(file).display().to_string()
+}
+
+/// CSV ingest, tokenization and the fairness audits, each with its peers.
+fn data_workloads(ctx: &Ctx) -> Vec<Workload> {
+    vec![
         Workload {
             name: "csv_ingest_100k".into(),
             what:
@@ -180,7 +138,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                     .into(),
             valor: crit("valor-data", "ingest", "ingest/csv_100k_rows"),
             quick: true,
-            peers: csv_peers("text_100k.csv", 100_000),
+            peers: csv_peers(ctx, "text_100k.csv", 100_000),
             input: Some("text_100k.csv"),
             flops: None,
             items: Some((100_000.0, "rows")),
@@ -190,7 +148,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             what: "read + validate a 1,000,000-row CSV (same shape, ~126 MB)".into(),
             valor: crit("valor-data", "ingest", "ingest/csv_1m_rows"),
             quick: false,
-            peers: csv_peers("text_1m.csv", 1_000_000),
+            peers: csv_peers(ctx, "text_1m.csv", 1_000_000),
             input: Some("text_1m.csv"),
             flops: None,
             items: Some((1e6, "rows")),
@@ -211,7 +169,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                             .display()
                             .to_string(),
                         "--csv".into(),
-                        data("text_100k.csv"),
+                        data(ctx, "text_100k.csv"),
                     ],
                 },
                 measure: "/encode_batch".into(),
@@ -231,7 +189,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             what: "fairness audit of 10,000 predictions, 3 groups (fair_data.py, seed 42)".into(),
             valor: crit("valor-fair", "audit", "fair/audit_10k_rows"),
             quick: true,
-            peers: vec![fair_peer(10_000, 30)],
+            peers: vec![fair_peer(ctx, 10_000, 30)],
             input: Some("fair_10000.csv"),
             flops: None,
             items: Some((10_000.0, "rows")),
@@ -243,14 +201,80 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             valor: crit("valor-fair", "audit", "fair/audit_1m_rows"),
             quick: false,
             // fairlearn takes about two minutes per 1M-row audit here.
-            peers: vec![fair_peer(1_000_000, 3)],
+            peers: vec![fair_peer(ctx, 1_000_000, 3)],
             input: Some("fair_1000000.csv"),
             flops: None,
             items: Some((1e6, "rows")),
         },
-    ];
+    ]
+}
 
-    // Model workloads: the CPU set, or the GPU section.
+// CSV ingest: pandas' C parser (one thread) and polars' Python reader on
+// the harness's THREADS threads (POLARS_MAX_THREADS), the strongest peer;
+// each reader in its own process, so each peak RSS is its own.
+fn csv_peers(ctx: &Ctx, file: &str, rows: usize) -> Vec<PeerRef> {
+    let run = |reader: &str| PeerRun {
+        script: "bench_csv.py",
+        args: vec![
+            "--path".into(),
+            data(ctx, file),
+            "--rows".into(),
+            rows.to_string(),
+            "--reps".into(),
+            "5".into(),
+            "--readers".into(),
+            reader.into(),
+        ],
+    };
+    vec![
+        PeerRef {
+            run: run("pandas"),
+            measure: "/readers/pandas.read_csv(engine=c)".into(),
+            median_key: "median_s",
+            rss: Some("/peak_rss_mib"),
+            label: "pandas.read_csv (C parser, 1 thread)".into(),
+        },
+        PeerRef {
+            run: run("polars"),
+            measure: format!("/readers/polars.read_csv({THREADS} threads)"),
+            median_key: "median_s",
+            rss: Some("/peak_rss_mib"),
+            label: format!("polars.read_csv (Python, {THREADS} threads)"),
+        },
+    ]
+}
+
+// fairlearn: one process per size (fairness_peer.py), so the 10k-row
+// row's peak RSS is the 10k-row process's own.
+fn fair_peer(ctx: &Ctx, n: usize, reps: usize) -> PeerRef {
+    PeerRef {
+        run: PeerRun {
+            script: "fairness_peer.py",
+            args: vec![
+                "--anchor".into(),
+                ctx.shared
+                    .as_ref()
+                    .map(|s| s.join("bench").display().to_string())
+                    .unwrap_or_default(),
+                "--datadir".into(),
+                ctx.data_dir.display().to_string(),
+                "--rows".into(),
+                n.to_string(),
+                "--reps".into(),
+                reps.to_string(),
+            ],
+        },
+        measure: "/construct+difference+ratio".into(),
+        median_key: "median_s",
+        rss: Some("/peak_rss_mib"),
+        label: "fairlearn MetricFrame + difference + ratio".into(),
+    }
+}
+
+/// The GEMM peak, the model rows (the CPU set, or the GPU section) and
+/// integrated gradients.
+fn model_workloads(ctx: &Ctx) -> Vec<Workload> {
+    let mut w = Vec::new();
     let n = if ctx.gpu { 8192 } else { 2048 };
     w.push(Workload {
         name: "matmul_peak".into(),
@@ -265,51 +289,6 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
         flops: Some(2.0 * (n as f64).powi(3)),
         items: None,
     });
-    let bert_peer = |model: &str, seq: usize, batch: usize, train: bool| {
-        if ctx.gpu {
-            // bench_bert.py times PyTorch on the CPU only.
-            return None;
-        }
-        let (steps, infer_steps) = if train { ("10", "3") } else { ("2", "10") };
-        Some(PeerRef {
-            run: PeerRun {
-                script: "bench_bert.py",
-                args: vec![
-                    "--model".into(),
-                    model.into(),
-                    "--seq".into(),
-                    seq.to_string(),
-                    "--batch".into(),
-                    batch.to_string(),
-                    "--threads".into(),
-                    THREADS.to_string(),
-                    "--warmup".into(),
-                    if train { "3" } else { "1" }.into(),
-                    "--steps".into(),
-                    steps.into(),
-                    "--infer-warmup".into(),
-                    if train { "1" } else { "3" }.into(),
-                    "--infer-steps".into(),
-                    infer_steps.into(),
-                ],
-            },
-            measure: if train { "/train" } else { "/infer" }.into(),
-            median_key: "step_s_median",
-            rss: Some(if train {
-                "/peak_rss_after_train_mib"
-            } else {
-                "/peak_rss_after_infer_mib"
-            }),
-            label: format!(
-                "PyTorch + transformers, {}",
-                if train {
-                    "train step"
-                } else {
-                    "no_grad forward"
-                }
-            ),
-        })
-    };
     let mut model = |name: &str,
                      geom: Geometry,
                      model_peer: &str,
@@ -335,7 +314,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
                 &format!("{name}_{kind}/seq{seq}_b{batch}"),
             ),
             quick,
-            peers: Vec::from_iter(bert_peer(model_peer, seq, batch, train)),
+            peers: Vec::from_iter(bert_peer(ctx, model_peer, seq, batch, train)),
             input: None,
             flops: Some(flops),
             items: Some((batch as f64, "samples")),
@@ -384,7 +363,58 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
             items: Some((1.0, "sentences")),
         });
     }
-    w.push(Workload {
+    w
+}
+
+fn bert_peer(ctx: &Ctx, model: &str, seq: usize, batch: usize, train: bool) -> Option<PeerRef> {
+    if ctx.gpu {
+        // bench_bert.py times PyTorch on the CPU only.
+        return None;
+    }
+    let (steps, infer_steps) = if train { ("10", "3") } else { ("2", "10") };
+    Some(PeerRef {
+        run: PeerRun {
+            script: "bench_bert.py",
+            args: vec![
+                "--model".into(),
+                model.into(),
+                "--seq".into(),
+                seq.to_string(),
+                "--batch".into(),
+                batch.to_string(),
+                "--threads".into(),
+                THREADS.to_string(),
+                "--warmup".into(),
+                if train { "3" } else { "1" }.into(),
+                "--steps".into(),
+                steps.into(),
+                "--infer-warmup".into(),
+                if train { "1" } else { "3" }.into(),
+                "--infer-steps".into(),
+                infer_steps.into(),
+            ],
+        },
+        measure: if train { "/train" } else { "/infer" }.into(),
+        median_key: "step_s_median",
+        rss: Some(if train {
+            "/peak_rss_after_train_mib"
+        } else {
+            "/peak_rss_after_infer_mib"
+        }),
+        label: format!(
+            "PyTorch + transformers, {}",
+            if train {
+                "train step"
+            } else {
+                "no_grad forward"
+            }
+        ),
+    })
+}
+
+/// `cargo xtask train` end to end.
+fn train_workload() -> Workload {
+    Workload {
         name: "xtask_train".into(),
         what:
             "`cargo xtask train` wall time (6,000 notes, `tiny` preset, two runs; build excluded)"
@@ -395,8 +425,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
         input: None,
         flops: None,
         items: None,
-    });
-    w
+    }
 }
 
 /// Workloads the issue asks for that this harness does not measure yet.
