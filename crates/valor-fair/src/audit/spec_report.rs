@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::confusion::ConfusionMatrix;
 use crate::core::{Core, CoreCtx, Section, StatKey};
-use crate::headline::reweighing_weight;
+use crate::headline::{Aif360Metrics, FairlearnMetrics, reweighing_weight};
 use crate::metrics::{Agg, MetricKind, Table};
 use crate::report::{
     CalibrationSummary, ConfusionSummary, FourFifths, GroupInfo, Interval, MetricIntervals,
@@ -102,6 +102,7 @@ fn named_intervals(
     })
 }
 
+/// One spec's section of the report.
 pub(crate) fn spec_report(
     st: &SpecState,
     labels: &[String],
@@ -112,9 +113,87 @@ pub(crate) fn spec_report(
     ece_bins: usize,
 ) -> SpecReport {
     let core = &st.core;
-    let ctx = &st.ctx;
     let keys = &st.keys;
-    let mut metrics = summaries(ctx, core, keys, ivs, 0);
+    let privileged = privileged_names(st);
+    let four_fifths = st
+        .ctx
+        .metric_index(MetricKind::SelectionRate)
+        .map(|i| four_fifths(&core.tables[i], keys, constant));
+    let between_group_theil_index_interval = ivs.and_then(|iv| {
+        iv.get(&StatKey::Named {
+            cut: 0,
+            section: Section::Spec,
+            name: "between_group_theil_index",
+        })
+        .copied()
+    });
+    SpecReport {
+        name: st.name.clone(),
+        columns: st.spec.columns.clone(),
+        groups: group_infos(st),
+        metrics: metric_summaries(st, ivs, slots),
+        confusion_matrix: ConfusionSummary {
+            labels: labels.to_vec(),
+            overall: overall.rows(),
+            by_group: keyed(keys, st.matrices.iter().map(ConfusionMatrix::rows)),
+        },
+        fairlearn: fairlearn_section(core.fairlearn.as_ref(), ivs, 0),
+        aif360: aif360_section(core.aif360.as_ref(), &privileged, ivs, 0),
+        four_fifths,
+        multiclass: core.multiclass.clone().map(|mut m| {
+            m.intervals = named_intervals(ivs, 0, Section::Multiclass, &m.entries());
+            m
+        }),
+        between_group_theil_index: core.between_group_theil_index,
+        between_group_theil_index_interval,
+        reweighing: reweighing_table(st, labels, overall),
+        ordinal: ordinal_cuts(st, labels, &privileged, ivs),
+        roc: slots.map(|(groups, all)| RocSummary {
+            overall: all.and_then(|s| s.roc.clone()),
+            by_group: keyed(keys, groups.iter().map(|s| s.roc.clone())),
+        }),
+        calibration: calibration(keys, slots, ece_bins),
+    }
+}
+
+/// Each group's key, values, row count and privileged flag.
+fn group_infos(st: &SpecState) -> Vec<GroupInfo> {
+    st.keys
+        .iter()
+        .zip(&st.values)
+        .zip(&st.matrices)
+        .enumerate()
+        .map(|(g, ((key, values), m))| GroupInfo {
+            key: key.clone(),
+            values: values.clone(),
+            count: m.total(),
+            privileged: st.privileged.as_ref().map(|p| p[g]),
+        })
+        .collect()
+}
+
+/// The keys of the spec's privileged groups.
+fn privileged_names(st: &SpecState) -> Vec<String> {
+    st.privileged
+        .iter()
+        .flat_map(|f| {
+            f.iter()
+                .zip(&st.keys)
+                .filter(|(p, _)| **p)
+                .map(|(_, k)| k.clone())
+        })
+        .collect()
+}
+
+/// The summaries of the spec's metric tables, then ROC AUC and (scores in
+/// [0, 1]) the expected calibration error when there are scores.
+fn metric_summaries(
+    st: &SpecState,
+    ivs: Option<&HashMap<StatKey, Interval>>,
+    slots: Option<(&[SlotScores], Option<&SlotScores>)>,
+) -> OrderedMap<MetricSummary> {
+    let keys = &st.keys;
+    let mut metrics = summaries(&st.ctx, &st.core, keys, ivs, 0);
     if let Some((groups, all)) = slots {
         let auc = Table::new(
             all.and_then(|s| s.auc),
@@ -129,44 +208,44 @@ pub(crate) fn spec_report(
             metrics.push("expected_calibration_error", summary_of(&ece, keys, None));
         }
     }
-    let fairlearn = core.fairlearn.clone().map(|mut f| {
-        f.intervals = named_intervals(ivs, 0, Section::Fairlearn, &f.entries());
+    metrics
+}
+
+/// fairlearn's headline numbers with their intervals at `cut`.
+fn fairlearn_section(
+    f: Option<&FairlearnMetrics>,
+    ivs: Option<&HashMap<StatKey, Interval>>,
+    cut: u16,
+) -> Option<FairlearnMetrics> {
+    f.cloned().map(|mut f| {
+        f.intervals = named_intervals(ivs, cut, Section::Fairlearn, &f.entries());
         f
-    });
-    let privileged_names = |flags: &Option<Vec<bool>>| -> Vec<String> {
-        flags
-            .iter()
-            .flat_map(|f| {
-                f.iter()
-                    .zip(keys)
-                    .filter(|(p, _)| **p)
-                    .map(|(_, k)| k.clone())
-            })
-            .collect()
-    };
-    let aif360 = core.aif360.clone().map(|mut a| {
-        a.privileged = privileged_names(&st.privileged);
-        a.intervals = named_intervals(ivs, 0, Section::Aif360, &a.entries());
+    })
+}
+
+/// AIF360's headline numbers with the privileged groups and intervals at `cut`.
+fn aif360_section(
+    a: Option<&Aif360Metrics>,
+    privileged: &[String],
+    ivs: Option<&HashMap<StatKey, Interval>>,
+    cut: u16,
+) -> Option<Aif360Metrics> {
+    a.cloned().map(|mut a| {
+        a.privileged = privileged.to_vec();
+        a.intervals = named_intervals(ivs, cut, Section::Aif360, &a.entries());
         a
-    });
-    let multiclass = core.multiclass.clone().map(|mut m| {
-        m.intervals = named_intervals(ivs, 0, Section::Multiclass, &m.entries());
-        m
-    });
-    let four_fifths = ctx
-        .metric_index(MetricKind::SelectionRate)
-        .map(|i| four_fifths(&core.tables[i], keys, constant));
-    let between_group_theil_index_interval = ivs.and_then(|iv| {
-        iv.get(&StatKey::Named {
-            cut: 0,
-            section: Section::Spec,
-            name: "between_group_theil_index",
-        })
-        .copied()
-    });
+    })
+}
+
+/// Kamiran & Calders' weight of each (group, label) cell.
+fn reweighing_table(
+    st: &SpecState,
+    labels: &[String],
+    overall: &ConfusionMatrix,
+) -> OrderedMap<OrderedMap<Option<f64>>> {
     let n = overall.total();
-    let reweighing = keyed(
-        keys,
+    keyed(
+        &st.keys,
         st.matrices.iter().map(|m| {
             labels
                 .iter()
@@ -179,77 +258,50 @@ pub(crate) fn spec_report(
                 })
                 .collect::<OrderedMap<_>>()
         }),
-    );
-    let ordinal = match &ctx.cut {
-        Some(cut_ctx) => core
-            .cuts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let cut = i as u16 + 1;
-                let label = labels[i + 1].clone();
-                OrdinalCut {
-                    name: format!("at_least_{label}"),
-                    label,
-                    metrics: summaries(cut_ctx, c, keys, ivs, cut),
-                    fairlearn: c.fairlearn.clone().map(|mut f| {
-                        f.intervals = named_intervals(ivs, cut, Section::Fairlearn, &f.entries());
-                        f
-                    }),
-                    aif360: c.aif360.clone().map(|mut a| {
-                        a.privileged = privileged_names(&st.privileged);
-                        a.intervals = named_intervals(ivs, cut, Section::Aif360, &a.entries());
-                        a
-                    }),
-                }
-            })
-            .collect(),
-        None => Vec::new(),
+    )
+}
+
+/// The ordinal view: one binary audit per cut "at least label k".
+fn ordinal_cuts(
+    st: &SpecState,
+    labels: &[String],
+    privileged: &[String],
+    ivs: Option<&HashMap<StatKey, Interval>>,
+) -> Vec<OrdinalCut> {
+    let Some(cut_ctx) = &st.ctx.cut else {
+        return Vec::new();
     };
-    let roc = slots.map(|(groups, all)| RocSummary {
-        overall: all.and_then(|s| s.roc.clone()),
-        by_group: keyed(keys, groups.iter().map(|s| s.roc.clone())),
-    });
-    let calibration = slots
+    st.core
+        .cuts
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cut = i as u16 + 1;
+            let label = labels[i + 1].clone();
+            OrdinalCut {
+                name: format!("at_least_{label}"),
+                label,
+                metrics: summaries(cut_ctx, c, &st.keys, ivs, cut),
+                fairlearn: fairlearn_section(c.fairlearn.as_ref(), ivs, cut),
+                aif360: aif360_section(c.aif360.as_ref(), privileged, ivs, cut),
+            }
+        })
+        .collect()
+}
+
+/// Reliability data per group, when calibration was measured.
+fn calibration(
+    keys: &[String],
+    slots: Option<(&[SlotScores], Option<&SlotScores>)>,
+    ece_bins: usize,
+) -> Option<CalibrationSummary> {
+    slots
         .filter(|(_, all)| all.is_some_and(|s| s.ece.is_some()))
         .map(|(groups, all)| CalibrationSummary {
             bins: ece_bins,
             overall: all.map(|s| s.calibration.clone()).unwrap_or_default(),
             by_group: keyed(keys, groups.iter().map(|s| s.calibration.clone())),
-        });
-    SpecReport {
-        name: st.name.clone(),
-        columns: st.spec.columns.clone(),
-        groups: st
-            .keys
-            .iter()
-            .zip(&st.values)
-            .zip(&st.matrices)
-            .enumerate()
-            .map(|(g, ((key, values), m))| GroupInfo {
-                key: key.clone(),
-                values: values.clone(),
-                count: m.total(),
-                privileged: st.privileged.as_ref().map(|p| p[g]),
-            })
-            .collect(),
-        metrics,
-        confusion_matrix: ConfusionSummary {
-            labels: labels.to_vec(),
-            overall: overall.rows(),
-            by_group: keyed(keys, st.matrices.iter().map(ConfusionMatrix::rows)),
-        },
-        fairlearn,
-        aif360,
-        four_fifths,
-        multiclass,
-        between_group_theil_index: core.between_group_theil_index,
-        between_group_theil_index_interval,
-        reweighing,
-        ordinal,
-        roc,
-        calibration,
-    }
+        })
 }
 
 fn four_fifths(sr: &Table, keys: &[String], constant: bool) -> FourFifths {
