@@ -101,16 +101,16 @@ pub use headline::{Aif360Metrics, ConfusionCell, FairlearnMetrics, MulticlassDis
 pub use ids::{GroupId, LabelId, LabelSet, MAX_LABELS};
 pub use input::{AuditInput, GroupColumn, MAX_GROUP_CELLS};
 pub use io::write_atomic;
+pub use live::{
+    DriftReport, FeedbackMatch, LIVE_SCHEMA, LiveConfig, LiveEvent, LiveMonitor, LiveReport,
+    MonitorTimeline, Observation, OutcomeSpec, REFERENCE_SCHEMA, Reference, SelectionSpec,
+    TIMELINE_SCHEMA, Window,
+};
 pub use mitigation::offsets::{ClassOffsets, OFFSETS_SCHEMA, OffsetConfig, OffsetConstraint};
 pub use mitigation::reweighing::{Reweighing, reweighing_weights};
 pub use mitigation::threshold::{
     Constraint, Cut, DecisionStream, GroupFit, GroupRule, Objective, THRESHOLD_SCHEMA,
     ThresholdOptimizer, ThresholdOptimizerConfig,
-};
-pub use live::{
-    DriftReport, FeedbackMatch, LIVE_SCHEMA, LiveConfig, LiveEvent, LiveMonitor, LiveReport,
-    MonitorTimeline, Observation, OutcomeSpec, REFERENCE_SCHEMA, Reference, SelectionSpec,
-    TIMELINE_SCHEMA, Window,
 };
 pub use monitor::{MonitorEvent, MonitorEventKind, WindowMonitor};
 pub use report::{

@@ -276,14 +276,19 @@ fn monitor_flags_a_breach_as_it_happens() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_valor"))
         .args(["audit", "--monitor", "--predictions"])
         .arg(&follow)
-        .args(["--follow", "3", "--group", "g", "--labels", "0,1", "--window", "100"])
+        .args([
+            "--follow", "3", "--group", "g", "--labels", "0,1", "--window", "100",
+        ])
         .args(["--check-every", "20", "--max-dp-difference", "0.2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let mut f = std::fs::OpenOptions::new().append(true).open(&follow).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&follow)
+        .unwrap();
     std::io::Write::write_all(&mut f, text[cut..].as_bytes()).unwrap();
     drop(f);
     let out = child.wait_with_output().unwrap();

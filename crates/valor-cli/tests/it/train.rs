@@ -275,9 +275,26 @@ fn kill_9_then_resume_equals_the_uninterrupted_run() {
     assert_eq!(code, 0, "{stderr}");
     let args = |out: &Path| -> Vec<String> {
         [
-            "train", "--data", data, "--out", out.to_str().unwrap(), "--epochs", "2",
-            "--max-len", "32", "--vocab-size", "300", "--batch-size", "16",
-            "--checkpoint-every", "3", "--keep-last", "2", "--seed", "11", "--quiet",
+            "train",
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--max-len",
+            "32",
+            "--vocab-size",
+            "300",
+            "--batch-size",
+            "16",
+            "--checkpoint-every",
+            "3",
+            "--keep-last",
+            "2",
+            "--seed",
+            "11",
+            "--quiet",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -320,7 +337,10 @@ fn kill_9_then_resume_equals_the_uninterrupted_run() {
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the run finished before the kill: {status:?}");
+    assert!(
+        !status.success(),
+        "the run finished before the kill: {status:?}"
+    );
     assert!(
         !killed.join("report.json").exists(),
         "the run finished before the kill"
@@ -330,6 +350,9 @@ fn kill_9_then_resume_equals_the_uninterrupted_run() {
     assert_eq!(code, 0, "{stderr}");
     let (w_full, s_full) = finished_model(&full);
     let (w_killed, s_killed) = finished_model(&killed);
-    assert!(w_full == w_killed, "the resumed model differs from the uninterrupted one");
+    assert!(
+        w_full == w_killed,
+        "the resumed model differs from the uninterrupted one"
+    );
     assert_eq!(s_full, s_killed);
 }
