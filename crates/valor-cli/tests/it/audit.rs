@@ -289,7 +289,7 @@ fn monitor_flags_a_breach_as_it_happens() {
         .append(true)
         .open(&follow)
         .unwrap();
-    std::io::Write::write_all(&mut f, text[cut..].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut f, &text.as_bytes()[cut..]).unwrap();
     drop(f);
     let out = child.wait_with_output().unwrap();
     let followed = String::from_utf8_lossy(&out.stdout);
