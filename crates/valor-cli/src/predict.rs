@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use valor_base::csv::record;
 use valor_bert::Backend;
 use valor_bert::explain::top_k;
 use valor_data::{ColumnData, Format, Table, stream_table, write_table};
@@ -169,14 +170,6 @@ impl Thresholds<'_> {
     }
 }
 
-fn csv_field(s: &str, sep: char) -> String {
-    if s.contains([sep, '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 impl Sink {
     fn new(path: &Path) -> Result<Self> {
         let format = Format::from_path(path)?;
@@ -234,7 +227,7 @@ impl Sink {
                     }
                     return Ok(());
                 }
-                let sep = if *format == Format::Tsv { '\t' } else { ',' };
+                let sep = if *format == Format::Tsv { b'\t' } else { b',' };
                 if !*header_done {
                     let mut head = vec!["id".to_string(), "label".to_string()];
                     head.extend(labels.iter().map(|l| format!("p_{l}")));
@@ -244,20 +237,19 @@ impl Sink {
                     if explain {
                         head.push("top_words".into());
                     }
-                    let head: Vec<String> = head.iter().map(|h| csv_field(h, sep)).collect();
-                    writeln!(file, "{}", head.join(&sep.to_string()))?;
+                    file.write_all(record(&head, sep).as_bytes())?;
                     *header_done = true;
                 }
                 for r in rows {
-                    let mut fields = vec![csv_field(&r.id, sep), csv_field(&r.label, sep)];
+                    let mut fields = vec![r.id, r.label];
                     fields.extend(r.probs.iter().map(|p| p.to_string()));
                     if let Some(d) = r.decision {
                         fields.push(d.to_string());
                     }
-                    if let Some(w) = &r.top_words {
-                        fields.push(csv_field(w, sep));
+                    if let Some(w) = r.top_words {
+                        fields.push(w);
                     }
-                    writeln!(file, "{}", fields.join(&sep.to_string()))?;
+                    file.write_all(record(&fields, sep).as_bytes())?;
                 }
             }
         }

@@ -83,6 +83,45 @@ fn strs(list: &[&str]) -> Vec<String> {
     args(list)
 }
 
+/// `valor data inspect FILE` with the text and label columns, then `extra`.
+fn inspect(file: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "data",
+        "inspect",
+        file,
+        "--text-col",
+        "text",
+        "--label-col",
+        "label",
+    ]);
+    a.extend(args(extra));
+    a
+}
+
+/// `valor audit` of a predictions FILE (y_true, y_pred, group sex), then `extra`.
+fn audit(file: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&["audit", "--predictions", file, "--label-col", "y_true"]);
+    a.extend(args(&["--pred-col", "y_pred", "--group", "sex"]));
+    a.extend(args(extra));
+    a
+}
+
+/// `valor predict --model M --input I --output O`, then `extra`.
+fn predict(model: &str, input: &str, output: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "predict", "--model", model, "--input", input, "--output", output,
+    ]);
+    a.extend(args(extra));
+    a
+}
+
+/// `valor train --data D --out R`, then `extra`.
+fn train(data: &str, run: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&["train", "--data", data, "--out", run]);
+    a.extend(args(extra));
+    a
+}
+
 /// A CSV of `rows` data rows for `valor audit`: y_true, y_pred, score, sex.
 fn predictions(rows: usize) -> String {
     let mut s = String::from("y_true,y_pred,score,sex\n");
@@ -112,29 +151,13 @@ fn cases(c: &Corpus) -> Vec<Case> {
     let f = c.write("empty.csv", "");
     add(
         "empty file",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["empty.csv", "no data rows"]),
     );
     let f = c.write("header_only.csv", "text,label,gender\n");
     add(
         "header only",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["header_only.csv", "no data rows"]),
     );
     let f = c.write(
@@ -143,43 +166,19 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "binary file",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["binary.csv", "binary"]),
     );
     let f = c.write("parquet_named.csv", b"PAR1\x15\x04\x15\x10PAR1");
     add(
         "parquet bytes named .csv",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["parquet_named.csv", "Parquet"]),
     );
     let f = c.write("gzip.csv", [0x1f, 0x8b, 0x08, 0x00, 1, 2, 3]);
     add(
         "gzip named .csv",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["gzip.csv", "compressed"]),
     );
     let f = c.write(
@@ -188,29 +187,13 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "non-UTF-8 bytes",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["latin1.csv", "row 3", "UTF-8"]),
     );
     let f = c.write("dup_header.csv", "text,label,label\nhello,a,b\nbye,b,a\n");
     add(
         "duplicate header",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["dup_header.csv", "label"]),
     );
     let f = c.write(
@@ -219,15 +202,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "ragged rows",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["ragged.csv", "row 2"]),
     );
     let f = c.write(
@@ -236,15 +211,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "unterminated quote",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["quote.csv", "row 2", "quote"]),
     );
     add(
@@ -263,31 +230,13 @@ fn cases(c: &Corpus) -> Vec<Case> {
     let f = c.write("empty_text.csv", "text,label\nhello,a\n,b\nok,a\n");
     add(
         "empty text value",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["empty_text.csv", "row 2", "`text`"]),
     );
     let f = c.write("unknown_label.csv", "text,label\nhello,a\nbye,c\nok,b\n");
     add(
         "unknown label",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-            "--labels",
-            "a,b",
-        ]),
+        inspect(&f, &["--labels", "a, b"]),
         strs(&["unknown_label.csv", "row 2", "`label`", "`c`"]),
     );
     let f = c.write(
@@ -296,83 +245,35 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "broken JSON Lines",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["bad.jsonl", "row 2"]),
     );
     let f = c.write("truncated.parquet", b"PAR1\x00\x00\x00");
     add(
         "truncated Parquet",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["truncated.parquet"]),
     );
     let f = c.write("sheet.xlsx", "not a sheet");
     add(
         "unknown format",
-        args(&[
-            "data",
-            "inspect",
-            &f,
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&f, &[]),
         strs(&["sheet.xlsx", "xlsx"]),
     );
     add(
         "file does not exist",
-        args(&[
-            "data",
-            "inspect",
-            &c.s("nope.csv"),
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&c.s("nope.csv"), &[]),
         strs(&["nope.csv"]),
     );
     std::fs::create_dir_all(c.path("folder.csv")).unwrap();
     add(
         "folder as file",
-        args(&[
-            "data",
-            "inspect",
-            &c.s("folder.csv"),
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&c.s("folder.csv"), &[]),
         strs(&["folder.csv"]),
     );
     add(
         "path through a file",
-        args(&[
-            "data",
-            "inspect",
-            &format!("{good}/x.csv"),
-            "--text-col",
-            "text",
-            "--label-col",
-            "label",
-        ]),
+        inspect(&format!("{good}/x.csv"), &[]),
         strs(&["data.csv/x.csv"]),
     );
     let f = c.write(
@@ -468,17 +369,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     let f = c.write("empty_pred.csv", "y_true,y_pred,sex\n1,1,F\n0,,M\n1,0,M\n");
     add(
         "empty prediction",
-        args(&[
-            "audit",
-            "--predictions",
-            &f,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-        ]),
+        audit(&f, &[]),
         strs(&["empty_pred.csv", "row 2", "`y_pred`"]),
     );
     add(
@@ -513,35 +404,13 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "label outside --labels",
-        args(&[
-            "audit",
-            "--predictions",
-            &preds,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-            "--labels",
-            "0,2",
-        ]),
+        audit(&preds, &["--labels", "0, 2"]),
         strs(&["preds.csv", "row 2", "column `y_true`", "`1`"]),
     );
     let f = c.write("one_label.csv", "y_true,y_pred,sex\n1,1,F\n1,1,M\n");
     add(
         "a single label",
-        args(&[
-            "audit",
-            "--predictions",
-            &f,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-        ]),
+        audit(&f, &[]),
         strs(&["one_label.csv", "at least two labels"]),
     );
     let mut ids = String::from("y_true,y_pred,sex\n");
@@ -551,17 +420,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     let f = c.write("id_as_label.csv", ids);
     add(
         "an id column as labels",
-        args(&[
-            "audit",
-            "--predictions",
-            &f,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-        ]),
+        audit(&f, &[]),
         strs(&["id_as_label.csv", "more than 1024 distinct labels"]),
     );
     let mut many = String::from("y_true,y_pred,customer\n");
@@ -586,36 +445,12 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "bad threshold rule",
-        args(&[
-            "audit",
-            "--predictions",
-            &preds,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-            "--threshold",
-            "dp_difference ~ 0.1",
-        ]),
+        audit(&preds, &["--threshold", "dp_difference ~ 0.1"]),
         strs(&["dp_difference ~ 0.1"]),
     );
     add(
         "NaN threshold",
-        args(&[
-            "audit",
-            "--predictions",
-            &preds,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-            "--max-dp-difference",
-            "NaN",
-        ]),
+        audit(&preds, &["--max-dp-difference", "NaN"]),
         strs(&["NaN"]),
     );
     add(
@@ -640,83 +475,51 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "absurd bootstrap",
-        args(&[
-            "audit",
-            "--predictions",
-            &preds,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-            "--bootstrap",
-            "1000000000000",
-        ]),
+        audit(&preds, &["--bootstrap", "1000000000000"]),
         strs(&["bootstrap", "1000000000000"]),
     );
     add(
         "audit report over its input",
-        args(&[
-            "audit",
-            "--predictions",
-            &preds,
-            "--label-col",
-            "y_true",
-            "--pred-col",
-            "y_pred",
-            "--group",
-            "sex",
-            "--out",
-            &preds,
-        ]),
+        audit(&preds, &["--out", &preds]),
         strs(&["preds.csv", "input"]),
     );
 
     // --- `valor train` ------------------------------------------------------
     add(
         "train on a missing file",
-        args(&["train", "--data", &c.s("nope.csv"), "--out", &run]),
+        train(&c.s("nope.csv"), &run, &[]),
         strs(&["nope.csv"]),
     );
     add(
         "train zero epochs",
-        args(&["train", "--data", &good, "--out", &run, "--epochs", "0"]),
+        train(&good, &run, &["--epochs", "0"]),
         strs(&["epochs"]),
     );
     add(
         "train zero batch",
-        args(&["train", "--data", &good, "--out", &run, "--batch-size", "0"]),
+        train(&good, &run, &["--batch-size", "0"]),
         strs(&["batch"]),
     );
     add(
         "train NaN learning rate",
-        args(&["train", "--data", &good, "--out", &run, "--lr", "NaN"]),
+        train(&good, &run, &["--lr", "NaN"]),
         strs(&["lr"]),
     );
     add(
         "train absurd max-len",
-        args(&[
-            "train",
-            "--data",
-            &good,
-            "--out",
-            &run,
-            "--max-len",
-            "100000000",
-        ]),
+        train(&good, &run, &["--max-len", "100000000"]),
         strs(&["max"]),
     );
     let f = c.write("values_bad.toml", "[target]\naccuracy = 0.8\nfairness = \n");
     add(
         "train bad values TOML",
-        args(&["train", "--data", &good, "--out", &run, "--values", &f]),
+        train(&good, &run, &["--values", &f]),
         strs(&["values_bad.toml", "line"]),
     );
     let f = c.write("values_range.toml", "[target]\naccuracy = 1.8\n");
     add(
         "values target out of range",
-        args(&["train", "--data", &good, "--out", &run, "--values", &f]),
+        train(&good, &run, &["--values", &f]),
         strs(&["values_range.toml", "accuracy"]),
     );
     let truncated = c.model_variant("model_truncated", |d| {
@@ -726,17 +529,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "fine-tune truncated weights",
-        args(&[
-            "train",
-            "--data",
-            &good,
-            "--out",
-            &run,
-            "--model",
-            &truncated,
-            "--max-len",
-            "32",
-        ]),
+        train(&good, &run, &["--model", &truncated, "--max-len", "32"]),
         strs(&["model_truncated", "model.safetensors"]),
     );
 
@@ -747,22 +540,12 @@ fn cases(c: &Corpus) -> Vec<Case> {
     );
     add(
         "predict with a missing model",
-        args(&[
-            "predict",
-            "--model",
-            &c.s("no_model"),
-            "--input",
-            &input,
-            "--output",
-            &out,
-        ]),
+        predict(&c.s("no_model"), &input, &out, &[]),
         strs(&["no_model"]),
     );
     add(
         "predict truncated weights",
-        args(&[
-            "predict", "--model", &truncated, "--input", &input, "--output", &out,
-        ]),
+        predict(&truncated, &input, &out, &[]),
         strs(&["model_truncated", "model.safetensors"]),
     );
     let no_config = c.model_variant("model_no_config", |d| {
@@ -770,9 +553,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "model without config.json",
-        args(&[
-            "predict", "--model", &no_config, "--input", &input, "--output", &out,
-        ]),
+        predict(&no_config, &input, &out, &[]),
         strs(&["model_no_config", "config.json"]),
     );
     let bad_config = c.model_variant("model_bad_config", |d| {
@@ -780,15 +561,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "broken config.json",
-        args(&[
-            "predict",
-            "--model",
-            &bad_config,
-            "--input",
-            &input,
-            "--output",
-            &out,
-        ]),
+        predict(&bad_config, &input, &out, &[]),
         strs(&["model_bad_config", "config.json"]),
     );
     let zero_config = c.model_variant("model_zero_config", |d| {
@@ -800,15 +573,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "zero attention heads",
-        args(&[
-            "predict",
-            "--model",
-            &zero_config,
-            "--input",
-            &input,
-            "--output",
-            &out,
-        ]),
+        predict(&zero_config, &input, &out, &[]),
         strs(&["model_zero_config", "num_attention_heads"]),
     );
     let big_tok = c.model_variant("model_big_tokenizer", |d| {
@@ -821,9 +586,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "tokenizer larger than the model",
-        args(&[
-            "predict", "--model", &big_tok, "--input", &input, "--output", &out,
-        ]),
+        predict(&big_tok, &input, &out, &[]),
         strs(&["model_big_tokenizer", "vocab"]),
     );
     let no_tok = c.model_variant("model_no_tokenizer", |d| {
@@ -831,9 +594,7 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "model without tokenizer",
-        args(&[
-            "predict", "--model", &no_tok, "--input", &input, "--output", &out,
-        ]),
+        predict(&no_tok, &input, &out, &[]),
         strs(&["model_no_tokenizer", "tokenizer"]),
     );
     let bad_thr = c.model_variant("model_bad_thresholds", |d| {
@@ -841,46 +602,22 @@ fn cases(c: &Corpus) -> Vec<Case> {
     });
     add(
         "broken thresholds.json",
-        args(&[
-            "predict", "--model", &bad_thr, "--input", &input, "--output", &out,
-        ]),
+        predict(&bad_thr, &input, &out, &[]),
         strs(&["thresholds.json"]),
     );
     add(
         "predict input missing text column",
-        args(&[
-            "predict",
-            "--model",
-            &model,
-            "--input",
-            &input,
-            "--output",
-            &out,
-            "--text-col",
-            "note",
-        ]),
+        predict(&model, &input, &out, &["--text-col", "note"]),
         strs(&["in.csv", "`note` not found"]),
     );
     add(
         "predict zero batch",
-        args(&[
-            "predict",
-            "--model",
-            &model,
-            "--input",
-            &input,
-            "--output",
-            &out,
-            "--batch-size",
-            "0",
-        ]),
+        predict(&model, &input, &out, &["--batch-size", "0"]),
         strs(&["--batch-size"]),
     );
     add(
         "predict output is the input",
-        args(&[
-            "predict", "--model", &model, "--input", &input, "--output", &input,
-        ]),
+        predict(&model, &input, &input, &[]),
         strs(&["in.csv", "input"]),
     );
     let link = c.path("link.csv");
@@ -889,36 +626,17 @@ fn cases(c: &Corpus) -> Vec<Case> {
     #[cfg(unix)]
     add(
         "predict output is the input through a link",
-        args(&[
-            "predict",
-            "--model",
-            &model,
-            "--input",
-            &input,
-            "--output",
-            &link.display().to_string(),
-        ]),
+        predict(&model, &input, &link.display().to_string(), &[]),
         strs(&["link.csv", "input"]),
     );
     add(
         "predict over an existing file",
-        args(&[
-            "predict", "--model", &model, "--input", &input, "--output", &good,
-        ]),
+        predict(&model, &input, &good, &[]),
         strs(&["data.csv", "--overwrite"]),
     );
     add(
         "predict output is a folder",
-        args(&[
-            "predict",
-            "--model",
-            &model,
-            "--input",
-            &input,
-            "--output",
-            &c.s("folder.csv"),
-            "--overwrite",
-        ]),
+        predict(&model, &input, &c.s("folder.csv"), &["--overwrite"]),
         strs(&["folder.csv", "folder"]),
     );
 

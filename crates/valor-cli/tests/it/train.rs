@@ -124,24 +124,7 @@ fn gen_data(dir: &Path) -> String {
 /// config.json's `config`.
 fn train_config(dir: &Path, data: &str, name: &str, extra: &[&str]) -> Value {
     let out = dir.join(name);
-    let mut args = vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--max-len",
-        "32",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "16",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = valor(&args);
+    let (code, stdout, stderr) = crate::tiny_train(data, &out, extra);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("test set"), "{stdout}");
     let text = std::fs::read_to_string(out.join("config.json")).unwrap();
