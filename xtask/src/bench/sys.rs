@@ -254,10 +254,21 @@ pub fn machine() -> Value {
         .lines()
         .find(|l| l.starts_with("flags"))
         .unwrap_or("");
-    let simd: Vec<&str> = ["avx2", "fma", "avx512f", "amx_bf16"]
-        .into_iter()
-        .filter(|f| flags.split_whitespace().any(|x| x == *f))
-        .collect();
+    let simd: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx_vnni",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
     let rustc = std::process::Command::new("rustc")
         .arg("-V")
         .output()
