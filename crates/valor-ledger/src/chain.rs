@@ -198,8 +198,7 @@ impl Walker {
                 let expected_index = self.files[0].0 + self.next_file as u32;
                 self.next_file += 1;
                 if index != expected_index {
-                    self.done = true;
-                    return Ok(Some(Step::Broken(Failure {
+                    return self.broken(Failure {
                         kind: FailureKind::FileMissing,
                         file: path.with_file_name(file_name(expected_index)),
                         line: 1,
@@ -209,7 +208,7 @@ impl Walker {
                             self.prev_file.as_deref().unwrap_or("the start"),
                             file_name(index)
                         ),
-                    })));
+                    });
                 }
                 let f = File::open(&path).map_err(io(&path))?;
                 self.current = Some((path, BufReader::new(f), 0, 0));
@@ -229,14 +228,13 @@ impl Walker {
                     let path = path.clone();
                     self.current = None;
                     if !last_file {
-                        self.done = true;
-                        return Ok(Some(Step::Broken(Failure {
+                        return self.broken(Failure {
                             kind: FailureKind::FileMissing,
                             file: path,
                             line: 1,
                             record: self.expected_seq,
                             why: "the file is empty".into(),
-                        })));
+                        });
                     }
                     continue;
                 }
@@ -257,34 +255,32 @@ impl Walker {
                         bytes: n as u64,
                     })));
                 }
-                return Ok(Some(Step::Broken(Failure {
+                return self.broken(Failure {
                     kind: FailureKind::Truncated,
                     file: path,
                     line,
                     record: self.expected_seq,
                     why: "the line has no newline but more files follow".into(),
-                })));
+                });
             }
             let bytes = &self.buf[..n - 1];
             let (head, hash, entry) = match parse_line(bytes) {
                 Ok(x) => x,
                 Err(why) => {
-                    self.done = true;
-                    return Ok(Some(Step::Broken(Failure {
+                    return self.broken(Failure {
                         kind: FailureKind::Changed,
                         file: path,
                         line,
                         record: self.expected_seq,
                         why,
-                    })));
+                    });
                 }
             };
             if let (0, 1, Entry::Segment(seg)) = (self.expected_seq, line, &entry)
                 && let Some(before) = &seg.previous_file
             {
                 // the log's first files were removed
-                self.done = true;
-                return Ok(Some(Step::Broken(Failure {
+                return self.broken(Failure {
                     kind: FailureKind::FileMissing,
                     file: path.with_file_name(before),
                     line: 1,
@@ -293,10 +289,9 @@ impl Walker {
                         "the first file present starts at record {} and names {before} before it",
                         head.seq
                     ),
-                })));
+                });
             }
             if head.seq != self.expected_seq {
-                self.done = true;
                 let (kind, why) = if head.seq > self.expected_seq {
                     (
                         FailureKind::Removed,
@@ -315,18 +310,17 @@ impl Walker {
                         ),
                     )
                 };
-                return Ok(Some(Step::Broken(Failure {
+                return self.broken(Failure {
                     kind,
                     file: path,
                     line,
                     record: self.expected_seq,
                     why,
-                })));
+                });
             }
             if head.prev != self.prev_hash {
-                self.done = true;
                 let (file, line) = self.prev_at.clone().unwrap_or((path, line));
-                return Ok(Some(Step::Broken(Failure {
+                return self.broken(Failure {
                     kind: FailureKind::Rehashed,
                     file,
                     line,
@@ -337,7 +331,7 @@ impl Walker {
                         &head.prev[..head.prev.len().min(12)],
                         &self.prev_hash[..12]
                     ),
-                })));
+                });
             }
             let name = path
                 .file_name()
@@ -346,8 +340,7 @@ impl Walker {
             match (&entry, line == 1) {
                 (Entry::Segment(s), true) => {
                     if s.file != name || s.previous_file != self.prev_file {
-                        self.done = true;
-                        return Ok(Some(Step::Broken(Failure {
+                        return self.broken(Failure {
                             kind: FailureKind::FileMissing,
                             file: path,
                             line,
@@ -356,29 +349,27 @@ impl Walker {
                                 "its segment record names file {} after {:?}, but it is {} after {:?}",
                                 s.file, s.previous_file, name, self.prev_file
                             ),
-                        })));
+                        });
                     }
                     self.prev_file = Some(name);
                 }
                 (Entry::Segment(_), false) => {
-                    self.done = true;
-                    return Ok(Some(Step::Broken(Failure {
+                    return self.broken(Failure {
                         kind: FailureKind::Reordered,
                         file: path,
                         line,
                         record: head.seq,
                         why: "a segment record that is not the first line of its file".into(),
-                    })));
+                    });
                 }
                 (_, true) => {
-                    self.done = true;
-                    return Ok(Some(Step::Broken(Failure {
+                    return self.broken(Failure {
                         kind: FailureKind::FileMissing,
                         file: path,
                         line,
                         record: head.seq,
                         why: "the file does not start with its segment record".into(),
-                    })));
+                    });
                 }
                 _ => {}
             }
@@ -394,6 +385,12 @@ impl Walker {
                 entry,
             }))));
         }
+    }
+
+    /// Ends the walk at `failure`.
+    fn broken(&mut self, failure: Failure) -> Result<Option<Step>> {
+        self.done = true;
+        Ok(Some(Step::Broken(failure)))
     }
 
     /// After a [`FailureKind::Removed`] at record `missing`: whether that

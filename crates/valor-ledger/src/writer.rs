@@ -342,22 +342,10 @@ impl Writer {
             .map_err(io(&path))?;
         if let Some((seq, hash)) = last_record(&path, &content)? {
             let records = content.iter().filter(|b| **b == b'\n').count() as u64;
-            return Ok((
-                Self {
-                    dir: dir.to_owned(),
-                    config,
-                    file,
-                    path,
-                    index,
-                    file_bytes: valid as u64,
-                    records_in_file: records,
-                    seq: seq + 1,
-                    prev: hash,
-                    buf: Vec::new(),
-                    _lock: lock,
-                },
-                recovered,
-            ));
+            let mut w = Self::at(dir, config, lock, (path, file), index, (seq + 1, hash));
+            w.file_bytes = valid as u64;
+            w.records_in_file = records;
+            return Ok((w, recovered));
         }
         // The last file holds no complete record: continue from the file
         // before it (or from the start) and write this file's segment.
@@ -387,19 +375,7 @@ impl Writer {
             }
             None => (0, GENESIS.to_owned()),
         };
-        let mut w = Self {
-            dir: dir.to_owned(),
-            config,
-            file,
-            path,
-            index,
-            file_bytes: 0,
-            records_in_file: 0,
-            seq,
-            prev,
-            buf: Vec::new(),
-            _lock: lock,
-        };
+        let mut w = Self::at(dir, config, lock, (path, file), index, (seq, prev));
         w.push_segment(previous.as_deref().map(name_of))?;
         Ok((w, recovered))
     }
@@ -419,7 +395,28 @@ impl Writer {
             .open(&path)
             .map_err(io(&path))?;
         valor_fsio::sync_dir(dir).map_err(io(dir))?;
-        Ok(Self {
+        Ok(Self::at(
+            dir,
+            config,
+            lock,
+            (path, file),
+            index,
+            (seq, prev),
+        ))
+    }
+
+    /// A writer appending to log file number `index` (at `path`, open as
+    /// `file`, empty so far), whose next record is `seq` and links to the
+    /// hash `prev`.
+    fn at(
+        dir: &Path,
+        config: LedgerConfig,
+        lock: File,
+        (path, file): (PathBuf, File),
+        index: u32,
+        (seq, prev): (u64, String),
+    ) -> Self {
+        Self {
             dir: dir.to_owned(),
             config,
             file,
@@ -431,7 +428,7 @@ impl Writer {
             prev,
             buf: Vec::new(),
             _lock: lock,
-        })
+        }
     }
 
     fn push_segment(&mut self, previous_file: Option<String>) -> Result<()> {
