@@ -18,7 +18,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::{fused, host, init};
+use crate::{fused, host, init, lora};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
 /// `attention_mask` is 1, `f32::MIN` (PyTorch's `torch.finfo(float32).min`,
@@ -92,9 +92,9 @@ impl BertAttention {
         let d_head = hidden / heads;
         // [rows, hidden] → [batch, heads, seq_len, d_head] (a strided view).
         let split = |t: Tensor<2>| t.reshape([batch, seq_len, heads, d_head]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x.clone()));
+        let q = split(lora::linear(&self.query, x.clone()));
+        let k = split(lora::linear(&self.key, x.clone()));
+        let v = split(lora::linear(&self.value, x.clone()));
 
         let scale = 1.0 / (d_head as f64).sqrt();
         let (context, probs) = if want_probs {
@@ -127,7 +127,7 @@ impl BertAttention {
         let context = context.swap_dims(1, 2).reshape([rows, hidden]);
 
         let out = fused::residual_layer_norm(
-            self.output.forward(context),
+            lora::linear(&self.output, context),
             x,
             &self.layer_norm,
             self.layer_norm_eps,

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{Activation, BertConfig};
-use crate::{fused, init};
+use crate::{fused, init, lora};
 
 /// One encoder layer (HF `BertLayer`).
 #[derive(Module, Debug)]
@@ -59,9 +59,9 @@ impl BertLayer {
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
         let (x, probs) = self.attention.forward(x, bias, dims, want_probs);
-        let inner = activate(self.activation, self.intermediate.forward(x.clone()));
+        let inner = activate(self.activation, lora::linear(&self.intermediate, x.clone()));
         let out = fused::residual_layer_norm(
-            self.output.forward(inner),
+            lora::linear(&self.output, inner),
             x,
             &self.layer_norm,
             self.layer_norm_eps,

@@ -51,6 +51,7 @@ mod init;
 mod input;
 mod kernels;
 mod loader;
+pub mod lora;
 mod model;
 pub mod optim;
 mod pooler;

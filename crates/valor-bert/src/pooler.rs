@@ -27,6 +27,6 @@ impl BertPooler {
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [batch, _, h] = hidden.dims();
         let cls = hidden.slice([0..batch, 0..1]).reshape([batch, h]);
-        self.dense.forward(cls).tanh()
+        crate::lora::linear(&self.dense, cls).tanh()
     }
 }

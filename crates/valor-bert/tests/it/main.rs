@@ -8,6 +8,7 @@
 mod common;
 mod explain;
 mod files;
+mod lora;
 mod model;
 mod parity;
 mod train;
