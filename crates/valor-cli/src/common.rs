@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use valor_data::{DatasetSpec, Preset, SpecArgs, builtin_spec, read_table};
+use valor_fair::{Threshold, paths};
 
 /// Which columns of a data file are the text, the label and the groups.
 #[derive(Debug, Clone, Default, Args)]
@@ -160,5 +161,58 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
             (std::fs::canonicalize(a), std::fs::canonicalize(b)),
             (Ok(x), Ok(y)) if x == y
         )
+    }
+}
+
+/// The live monitor's window, drift reference and fairness limits: the same
+/// flags, with the same defaults, on `valor serve` and `valor monitor`, so
+/// that replaying a decision log reproduces what the server reported.
+#[derive(Debug, Clone, Args)]
+pub struct MonitorFlags {
+    /// The window: the last N decisions (`GET /fairness`, the gauges of
+    /// `/metrics`, each window of `valor monitor`).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub window: usize,
+    /// The window is the decisions of the last S seconds instead (at most
+    /// --window of them).
+    #[arg(long, value_name = "S")]
+    pub window_seconds: Option<f64>,
+    /// Reference sample for drift: a `valor.monitor.reference/1` JSON file,
+    /// or a predictions file as `valor predict` writes it on validation data
+    /// (`label` and `p_<label>` columns; optional `text_chars` / `text` and
+    /// `unknown_rate`). Without it, no drift.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// Count and log a breach when a window's demographic-parity difference
+    /// exceeds this.
+    #[arg(long, value_name = "X")]
+    pub max_dp_difference: Option<f64>,
+    /// … when its demographic-parity ratio falls below this.
+    #[arg(long, value_name = "X")]
+    pub min_dp_ratio: Option<f64>,
+    /// … when the equalized-odds difference of the decisions with feedback
+    /// exceeds this.
+    #[arg(long, value_name = "X")]
+    pub max_eo_difference: Option<f64>,
+    /// Outcome metrics (equalized odds, accuracy) are checked once this many
+    /// decisions of the window have feedback.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub min_feedback: usize,
+}
+
+impl MonitorFlags {
+    /// The declared limits as audit thresholds.
+    pub fn thresholds(&self) -> Vec<Threshold> {
+        let mut out = Vec::new();
+        if let Some(x) = self.max_dp_difference {
+            out.push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, x));
+        }
+        if let Some(x) = self.min_dp_ratio {
+            out.push(Threshold::at_least(paths::DEMOGRAPHIC_PARITY_RATIO, x));
+        }
+        if let Some(x) = self.max_eo_difference {
+            out.push(Threshold::at_most(paths::EQUALIZED_ODDS_DIFFERENCE, x));
+        }
+        out
     }
 }

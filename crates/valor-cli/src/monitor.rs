@@ -18,31 +18,20 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use valor_fair::{
-    AuditConfig, LiveConfig, LiveMonitor, MonitorEventKind, MonitorTimeline, Observation,
-    Threshold, Window, paths,
+    AuditConfig, LiveConfig, LiveMonitor, MonitorEventKind, MonitorTimeline, Observation, Window,
 };
 use valor_ledger::{Entry, LedgerReader};
 
 use crate::Outcome;
+use crate::common::MonitorFlags;
 
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// The decision log folder (`valor serve --log-dir`).
     #[arg(long, value_name = "DIR")]
     pub log_dir: PathBuf,
-    /// Reference sample for drift: a `valor.monitor.reference/1` JSON file,
-    /// or a predictions file as `valor predict` writes it (`label` and
-    /// `p_<label>` columns; optional `text_chars` / `text` and
-    /// `unknown_rate`). Without it, no drift.
-    #[arg(long, value_name = "FILE")]
-    pub reference: Option<PathBuf>,
-    /// The window: the last N decisions.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub window: usize,
-    /// The window is the last SECONDS of decisions instead (at most
-    /// --window decisions).
-    #[arg(long, value_name = "SECONDS")]
-    pub window_seconds: Option<f64>,
+    #[command(flatten)]
+    pub live: MonitorFlags,
     /// Report a window every N decisions (default: --window).
     #[arg(long, value_name = "N")]
     pub every: Option<u64>,
@@ -57,23 +46,9 @@ pub struct MonitorArgs {
     /// or the second label).
     #[arg(long, value_name = "LABEL")]
     pub positive: Option<String>,
-    /// Breach when a window's demographic-parity difference exceeds this.
-    #[arg(long, value_name = "X")]
-    pub max_dp_difference: Option<f64>,
-    /// Breach when a window's demographic-parity ratio falls below this.
-    #[arg(long, value_name = "X")]
-    pub min_dp_ratio: Option<f64>,
-    /// Breach when the equalized-odds difference (from feedback) exceeds
-    /// this.
-    #[arg(long, value_name = "X")]
-    pub max_eo_difference: Option<f64>,
     /// Drift events are checked every N decisions (the server's default).
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub drift_every: u64,
-    /// Outcome metrics are checked once a window holds this many decisions
-    /// with feedback.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub min_feedback: usize,
     /// Output file: `.json` (`valor.monitor.timeline/1`) or `.html`.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -111,15 +86,15 @@ fn observation(
 /// The configuration `args` describe, for a model with `labels` and
 /// `groups`.
 fn live_config(a: &MonitorArgs, labels: Vec<String>, groups: Vec<String>) -> Result<LiveConfig> {
-    let mut config = LiveConfig::new(labels, groups, a.window);
-    if let Some(s) = a.window_seconds {
+    let mut config = LiveConfig::new(labels, groups, a.live.window);
+    if let Some(s) = a.live.window_seconds {
         config.window = Window::Span {
             seconds: s,
-            max_rows: a.window,
+            max_rows: a.live.window,
         };
         config.min_rows = 1;
     }
-    config.min_feedback_rows = a.min_feedback;
+    config.min_feedback_rows = a.live.min_feedback;
     config.check_every = 1;
     config.drift_every = a.drift_every;
     let mut audit = AuditConfig::default();
@@ -130,34 +105,20 @@ fn live_config(a: &MonitorArgs, labels: Vec<String>, groups: Vec<String>) -> Res
             .with_context(|| format!("--privileged `{p}`: expected attribute=value"))?;
         audit = audit.privilege(spec, value);
     }
-    if let Some(x) = a.max_dp_difference {
-        audit
-            .thresholds
-            .push(Threshold::at_most(paths::DEMOGRAPHIC_PARITY_DIFFERENCE, x));
-    }
-    if let Some(x) = a.min_dp_ratio {
-        audit
-            .thresholds
-            .push(Threshold::at_least(paths::DEMOGRAPHIC_PARITY_RATIO, x));
-    }
-    if let Some(x) = a.max_eo_difference {
-        audit
-            .thresholds
-            .push(Threshold::at_most(paths::EQUALIZED_ODDS_DIFFERENCE, x));
-    }
+    audit.thresholds.extend(a.live.thresholds());
     config.audit = audit;
     Ok(config)
 }
 
 /// Replays the log of `a` into a timeline.
 pub fn replay(a: &MonitorArgs) -> Result<MonitorTimeline> {
-    let every = a.every.unwrap_or(a.window as u64).max(1);
-    let window = match a.window_seconds {
+    let every = a.every.unwrap_or(a.live.window as u64).max(1);
+    let window = match a.live.window_seconds {
         Some(s) => Window::Span {
             seconds: s,
-            max_rows: a.window,
+            max_rows: a.live.window,
         },
-        None => Window::Count(a.window),
+        None => Window::Count(a.live.window),
     };
     let mut timeline = MonitorTimeline::new(&a.log_dir.display().to_string(), window, every);
     let reader = LedgerReader::open(&a.log_dir)
@@ -198,7 +159,7 @@ pub fn replay(a: &MonitorArgs) -> Result<MonitorTimeline> {
                     }
                     let labels: Vec<String> = p.labels().map(str::to_owned).collect();
                     // read as `valor serve --reference` reads it
-                    let reference = match &a.reference {
+                    let reference = match &a.live.reference {
                         Some(path) => {
                             Some(valor_serve::monitor::load_reference(path).with_context(|| {
                                 format!("reading the reference {}", path.display())

@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use valor_bert::Backend;
-use valor_fair::{Threshold, paths};
 use valor_serve::{ServeConfig, Server};
 
 use crate::Outcome;
+use crate::common::MonitorFlags;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -75,38 +75,12 @@ pub struct ServeArgs {
     /// Write input texts to the decision log (by default only their SHA-256).
     #[arg(long)]
     pub log_inputs: bool,
-    /// Decisions in the live fairness window (`GET /fairness`, the gauges
-    /// of `/metrics`).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub window: usize,
-    /// A time window instead: the decisions of the last S seconds (at most
-    /// --window of them).
-    #[arg(long, value_name = "S")]
-    pub window_seconds: Option<f64>,
-    /// Predictions to measure drift against: a `valor predict` output on
-    /// validation data (`label`, `p_<label>` columns) or a
-    /// valor.monitor.reference/1 JSON file.
-    #[arg(long, value_name = "FILE")]
-    pub reference: Option<PathBuf>,
-    /// Count and log a breach when the window's demographic-parity
-    /// difference exceeds this.
-    #[arg(long, value_name = "X")]
-    pub max_dp_difference: Option<f64>,
-    /// … when its demographic-parity ratio falls below this.
-    #[arg(long, value_name = "X")]
-    pub min_dp_ratio: Option<f64>,
-    /// … when the equalized-odds difference of the decisions with feedback
-    /// exceeds this.
-    #[arg(long, value_name = "X")]
-    pub max_eo_difference: Option<f64>,
+    #[command(flatten)]
+    pub live: MonitorFlags,
     /// POST each fairness breach and recovery here as JSON (http://, or
     /// https:// with the cargo feature `tls`).
     #[arg(long, value_name = "URL")]
     pub alert_webhook: Option<String>,
-    /// Outcome metrics (equalized odds, accuracy) are checked once this many
-    /// decisions of the window have feedback.
-    #[arg(long, value_name = "N", default_value_t = 30)]
-    pub min_feedback: usize,
     /// HTTPS certificate chain (PEM; needs the cargo feature `tls`).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -139,33 +113,12 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     config.log_dir = args.log_dir;
     config.log_inputs = args.log_inputs;
     config.tls = args.tls_cert.zip(args.tls_key);
-    config.monitor.window = args.window;
-    config.monitor.window_seconds = args.window_seconds;
-    config.monitor.reference = args.reference;
-    config.monitor.min_feedback_rows = args.min_feedback;
+    config.monitor.thresholds = args.live.thresholds();
+    config.monitor.window = args.live.window;
+    config.monitor.window_seconds = args.live.window_seconds;
+    config.monitor.reference = args.live.reference;
+    config.monitor.min_feedback_rows = args.live.min_feedback;
     config.monitor.alert_webhook = args.alert_webhook;
-    let limits = [
-        (
-            paths::DEMOGRAPHIC_PARITY_DIFFERENCE,
-            args.max_dp_difference,
-            true,
-        ),
-        (paths::DEMOGRAPHIC_PARITY_RATIO, args.min_dp_ratio, false),
-        (
-            paths::EQUALIZED_ODDS_DIFFERENCE,
-            args.max_eo_difference,
-            true,
-        ),
-    ];
-    for (metric, value, at_most) in limits {
-        if let Some(v) = value {
-            config.monitor.thresholds.push(if at_most {
-                Threshold::at_most(metric, v)
-            } else {
-                Threshold::at_least(metric, v)
-            });
-        }
-    }
     let https = config.tls.is_some();
     let server = Server::bind(config)?;
     let addr = server.local_addr()?;

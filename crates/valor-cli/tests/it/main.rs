@@ -57,3 +57,30 @@ pub fn tiny_train(data: &str, out: &std::path::Path, extra: &[&str]) -> (i32, St
     args.extend_from_slice(extra);
     valor(&args)
 }
+
+/// The transformers-parity model: the shared MiniLM with the `hf-parity`
+/// fixture's 3-class head, saved as an HF folder `dir/clf`. Returns the
+/// folder, its labels in id order and the fixture's sentences.
+pub fn minilm_parity_model(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, Vec<String>, Vec<String>) {
+    let shared = valor_testkit::shared_dir();
+    let fixture = shared.join("fixtures/hf-parity");
+    let minilm = shared.join("models/all-MiniLM-L6-v2");
+    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
+    let options = valor_bert::LoadOptions {
+        num_labels: Some(3),
+        head: Some(fixture.join("head.safetensors")),
+        ..valor_bert::LoadOptions::default()
+    };
+    let (config, model, _) = valor_bert::load_hf(&minilm, &device, options).unwrap();
+    let folder = dir.join("clf");
+    valor_bert::save_hf(&model, &config, &folder, Some(&minilm)).unwrap();
+    let sentences = std::fs::read_to_string(fixture.join("sentences.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    (folder, config.id2label.clone(), sentences)
+}

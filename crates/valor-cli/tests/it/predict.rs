@@ -204,22 +204,9 @@ fn predict_errors_name_the_problem() {
 
 #[valor_testkit::shared_test]
 fn predict_on_minilm_matches_transformers() {
-    let shared = shared_dir();
-    let fixture = shared.join("fixtures/hf-parity");
+    let fixture = shared_dir().join("fixtures/hf-parity");
     let dir = tempfile::tempdir().unwrap();
-    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
-    let minilm = shared.join("models/all-MiniLM-L6-v2");
-    let options = LoadOptions {
-        num_labels: Some(3),
-        head: Some(fixture.join("head.safetensors")),
-        ..LoadOptions::default()
-    };
-    let (config, model, _) = load_hf(&minilm, &device, options).unwrap();
-    let folder = dir.path().join("clf");
-    valor_bert::save_hf(&model, &config, &folder, Some(&minilm)).unwrap();
-
-    let sentences = std::fs::read_to_string(fixture.join("sentences.txt")).unwrap();
-    let sentences: Vec<&str> = sentences.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (folder, labels, sentences) = crate::minilm_parity_model(dir.path());
     let input = dir.path().join("in.jsonl");
     let lines: Vec<String> = sentences
         .iter()
@@ -234,7 +221,6 @@ fn predict_on_minilm_matches_transformers() {
     let bytes = std::fs::read(fixture.join("reference.safetensors")).unwrap();
     let st = safetensors_logits(&bytes);
     assert_eq!(st.len(), sentences.len());
-    let labels: Vec<String> = config.id2label.clone();
     for (i, logits) in st.iter().enumerate() {
         let m = logits.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();

@@ -192,15 +192,28 @@ fn secret(key: &str) -> &str {
     &key[23..]
 }
 
-/// `valor predict`'s probabilities for [`TEXTS`], row-major.
-fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
-    let input = dir.join("texts.csv");
-    let mut s = String::from("text\n");
-    for t in TEXTS {
-        s.push_str(&format!("\"{}\"\n", t.replace('"', "\"\"")));
+/// [`TEXTS`] as a CSV file with a `text` column and, given `groups`, a
+/// `gender` column.
+fn texts_csv(path: &Path, groups: Option<&[&str]>) {
+    let mut s = String::from(if groups.is_some() {
+        "text,gender\n"
+    } else {
+        "text\n"
+    });
+    for (i, t) in TEXTS.iter().enumerate() {
+        s.push_str(&format!("\"{}\"", t.replace('"', "\"\"")));
+        if let Some(g) = groups {
+            s.push_str(&format!(",{}", g[i]));
+        }
+        s.push('\n');
     }
-    std::fs::write(&input, s).unwrap();
-    let out = dir.join("texts-pred.jsonl");
+    std::fs::write(path, s).unwrap();
+}
+
+/// `valor predict --model model --input input`: its JSON Lines output (at
+/// `input` with the extension `jsonl`), one value a row.
+fn predict_rows(model: &Path, input: &Path) -> Vec<Value> {
+    let out = input.with_extension("jsonl");
     let (code, _, stderr) = valor(&[
         "predict",
         "--model",
@@ -211,10 +224,16 @@ fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    read(&out)
-        .lines()
-        .flat_map(|l| {
-            let v = json_of(l);
+    read(&out).lines().map(json_of).collect()
+}
+
+/// `valor predict`'s probabilities for [`TEXTS`], row-major.
+fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
+    let input = dir.join("texts.csv");
+    texts_csv(&input, None);
+    predict_rows(model, &input)
+        .iter()
+        .flat_map(|v| {
             [
                 v["p_deny"].as_f64().unwrap(),
                 v["p_approve"].as_f64().unwrap(),
@@ -600,25 +619,10 @@ fn serve_decides_with_the_thresholds_as_predict_does() {
 
     // `valor predict` on the file…
     let input = dir.path().join("grouped.csv");
-    let mut s = String::from("text,gender\n");
-    for (t, g) in TEXTS.iter().zip(&gender) {
-        s.push_str(&format!("\"{}\",{g}\n", t.replace('"', "\"\"")));
-    }
-    std::fs::write(&input, s).unwrap();
-    let out = dir.path().join("grouped-pred.jsonl");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
-    let want: Vec<String> = read(&out)
-        .lines()
-        .map(|l| json_of(l)["label"].as_str().unwrap().to_string())
+    texts_csv(&input, Some(&gender));
+    let want: Vec<String> = predict_rows(&model, &input)
+        .iter()
+        .map(|v| v["label"].as_str().unwrap().to_string())
         .collect();
 
     // …and a fresh server deciding the same rows in one request, in order.
@@ -1036,7 +1040,8 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
     let model = tiny_model(dir.path());
     // Drift against `valor predict`'s output on the texts.
     predict_probs(dir.path(), &model);
-    let reference = dir.path().join("texts-pred.jsonl");
+    // (predict_rows writes it beside its input texts.csv)
+    let reference = dir.path().join("texts.jsonl");
     // Class offsets that approve every `f` and deny every `m`: a
     // demographic-parity difference of 1, whatever the tiny model says.
     let offsets = valor_train::PostProcess::ClassOffsets(valor_fair::ClassOffsets {
@@ -1222,26 +1227,8 @@ fn serve_fairness_equals_valor_audit_on_the_same_decisions() {
 
 #[valor_testkit::shared_test]
 fn serve_on_minilm_matches_predict_alone_and_batched_with_others() {
-    use valor_bert::{LoadOptions, load_hf};
-    let shared = valor_testkit::shared_dir();
-    let fixture = shared.join("fixtures/hf-parity");
-    let minilm = shared.join("models/all-MiniLM-L6-v2");
     let dir = tempfile::tempdir().unwrap();
-    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
-    let options = LoadOptions {
-        num_labels: Some(3),
-        head: Some(fixture.join("head.safetensors")),
-        ..LoadOptions::default()
-    };
-    let (config, model, _) = load_hf(&minilm, &device, options).unwrap();
-    let folder = dir.path().join("clf");
-    valor_bert::save_hf(&model, &config, &folder, Some(&minilm)).unwrap();
-    let labels = config.id2label.clone();
-    let sentences: Vec<String> = read(&fixture.join("sentences.txt"))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
+    let (folder, labels, sentences) = crate::minilm_parity_model(dir.path());
 
     // `valor predict` (batches of 4, bucketed by length).
     let input = dir.path().join("in.jsonl");
