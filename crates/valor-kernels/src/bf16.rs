@@ -1,0 +1,238 @@
+//! bf16 weights and activations, f32 accumulation.
+
+use rayon::prelude::*;
+
+use crate::{Isa, MR, NR, ShapeError, check_linear, rows_per_task};
+
+/// `x` rounded to bf16 (nearest, ties to even; NaN stays NaN), as bits.
+#[inline]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) as u16) | 0x0040;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits (exact).
+#[inline]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// A Linear weight `[n, k]` (out × in, row-major as HF stores it) rounded
+/// to bf16 and packed for [`linear`](Self::linear).
+///
+/// Layout: panel `p` holds columns `p·NR .. p·NR + NR`; within it, pair `h`
+/// of the inner dimension holds, per column, `W[c, 2h]` and `W[c, 2h + 1]`
+/// (what one 32-bit lane of `vdpbf16ps` multiplies). Columns past `n` and
+/// inputs past `k` are zero.
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    n: usize,
+    k: usize,
+    /// `⌈k / 2⌉`.
+    kh: usize,
+    data: Vec<u16>,
+    isa: Isa,
+}
+
+impl PackedBf16 {
+    /// Rounds the f32 weight `w` (`n` rows of `k`) to bf16 and packs it.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Result<Self, ShapeError> {
+        if w.len() != n * k {
+            return Err(ShapeError(format!(
+                "weight has {} values, expected {n} × {k}",
+                w.len()
+            )));
+        }
+        let kh = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u16; panels * kh * NR * 2];
+        for c in 0..n {
+            let (p, cc) = (c / NR, c % NR);
+            for (i, &v) in w[c * k..(c + 1) * k].iter().enumerate() {
+                data[((p * kh + i / 2) * NR + cc) * 2 + i % 2] = f32_to_bf16(v);
+            }
+        }
+        Ok(Self {
+            n,
+            k,
+            kh,
+            data,
+            isa: Isa::detect_bf16(),
+        })
+    }
+
+    /// Runs on `isa` instead of the detected one (tests of the fallback);
+    /// `None` when this CPU lacks it.
+    pub fn with_isa(mut self, isa: Isa) -> Option<Self> {
+        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Bf16)).then(|| {
+            self.isa = isa;
+            self
+        })
+    }
+
+    /// The instruction set [`linear`](Self::linear) runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Output features `n`.
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// Input features `k`.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held by the packed weight.
+    pub fn bytes(&self) -> usize {
+        2 * self.data.len()
+    }
+
+    /// `out = bf16(x) bf16(W)ᵀ + bias` with f32 accumulation, for `m` rows
+    /// of `x` (`[m, k]` row-major) into `out` (`[m, n]`). Uses rayon's
+    /// threads.
+    pub fn linear(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<(), ShapeError> {
+        let (n, k) = (self.n, self.k);
+        check_linear(x.len(), m, k, n, bias, out.len())?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            crate::fill_bias(out, n, bias);
+            return Ok(());
+        }
+        let kp = self.kh * 2;
+        let per = rows_per_task(m);
+        out.par_chunks_mut(per * n)
+            .zip(x.par_chunks(per * k))
+            .for_each(|(out, x)| {
+                let rows = out.len() / n;
+                let mut xb = vec![0u16; rows * kp];
+                for r in 0..rows {
+                    for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(&x[r * k..(r + 1) * k]) {
+                        *d = f32_to_bf16(v);
+                    }
+                }
+                self.block(&xb, rows, bias, out);
+            });
+        Ok(())
+    }
+
+    fn block(&self, xb: &[u16], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let (n, kh) = (self.n, self.kh);
+        let kp = kh * 2;
+        let panel_len = kh * NR * 2;
+        let mut acc = [[0f32; NR]; MR];
+        for (p, panel) in self.data.chunks_exact(panel_len).enumerate() {
+            let c0 = p * NR;
+            let cols = NR.min(n - c0);
+            for r0 in (0..rows).step_by(MR) {
+                let mr = MR.min(rows - r0);
+                let xs = &xb[r0 * kp..(r0 + mr) * kp];
+                match self.isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512Bf16 => {
+                        crate::x86::bf16_microkernel(mr, xs, kp, panel, kh, &mut acc)
+                    }
+                    _ => crate::scalar::bf16_microkernel(mr, xs, kp, panel, kh, &mut acc),
+                }
+                for (r, acc) in acc.iter().enumerate().take(mr) {
+                    let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
+                    match bias {
+                        Some(b) => {
+                            for ((o, &a), &b) in o.iter_mut().zip(acc).zip(&b[c0..c0 + cols]) {
+                                *o = a + b;
+                            }
+                        }
+                        None => o.copy_from_slice(&acc[..cols]),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::tests::values;
+
+    /// The product of the bf16-rounded values, in f64.
+    fn reference(x: &[f32], w: &[f32], bias: &[f32], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let r = |v: f32| f64::from(bf16_to_f32(f32_to_bf16(v)));
+        let mut out = vec![0f64; m * n];
+        for i in 0..m {
+            for c in 0..n {
+                out[i * n + c] = (0..k).map(|j| r(x[i * k + j]) * r(w[c * k + j])).sum::<f64>()
+                    + f64::from(bias[c]);
+            }
+        }
+        out
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx512Bf16]
+            .into_iter()
+            .filter(|i| i.available())
+            .collect()
+    }
+
+    #[test]
+    fn every_isa_matches_the_rounded_reference_on_ragged_shapes() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (0, 5, 3),
+            (2, 3, 0),
+            (1, 15, 17),
+            (5, 16, 16),
+            (7, 65, 15),
+            (17, 129, 33),
+            (64, 64, 64),
+            (33, 100, 1000),
+            (130, 70, 384),
+        ] {
+            let x = values(m * k, 21 + m as u64);
+            let w = values(n * k, 27 + n as u64);
+            let bias = values(n, 5);
+            let expected = reference(&x, &w, &bias, m, n, k);
+            for isa in isas() {
+                let packed = PackedBf16::pack(&w, n, k).unwrap().with_isa(isa).unwrap();
+                let mut out = vec![f32::NAN; m * n];
+                packed.linear(&x, m, Some(&bias), &mut out).unwrap();
+                // Products are exact; f32 accumulation of k terms of
+                // magnitude ≤ 1 errs by at most ~k·2⁻²⁴ each step.
+                let tol = 1e-6 * (k as f64).max(1.0);
+                for (i, (&a, &e)) in out.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (f64::from(a) - e).abs() <= tol,
+                        "{isa:?} m={m} n={n} k={k} at {i}: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2⁻⁸ is halfway between bf16 1 and 1 + 2⁻⁷: ties to even (1).
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2⁻⁸ is halfway between 1 + 2⁻⁷ and 1 + 2⁻⁶: to even.
+        assert_eq!(f32_to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+        assert_eq!(bf16_to_f32(f32_to_bf16(f32::INFINITY)), f32::INFINITY);
+        assert_eq!(bf16_to_f32(f32_to_bf16(-2.5)), -2.5);
+    }
+}

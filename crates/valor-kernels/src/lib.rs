@@ -1,0 +1,178 @@
+//! Low-precision matrix products for inference on the CPU: the products of a
+//! Linear layer `y = x Wᵀ + b` with `W` packed once in int8 or bf16.
+//!
+//! Owns: packing a row-major `[out, in]` f32 weight (HF/PyTorch layout) into
+//! panels of [`NR`] output columns ([`PackedI8`], [`PackedBf16`]); the
+//! products themselves ([`PackedI8::linear`], [`PackedBf16::linear`]),
+//! blocked over rows and panels and split across rayon's threads; the
+//! choice of instruction set at run time ([`Isa`]).
+//!
+//! Does not know about: tensors, devices, burn, models. Callers hand over
+//! plain `f32` slices.
+//!
+//! **int8** ([`PackedI8`]): weights symmetric int8 with one f32 scale per
+//! output channel (`q = round(w / s)`, `s = max|w_row| / 127`, as PyTorch's
+//! `quantize_per_channel` with `qint8` and zero point 0); activations
+//! quantised dynamically, symmetric int8 with one scale per row (PyTorch's
+//! `quantize_dynamic` uses one affine scale per tensor; one per row is at
+//! least as accurate and keeps rows independent of their batch). Products
+//! `u8 × i8 → i32` on AVX512-VNNI (`vpdpbusd`), with the activation shifted
+//! by +128 into `u8` and `128 · Σₖ q_w` (kept per column at packing)
+//! subtracted after; integer arithmetic is exact, so every instruction set
+//! gives bit-identical results.
+//!
+//! **bf16** ([`PackedBf16`]): weights rounded to bf16 (nearest, ties to
+//! even), activations rounded to bf16 per call, products with f32
+//! accumulation on AVX512-BF16 (`vdpbf16ps`), which is what PyTorch's
+//! `autocast(dtype=bfloat16)` does for a Linear on the CPU. The fallback
+//! forms the same products (a bf16 × bf16 product is exact in f32); only
+//! the order of the f32 additions differs.
+//!
+//! The `unsafe` code (intrinsics) is in one private module, `x86`, reached
+//! only after [`Isa::detect`] found the features at run time; each block
+//! says why it is sound. [`Isa::Scalar`] runs everywhere and can be forced
+//! (`VALOR_KERNELS=scalar`) to test the fallback.
+
+mod bf16;
+mod int8;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use bf16::{PackedBf16, bf16_to_f32, f32_to_bf16};
+pub use int8::{PackedI8, quantize_row};
+
+/// Output columns per packed panel: four 16-lane AVX-512 registers.
+pub const NR: usize = 64;
+/// Rows per micro-kernel call.
+pub const MR: usize = 4;
+
+/// The environment variable that forces [`Isa::Scalar`] when set to
+/// `scalar` (tests of the fallback, comparisons).
+pub const KERNELS_ENV: &str = "VALOR_KERNELS";
+
+/// An instruction set a kernel runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Plain Rust loops: every CPU.
+    Scalar,
+    /// AVX-512F/BW with VNNI (`vpdpbusd`), for int8.
+    Avx512Vnni,
+    /// AVX-512F/BW with BF16 (`vdpbf16ps`), for bf16.
+    Avx512Bf16,
+}
+
+impl Isa {
+    /// The best instruction set this CPU has for int8 products, unless
+    /// [`KERNELS_ENV`] is `scalar`.
+    pub fn detect_int8() -> Isa {
+        if forced_scalar() {
+            return Isa::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_vnni() {
+            return Isa::Avx512Vnni;
+        }
+        Isa::Scalar
+    }
+
+    /// The best instruction set this CPU has for bf16 products, unless
+    /// [`KERNELS_ENV`] is `scalar`.
+    pub fn detect_bf16() -> Isa {
+        if forced_scalar() {
+            return Isa::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_bf16() {
+            return Isa::Avx512Bf16;
+        }
+        Isa::Scalar
+    }
+
+    /// Whether this CPU can run `self` (always true for [`Isa::Scalar`]).
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::has_vnni(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => x86::has_bf16(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// A short name (`scalar`, `avx512-vnni`, `avx512-bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx512Vnni => "avx512-vnni",
+            Isa::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
+fn forced_scalar() -> bool {
+    std::env::var(KERNELS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("scalar"))
+}
+
+/// A wrong shape handed to a kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeError(pub String);
+
+impl std::fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ShapeError {}
+
+/// Rows per parallel task for `m` rows: small enough that both of two
+/// threads get work on one short sequence, large enough (≤ 64) that a
+/// task's activations stay in L2 while it walks every panel.
+pub(crate) fn rows_per_task(m: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let per = m.div_ceil(threads * 4).div_ceil(MR) * MR;
+    per.clamp(MR, 64)
+}
+
+pub(crate) fn check_linear(
+    x: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: usize,
+) -> Result<(), ShapeError> {
+    if x != m * k {
+        return Err(ShapeError(format!(
+            "input has {x} values, expected {m} rows × {k} inputs"
+        )));
+    }
+    if out != m * n {
+        return Err(ShapeError(format!(
+            "output has {out} values, expected {m} rows × {n} outputs"
+        )));
+    }
+    if let Some(b) = bias
+        && b.len() != n
+    {
+        return Err(ShapeError(format!(
+            "bias has {} values, expected {n}",
+            b.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `out` rows = `bias` (zeros without one): the product of an empty inner
+/// dimension.
+pub(crate) fn fill_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+    for row in out.chunks_exact_mut(n) {
+        match bias {
+            Some(b) => row.copy_from_slice(b),
+            None => row.fill(0.0),
+        }
+    }
+}
