@@ -69,6 +69,29 @@ pub enum Error {
         row: usize,
         value: f64,
     },
+    /// A score outside [0, 1] where counts bin scores.
+    #[error(
+        "row {row}: score in `{column}` is {value}, outside [0, 1]; counts bin scores of [0, 1] \
+         (probabilities of the positive label)"
+    )]
+    ScoreOutOfRange {
+        column: String,
+        row: usize,
+        value: f64,
+    },
+    /// A cell of counts (a counts file's row, 0-based) that cannot be counted.
+    #[error("counts row {row}: {why}")]
+    InvalidCounts { row: usize, why: String },
+    /// Counts hold a group value outside the declared set of known groups.
+    #[error(
+        "`{column}` has the value `{value}` in the counts, a group that was never declared; \
+         known groups are {known:?} (the caller said all groups are known)"
+    )]
+    UnseenCountedGroup {
+        column: String,
+        value: String,
+        known: Vec<String>,
+    },
     /// Scores were given for a task with more than two labels.
     #[error(
         "a score column needs a binary task (P(positive) per row) but there are {n_labels} labels; \

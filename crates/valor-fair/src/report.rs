@@ -330,6 +330,9 @@ pub enum WarningKind {
     ThresholdNotEvaluated,
     /// Few bootstrap resamples had a defined value.
     BootstrapDegenerate,
+    /// Score metrics computed from binned counts (`audit_counts`): ROC AUC
+    /// within a stated bound of the exact value.
+    ScoresBinned,
 }
 
 /// A warning about the data or the result.

@@ -13,6 +13,7 @@ mod specs;
 use crate::config::{AuditConfig, GroupSpec};
 use crate::confusion::ConfusionMatrix;
 use crate::core::{Core, CoreCtx};
+use crate::counts::AuditCounts;
 use crate::error::{Error, Result};
 use crate::headline::theil_and_ge2;
 use crate::ids::LabelSet;
@@ -24,7 +25,7 @@ use crate::report::{
 };
 use checks::{bootstrap_warnings, check_thresholds, spec_warnings};
 use intervals::{Intervals, bootstrap_intervals};
-use scored::scored_slots;
+use scored::{binned_slots, scored_slots};
 use specs::{check_known_groups, resolve_specs, spec_states};
 
 pub use spec_report::FOUR_FIFTHS;
@@ -91,28 +92,100 @@ fn list(names: impl Iterator<Item = String>) -> String {
     names.collect::<Vec<_>>().join(", ")
 }
 
+/// The group columns an audit sees: names and sorted levels.
+pub(crate) struct Columns<'a> {
+    pub names: Vec<&'a str>,
+    pub levels: Vec<&'a [String]>,
+}
+
+impl Columns<'_> {
+    pub(crate) fn index(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| *n == name)
+    }
+}
+
+/// What an audit reads: rows in memory, or their counts.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Rows(&'a AuditInput),
+    Counts(&'a AuditCounts),
+}
+
 /// Audits `input` as `config` says: disaggregated metrics for every group
 /// spec, headline disparities in fairlearn's and AIF360's conventions,
 /// multiclass and ordinal views, score-based metrics, bootstrap intervals,
 /// warnings, and the thresholds that were breached.
 pub fn audit(input: &AuditInput, config: &AuditConfig) -> Result<AuditReport> {
+    audit_source(Source::Rows(input), config)
+}
+
+/// Audits counted rows ([`AuditCounts`]) as `config` says: the report
+/// [`audit`] gives for the same rows (see the module docs of the counts for
+/// what is exact: every count-based number and the bootstrap are identical;
+/// ROC AUC is within the bound stated in a `scores_binned` warning).
+/// Counts with scores need `config.ece_bins` equal to their calibration bins.
+pub fn audit_counts(counts: &AuditCounts, config: &AuditConfig) -> Result<AuditReport> {
+    audit_source(Source::Counts(counts), config)
+}
+
+fn audit_source(src: Source<'_>, config: &AuditConfig) -> Result<AuditReport> {
     config.validate()?;
-    if input.groups().is_empty() {
+    let counted_levels;
+    let (label_set, cols, rows) = match src {
+        Source::Rows(input) => (
+            input.labels().clone(),
+            Columns {
+                names: input.groups().iter().map(|g| g.name()).collect(),
+                levels: input.groups().iter().map(|g| g.levels()).collect(),
+            },
+            input.len() as u64,
+        ),
+        Source::Counts(c) => {
+            if c.rows() == 0 {
+                return Err(Error::Empty {
+                    what: "audit".into(),
+                });
+            }
+            counted_levels = c.levels();
+            (
+                c.label_set()?,
+                Columns {
+                    names: c.columns().iter().map(String::as_str).collect(),
+                    levels: counted_levels.iter().map(Vec::as_slice).collect(),
+                },
+                c.rows(),
+            )
+        }
+    };
+    if cols.names.is_empty() {
         return Err(Error::NoGroups);
     }
-    let labels: Vec<String> = input.labels().names().to_vec();
-    let positive = resolve_positive(input.labels(), config.positive_label.as_deref())?;
+    let labels: Vec<String> = label_set.names().to_vec();
+    let positive = resolve_positive(&label_set, config.positive_label.as_deref())?;
     let task = if positive.is_some() {
         Task::Binary
     } else {
         Task::Multiclass
     };
-    let resolved = resolve_specs(input, config)?;
+    let resolved = resolve_specs(&cols, config)?;
     let mut warnings = Vec::new();
-    check_known_groups(input, config, &mut warnings)?;
+    let first_row = |c: usize, code: usize| match src {
+        Source::Rows(input) => Some(
+            input.groups()[c]
+                .codes()
+                .iter()
+                .position(|&x| x as usize == code)
+                .unwrap_or_default(),
+        ),
+        Source::Counts(_) => None,
+    };
+    check_known_groups(&cols, config, &first_row, &mut warnings)?;
 
-    let part = Partition::build(input, resolved.used.clone());
-    let (states, spec_groups) = spec_states(input, config, &part, resolved, &labels, positive)?;
+    let (part, binned) = match src {
+        Source::Rows(input) => (Partition::build(input, resolved.used.clone()), None),
+        Source::Counts(c) => c.partition(&cols, &label_set, &resolved.used, positive, config)?,
+    };
+    let (states, spec_groups) = spec_states(&cols, config, &part, resolved, &labels, positive)?;
     let mut overall = ConfusionMatrix::new(labels.len());
     for m in &states[0].matrices {
         overall.merge(m);
@@ -125,7 +198,11 @@ pub fn audit(input: &AuditInput, config: &AuditConfig) -> Result<AuditReport> {
         overall: &overall,
         positive,
     };
-    let scored = scored_slots(input, &counted, &mut warnings);
+    let scored = match (src, &binned) {
+        (Source::Rows(input), _) => scored_slots(input, &counted, &mut warnings),
+        (Source::Counts(_), Some(b)) => Some(binned_slots(b, &counted, &mut warnings)),
+        (Source::Counts(_), None) => None,
+    };
     let Intervals {
         specs: spec_intervals,
         dataset: dataset_intervals,
@@ -171,7 +248,7 @@ pub fn audit(input: &AuditInput, config: &AuditConfig) -> Result<AuditReport> {
         labels: labels.clone(),
         positive_label: positive.map(|p| labels[p].clone()),
         ordinal: config.ordinal,
-        rows: input.len() as u64,
+        rows,
         config: config.clone(),
         bootstrap: bootstrap_info,
         dataset,

@@ -3,7 +3,7 @@
 
 use crate::input::AuditInput;
 use crate::report::{Warning, WarningKind};
-use crate::scores::{ScoreInput, SlotScores, score_metrics};
+use crate::scores::{BinnedScores, ScoreInput, SlotScores, binned_score_metrics, score_metrics};
 
 use super::Counted;
 
@@ -37,18 +37,37 @@ pub(super) fn scored_slots(
     ))
 }
 
-fn score_slots(
-    input: &AuditInput,
+/// The score slots of an audit of counts, from their histograms; a
+/// warning states the binning and the bound on ROC AUC.
+pub(super) fn binned_slots(
+    binned: &BinnedScores,
     counted: &Counted<'_>,
-    pos: usize,
-    bins: Option<usize>,
-    scores: &[f64],
+    warnings: &mut Vec<Warning>,
 ) -> Vec<SlotScores> {
+    let (combo_slots, n_slots) = combo_slots(counted);
+    let (slots, bound) = binned_score_metrics(binned, &combo_slots, n_slots);
+    warnings.push(Warning {
+        kind: WarningKind::ScoresBinned,
+        spec: None,
+        group: None,
+        message: format!(
+            "score metrics from counts in {} score bins of [0, 1]: pairs within a bin count one \
+             half, so each ROC AUC is within {bound:.3e} of the exact value and ROC curves have a \
+             point per bin; calibration uses the same {} bins as an audit of the rows",
+            binned.bins.score_bins(),
+            binned.bins.calibration_bins()
+        ),
+    });
+    slots
+}
+
+/// Per combination of the partition, the slots (spec groups, then the
+/// overall slot) its rows belong to; and the number of slots.
+fn combo_slots(counted: &Counted<'_>) -> (Vec<Vec<u32>>, usize) {
     let Counted {
         part,
         states,
         spec_groups,
-        overall,
         ..
     } = *counted;
     let mut offsets = Vec::with_capacity(states.len());
@@ -70,6 +89,23 @@ fn score_slots(
             v
         })
         .collect();
+    (combo_slots, n_slots)
+}
+
+fn score_slots(
+    input: &AuditInput,
+    counted: &Counted<'_>,
+    pos: usize,
+    bins: Option<usize>,
+    scores: &[f64],
+) -> Vec<SlotScores> {
+    let Counted {
+        part,
+        states,
+        overall,
+        ..
+    } = *counted;
+    let (combo_slots, n_slots) = combo_slots(counted);
     let mut slot_pos = Vec::with_capacity(n_slots);
     let mut slot_neg = Vec::with_capacity(n_slots);
     for st in states {

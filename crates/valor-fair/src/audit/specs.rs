@@ -5,11 +5,10 @@
 use crate::config::{AuditConfig, GroupSpec};
 use crate::core::{Core, CoreCtx};
 use crate::error::{Error, Result};
-use crate::input::AuditInput;
 use crate::partition::{Partition, SpecGroups};
 use crate::report::{Warning, WarningKind};
 
-use super::{SpecState, list};
+use super::{Columns, SpecState, list};
 
 /// The specs to audit (the configured ones, else one per group column),
 /// their names, and the input columns they use (sorted).
@@ -21,14 +20,10 @@ pub(super) struct ResolvedSpecs {
 
 /// Checks the configured specs against the input's columns: none empty,
 /// every column known, no name twice, every privileged spec audited.
-pub(super) fn resolve_specs(input: &AuditInput, config: &AuditConfig) -> Result<ResolvedSpecs> {
-    let available = || list(input.groups().iter().map(|g| format!("`{}`", g.name())));
+pub(super) fn resolve_specs(cols: &Columns<'_>, config: &AuditConfig) -> Result<ResolvedSpecs> {
+    let available = || list(cols.names.iter().map(|g| format!("`{g}`")));
     let specs: Vec<GroupSpec> = if config.specs.is_empty() {
-        input
-            .groups()
-            .iter()
-            .map(|g| GroupSpec::single(g.name()))
-            .collect()
+        cols.names.iter().map(|g| GroupSpec::single(g)).collect()
     } else {
         config.specs.clone()
     };
@@ -41,14 +36,10 @@ pub(super) fn resolve_specs(input: &AuditInput, config: &AuditConfig) -> Result<
             });
         }
         for c in &spec.columns {
-            let idx = input
-                .groups()
-                .iter()
-                .position(|g| g.name() == c)
-                .ok_or_else(|| Error::UnknownGroupColumn {
-                    column: c.clone(),
-                    available: available(),
-                })?;
+            let idx = cols.index(c).ok_or_else(|| Error::UnknownGroupColumn {
+                column: c.clone(),
+                available: available(),
+            })?;
             if !used.contains(&idx) {
                 used.push(idx);
             }
@@ -78,7 +69,7 @@ pub(super) fn resolve_specs(input: &AuditInput, config: &AuditConfig) -> Result<
 /// One [`SpecState`] per spec (groups, keys, privileged flags, matrices and
 /// core metrics) with the spec's groups in the partition.
 pub(super) fn spec_states(
-    input: &AuditInput,
+    cols: &Columns<'_>,
     config: &AuditConfig,
     part: &Partition,
     resolved: ResolvedSpecs,
@@ -89,18 +80,12 @@ pub(super) fn spec_states(
     let mut states = Vec::with_capacity(specs.len());
     let mut spec_groups: Vec<SpecGroups> = Vec::with_capacity(specs.len());
     for (spec, name) in specs.into_iter().zip(names) {
-        let cols: Vec<usize> = spec
+        let spec_cols: Vec<usize> = spec
             .columns
             .iter()
-            .map(|c| {
-                input
-                    .groups()
-                    .iter()
-                    .position(|g| g.name() == c)
-                    .unwrap_or_default()
-            })
+            .map(|c| cols.index(c).unwrap_or_default())
             .collect();
-        let positions: Vec<usize> = cols
+        let positions: Vec<usize> = spec_cols
             .iter()
             .map(|c| used.iter().position(|u| u == c).unwrap_or_default())
             .collect();
@@ -111,8 +96,8 @@ pub(super) fn spec_states(
             .map(|codes| {
                 codes
                     .iter()
-                    .zip(&cols)
-                    .map(|(&code, &c)| input.groups()[c].levels()[code as usize].clone())
+                    .zip(&spec_cols)
+                    .map(|(&code, &c)| cols.levels[c][code as usize].clone())
                     .collect()
             })
             .collect();
@@ -168,34 +153,39 @@ fn privileged_flags(
 }
 
 /// Every value of a column with declared groups must be declared (else an
-/// error naming the first row); a declared group with no rows is a warning.
+/// error naming the first row, when `first_row` knows it); a declared group
+/// with no rows is a warning.
 pub(super) fn check_known_groups(
-    input: &AuditInput,
+    cols: &Columns<'_>,
     config: &AuditConfig,
+    first_row: &dyn Fn(usize, usize) -> Option<usize>,
     warnings: &mut Vec<Warning>,
 ) -> Result<()> {
     for (col, known) in &config.known_groups {
-        let column = input.group(col).ok_or_else(|| Error::UnknownGroupColumn {
+        let c = cols.index(col).ok_or_else(|| Error::UnknownGroupColumn {
             column: col.clone(),
-            available: list(input.groups().iter().map(|g| format!("`{}`", g.name()))),
+            available: list(cols.names.iter().map(|g| format!("`{g}`"))),
         })?;
-        for (code, level) in column.levels().iter().enumerate() {
+        let levels = cols.levels[c];
+        for (code, level) in levels.iter().enumerate() {
             if !known.contains(level) {
-                let row = column
-                    .codes()
-                    .iter()
-                    .position(|&c| c as usize == code)
-                    .unwrap_or_default();
-                return Err(Error::UnseenGroup {
-                    column: col.clone(),
-                    row,
-                    value: level.clone(),
-                    known: known.clone(),
+                return Err(match first_row(c, code) {
+                    Some(row) => Error::UnseenGroup {
+                        column: col.clone(),
+                        row,
+                        value: level.clone(),
+                        known: known.clone(),
+                    },
+                    None => Error::UnseenCountedGroup {
+                        column: col.clone(),
+                        value: level.clone(),
+                        known: known.clone(),
+                    },
                 });
             }
         }
         for k in known {
-            if !column.levels().contains(k) {
+            if !levels.contains(k) {
                 warnings.push(Warning {
                     kind: WarningKind::DeclaredGroupAbsent,
                     spec: Some(col.clone()),

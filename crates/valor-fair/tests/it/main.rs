@@ -1,6 +1,7 @@
 //! Integration tests of valor-fair (one binary; modules by area).
 
 mod bootstrap;
+mod counts;
 mod drift;
 mod live;
 mod mitigation;
