@@ -55,6 +55,7 @@ pub mod lora;
 mod model;
 pub mod optim;
 mod pooler;
+pub mod quant;
 mod save;
 
 pub use attention::{BertAttention, mask_bias};
@@ -79,6 +80,7 @@ pub use loader::{
 pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
 pub use optim::{AdamW, AdamWConfig, DecayMask};
 pub use pooler::BertPooler;
+pub use quant::{QUANTIZATION_FILE, QuantScheme, QuantizationReport, save_quantized};
 pub use save::{HfTensor, TOKENIZER_FILES, hf_tensors, is_model_file, save_hf};
 
 /// burn, re-exported so dependents use the same version and features.

@@ -18,7 +18,9 @@
 //! Every parameter of the model must come from the checkpoint, except a
 //! classifier head missing as a whole: that is drawn fresh (HF's "newly
 //! initialized" case) and listed in [`LoadReport::initialized`]. A missing or
-//! misshapen tensor is an error naming the tensor and both shapes.
+//! misshapen tensor is an error naming the tensor and both shapes. An `I8`
+//! tensor is a quantised weight ([`crate::quant`]): it is dequantised with
+//! the `<name>_scale` tensor beside it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -644,7 +646,23 @@ impl<W: Fn(&NameEntry) -> bool> ModuleMapper for Apply<'_, '_, W> {
             });
             return param;
         }
-        let values = match found.to_f32(&entry.hf, entry.layout) {
+        let values = if found.view.dtype() == Dtype::I8 {
+            // A quantised folder (`quant`): int8 with per-row scales beside it.
+            let scales = self.found.remove(&crate::quant::scale_name(&entry.hf));
+            crate::quant::dequantize_view(
+                found.path,
+                &found.original,
+                &found.view,
+                scales.as_ref().map(|s| &s.view),
+            )
+            .map(|v| match entry.layout {
+                AsIs => v,
+                Transposed => transpose(&v, expected[0], expected[1]),
+            })
+        } else {
+            found.to_f32(&entry.hf, entry.layout)
+        };
+        let values = match values {
             Ok(v) => v,
             Err(e) => {
                 self.errors.push(e);

@@ -33,14 +33,15 @@ pub const TOKENIZER_FILES: &[&str] = &[
 ];
 
 /// Whether `name` is a file of a model folder Valor writes or reads: the
-/// weights, `config.json`, the tokenizer files, and the `thresholds.json`
-/// of a remodelled model (a decision rule for these weights). Any other
+/// weights, `config.json`, the tokenizer files, the `thresholds.json`
+/// of a remodelled model (a decision rule for these weights), and the
+/// `quantization.json` of a quantised one. Any other
 /// file in a model folder is the user's: a re-save keeps it, and
 /// `--overwrite` leaves it.
 pub fn is_model_file(name: &str) -> bool {
     matches!(
         name,
-        "model.safetensors" | "config.json" | "thresholds.json"
+        "model.safetensors" | "config.json" | "thresholds.json" | crate::quant::QUANTIZATION_FILE
     ) || TOKENIZER_FILES.contains(&name)
 }
 
@@ -171,7 +172,20 @@ pub fn save_hf(
             path: dir.join("model.safetensors"),
             message: e.to_string(),
         })?;
+    write_folder(config, dir, &weights, tokenizer_src, &[])
+}
 
+/// Writes a model folder at `dir` as [`save_hf`] does: `weights` as
+/// `model.safetensors`, `config.json`, the tokenizer from `tokenizer_src`
+/// and `extra` files (name, bytes), staged beside `dir` and renamed into
+/// place.
+pub(crate) fn write_folder(
+    config: &BertConfig,
+    dir: &Path,
+    weights: &[u8],
+    tokenizer_src: Option<&Path>,
+    extra: &[(&str, Vec<u8>)],
+) -> Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -189,7 +203,10 @@ pub fn save_hf(
         .prefix(".valor-save-")
         .tempdir_in(&parent)
         .map_err(|e| Error::io(&parent, e))?;
-    write_synced(&tmp.path().join("model.safetensors"), &weights)?;
+    write_synced(&tmp.path().join("model.safetensors"), weights)?;
+    for (name, bytes) in extra {
+        write_synced(&tmp.path().join(name), bytes)?;
+    }
     write_synced(
         &tmp.path().join("config.json"),
         format!("{}\n", config.to_json_string()).as_bytes(),

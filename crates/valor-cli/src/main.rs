@@ -14,6 +14,7 @@ mod keys;
 mod log;
 mod monitor;
 mod predict;
+mod quantize;
 mod remodel;
 mod serve;
 mod train;
@@ -72,6 +73,11 @@ enum Command {
     /// Replay a decision log through the live monitor: fairness and drift
     /// per window, as JSON or an HTML page.
     Monitor(Box<monitor::MonitorArgs>),
+    /// Write a model folder with int8 weights that predict, explain and
+    /// serve load; with --eval, audit what the compression changed
+    /// (accuracy and fairness gaps before and after; exit 1 when a gap
+    /// moved by more than --max-fairness-shift).
+    Quantize(Box<quantize::QuantizeArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -86,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Log(cmd) => log::run(cmd),
         Command::Monitor(args) => monitor::run(*args),
+        Command::Quantize(args) => quantize::run(*args),
     }
 }
 

@@ -77,6 +77,7 @@
 
 mod audit;
 mod bootstrap;
+pub mod compare;
 mod config;
 mod confusion;
 mod core;
@@ -101,6 +102,7 @@ mod scores;
 mod streaming;
 
 pub use audit::{FOUR_FIFTHS, audit, audit_counts};
+pub use compare::{AuditComparison, COMPARISON_SCHEMA, Shift, compare_audits};
 pub use config::{AuditConfig, BootstrapConfig, GroupSpec, Limit, MAX_RESAMPLES, Threshold, paths};
 pub use confusion::{BinaryCounts, ConfusionMatrix};
 pub use counterfactual::{

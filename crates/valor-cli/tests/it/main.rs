@@ -10,6 +10,7 @@ mod model_folder;
 mod monitor;
 mod overwrite;
 mod predict;
+mod quantize;
 mod remodel;
 mod serve;
 mod train;
