@@ -4,7 +4,10 @@
 //! Handlers tokenise on the blocking pool (never on the model thread) and
 //! send a [`Job`] into one bounded queue. The model thread takes the first
 //! job, then every job already waiting while their tokens fit the budget
-//! (`--max-batch-tokens`), drops the jobs whose client has gone away (the
+//! (`--max-batch-tokens`) — while the batch is smaller than the last one
+//! it waits for the rest of those clients as long as they keep arriving
+//! (gaps under 5 ms; at most a quarter of the last batch's time and
+//! 50 ms) — drops the jobs whose client has gone away (the
 //! handler's future was dropped, so nobody waits for the answer), runs one
 //! forward pass over all their texts, applies the model folder's decision
 //! rule job by job in arrival order (the randomised thresholds' draws
@@ -14,10 +17,10 @@
 //! batch.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -244,6 +247,11 @@ pub fn weights_sha256(dir: &Path) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Longest a batch waits for the rest of the last batch's clients, and the
+/// longest gap between two of them (see [`serve_queue`]).
+const MAX_GATHER: Duration = Duration::from_millis(50);
+const MAX_GAP: Duration = Duration::from_millis(5);
+
 fn serve_queue(
     config: &EngineConfig,
     model: &Classifier,
@@ -252,6 +260,8 @@ fn serve_queue(
 ) {
     let mut rule = config.thresholds.as_ref().map(ThresholdsFile::predictor);
     let mut pending: Option<Job> = None;
+    // Jobs in the previous batch and how long it took.
+    let mut last = (0usize, Duration::ZERO);
     loop {
         let first = match pending.take() {
             Some(j) => j,
@@ -263,21 +273,40 @@ fn serve_queue(
         metrics::gauge!(m::QUEUE_DEPTH).decrement(1.0);
         let mut tokens = first.tokens();
         let mut batch = vec![first];
+        // Clients that were answered together come back together, a few
+        // milliseconds apart: taking only what is queued now would run the
+        // first of them alone and the rest as the next batch, alternating a
+        // batch of one with a full one. So while this batch holds fewer jobs
+        // than the last one and they keep coming (no gap over MAX_GAP), wait
+        // for more, in all at most a quarter of the last batch's time and
+        // MAX_GATHER. A lone client (last batch of one) never waits.
+        let gather_until = (last.0 > 1).then(|| Instant::now() + (last.1 / 4).min(MAX_GATHER));
         while tokens < config.max_batch_tokens {
-            match rx.try_recv() {
-                Ok(j) => {
-                    metrics::gauge!(m::QUEUE_DEPTH).decrement(1.0);
-                    if tokens + j.tokens() > config.max_batch_tokens {
-                        // Counted out of the queue above; it leads the next batch.
-                        metrics::gauge!(m::QUEUE_DEPTH).increment(1.0);
-                        pending = Some(j);
-                        break;
+            let next = match rx.try_recv() {
+                Ok(j) => Some(j),
+                Err(TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty) => match gather_until {
+                    Some(until) if batch.len() < last.0 => {
+                        let now = Instant::now();
+                        if now >= until {
+                            None
+                        } else {
+                            rx.recv_timeout((until - now).min(MAX_GAP)).ok()
+                        }
                     }
-                    tokens += j.tokens();
-                    batch.push(j);
-                }
-                Err(_) => break,
+                    _ => None,
+                },
+            };
+            let Some(j) = next else { break };
+            metrics::gauge!(m::QUEUE_DEPTH).decrement(1.0);
+            if tokens + j.tokens() > config.max_batch_tokens {
+                // Counted out of the queue above; it leads the next batch.
+                metrics::gauge!(m::QUEUE_DEPTH).increment(1.0);
+                pending = Some(j);
+                break;
             }
+            tokens += j.tokens();
+            batch.push(j);
         }
         let before = batch.len();
         batch.retain(|j| !j.reply.is_closed());
@@ -291,7 +320,10 @@ fn serve_queue(
         for j in &batch {
             metrics::histogram!(m::QUEUE_SECONDS).record(j.enqueued.elapsed().as_secs_f64());
         }
+        let started = Instant::now();
+        last.0 = batch.len();
         run_batch(config, model, explainer, rule.as_mut(), batch);
+        last.1 = started.elapsed();
     }
 }
 
