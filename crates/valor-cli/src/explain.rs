@@ -59,6 +59,10 @@ pub struct ExplainArgs {
     /// Model folder (HF `BertForSequenceClassification` layout with tokenizer.json).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder applied to --model, the base (as `valor
+    /// predict --adapter`).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// One text to explain.
     #[arg(
         long,
@@ -443,8 +447,9 @@ pub fn run(args: ExplainArgs) -> Result<Outcome> {
         let inputs: Vec<&Path> = args.input.iter().map(PathBuf::as_path).collect();
         crate::common::check_output(out, &inputs, args.overwrite)?;
     }
-    let clf = Classifier::load(
+    let clf = Classifier::load_with_adapter(
         &args.model,
+        args.adapter.as_deref(),
         args.backend,
         args.max_len,
         args.method == Method::Ig,

@@ -12,6 +12,7 @@ mod data;
 mod explain;
 mod keys;
 mod log;
+mod merge;
 mod monitor;
 mod predict;
 mod quantize;
@@ -78,6 +79,9 @@ enum Command {
     /// (accuracy and fairness gaps before and after; exit 1 when a gap
     /// moved by more than --max-fairness-shift).
     Quantize(Box<quantize::QuantizeArgs>),
+    /// Fold a PEFT LoRA adapter into its base model and write a plain HF
+    /// model folder (the logits of the base with the adapter, unmerged).
+    Merge(Box<merge::MergeArgs>),
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Log(cmd) => log::run(cmd),
         Command::Monitor(args) => monitor::run(*args),
         Command::Quantize(args) => quantize::run(*args),
+        Command::Merge(args) => merge::run(*args),
     }
 }
 

@@ -45,6 +45,11 @@ pub struct PredictArgs {
     /// `valor train`.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder (adapter_config.json,
+    /// adapter_model.safetensors) applied to --model, the base: e.g. the
+    /// `adapter/` of a `valor train --lora` run or one saved by PEFT.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// Input file (.csv, .tsv, .parquet, .jsonl).
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
@@ -317,10 +322,24 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     }
     Format::from_path(&args.output)?;
     crate::common::check_output(&args.output, &[&args.input], args.overwrite)?;
-    let clf = Classifier::load(&args.model, args.backend, args.max_len, args.explain)?;
+    let clf = Classifier::load_with_adapter(
+        &args.model,
+        args.adapter.as_deref(),
+        args.backend,
+        args.max_len,
+        args.explain,
+    )?;
     let labels = clf.labels().to_vec();
     let thresholds_path = args.model.join(THRESHOLDS_FILE);
     let file = ThresholdsFile::load(&args.model)?;
+    if let (Some(adapter), Some(_)) = (&args.adapter, &file) {
+        bail!(
+            "{}: the decision rule of the base model, not of the adapter in {}; merge the \
+             adapter (`valor merge`) and remodel the merged model for a rule of its own",
+            thresholds_path.display(),
+            adapter.display()
+        );
+    }
     if let Some(f) = &file {
         f.check_labels(&labels).map_err(|why| {
             anyhow::anyhow!(

@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// decides `/decide`'s labels as `valor predict` does.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder applied to --model, the base (as `valor
+    /// predict --adapter`).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// Keys file (make one with `valor keys create`); requests then need
     /// `Authorization: Bearer valor_<id>_<secret>`. Re-read on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -96,6 +100,7 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
         .with_target(false)
         .init();
     let mut config = ServeConfig::new(args.model.clone());
+    config.adapter = args.adapter;
     config.keys = args.keys;
     config.addr = args.addr;
     config.insecure_no_auth = args.insecure_no_auth;

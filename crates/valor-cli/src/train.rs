@@ -193,6 +193,14 @@ pub struct TrainArgs {
     /// data-parallel path on it [default: 1].
     #[arg(long, value_name = "N|I,J,...")]
     pub devices: Option<Devices>,
+    /// Train LoRA adapters and the classification head only, every other
+    /// weight frozen: `r=8,alpha=16,targets=query,value[,dropout=0.1]`
+    /// (targets are PEFT's module names: query, key, value,
+    /// attention.output.dense, intermediate.dense, output.dense, dense;
+    /// alpha defaults to r). Needs --model. The run folder gets `adapter/`
+    /// in PEFT's format and `model/` with the adapters merged.
+    #[arg(long, value_name = "SPEC")]
+    pub lora: Option<String>,
 
     /// Print report.json on stdout instead of the summary table.
     #[arg(long)]
@@ -300,6 +308,7 @@ impl TrainArgs {
             ("--keep-last", self.keep_last.is_some()),
             ("--backend", self.backend.is_some()),
             ("--devices", self.devices.is_some()),
+            ("--lora", self.lora.is_some()),
             ("--values", self.values.is_some()),
         ]
         .into_iter()
@@ -347,6 +356,9 @@ impl TrainArgs {
         }
         if let Some(p) = self.dropout {
             c.dropout = Some(p);
+        }
+        if let Some(spec) = &self.lora {
+            c.lora = Some(valor_bert::lora::LoraConfig::parse(spec).context("--lora")?);
         }
         if let Some(s) = &self.split {
             (c.split.train, c.split.valid, c.split.test) = (s[0], s[1], s[2]);
@@ -476,6 +488,15 @@ impl Observer for CliObserver {
                     "training on {train_rows} rows ({valid_rows} validation, {test_rows} test){devices}, {total_steps} optimizer steps, run folder {}{from}",
                     run_dir.display()
                 );
+                if let Some(lora) = &config.lora {
+                    eprintln!(
+                        "LoRA r={} alpha={} dropout={} on {}: only the adapters and the head train",
+                        lora.r,
+                        lora.alpha,
+                        lora.dropout,
+                        lora.targets.join(",")
+                    );
+                }
                 if config.fairness.lambda > 0.0
                     || config.fairness.lambda_from != SettingSource::Config
                 {

@@ -35,6 +35,8 @@ use crate::metrics as m;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub model_dir: PathBuf,
+    /// A PEFT LoRA adapter folder on top of `model_dir`.
+    pub adapter: Option<PathBuf>,
     pub backend: Backend,
     /// Maximum tokens per text.
     pub max_len: usize,
@@ -187,9 +189,16 @@ type Loaded = (Classifier, Option<Classifier>, ModelInfo);
 
 fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
     let dir = &config.model_dir;
-    let model = Classifier::load(dir, config.backend, config.max_len, false)?;
+    let adapter = config.adapter.as_deref();
+    let model = Classifier::load_with_adapter(dir, adapter, config.backend, config.max_len, false)?;
     let explainer = if config.explain {
-        Some(Classifier::load(dir, config.backend, config.max_len, true)?)
+        Some(Classifier::load_with_adapter(
+            dir,
+            adapter,
+            config.backend,
+            config.max_len,
+            true,
+        )?)
     } else {
         None
     };

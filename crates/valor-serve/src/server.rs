@@ -27,6 +27,8 @@ use crate::routes::{App, DecisionCache, Limits, router};
 pub struct ServeConfig {
     /// The model folder.
     pub model_dir: PathBuf,
+    /// A PEFT LoRA adapter folder applied to the model folder (the base).
+    pub adapter: Option<PathBuf>,
     /// The keys file; `None` turns authentication off (loopback only,
     /// unless `insecure_no_auth`).
     pub keys: Option<PathBuf>,
@@ -64,6 +66,7 @@ impl ServeConfig {
     pub fn new(model_dir: PathBuf) -> Self {
         Self {
             model_dir,
+            adapter: None,
             keys: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             insecure_no_auth: false,
@@ -154,6 +157,19 @@ impl Server {
                 dir: config.model_dir.clone(),
                 source: Box::new(source),
             })?;
+        if let (Some(adapter), Some(_)) = (&config.adapter, &thresholds) {
+            return Err(Error::Model {
+                dir: config.model_dir.clone(),
+                source: Box::new(valor_train::Error::Invalid {
+                    path: config.model_dir.join(valor_train::THRESHOLDS_FILE),
+                    message: format!(
+                        "the decision rule of the base model, not of the adapter in {}; merge \
+                         the adapter (`valor merge`) and remodel the merged model",
+                        adapter.display()
+                    ),
+                }),
+            });
+        }
         let listener = TcpListener::bind(config.addr).map_err(|source| Error::Bind {
             addr: config.addr,
             source,
@@ -209,6 +225,7 @@ impl Server {
         let engine = Engine::start(
             EngineConfig {
                 model_dir: config.model_dir.clone(),
+                adapter: config.adapter.clone(),
                 backend: config.backend,
                 max_len: config.max_len,
                 max_batch_tokens: config.max_batch_tokens,

@@ -87,12 +87,37 @@ impl Classifier {
     /// (integrated gradients). Texts are truncated to `max_len` tokens (at
     /// most the model's `max_position_embeddings`).
     pub fn load(dir: &Path, backend: Backend, max_len: usize, autodiff: bool) -> Result<Self> {
+        Self::load_with_adapter(dir, None, backend, max_len, autodiff)
+    }
+
+    /// [`load`](Self::load) with a PEFT LoRA adapter folder on top of the
+    /// model folder `dir` (the base): the adapters stay unmerged, as PEFT
+    /// computes them, and the adapter's saved head replaces the base's. The
+    /// tokenizer is the base folder's.
+    pub fn load_with_adapter(
+        dir: &Path,
+        adapter: Option<&Path>,
+        backend: Backend,
+        max_len: usize,
+        autodiff: bool,
+    ) -> Result<Self> {
         let device = if autodiff {
             valor_bert::autodiff_device(backend)?
         } else {
             valor_bert::device(backend)?
         };
-        let (config, model, report) = valor_bert::load_hf(dir, &device, LoadOptions::default())?;
+        let (config, model, report) = match adapter {
+            None => valor_bert::load_hf(dir, &device, LoadOptions::default())?,
+            Some(adapter) => {
+                let (config, model, report, _) = valor_bert::lora::load_hf_with_adapter(
+                    dir,
+                    adapter,
+                    &device,
+                    LoadOptions::default(),
+                )?;
+                (config, model, report)
+            }
+        };
         if !report.initialized.is_empty() {
             return Err(Error::Invalid {
                 path: dir.to_path_buf(),

@@ -384,6 +384,11 @@ pub struct TrainConfig {
     /// existed read as one device.
     #[serde(default, skip_serializing_if = "Devices::is_single")]
     pub devices: Devices,
+    /// Train LoRA adapters (and the head) instead of every weight; the run
+    /// folder gets the adapter in PEFT's format (`adapter/`) beside the
+    /// merged model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<valor_bert::lora::LoraConfig>,
 }
 
 mod backend_name {
@@ -436,6 +441,7 @@ impl TrainConfig {
             length_window_batches: 50,
             backend: Backend::Cpu,
             devices: Devices::Count(1),
+            lora: None,
         }
     }
 
@@ -464,6 +470,17 @@ impl TrainConfig {
                 Ok(())
             }
         };
+        if let Some(lora) = &self.lora {
+            lora.validate()
+                .map_err(|e| Error::config("lora", e.to_string()))?;
+            if matches!(self.model, ModelSource::Scratch(_)) {
+                return Err(Error::config(
+                    "lora",
+                    "LoRA adapts a pretrained model, and a model trained from scratch has no \
+                     base folder the adapter could be loaded on: pass --model DIR",
+                ));
+            }
+        }
         positive("epochs", self.epochs)?;
         positive("batch_size", self.batch_size)?;
         positive("grad_accum", self.grad_accum)?;

@@ -6,6 +6,7 @@ mod bad_inputs;
 mod data;
 mod explain;
 mod log;
+mod lora;
 mod model_folder;
 mod monitor;
 mod overwrite;

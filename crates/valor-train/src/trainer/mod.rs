@@ -121,7 +121,7 @@ fn initial_model(
     observer: &mut dyn Observer,
 ) -> Result<BertForSequenceClassification> {
     let config = &ctx.config;
-    Ok(match &config.model {
+    let model = match &config.model {
         ModelSource::Scratch(_) => {
             with_device_rng(|| ctx.bert_config.init_classifier_seeded(&ctx.ad, config.seed))
         }
@@ -144,7 +144,20 @@ fn initial_model(
             }
             loaded
         }
-    })
+    };
+    with_lora(config, model)
+}
+
+/// `model` with fresh LoRA adapters when the run trains them (every other
+/// weight frozen but the head's), else `model`.
+fn with_lora(
+    config: &TrainConfig,
+    model: BertForSequenceClassification,
+) -> Result<BertForSequenceClassification> {
+    match &config.lora {
+        Some(lora) => Ok(valor_bert::lora::attach(model, lora, mix(config.seed, 3))?),
+        None => Ok(model),
+    }
 }
 
 /// The state before the first step of a run seeded with `seed`.
@@ -195,6 +208,7 @@ pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<Outcome> {
         ctx.bert_config
             .init_classifier_seeded(&ctx.ad, file.config.seed)
     });
+    let model = with_lora(&ctx.config, model)?;
     let model = load_model_bytes(model, &ckpt.model, &ckpt.path)?;
     let optim = new_optimizer(&ctx.config, &model);
     let optim = load_optimizer_bytes(optim, &ckpt.optimizer, &ckpt.path)?;

@@ -47,6 +47,10 @@ impl RunDir {
     pub fn model(&self) -> PathBuf {
         self.root.join("model")
     }
+    /// The LoRA adapter in PEFT's format (runs with `lora`).
+    pub fn adapter(&self) -> PathBuf {
+        self.root.join("adapter")
+    }
     pub fn report(&self) -> PathBuf {
         self.root.join("report.json")
     }
@@ -124,7 +128,8 @@ pub(crate) fn check_valor_run(run: &RunDir) -> Result<()> {
 /// start a new run there: `config.json`, `metrics.jsonl`, `tokenizer.json`,
 /// `report.json` and temporary files; in `checkpoints/` the checkpoints,
 /// `model_config.json` and temporary files; in `model/` the files of a
-/// model folder ([`valor_bert::is_model_file`]). Anything else (a user's
+/// model folder ([`valor_bert::is_model_file`]), in `adapter/` those of a
+/// LoRA adapter ([`valor_bert::lora::is_adapter_file`]). Anything else (a user's
 /// notes, in `model/` or `checkpoints/` too) stays, and so does a folder
 /// that still holds it. A `config.json` Valor did not write stops it first.
 pub(crate) fn remove_run_files(run: &RunDir) -> Result<()> {
@@ -138,6 +143,7 @@ pub(crate) fn remove_run_files(run: &RunDir) -> Result<()> {
     remove_named(&run.checkpoints(), |name| {
         name == "model_config.json" || is_checkpoint_name(name) || name.starts_with(TEMP_PREFIX)
     })?;
+    remove_named(&run.adapter(), valor_bert::lora::is_adapter_file)?;
     remove_named(&run.model(), valor_bert::is_model_file)
 }
 

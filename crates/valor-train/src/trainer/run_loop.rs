@@ -315,12 +315,7 @@ fn finish(
         }
         _ => model,
     };
-    valor_bert::save_hf(
-        &best_model,
-        &ctx.bert_config,
-        &ctx.run.model(),
-        Some(&ctx.tokenizer_src),
-    )?;
+    export_model(ctx, &best_model)?;
     observer.on_event(&Event::Testing);
     let counts = evaluate(ctx, &best_model.valid(), &ctx.test, true)?;
     let test = counts.metrics();
@@ -357,4 +352,33 @@ fn finish(
     append_line(&ctx.run.metrics(), &line)?;
     observer.on_event(&Event::Finished { report: &report });
     Ok(Outcome::Finished(Box::new(report)))
+}
+
+/// Writes the best model as an HF folder (`model/`); a LoRA run writes its
+/// adapters merged there and, in PEFT's format, to `adapter/`.
+fn export_model(ctx: &Context, model: &BertForSequenceClassification) -> Result<()> {
+    let Some(lora) = &ctx.config.lora else {
+        valor_bert::save_hf(
+            model,
+            &ctx.bert_config,
+            &ctx.run.model(),
+            Some(&ctx.tokenizer_src),
+        )?;
+        return Ok(());
+    };
+    let base = match &ctx.config.model {
+        crate::config::ModelSource::Pretrained { dir } => std::fs::canonicalize(dir)
+            .unwrap_or_else(|_| dir.clone())
+            .display()
+            .to_string(),
+        crate::config::ModelSource::Scratch(_) => String::new(),
+    };
+    valor_bert::lora::save_peft(model, lora, &ctx.run.adapter(), &base, &ctx.labels)?;
+    valor_bert::save_hf(
+        &valor_bert::lora::merge(model.clone()),
+        &ctx.bert_config,
+        &ctx.run.model(),
+        Some(&ctx.tokenizer_src),
+    )?;
+    Ok(())
 }
