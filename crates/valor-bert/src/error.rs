@@ -68,6 +68,13 @@ pub enum Error {
     /// Reading a tensor back from the device failed.
     #[error("reading tensor `{name}` from the device failed: {message}")]
     TensorRead { name: String, message: String },
+    /// A Linear weight could not be packed for low-precision inference.
+    #[error("packing `{name}` for {precision} inference failed: {message}")]
+    Pack {
+        name: String,
+        precision: &'static str,
+        message: String,
+    },
     /// The model input is inconsistent (lengths, ids out of range, ...).
     #[error("invalid model input: {message}")]
     Input { message: String },

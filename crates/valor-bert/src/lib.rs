@@ -52,6 +52,7 @@ mod input;
 mod kernels;
 mod loader;
 pub mod lora;
+pub mod lowp;
 mod model;
 pub mod optim;
 mod pooler;
@@ -73,6 +74,7 @@ pub use explain::{
 };
 pub use host::tune_host_allocator;
 pub use input::BertInput;
+pub use lowp::Precision;
 pub use loader::{
     Layout, LoadOptions, LoadReport, NAME_TABLE, NameEntry, canonical_name, load_head, load_hf,
     table as name_table,

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use valor_base::csv::record;
-use valor_bert::Backend;
+use valor_bert::{Backend, Precision};
 use valor_bert::explain::top_k;
 use valor_data::{ColumnData, Format, Table, stream_table, write_table};
 use valor_train::{Classifier, PostProcess, THRESHOLDS_FILE, ThresholdsFile, ThresholdsPredictor};
@@ -70,6 +70,14 @@ pub struct PredictArgs {
     /// Compute backend: cpu, wgpu, cuda (the latter two need the cargo feature).
     #[arg(long, value_name = "NAME", default_value = "cpu")]
     pub backend: Backend,
+    /// Arithmetic of the encoder's Linear layers on the CPU: fp32 (the
+    /// reference), bf16 (bf16 weights and activations, f32 sums; AVX512-BF16
+    /// where the CPU has it) or int8 (weights int8 per output channel,
+    /// activations int8 per row, as PyTorch's dynamic quantisation;
+    /// AVX512-VNNI where the CPU has it). Faster, and within a small
+    /// tolerance of fp32 (README). Not with --explain.
+    #[arg(long, value_name = "P", default_value = "fp32")]
+    pub precision: Precision,
     /// Texts per forward pass.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,
@@ -328,7 +336,15 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         args.backend,
         args.max_len,
         args.explain,
-    )?;
+    )?
+    .with_precision(args.precision)?;
+    if args.precision != Precision::Fp32 {
+        eprintln!(
+            "precision {}: encoder Linear layers on {} kernels",
+            args.precision,
+            args.precision.kernel()
+        );
+    }
     let labels = clf.labels().to_vec();
     let thresholds_path = args.model.join(THRESHOLDS_FILE);
     let file = ThresholdsFile::load(&args.model)?;

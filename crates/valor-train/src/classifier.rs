@@ -140,6 +140,29 @@ impl Classifier {
         })
     }
 
+    /// Runs the encoder's Linear layers in `precision` at inference on the
+    /// CPU (`valor_bert::lowp`: int8 or bf16 kernels, weights packed once
+    /// here); [`Precision::Fp32`](valor_bert::Precision::Fp32) changes
+    /// nothing. Refused on an autodiff device (explanations need f32
+    /// gradients) and on other backends than the CPU, where the kernels do
+    /// not run.
+    pub fn with_precision(mut self, precision: valor_bert::Precision) -> Result<Self> {
+        if precision == valor_bert::Precision::Fp32 {
+            return Ok(self);
+        }
+        if !valor_bert::lowp::runs_on(&self.device) {
+            return Err(Error::Invalid {
+                path: self.dir.clone(),
+                message: format!(
+                    "--precision {precision} runs on the CPU backend for predictions only \
+                     (not with explanations or on a GPU); use --precision fp32"
+                ),
+            });
+        }
+        self.model = valor_bert::lowp::apply(self.model, precision)?;
+        Ok(self)
+    }
+
     /// The folder it was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir

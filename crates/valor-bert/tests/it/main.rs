@@ -9,6 +9,7 @@ mod common;
 mod explain;
 mod files;
 mod lora;
+mod lowp;
 mod model;
 mod parity;
 mod train;

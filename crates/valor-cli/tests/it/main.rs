@@ -10,6 +10,7 @@ mod lora;
 mod model_folder;
 mod monitor;
 mod overwrite;
+mod precision;
 mod predict;
 mod quantize;
 mod remodel;

@@ -1,0 +1,321 @@
+//! Low-precision inference on the CPU: the encoder's Linear layers in int8
+//! or bf16 through [`valor_kernels`], everything else as before.
+//!
+//! [`Precision::Int8`] is PyTorch's `quantize_dynamic(model, {nn.Linear},
+//! qint8)` in kind: each Linear weight symmetric int8 with one scale per
+//! output channel, each activation row quantised on the fly (one scale per
+//! row; PyTorch uses one per tensor), `u8 × i8 → i32` products on
+//! AVX512-VNNI. [`Precision::Bf16`] is `torch.autocast("cpu",
+//! dtype=torch.bfloat16)` for the Linear layers: weights and activations
+//! rounded to bf16, products accumulated in f32 on AVX512-BF16. Both have a
+//! scalar fallback chosen at run time (see [`valor_kernels`]). Attention
+//! products, softmax, layer norm, GELU, the embeddings, the pooler and the
+//! classification head stay f32, as under autocast (which also keeps
+//! softmax and layer norm in f32) and `quantize_dynamic` on the encoder.
+//!
+//! [`apply`] packs every encoder Linear weight once and attaches it to the
+//! weight's [`Param`] as a burn [`Reparameterization`] ([`LowpWeight`])
+//! whose value is the f32 weight unchanged; [`linear`] (called for every
+//! encoder Linear through [`crate::lora::linear`]) runs the packed kernel
+//! when the input sits on the flex device without autodiff, and burn's
+//! f32 `Linear` everywhere else. So a model with packed weights still
+//! trains, differentiates and saves as the f32 model it was; the low
+//! precision is a property of inference on the CPU only.
+//!
+//! Tolerances (MiniLM-L6 with the hf-parity fixture head, the ten parity
+//! sentences; `tests/it/lowp.rs`): logits within 0.01 of f32 for bf16
+//! (measured 0.002; PyTorch's bf16 autocast 0.004) and within 0.1 for int8
+//! (measured 0.066; PyTorch's `quantize_dynamic` 0.185, which flips 2 of
+//! the 10 predictions), and every predicted class kept.
+
+use std::sync::Arc;
+
+use burn::module::{Module, Param, Reparameterization, Reparameterizer};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use valor_kernels::{PackedBf16, PackedI8};
+
+use crate::classifier::BertForSequenceClassification;
+use crate::error::{Error, Result};
+
+/// The arithmetic of the encoder's Linear layers at inference on the CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 weights and products (burn's GEMM): the reference.
+    #[default]
+    Fp32,
+    /// bf16 weights and activations, f32 accumulation.
+    Bf16,
+    /// int8 weights per output channel, int8 activations per row, i32
+    /// accumulation.
+    Int8,
+}
+
+impl Precision {
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// The instruction set its kernels run on here (`burn` for f32).
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "burn-flex",
+            Precision::Bf16 => valor_kernels::Isa::detect_bf16().name(),
+            Precision::Int8 => valor_kernels::Isa::detect_int8().name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision `{s}`; expected fp32, bf16 or int8")),
+        }
+    }
+}
+
+/// A packed weight: one of the kernels' layouts.
+#[derive(Debug)]
+pub(crate) enum Packed {
+    Int8(PackedI8),
+    Bf16(PackedBf16),
+}
+
+impl Packed {
+    fn linear(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let done = match self {
+            Packed::Int8(p) => p.linear(x, m, bias, out),
+            Packed::Bf16(p) => p.linear(x, m, bias, out),
+        };
+        // Shapes were checked by the caller (burn's tensor shapes).
+        done.expect("low-precision linear: shapes checked by the caller");
+    }
+
+    fn out_features(&self) -> usize {
+        match self {
+            Packed::Int8(p) => p.out_features(),
+            Packed::Bf16(p) => p.out_features(),
+        }
+    }
+
+    fn in_features(&self) -> usize {
+        match self {
+            Packed::Int8(p) => p.in_features(),
+            Packed::Bf16(p) => p.in_features(),
+        }
+    }
+}
+
+/// The packed low-precision copy of a Linear weight, attached to the
+/// weight's [`Param`]; its value is the f32 weight unchanged.
+#[derive(Module, Debug)]
+pub struct LowpWeight {
+    #[module(skip)]
+    packed: Arc<Packed>,
+}
+
+impl Reparameterization for LowpWeight {
+    const NAME: &'static str = "lowp";
+
+    fn apply<const D: usize>(&self, base: Tensor<D>) -> Tensor<D> {
+        base
+    }
+}
+
+/// Packs the weights of every encoder Linear layer of `model` in
+/// `precision` (a no-op for [`Precision::Fp32`]) and returns the model with
+/// the packed weights attached. Refuses weights that already carry a
+/// reparameterization (LoRA adapters: merge them first).
+pub fn apply(
+    model: BertForSequenceClassification,
+    precision: Precision,
+) -> Result<BertForSequenceClassification> {
+    if precision == Precision::Fp32 {
+        return Ok(model);
+    }
+    let mut pack = Pack {
+        precision,
+        error: None,
+    };
+    let model = model.apply_reparameterization(&mut pack);
+    match pack.error {
+        Some(e) => Err(e),
+        None => Ok(model),
+    }
+}
+
+/// How many Linear weights of `model` carry a packed copy.
+pub fn packed_count(model: &BertForSequenceClassification) -> usize {
+    model
+        .bert
+        .encoder
+        .layers
+        .iter()
+        .flat_map(|l| {
+            [
+                &l.attention.query,
+                &l.attention.key,
+                &l.attention.value,
+                &l.attention.output,
+                &l.intermediate,
+                &l.output,
+            ]
+        })
+        .filter(|lin| lin.weight.reparameterization::<LowpWeight>().is_some())
+        .count()
+}
+
+struct Pack {
+    precision: Precision,
+    error: Option<Error>,
+}
+
+impl Reparameterizer for &mut Pack {
+    type Reparam = LowpWeight;
+
+    fn reparameterize<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<D>>,
+    ) -> (Param<Tensor<D>>, Option<LowpWeight>) {
+        if D != 2 || !path.contains("encoder.") || !path.ends_with("weight") {
+            return (param, None);
+        }
+        if param.reparameterization::<crate::lora::LoraAdapter>().is_some() {
+            self.error.get_or_insert(Error::Pack {
+                name: path.to_string(),
+                precision: self.precision.name(),
+                message: "the weight carries a LoRA adapter; merge it first (`valor merge`)"
+                    .to_string(),
+            });
+            return (param, None);
+        }
+        // burn's Linear weight is `[in, out]`; the kernels take HF's
+        // `[out, in]`.
+        let w = param.val();
+        let [k, n] = [w.dims()[0], w.dims()[1]];
+        let values = match w.into_data().convert::<f32>().try_into_vec::<f32>() {
+            Ok(v) => v,
+            Err(e) => {
+                self.error.get_or_insert(Error::TensorRead {
+                    name: path.to_string(),
+                    message: format!("{e:?}"),
+                });
+                return (param, None);
+            }
+        };
+        let mut t = vec![0f32; n * k];
+        for i in 0..k {
+            for o in 0..n {
+                t[o * k + i] = values[i * n + o];
+            }
+        }
+        let packed = match self.precision {
+            Precision::Int8 => PackedI8::pack(&t, n, k).map(Packed::Int8),
+            Precision::Bf16 => PackedBf16::pack(&t, n, k).map(Packed::Bf16),
+            Precision::Fp32 => return (param, None),
+        };
+        match packed {
+            Ok(p) => (
+                param,
+                Some(LowpWeight {
+                    packed: Arc::new(p),
+                }),
+            ),
+            Err(e) => {
+                self.error.get_or_insert(Error::Pack {
+                    name: path.to_string(),
+                    precision: self.precision.name(),
+                    message: e.to_string(),
+                });
+                (param, None)
+            }
+        }
+    }
+}
+
+/// Whether the low-precision kernels run on `device`: burn's flex CPU
+/// device without autodiff.
+pub fn runs_on(device: &burn::tensor::Device) -> bool {
+    crate::host::is_flex(device) && !device.is_autodiff()
+}
+
+/// `layer.forward(x)`, with the packed low-precision weight when `layer`
+/// has one and `x` sits on the flex device without autodiff.
+pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if let Some(lowp) = layer.weight.reparameterization::<LowpWeight>()
+        && crate::host::is_flex(&x.device())
+        && !x.is_autodiff()
+        && x.dtype() == burn::tensor::DType::F32
+        && x.dims()[1] == lowp.packed.in_features()
+    {
+        let bias = layer
+            .bias
+            .as_ref()
+            .and_then(|b| b.val().into_data().convert::<f32>().try_into_vec::<f32>().ok());
+        return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::lowp_linear(
+            x.into_dispatch(),
+            lowp.packed.clone(),
+            bias,
+        ));
+    }
+    layer.forward(x)
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use std::sync::Arc;
+
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Flex, TensorMetadata, backend_extension};
+    use burn::tensor::{Shape, TensorData};
+
+    use super::Packed;
+
+    #[backend_extension(Flex)]
+    pub(crate) trait Lowp: burn::backend::Backend {
+        fn lowp_linear(
+            x: FloatTensor<Self>,
+            packed: Arc<Packed>,
+            bias: Option<Vec<f32>>,
+        ) -> FloatTensor<Self>;
+    }
+
+    impl Lowp for Flex {
+        fn lowp_linear(x: FlexTensor, packed: Arc<Packed>, bias: Option<Vec<f32>>) -> FlexTensor {
+            let shape = x.shape();
+            let (m, n) = (shape[0], packed.out_features());
+            let x = if x.as_slice::<f32>().is_some() {
+                x
+            } else {
+                x.to_contiguous()
+            };
+            let xs = x
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor after to_contiguous");
+            let mut out = vec![0f32; m * n];
+            packed.linear(xs, m, bias.as_deref(), &mut out);
+            FlexTensor::from_data(TensorData::new(out, Shape::new([m, n])))
+        }
+    }
+}
