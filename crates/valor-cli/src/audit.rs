@@ -7,13 +7,34 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use valor_data::dataset::file_sha256;
-use valor_data::read_table;
+use valor_data::{Table, expand_inputs, read_table, stream_table};
 use valor_fair::{
-    AuditConfig, AuditInput, BootstrapConfig, GroupSpec, LabelSet, Threshold, WindowMonitor, audit,
-    paths,
+    AuditConfig, AuditCounts, AuditInput, AuditReport, BootstrapConfig, CellKey, CellValue,
+    CountsBuilder, GroupSpec, LabelSet, ScoreBins, SqlColumns, SqlDialect, Threshold,
+    WindowMonitor, audit, audit_counts, counts_sql, paths,
 };
 
 use crate::Outcome;
+
+/// SQL dialects of `--emit-sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dialect {
+    Trino,
+    Duckdb,
+    Sqlite,
+    Postgres,
+    Spark,
+    Bigquery,
+}
+
+impl Dialect {
+    fn quoting(self) -> SqlDialect {
+        match self {
+            Self::Spark | Self::Bigquery => SqlDialect::Backtick,
+            Self::Trino | Self::Duckdb | Self::Sqlite | Self::Postgres => SqlDialect::Ansi,
+        }
+    }
+}
 
 /// Output format of `--out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,10 +46,46 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Predictions file (.csv, .tsv, .parquet, .jsonl). With --monitor, a file
-    /// that grows (or `-` for standard input), CSV with a header.
-    #[arg(long, value_name = "FILE")]
-    pub predictions: PathBuf,
+    /// Predictions file (.csv, .tsv, .parquet, .jsonl); with --stream also a
+    /// folder or a glob (`logs/part-*.parquet`) of them. With --monitor, a
+    /// file that grows (or `-` for standard input), CSV with a header.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["counts", "emit_sql"]
+    )]
+    pub predictions: Option<PathBuf>,
+    /// Read the predictions in chunks of --chunk-rows into counts (memory
+    /// bounded by the number of distinct cells, not rows); implied by a
+    /// folder or glob. Count-based numbers are those of the in-memory audit;
+    /// scores are binned (--score-bins) and ROC AUC is within a bound the
+    /// report states.
+    #[arg(long)]
+    pub stream: bool,
+    /// Rows per chunk with --stream.
+    #[arg(long, value_name = "N", default_value_t = 262_144)]
+    pub chunk_rows: usize,
+    /// Equal bins of [0, 1] for scores in counts (--stream, --counts,
+    /// --write-counts, --emit-sql).
+    #[arg(long, value_name = "N", default_value_t = valor_fair::DEFAULT_SCORE_BINS)]
+    pub score_bins: usize,
+    /// Audit counts instead of rows: a CSV with the group columns, `y_true`,
+    /// `y_pred`, with scores `calibration_bin` and `score_bin`, then `n` (and
+    /// with scores `score_sum`), as --write-counts writes and the query of
+    /// --emit-sql returns.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["predictions", "monitor"])]
+    pub counts: Option<PathBuf>,
+    /// Also write the counts of the audited rows to this CSV (the --counts
+    /// format); refused if it exists unless --overwrite.
+    #[arg(long, value_name = "FILE", conflicts_with = "monitor")]
+    pub write_counts: Option<PathBuf>,
+    /// Print the SQL (GROUP BY) that counts a predictions table in an engine
+    /// Valor does not run, and exit; save its result as CSV for --counts.
+    #[arg(long, value_enum, value_name = "DIALECT", conflicts_with_all = ["counts", "monitor"])]
+    pub emit_sql: Option<Dialect>,
+    /// The table the SQL of --emit-sql reads (`schema.table` is quoted per part).
+    #[arg(long, value_name = "NAME", default_value = "predictions")]
+    pub table: String,
     /// Column holding the true label.
     #[arg(long, value_name = "COL", default_value = "y_true")]
     pub label_col: String,
@@ -183,6 +240,16 @@ fn in_file(err: valor_fair::Error, path: &std::path::Path, a: &AuditArgs) -> any
             row + 1,
             name(&column)
         ),
+        valor_fair::Error::ScoreOutOfRange { row, column, value } => anyhow::anyhow!(
+            "{}: row {}, column `{}`: the score is {value}, outside [0, 1]; counts (--stream) \
+             bin scores of [0, 1]: pass probabilities, or audit in memory without --stream",
+            path.display(),
+            row + 1,
+            name(&column)
+        ),
+        valor_fair::Error::InvalidCounts { row, why } => {
+            anyhow::anyhow!("{}: row {}: {why}", path.display(), row + 1)
+        }
         other => anyhow::Error::from(other).context(format!("in {}", path.display())),
     }
 }
@@ -207,29 +274,71 @@ fn required(
 }
 
 pub fn run(a: AuditArgs) -> Result<Outcome> {
+    if let Some(dialect) = a.emit_sql {
+        return emit_sql(&a, dialect);
+    }
     let cfg = config(&a)?;
-    if let Some(out) = &a.out {
-        crate::common::check_output(out, &[&a.predictions], a.overwrite)?;
+    let mut inputs: Vec<&std::path::Path> = Vec::new();
+    inputs.extend(a.predictions.as_deref());
+    inputs.extend(a.counts.as_deref());
+    for out in [&a.out, &a.write_counts].into_iter().flatten() {
+        crate::common::check_output(out, &inputs, a.overwrite)?;
     }
     if a.monitor {
         return monitor(&a, &cfg);
     }
-    let path = &a.predictions;
+    let (mut report, counts, source) = if let Some(path) = &a.counts {
+        let counts = read_counts(&a, &cfg, path)?;
+        let report = audit_counts(&counts, &cfg).map_err(|e| in_file(e, path, &a))?;
+        (report, Some(counts), path.clone())
+    } else {
+        let path = a.predictions.clone().context("pass --predictions")?;
+        let files = expand_inputs(&path)?;
+        if a.stream || files.len() > 1 || files[0] != path {
+            let counts = stream_counts(&a, &cfg, &files)?;
+            let report = audit_counts(&counts, &cfg)?;
+            (report, Some(counts), path)
+        } else {
+            let input = read_rows(&a, &path)?;
+            let report = audit(&input, &cfg)?;
+            let counts = match &a.write_counts {
+                Some(_) => Some(AuditCounts::from_input(&input, bins(&a, &cfg)?)?),
+                None => None,
+            };
+            (report, counts, path)
+        }
+    };
+    report.provenance.source = Some(source.display().to_string());
+    if source.is_file() {
+        report.provenance.source_sha256 = Some(file_sha256(&source)?);
+    }
+    // valor-train's build script records the commit (valor-cli has none).
+    report.provenance.git_commit =
+        (valor_train::GIT_COMMIT != "unknown").then(|| valor_train::GIT_COMMIT.to_string());
+    if let (Some(file), Some(counts)) = (&a.write_counts, &counts) {
+        write_counts(counts, file).with_context(|| format!("writing {}", file.display()))?;
+    }
+    print_report(&a, &report)
+}
+
+/// The score binning of counts: when scores are audited.
+fn bins(a: &AuditArgs, cfg: &AuditConfig) -> Result<Option<ScoreBins>> {
+    a.score_col
+        .as_ref()
+        .map(|_| ScoreBins::new(a.score_bins, cfg.ece_bins))
+        .transpose()
+        .context("--score-bins")
+}
+
+/// The whole file as an [`AuditInput`].
+fn read_rows(a: &AuditArgs, path: &std::path::Path) -> Result<AuditInput> {
     let table = read_table(path).with_context(|| format!("reading {}", path.display()))?;
-    for (c, hint) in [(&a.label_col, "--label-col"), (&a.pred_col, "--pred-col")] {
-        table.require(c, Some(&format!("pass the column with {hint}")))?;
-    }
-    for g in &a.groups {
-        table.require(g, Some("pass the group column with --group"))?;
-    }
-    if let Some(sc) = &a.score_col {
-        table.require(sc, Some("pass the score column with --score-col"))?;
-    }
+    require_columns(a, &table)?;
     let y_true = required(table.strings(&a.label_col)?, path, &a.label_col)?;
     let y_pred = required(table.strings(&a.pred_col)?, path, &a.pred_col)?;
     let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
     let mut input =
-        AuditInput::from_strings(&y_true, &y_pred, labels).map_err(|e| in_file(e, path, &a))?;
+        AuditInput::from_strings(&y_true, &y_pred, labels).map_err(|e| in_file(e, path, a))?;
     if let Some(sc) = &a.score_col {
         let scores: Vec<f64> = table
             .floats(sc)?
@@ -245,23 +354,248 @@ pub fn run(a: AuditArgs) -> Result<Outcome> {
                 })
             })
             .collect::<Result<_>>()?;
-        input = input
-            .with_scores(scores)
-            .map_err(|e| in_file(e, path, &a))?;
+        input = input.with_scores(scores).map_err(|e| in_file(e, path, a))?;
     }
     for g in &a.groups {
         let values = required(table.strings(g)?, path, g)?;
         input = input
             .with_group(g, &values)
-            .map_err(|e| in_file(e, path, &a))?;
+            .map_err(|e| in_file(e, path, a))?;
     }
-    let mut report = audit(&input, &cfg)?;
-    report.provenance.source = Some(path.display().to_string());
-    report.provenance.source_sha256 = Some(file_sha256(path)?);
-    // valor-train's build script records the commit (valor-cli has none).
-    report.provenance.git_commit =
-        (valor_train::GIT_COMMIT != "unknown").then(|| valor_train::GIT_COMMIT.to_string());
+    Ok(input)
+}
 
+fn require_columns(a: &AuditArgs, table: &Table) -> Result<()> {
+    for (c, hint) in [(&a.label_col, "--label-col"), (&a.pred_col, "--pred-col")] {
+        table.require(c, Some(&format!("pass the column with {hint}")))?;
+    }
+    for g in &a.groups {
+        table.require(g, Some("pass the group column with --group"))?;
+    }
+    if let Some(sc) = &a.score_col {
+        table.require(sc, Some("pass the score column with --score-col"))?;
+    }
+    Ok(())
+}
+
+/// Counts the rows of `files`, each read in chunks of `--chunk-rows`: memory
+/// holds one chunk and the distinct cells, whatever the number of rows.
+fn stream_counts(a: &AuditArgs, cfg: &AuditConfig, files: &[PathBuf]) -> Result<AuditCounts> {
+    let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
+    let mut builder = CountsBuilder::new(a.groups.clone(), labels, bins(a, cfg)?)?;
+    for path in files {
+        let chunks = stream_table(path, a.chunk_rows)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for chunk in chunks {
+            let table = chunk.with_context(|| format!("reading {}", path.display()))?;
+            require_columns(a, &table)?;
+            let y_true = table.text(&a.label_col)?;
+            let y_pred = table.text(&a.pred_col)?;
+            let group_cols = a
+                .groups
+                .iter()
+                .map(|g| table.text(g))
+                .collect::<valor_data::Result<Vec<_>>>()?;
+            let scores = match &a.score_col {
+                Some(sc) => Some(table.floats(sc)?),
+                None => None,
+            };
+            let mut group_iters: Vec<_> = group_cols.iter().map(|c| c.iter()).collect();
+            let mut groups: Vec<&str> = Vec::with_capacity(a.groups.len());
+            for (i, (t, p)) in y_true.iter().zip(y_pred.iter()).enumerate() {
+                let row = table.file_row(i);
+                let t = nonempty(t, path, row, &a.label_col)?;
+                let p = nonempty(p, path, row, &a.pred_col)?;
+                groups.clear();
+                for (it, g) in group_iters.iter_mut().zip(&a.groups) {
+                    groups.push(nonempty(it.next().flatten(), path, row, g)?);
+                }
+                let score = match (&scores, &a.score_col) {
+                    (Some(s), Some(sc)) => Some(s[i].with_context(|| {
+                        format!("{}: row {row}, column `{sc}`: empty score", path.display())
+                    })?),
+                    _ => None,
+                };
+                builder
+                    .add_row(t, p, &groups, score, row - 1)
+                    .map_err(|e| in_file(e, path, a))?;
+            }
+        }
+    }
+    builder.finish().context("counting the predictions")
+}
+
+/// A value trimmed as `required` trims it; empty is an error naming file,
+/// row (1-based) and column.
+fn nonempty<'v>(
+    v: Option<&'v str>,
+    path: &std::path::Path,
+    row: usize,
+    column: &str,
+) -> Result<&'v str> {
+    match v.map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => bail!(
+            "{}: row {row}, column `{column}`: empty value",
+            path.display()
+        ),
+    }
+}
+
+/// Reads a counts CSV (the --counts format) over the `--group` columns;
+/// other group columns in the file are summed over.
+fn read_counts(a: &AuditArgs, cfg: &AuditConfig, path: &std::path::Path) -> Result<AuditCounts> {
+    let table = read_table(path).with_context(|| format!("reading {}", path.display()))?;
+    let names = table.column_names();
+    let scored = names.iter().any(|c| c == "score_bin");
+    let mut needed: Vec<&str> = a.groups.iter().map(String::as_str).collect();
+    needed.extend(["y_true", "y_pred", "n"]);
+    if scored {
+        needed.extend(["calibration_bin", "score_bin", "score_sum"]);
+    }
+    for c in &needed {
+        table.require(
+            c,
+            Some("counts have the --group columns, y_true, y_pred, n (see --emit-sql)"),
+        )?;
+    }
+    let bins = if scored {
+        Some(ScoreBins::new(a.score_bins, cfg.ece_bins).context("--score-bins")?)
+    } else {
+        None
+    };
+    let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
+    let mut counts = AuditCounts::new(a.groups.clone(), labels, bins)?;
+    let text = |c: &str| -> Result<Vec<String>> { required(table.strings(c)?, path, c) };
+    let groups: Vec<Vec<String>> = a.groups.iter().map(|g| text(g)).collect::<Result<_>>()?;
+    let (y_true, y_pred, n) = (text("y_true")?, text("y_pred")?, text("n")?);
+    let ints = |c: &str| -> Result<Vec<u32>> {
+        if !scored {
+            return Ok(vec![0; n.len()]);
+        }
+        text(c)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.parse::<u32>().with_context(|| {
+                    format!(
+                        "{}: row {}, column `{c}`: `{v}` is not a bin number",
+                        path.display(),
+                        i + 1
+                    )
+                })
+            })
+            .collect()
+    };
+    let (cal, bin) = (ints("calibration_bin")?, ints("score_bin")?);
+    let sums: Vec<f64> = if scored {
+        table
+            .floats("score_sum")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.with_context(|| {
+                    format!(
+                        "{}: row {}, column `score_sum`: empty value",
+                        path.display(),
+                        i + 1
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
+    } else {
+        vec![0.0; n.len()]
+    };
+    for i in 0..n.len() {
+        let rows: u64 = n[i].parse().with_context(|| {
+            format!(
+                "{}: row {}, column `n`: `{}` is not a count of rows",
+                path.display(),
+                i + 1,
+                n[i]
+            )
+        })?;
+        let key = CellKey {
+            groups: groups.iter().map(|g| g[i].clone()).collect(),
+            y_true: y_true[i].clone(),
+            y_pred: y_pred[i].clone(),
+            calibration_bin: cal[i],
+            score_bin: bin[i],
+        };
+        let value = CellValue {
+            n: rows,
+            score_sum: sums[i],
+        };
+        counts
+            .add_cell(key, value, i)
+            .map_err(|e| in_file(e, path, a))?;
+    }
+    Ok(counts)
+}
+
+/// Writes counts as the CSV that --counts reads.
+fn write_counts(counts: &AuditCounts, path: &std::path::Path) -> Result<()> {
+    let scored = counts.bins().is_some();
+    let mut header: Vec<String> = counts.columns().to_vec();
+    header.extend(["y_true".into(), "y_pred".into()]);
+    if scored {
+        header.extend(["calibration_bin".into(), "score_bin".into()]);
+    }
+    header.push("n".into());
+    if scored {
+        header.push("score_sum".into());
+    }
+    let mut w = valor_base::csv::RecordWriter::new(Vec::new(), b',');
+    w.write(&header)?;
+    let mut fields: Vec<String> = Vec::with_capacity(header.len());
+    for (k, v) in counts.cells() {
+        fields.clear();
+        fields.extend(k.groups.iter().cloned());
+        fields.extend([k.y_true.clone(), k.y_pred.clone()]);
+        if scored {
+            fields.extend([k.calibration_bin.to_string(), k.score_bin.to_string()]);
+        }
+        fields.push(v.n.to_string());
+        if scored {
+            // Display of f64 is the shortest text that parses back to it.
+            fields.push(v.score_sum.to_string());
+        }
+        w.write(&fields)?;
+    }
+    let bytes = w.into_inner()?;
+    valor_fair::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Prints the SQL that counts a predictions table (--emit-sql).
+fn emit_sql(a: &AuditArgs, dialect: Dialect) -> Result<Outcome> {
+    let bins = a
+        .score_col
+        .as_deref()
+        .map(|sc| -> Result<_> {
+            Ok((
+                sc,
+                ScoreBins::new(a.score_bins, AuditConfig::default().ece_bins)
+                    .context("--score-bins")?,
+            ))
+        })
+        .transpose()?;
+    let sql = counts_sql(
+        &SqlColumns {
+            table: &a.table,
+            y_true: &a.label_col,
+            y_pred: &a.pred_col,
+            groups: &a.groups,
+            score: bins,
+        },
+        dialect.quoting(),
+    );
+    let mut out = std::io::stdout().lock();
+    write!(out, "{sql}")?;
+    Ok(Outcome::Ok)
+}
+
+fn print_report(a: &AuditArgs, report: &AuditReport) -> Result<Outcome> {
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", report.to_json_pretty()?)?;
@@ -307,16 +641,20 @@ fn monitor(a: &AuditArgs, cfg: &AuditConfig) -> Result<Outcome> {
     };
     let mut mon = WindowMonitor::new(labels, a.groups.clone(), a.window, cfg)?
         .with_check_every(a.check_every);
-    let stdin = a.predictions.as_os_str() == "-";
+    let predictions = a
+        .predictions
+        .as_deref()
+        .context("--monitor needs --predictions")?;
+    let stdin = predictions.as_os_str() == "-";
     let mut reader: Box<dyn BufRead> = if stdin {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::new(
-            std::fs::File::open(&a.predictions)
-                .with_context(|| format!("opening {}", a.predictions.display()))?,
+            std::fs::File::open(predictions)
+                .with_context(|| format!("opening {}", predictions.display()))?,
         ))
     };
-    let name = a.predictions.display().to_string();
+    let name = predictions.display().to_string();
     let mut header: Option<Vec<String>> = None;
     let mut idx: Vec<usize> = Vec::new();
     let mut line = String::new();

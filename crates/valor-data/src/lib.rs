@@ -2,7 +2,8 @@
 //!
 //! `valor-data` owns everything between a file on disk and the padded token-id
 //! arrays a model consumes: reading CSV, Parquet and JSON Lines with polars
-//! ([`table`]); describing a dataset by a spec of columns ([`spec`]);
+//! ([`table`]), one file or a folder or glob of them ([`inputs`]);
+//! describing a dataset by a spec of columns ([`spec`]);
 //! validating it into a [`Dataset`] whose errors name file, row and column
 //! ([`dataset`]); readers for real public datasets ([`real`]); seeded,
 //! stratified splits ([`split`]); the built-in synthetic finance dataset
@@ -22,6 +23,7 @@
 pub mod batch;
 pub mod dataset;
 pub mod error;
+pub mod inputs;
 pub mod inspect;
 pub mod real;
 pub mod spec;
@@ -33,9 +35,12 @@ pub mod tokenize;
 pub use batch::{Batch, BatchConfig, Bucketed, collate, plan_batches};
 pub use dataset::{Dataset, GroupColumn, GroupId, LabelId, Warning, load_dataset};
 pub use error::{Error, Result};
+pub use inputs::expand_inputs;
 pub use inspect::{InspectReport, inspect};
 pub use spec::{DatasetSpec, Preset, SpecArgs, TextSource};
 pub use split::{SplitConfig, Splits, split};
 pub use synth::{SynthConfig, SynthData, builtin_spec, generate};
-pub use table::{ColumnData, Format, Table, read_table, stream_table, write_atomic, write_table};
+pub use table::{
+    ColumnData, Format, Table, TextColumn, read_table, stream_table, write_atomic, write_table,
+};
 pub use tokenize::{Encoded, TextTokenizer};

@@ -174,6 +174,21 @@ impl Table {
         Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
     }
 
+    /// A column as text (numbers are formatted) without a `String` per
+    /// value: for loops over many rows (a streamed audit).
+    pub fn text(&self, name: &str) -> Result<TextColumn> {
+        let col = self.column(name)?;
+        let cast = col
+            .cast(&DataType::String)
+            .map_err(|e| Error::parse(&self.path, format!("column `{name}`: {e}")))?;
+        let ca = cast
+            .str()
+            .map_err(|e| Error::parse(&self.path, format!("column `{name}`: {e}")))?
+            .rechunk()
+            .into_owned();
+        Ok(TextColumn { ca })
+    }
+
     /// A column as numbers; a value that is not a number is an error naming
     /// its row. Nulls and blanks are `None`.
     pub fn floats(&self, name: &str) -> Result<Vec<Option<f64>>> {
@@ -756,6 +771,27 @@ impl Iterator for TableStream {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// One column of a [`Table`] as text; see [`Table::text`].
+#[derive(Debug, Clone)]
+pub struct TextColumn {
+    ca: StringChunked,
+}
+
+impl TextColumn {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ca.len()
+    }
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_empty()
+    }
+    /// The values in row order; nulls are `None`.
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> + '_ {
+        self.ca.iter()
     }
 }
 

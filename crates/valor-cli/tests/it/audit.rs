@@ -300,3 +300,323 @@ fn monitor_flags_a_breach_as_it_happens() {
         "same first breach at row {row}: {followed}"
     );
 }
+
+/// The adult predictions audited in memory, with `extra` flags; the JSON.
+fn audit_json(args: &[&str]) -> Value {
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (code, stdout, stderr) = valor(&all);
+    assert!(code == 0 || code == 1, "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
+/// The report without its provenance (the source differs between forms of
+/// the same rows) and, for audits of counts, without the `scores_binned`
+/// warning; returns that warning's message.
+fn without_source(mut v: Value) -> (Value, Option<String>) {
+    v.as_object_mut().unwrap().remove("provenance");
+    let warnings = v["warnings"].as_array_mut().unwrap();
+    let binned = warnings
+        .iter()
+        .position(|w| w["kind"] == "scores_binned")
+        .map(|i| warnings.remove(i)["message"].as_str().unwrap().to_owned());
+    (v, binned)
+}
+
+/// The score-based parts of a report, by name: ROC AUC, ROC curves,
+/// calibration and ECE of every spec; removed from `v`.
+fn take_scores(v: &mut Value) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    for s in v["specs"].as_array_mut().unwrap() {
+        let o = s.as_object_mut().unwrap();
+        out.push(("roc", o.remove("roc").unwrap_or_default()));
+        out.push(("calibration", o.remove("calibration").unwrap_or_default()));
+        let m = o["metrics"].as_object_mut().unwrap();
+        out.push(("roc_auc", m.remove("roc_auc").unwrap_or_default()));
+        let ece = m.remove("expected_calibration_error").unwrap_or_default();
+        out.push(("expected_calibration_error", ece));
+    }
+    out
+}
+
+/// Every number in `v`, in order.
+fn numbers(v: &Value, out: &mut Vec<f64>) {
+    match v {
+        Value::Number(n) => out.push(n.as_f64().unwrap()),
+        Value::Array(a) => a.iter().for_each(|x| numbers(x, out)),
+        Value::Object(o) => o.values().for_each(|x| numbers(x, out)),
+        _ => {}
+    }
+}
+
+/// ROC AUC summaries within `bound` (differences and ratios between groups
+/// within twice and four times that, loosely), calibration and ECE within
+/// 1e-12 relative; ROC curves (a point per bin against one per distinct
+/// score) are not compared.
+fn compare_scores(e: &[(&str, Value)], b: &[(&str, Value)], bound: f64) {
+    assert_eq!(e.len(), b.len());
+    for ((name, x), (_, y)) in e.iter().zip(b) {
+        let tol = match *name {
+            "roc" => continue,
+            "roc_auc" => bound,
+            _ => 1e-12,
+        };
+        if *name == "roc_auc" {
+            let at = |v: &Value, g: &str| v["by_group"][g].as_f64();
+            assert!(
+                (x["overall"].as_f64().unwrap() - y["overall"].as_f64().unwrap()).abs()
+                    <= tol + 1e-15
+            );
+            for g in x["by_group"].as_object().unwrap().keys() {
+                if let (Some(p), Some(q)) = (at(x, g), at(y, g)) {
+                    assert!((p - q).abs() <= tol + 1e-15, "roc_auc {g}: {p} vs {q}");
+                }
+            }
+            continue;
+        }
+        let (mut nx, mut ny) = (Vec::new(), Vec::new());
+        numbers(x, &mut nx);
+        numbers(y, &mut ny);
+        assert_eq!(nx.len(), ny.len(), "{name}");
+        for (p, q) in nx.iter().zip(&ny) {
+            assert!(
+                (p - q).abs() <= tol * p.abs().max(1.0),
+                "{name}: {p} vs {q}"
+            );
+        }
+    }
+}
+
+fn adult_flags(preds: &str) -> Vec<String> {
+    [
+        "--predictions",
+        preds,
+        "--group",
+        "sex",
+        "--group",
+        "race",
+        "--intersect",
+        "--privileged",
+        "sex=Male",
+        "--bootstrap",
+        "50",
+        "--max-dp-difference",
+        "0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[valor_testkit::shared_test]
+fn streamed_and_counted_audits_equal_the_in_memory_audit() {
+    let shared = valor_testkit::shared_dir();
+    let preds = shared.join("fixtures/fairness/adult_predictions.csv");
+    let preds = preds.to_str().unwrap();
+    let flags = adult_flags(preds);
+    let (memory, _) = without_source(audit_json(&strs(&flags)));
+    assert_eq!(memory["rows"], 16281);
+    assert!(memory["bootstrap"].is_object() && !memory["breaches"].as_array().unwrap().is_empty());
+
+    // CSV in chunks of 1,000 rows: the same report, to the bit.
+    let mut streamed = flags.clone();
+    streamed.extend(["--stream", "--chunk-rows", "1000"].map(String::from));
+    let (stream, binned) = without_source(audit_json(&strs(&streamed)));
+    assert!(binned.is_none());
+    assert_eq!(memory, stream);
+
+    // A folder of Parquet parts (the same rows in three files) and a glob.
+    let dir = tempfile::tempdir().unwrap();
+    let table = valor_data::read_table(std::path::Path::new(preds)).unwrap();
+    let names = table.column_names();
+    for (i, range) in [(0, 0..5000), (1, 5000..11000), (2, 11000..16281)] {
+        let columns = names
+            .iter()
+            .map(|c| {
+                let v: Vec<String> = table.strings(c).unwrap()[range.clone()]
+                    .iter()
+                    .map(|s| s.clone().unwrap())
+                    .collect();
+                let data = if c == "y_score" {
+                    valor_data::ColumnData::Float(v.iter().map(|s| s.parse().unwrap()).collect())
+                } else {
+                    valor_data::ColumnData::Text(v)
+                };
+                (c.clone(), data)
+            })
+            .collect();
+        let part = dir.path().join(format!("part-{i}.parquet"));
+        valor_data::write_table(&part, columns).unwrap();
+    }
+    for source in [
+        dir.path().to_str().unwrap().to_owned(),
+        dir.path()
+            .join("part-*.parquet")
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    ] {
+        let mut f = adult_flags(&source);
+        f.extend(["--chunk-rows", "4096"].map(String::from));
+        let (parts, _) = without_source(audit_json(&strs(&f)));
+        assert_eq!(memory, parts, "{source}");
+    }
+
+    // With scores: count-based numbers identical; calibration equal up to
+    // the rounding of score sums; ROC AUC within the bound the report states.
+    let mut scored = flags.clone();
+    scored.extend(["--score-col", "y_score"].map(String::from));
+    let (mut exact, _) = without_source(audit_json(&strs(&scored)));
+    let mut scored_stream = scored.clone();
+    scored_stream.extend(["--stream", "--chunk-rows", "3000"].map(String::from));
+    let (mut binned, message) = without_source(audit_json(&strs(&scored_stream)));
+    let message = message.expect("a scores_binned warning");
+    let bound: f64 = message
+        .split("ROC AUC is within ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(bound > 0.0 && bound < 1e-3, "{message}");
+    let (e, b) = (take_scores(&mut exact), take_scores(&mut binned));
+    assert_eq!(exact, binned);
+    compare_scores(&e, &b, bound);
+}
+
+#[valor_testkit::shared_test]
+fn counts_written_read_back_and_counted_by_the_emitted_sql_give_the_same_report() {
+    let shared = valor_testkit::shared_dir();
+    let preds = shared.join("fixtures/fairness/adult_predictions.csv");
+    let preds = preds.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counts = dir.path().join("counts.csv");
+    let counts = counts.to_str().unwrap();
+    let mut flags = adult_flags(preds);
+    flags.extend(["--score-col", "y_score", "--write-counts", counts].map(String::from));
+    // In memory, writing counts: the report is the exact one.
+    let (memory, binned) = without_source(audit_json(&strs(&flags)));
+    assert!(binned.is_none());
+    let text = std::fs::read_to_string(counts).unwrap();
+    assert!(
+        text.starts_with("sex,race,y_true,y_pred,calibration_bin,score_bin,n,score_sum\n"),
+        "{}",
+        &text[..80]
+    );
+    // Counts are written like any output: not over an existing file.
+    let (code, _, stderr) = valor(&strs(&[&["audit".to_string()][..], &flags[..]].concat()));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+
+    let counted_flags = |file: &str| -> Vec<String> {
+        let mut f = adult_flags(preds);
+        f.drain(0..2);
+        f.extend(["--counts", file, "--score-col", "y_score"].map(String::from));
+        f
+    };
+    let (from_counts, message) = without_source(audit_json(&strs(&counted_flags(counts))));
+    assert!(message.is_some());
+    let mut streamed = adult_flags(preds);
+    streamed.extend(["--score-col", "y_score", "--stream"].map(String::from));
+    let (stream, _) = without_source(audit_json(&strs(&streamed)));
+    assert_eq!(
+        from_counts, stream,
+        "counts read back give the streamed report"
+    );
+    assert_eq!(
+        memory["specs"][0]["confusion_matrix"],
+        stream["specs"][0]["confusion_matrix"]
+    );
+
+    // The emitted SQL, run by SQLite over the same rows, gives the same
+    // counts (score sums as SQLite prints them: 15 digits).
+    let (code, sql, stderr) = valor(&[
+        "audit",
+        "--emit-sql",
+        "sqlite",
+        "--table",
+        "preds",
+        "--group",
+        "sex",
+        "--group",
+        "race",
+        "--score-col",
+        "y_score",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(sql.contains("GROUP BY"), "{sql}");
+    let db = dir.path().join("preds.db");
+    let script = format!(
+        "CREATE TABLE preds(y_true TEXT, y_pred TEXT, y_score REAL, sex TEXT, race TEXT, age_band TEXT);\n\
+         .import --csv --skip 1 {preds} preds\n.headers on\n.mode csv\n.output {}\n{sql}",
+        dir.path().join("sql_counts.csv").display()
+    );
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(script.as_bytes())?;
+            child.wait_with_output()
+        })
+        .expect("sqlite3 runs (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sql_counts = dir.path().join("sql_counts.csv");
+    let (mut from_sql, _) = without_source(audit_json(&strs(&counted_flags(
+        sql_counts.to_str().unwrap(),
+    ))));
+    let mut stream = stream;
+    let (s, q) = (take_scores(&mut stream), take_scores(&mut from_sql));
+    assert_eq!(stream, from_sql, "counts by SQLite give the same report");
+    compare_scores(&s, &q, 0.0);
+}
+
+#[test]
+fn bad_counts_and_stream_rows_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c.csv");
+    std::fs::write(&c, "sex,y_true,y_pred,n\nf,1,0,3\nm,0,0,x\n").unwrap();
+    let (code, _, stderr) = valor(&["audit", "--counts", c.to_str().unwrap(), "--group", "sex"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("row 2, column `n`"), "{stderr}");
+    std::fs::write(&c, "sex,y_true,y_pred,n\nf,1,0,3\n").unwrap();
+    let (code, _, stderr) = valor(&["audit", "--counts", c.to_str().unwrap(), "--group", "race"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("column `race` not found"), "{stderr}");
+
+    let p = dir.path().join("p.csv");
+    std::fs::write(&p, "y_true,y_pred,s,sex\n1,0,0.5,f\n0,1,1.5,m\n0,0,0.1,\n").unwrap();
+    let base = [
+        "audit",
+        "--stream",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--group",
+        "sex",
+    ];
+    let (code, _, stderr) = valor(&base);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("row 3, column `sex`: empty value"),
+        "{stderr}"
+    );
+    let mut scored = base.to_vec();
+    scored.extend(["--score-col", "s"]);
+    let (code, _, stderr) = valor(&scored);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("row 2, column `s`") && stderr.contains("outside [0, 1]"),
+        "{stderr}"
+    );
+}

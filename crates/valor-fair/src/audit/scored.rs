@@ -52,7 +52,7 @@ pub(super) fn binned_slots(
         group: None,
         message: format!(
             "score metrics from counts in {} score bins of [0, 1]: pairs within a bin count one \
-             half, so each ROC AUC is within {bound:.3e} of the exact value and ROC curves have a \
+             half, so each ROC AUC is within {bound:e} of the exact value and ROC curves have a \
              point per bin; calibration uses the same {} bins as an audit of the rows",
             binned.bins.score_bins(),
             binned.bins.calibration_bins()
