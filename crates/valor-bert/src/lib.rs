@@ -41,6 +41,7 @@ mod attention;
 mod backend;
 mod classifier;
 mod config;
+pub mod cost;
 mod embeddings;
 mod encoder;
 mod error;

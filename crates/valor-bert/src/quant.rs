@@ -253,7 +253,12 @@ pub fn save_quantized(
         let layout = layouts.get(&t.name).copied().unwrap_or(Layout::AsIs);
         if !(scheme.quantises(&t.name, layout) && t.shape.len() == 2) {
             report.model_bytes += f32_bytes;
-            stored.push((t.name.clone(), Dtype::F32, t.shape.clone(), le_bytes(&t.values)));
+            stored.push((
+                t.name.clone(),
+                Dtype::F32,
+                t.shape.clone(),
+                le_bytes(&t.values),
+            ));
             continue;
         }
         let (rows, cols) = (t.shape[0], t.shape[1]);
@@ -276,7 +281,12 @@ pub fn save_quantized(
             t.shape.clone(),
             q.iter().map(|&v| v as u8).collect(),
         ));
-        stored.push((scale_name(&t.name), Dtype::F32, vec![rows], le_bytes(&scales)));
+        stored.push((
+            scale_name(&t.name),
+            Dtype::F32,
+            vec![rows],
+            le_bytes(&scales),
+        ));
     }
     if report.quantized_f32_bytes > 0 {
         report.quantized_ratio =
@@ -337,7 +347,10 @@ mod tests {
 
     #[test]
     fn scheme_names_parse_back() {
-        for s in [QuantScheme::Int8PerChannel, QuantScheme::Int8PerChannelEmbeddings] {
+        for s in [
+            QuantScheme::Int8PerChannel,
+            QuantScheme::Int8PerChannelEmbeddings,
+        ] {
             assert_eq!(s.name().parse::<QuantScheme>(), Ok(s));
         }
         assert!("int4".parse::<QuantScheme>().is_err());

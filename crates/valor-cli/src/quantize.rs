@@ -374,8 +374,8 @@ fn audit_one(
     y_pred: &[String],
 ) -> Result<AuditReport> {
     let labels = LabelSet::new(clf.labels())?;
-    let mut input = AuditInput::from_strings(&eval.labels, y_pred, Some(labels)).map_err(|e| {
-        match e {
+    let mut input =
+        AuditInput::from_strings(&eval.labels, y_pred, Some(labels)).map_err(|e| match e {
             valor_fair::Error::UnknownLabel {
                 row, value, labels, ..
             } => anyhow::anyhow!(
@@ -386,8 +386,7 @@ fn audit_one(
                 labels.join(", ")
             ),
             other => anyhow::Error::from(other),
-        }
-    })?;
+        })?;
     for (name, values) in &eval.groups {
         input = input.with_group(name, values)?;
     }
@@ -494,7 +493,9 @@ fn print_comparison(out: &mut impl Write, er: &EvalReport) -> Result<()> {
     )?;
     for s in std::iter::once(&c.accuracy).chain(&c.gaps) {
         let iv = |i: Option<valor_fair::Interval>| {
-            i.map_or_else(String::new, |i| format!(" [{:.4}, {:.4}]", i.lower, i.upper))
+            i.map_or_else(String::new, |i| {
+                format!(" [{:.4}, {:.4}]", i.lower, i.upper)
+            })
         };
         writeln!(
             out,
@@ -506,7 +507,11 @@ fn print_comparison(out: &mut impl Write, er: &EvalReport) -> Result<()> {
             s.shift.map_or_else(|| "-".into(), |d| format!("{d:+.4}")),
             if s.exceeds { "  EXCEEDS" } else { "" },
             if s.before_interval.is_some() {
-                format!("  fp32{} after{}", iv(s.before_interval), iv(s.after_interval))
+                format!(
+                    "  fp32{} after{}",
+                    iv(s.before_interval),
+                    iv(s.after_interval)
+                )
             } else {
                 String::new()
             }

@@ -219,8 +219,7 @@ pub fn compare_audits(
     max_fairness_shift: f64,
 ) -> Result<AuditComparison> {
     let names = |r: &AuditReport| r.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-    if before.rows != after.rows || before.labels != after.labels || names(before) != names(after)
-    {
+    if before.rows != after.rows || before.labels != after.labels || names(before) != names(after) {
         return Err(Error::InvalidConfig {
             setting: "audit comparison".into(),
             why: format!(
@@ -263,13 +262,7 @@ pub fn compare_audits(
     for (b, a) in before.specs.iter().zip(&after.specs) {
         for path in paths {
             if let (Some(vb), Some(va)) = (value(b, path), value(a, path)) {
-                gaps.push(shift(
-                    Some(&b.name),
-                    path,
-                    vb,
-                    va,
-                    Some(max_fairness_shift),
-                ));
+                gaps.push(shift(Some(&b.name), path, vb, va, Some(max_fairness_shift)));
             }
         }
     }
@@ -297,9 +290,11 @@ mod tests {
             .unwrap()
             .with_group("g", &groups)
             .unwrap();
-        let mut cfg = AuditConfig::default();
-        cfg.specs = GroupSpec::from_columns(&["g".to_string()], false);
-        cfg.bootstrap = Some(BootstrapConfig::new(50, 1));
+        let cfg = AuditConfig {
+            specs: GroupSpec::from_columns(&["g".to_string()], false),
+            bootstrap: Some(BootstrapConfig::new(50, 1)),
+            ..AuditConfig::default()
+        };
         audit(&input, &cfg).unwrap()
     }
 

@@ -56,6 +56,15 @@ pub struct Evaluation {
     /// Measured median latency of one prediction.
     #[serde(default)]
     pub latency_ms_p50: Option<f64>,
+    /// Floating-point operations of one forward pass per example, in GFLOP,
+    /// counted from the model's configuration and the examples' token
+    /// count (no timing: the same model and data give the same number).
+    #[serde(default)]
+    pub gflops_per_example: Option<f64>,
+    /// Bytes of the model's weights as stored (a quantised model's are
+    /// fewer), in MB (10^6 bytes).
+    #[serde(default)]
+    pub weight_mb: Option<f64>,
     /// Other named metrics, for custom dimensions (`extra.<name>`).
     #[serde(default)]
     pub extra: BTreeMap<String, f64>,
@@ -88,6 +97,10 @@ pub enum EvalField {
     ExamplesPerS,
     /// [`Evaluation::latency_ms_p50`].
     LatencyMsP50,
+    /// [`Evaluation::gflops_per_example`].
+    GflopsPerExample,
+    /// [`Evaluation::weight_mb`].
+    WeightMb,
     /// An entry of [`Evaluation::extra`].
     Extra(String),
 }
@@ -108,6 +121,8 @@ impl EvalField {
             Self::Faithfulness => "faithfulness".into(),
             Self::ExamplesPerS => "examples_per_s".into(),
             Self::LatencyMsP50 => "latency_ms_p50".into(),
+            Self::GflopsPerExample => "gflops_per_example".into(),
+            Self::WeightMb => "weight_mb".into(),
             Self::Extra(name) => format!("extra.{name}"),
         }
     }
@@ -126,6 +141,8 @@ impl EvalField {
             Self::Faithfulness => eval.faithfulness,
             Self::ExamplesPerS => eval.examples_per_s,
             Self::LatencyMsP50 => eval.latency_ms_p50,
+            Self::GflopsPerExample => eval.gflops_per_example,
+            Self::WeightMb => eval.weight_mb,
             Self::Extra(name) => eval.extra.get(name).copied(),
         }
     }
@@ -147,12 +164,17 @@ impl EvalField {
 /// | `faithfulness` | faithfulness | transparency |
 /// | `throughput` | `min(1, examples_per_s / budget_examples_per_s)` | efficiency |
 /// | `latency` | `min(1, budget_latency_ms / latency_ms_p50)` (1 when the latency is 0) | efficiency |
+/// | `cost` | mean of `min(1, budget_gflops_per_example / gflops_per_example)` and `min(1, budget_weight_mb / weight_mb)` | efficiency |
 /// | `extra.<name>` | `extra[name]` | any |
 /// | `1-extra.<name>` | `1 - extra[name]` | any |
 ///
 /// A built-in dimension accepts only the measures of its row (and extras); a
-/// custom dimension accepts any. Inputs other than throughput and latency
-/// must lie in `[0, 1]`; throughput and latency must be `>= 0`. Anything
+/// custom dimension accepts any. Inputs other than throughput, latency and
+/// cost must lie in `[0, 1]`; those must be `>= 0`. `cost` is the stable
+/// efficiency measure (the default): both of its inputs are counted, not
+/// timed, so two measurements of one model agree exactly and a candidate is
+/// never chosen for a lucky timing pass; `throughput` and `latency` are
+/// timings. Anything
 /// else is an error naming the field, never silently clamped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Measure {
@@ -178,6 +200,8 @@ pub enum Measure {
     Throughput,
     /// `latency`.
     Latency,
+    /// `cost`: FLOPs and weight bytes per prediction against their budgets.
+    Cost,
     /// `extra.<name>` or `1-extra.<name>`.
     Extra {
         /// Key in [`Evaluation::extra`].
@@ -187,7 +211,7 @@ pub enum Measure {
     },
 }
 
-const FIXED: [Measure; 11] = [
+const FIXED: [Measure; 12] = [
     Measure::Accuracy,
     Measure::MacroF1,
     Measure::BalancedAccuracy,
@@ -199,6 +223,7 @@ const FIXED: [Measure; 11] = [
     Measure::Faithfulness,
     Measure::Throughput,
     Measure::Latency,
+    Measure::Cost,
 ];
 
 impl Measure {
@@ -216,6 +241,7 @@ impl Measure {
             Self::Faithfulness => "faithfulness".into(),
             Self::Throughput => "throughput".into(),
             Self::Latency => "latency".into(),
+            Self::Cost => "cost".into(),
             Self::Extra { name, one_minus } => {
                 format!("{}extra.{name}", if *one_minus { "1-" } else { "" })
             }
@@ -256,7 +282,7 @@ impl Measure {
             FAIRNESS => Some(Self::OneMinusEqualizedOddsDifference),
             ACCURACY => Some(Self::MacroF1),
             TRANSPARENCY => Some(Self::Faithfulness),
-            EFFICIENCY => Some(Self::Throughput),
+            EFFICIENCY => Some(Self::Cost),
             _ => None,
         }
     }
@@ -274,7 +300,7 @@ impl Measure {
             ],
             ACCURACY => vec![Self::MacroF1, Self::BalancedAccuracy, Self::Accuracy],
             TRANSPARENCY => vec![Self::Faithfulness],
-            EFFICIENCY => vec![Self::Throughput, Self::Latency],
+            EFFICIENCY => vec![Self::Cost, Self::Throughput, Self::Latency],
             _ => return None,
         };
         Some(fixed)
@@ -302,6 +328,7 @@ impl Measure {
             Self::Faithfulness => EvalField::Faithfulness,
             Self::Throughput => EvalField::ExamplesPerS,
             Self::Latency => EvalField::LatencyMsP50,
+            Self::Cost => EvalField::GflopsPerExample,
             Self::Extra { name, .. } => EvalField::Extra(name.clone()),
         }
     }
@@ -314,6 +341,7 @@ impl Measure {
             }
             Self::Throughput => "min(1, examples_per_s / budget_examples_per_s)".into(),
             Self::Latency => "min(1, budget_latency_ms / latency_ms_p50)".into(),
+            Self::Cost => "(min(1, budget_gflops_per_example / gflops_per_example) + min(1, budget_weight_mb / weight_mb)) / 2".into(),
             Self::Extra {
                 name,
                 one_minus: true,
@@ -358,6 +386,33 @@ impl Measure {
                 let b = budget_of(budget.budget_examples_per_s, "budget_examples_per_s")?;
                 Ok(Some((value / b).min(1.0)))
             }
+            Self::Cost => {
+                let Some(mb) = eval.weight_mb else {
+                    return Ok(None);
+                };
+                for (field, v) in [
+                    (EvalField::GflopsPerExample, value),
+                    (EvalField::WeightMb, mb),
+                ] {
+                    if !(v.is_finite() && v >= 0.0) {
+                        return Err(Error::MetricOutOfRange {
+                            dimension: dimension.to_owned(),
+                            field: field.name(),
+                            value: v,
+                            expected: "[0, inf)",
+                        });
+                    }
+                }
+                let flops_budget = budget_of(
+                    budget.budget_gflops_per_example,
+                    "budget_gflops_per_example",
+                )?;
+                let mb_budget = budget_of(budget.budget_weight_mb, "budget_weight_mb")?;
+                let ratio = |b: f64, v: f64| if v == 0.0 { 1.0 } else { (b / v).min(1.0) };
+                Ok(Some(
+                    0.5 * (ratio(flops_budget, value) + ratio(mb_budget, mb)),
+                ))
+            }
             Self::Latency => {
                 if !(value.is_finite() && value >= 0.0) {
                     return Err(out_of_range("[0, inf)"));
@@ -400,6 +455,10 @@ pub(crate) fn not_computed_reason(field: &EvalField) -> String {
         EvalField::Faithfulness => {
             "faithfulness was not computed (evaluate explanations to measure transparency)".into()
         }
+        EvalField::GflopsPerExample | EvalField::WeightMb => format!(
+            "{} was not computed (the model's FLOPs and weight bytes per prediction)",
+            field.name()
+        ),
         EvalField::ExamplesPerS | EvalField::LatencyMsP50 => {
             format!(
                 "{} was not measured (run the throughput benchmark)",

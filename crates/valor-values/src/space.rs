@@ -53,8 +53,11 @@ pub fn builtin_dimensions() -> [Dimension; 4] {
         ),
         Dimension::new(
             EFFICIENCY,
-            "Measured speed against the budget in [efficiency]: \
-             min(1, examples_per_s / budget_examples_per_s) or \
+            "Cost or speed against the budgets in [efficiency]: cost (the default, \
+             counted, the same on every run) is the mean of \
+             min(1, budget_gflops_per_example / gflops_per_example) and \
+             min(1, budget_weight_mb / weight_mb); or the timings \
+             min(1, examples_per_s / budget_examples_per_s) and \
              min(1, budget_latency_ms / latency_ms_p50). 1 means within budget.",
         ),
         Dimension::new(

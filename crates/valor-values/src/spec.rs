@@ -76,6 +76,12 @@ pub struct EfficiencyBudget {
     pub budget_examples_per_s: Option<f64>,
     /// Median latency that scores 1 (`latency` measure).
     pub budget_latency_ms: Option<f64>,
+    /// GFLOP per example that scores 1 on its half of `cost`.
+    #[serde(default)]
+    pub budget_gflops_per_example: Option<f64>,
+    /// Weight MB that score 1 on its half of `cost`.
+    #[serde(default)]
+    pub budget_weight_mb: Option<f64>,
 }
 
 /// Search settings (`[search]`), validated. See [`crate::Planner`].
@@ -141,12 +147,16 @@ impl FairnessPenalty {
 /// Settings `valor train --values FILE` takes from the file (`[train]`),
 /// validated; `None` where the file does not set them. Command-line flags
 /// override them.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TrainSettings {
     /// Weight λ of the fairness penalty in the training loss, `>= 0`.
     pub fairness_lambda: Option<f64>,
     /// Which penalty λ weighs.
     pub fairness_penalty: Option<FairnessPenalty>,
+    /// Fairness constraints for constrained training, as written
+    /// (`"demographic_parity <= 0.05"`; `valor train` parses them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
 }
 
 /// One target dimension of a [`ValuesSpec`].
@@ -202,6 +212,8 @@ struct RawSpec {
 struct RawTrain {
     fairness_lambda: Option<f64>,
     fairness_penalty: Option<String>,
+    #[serde(default)]
+    constraints: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,6 +227,8 @@ struct RawDimension {
 struct RawEfficiency {
     budget_examples_per_s: Option<f64>,
     budget_latency_ms: Option<f64>,
+    budget_gflops_per_example: Option<f64>,
+    budget_weight_mb: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -401,6 +415,11 @@ impl ValuesSpec {
                 raw.efficiency.budget_examples_per_s,
             )?,
             budget_latency_ms: budget("budget_latency_ms", raw.efficiency.budget_latency_ms)?,
+            budget_gflops_per_example: budget(
+                "budget_gflops_per_example",
+                raw.efficiency.budget_gflops_per_example,
+            )?,
+            budget_weight_mb: budget("budget_weight_mb", raw.efficiency.budget_weight_mb)?,
         };
 
         // Measures.
@@ -445,6 +464,10 @@ impl ValuesSpec {
                     Some(("budget_examples_per_s", efficiency.budget_examples_per_s))
                 }
                 Measure::Latency => Some(("budget_latency_ms", efficiency.budget_latency_ms)),
+                Measure::Cost => match efficiency.budget_gflops_per_example {
+                    None => Some(("budget_gflops_per_example", None)),
+                    Some(_) => Some(("budget_weight_mb", efficiency.budget_weight_mb)),
+                },
                 _ => None,
             };
             if let Some((key, None)) = needed {
@@ -639,9 +662,18 @@ fn validate_train(file: &str, raw: RawTrain) -> Result<TrainSettings> {
             });
         }
     };
+    if let Some(c) = raw.constraints.iter().find(|c| !c.contains("<=")) {
+        return Err(Error::InvalidSetting {
+            file: file.to_owned(),
+            key: "train.constraints".into(),
+            value: c.clone(),
+            reason: "a constraint reads NAME <= BOUND, e.g. \"demographic_parity <= 0.05\"".into(),
+        });
+    }
     Ok(TrainSettings {
         fairness_lambda: raw.fairness_lambda,
         fairness_penalty,
+        constraints: raw.constraints,
     })
 }
 

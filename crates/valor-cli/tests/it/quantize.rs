@@ -81,7 +81,10 @@ fn quantized_folder_is_int8_and_predicts_like_fp32() {
             .unwrap();
     assert_eq!(report["schema"], "valor.quantize/1");
     let ratio = report["quantized_ratio"].as_f64().unwrap();
-    assert!(ratio <= 0.35, "Linear weights are {ratio} of their fp32 bytes");
+    assert!(
+        ratio <= 0.35,
+        "Linear weights are {ratio} of their fp32 bytes"
+    );
     // Every Linear weight of the encoder and pooler, not the head.
     let quantized: Vec<&str> = report["quantized"]
         .as_array()
@@ -154,7 +157,10 @@ fn quantize_refuses_to_overwrite_what_it_did_not_write() {
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let (code, _, stderr) = quantize(&model, &out, &["--overwrite"]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
     // Never the model folder, nor a folder it did not write.
     let before = std::fs::read(model.join("model.safetensors")).unwrap();
     let (code, _, stderr) = quantize(&model, &model, &["--overwrite"]);
@@ -166,8 +172,14 @@ fn quantize_refuses_to_overwrite_what_it_did_not_write() {
     let (code, _, stderr) = quantize(&model, &other, &["--overwrite"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("quantization.json"), "{stderr}");
-    assert_eq!(std::fs::read(model.join("model.safetensors")).unwrap(), before);
-    assert_eq!(std::fs::read_to_string(other.join("data.csv")).unwrap(), "x");
+    assert_eq!(
+        std::fs::read(model.join("model.safetensors")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("data.csv")).unwrap(),
+        "x"
+    );
     // A bad scheme is a usage error.
     let (code, _, stderr) = quantize(&model, &dir.path().join("x"), &["--scheme", "int3"]);
     assert_eq!(code, 2);
@@ -191,8 +203,20 @@ fn outlier_model(dir: &Path) -> (PathBuf, String) {
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
     let (code, _, stderr) = valor(&[
-        "train", "--data", &data_s, "--out", run_s, "--epochs", "6", "--max-len", "32",
-        "--vocab-size", "300", "--batch-size", "16", "--quiet",
+        "train",
+        "--data",
+        &data_s,
+        "--out",
+        run_s,
+        "--epochs",
+        "6",
+        "--max-len",
+        "32",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "16",
+        "--quiet",
     ]);
     assert_eq!(code, 0, "{stderr}");
     let model = run.join("model");
@@ -206,9 +230,14 @@ fn outlier_model(dir: &Path) -> (PathBuf, String) {
         if name.contains("LayerNorm") {
             data[..4].copy_from_slice(&0f32.to_le_bytes());
         }
-        let reads_layer_norm = ["query.weight", "key.weight", "value.weight", "intermediate.dense.weight"]
-            .iter()
-            .any(|s| name.ends_with(s));
+        let reads_layer_norm = [
+            "query.weight",
+            "key.weight",
+            "value.weight",
+            "intermediate.dense.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s));
         if reads_layer_norm {
             for r in 0..shape[0] {
                 let at = 4 * (r * shape[1]);
@@ -251,7 +280,12 @@ fn audited_compression_exits_1_when_a_gap_moves_too_far() {
 
     // Any shift allowed: exit 0, with both audits in the report.
     let mut args = common.to_vec();
-    args.extend(["--max-fairness-shift", "1", "--report", report.to_str().unwrap()]);
+    args.extend([
+        "--max-fairness-shift",
+        "1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     args.extend(["--html", html.to_str().unwrap()]);
     let (code, stdout, stderr) = quantize(&model, &dir.path().join("q1"), &args);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -289,7 +323,11 @@ fn audited_compression_exits_1_when_a_gap_moves_too_far() {
 
     // Bad eval input: a label the model does not know, named by row and column.
     let bad = dir.path().join("bad.csv");
-    write_csv(&bad, "text,label,grp", &["\"a loan\",maybe,a".into(), "\"b\",deny,b".into()]);
+    write_csv(
+        &bad,
+        "text,label,grp",
+        &["\"a loan\",maybe,a".into(), "\"b\",deny,b".into()],
+    );
     let (code, _, stderr) = quantize(
         &model,
         &dir.path().join("q3"),
@@ -327,9 +365,21 @@ fn quantized_minilm_agrees_with_fp32_on_phrasebank_rows() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("quantization.json")).unwrap())
             .unwrap();
-    assert!(report["quantized_ratio"].as_f64().unwrap() <= 0.35, "{report}");
-    let size = |p: &Path| std::fs::metadata(p.join("model.safetensors")).unwrap().len();
-    assert!(size(&out) < size(&folder) * 7 / 10, "{} vs {}", size(&out), size(&folder));
+    assert!(
+        report["quantized_ratio"].as_f64().unwrap() <= 0.35,
+        "{report}"
+    );
+    let size = |p: &Path| {
+        std::fs::metadata(p.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        size(&out) < size(&folder) * 7 / 10,
+        "{} vs {}",
+        size(&out),
+        size(&folder)
+    );
 
     let text = std::fs::read_to_string(
         shared.join("datasets/financial-phrasebank/Sentences_AllAgree.txt"),
@@ -346,10 +396,78 @@ fn quantized_minilm_agrees_with_fp32_on_phrasebank_rows() {
     let fp32 = predict(&folder, &input, &dir.path().join("fp32.csv"));
     let int8 = predict(&out, &input, &dir.path().join("int8.csv"));
     let same = fp32.iter().zip(&int8).filter(|(a, b)| a.0 == b.0).count();
-    assert!(same * 100 >= 95 * rows.len(), "{same} of {} agree", rows.len());
+    assert!(
+        same * 100 >= 95 * rows.len(),
+        "{same} of {} agree",
+        rows.len()
+    );
     for (i, ((_, p32), (_, p8))) in fp32.iter().zip(&int8).enumerate() {
         for (a, b) in p32.iter().zip(p8) {
             assert!((a - b).abs() < 0.05, "row {i}: {p32:?} vs {p8:?}");
         }
     }
+}
+
+/// The efficiency dimension remodel measures is counted (`cost`: FLOPs and
+/// weight bytes per prediction), not timed: two remodelings of one run give
+/// the same efficiency value for the baseline and every candidate, even
+/// with a single timing pass each.
+#[test]
+fn remodel_efficiency_is_the_same_on_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let data = data.to_str().unwrap();
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", "200", "--out", data]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = dir.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(data, &run, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let values = dir.path().join("values.toml");
+    std::fs::write(
+        &values,
+        "[target]\naccuracy = 0.9\nefficiency = 0.9\n[efficiency]\n\
+         budget_gflops_per_example = 0.001\nbudget_weight_mb = 0.5\n",
+    )
+    .unwrap();
+    let efficiency = |name: &str| -> Vec<f64> {
+        let out = dir.path().join(name);
+        let (code, _, stderr) = valor(&[
+            "remodel",
+            "--run",
+            run.to_str().unwrap(),
+            "--values",
+            values.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-retrainings",
+            "1",
+            "--faithfulness-examples",
+            "0",
+            "--timing-passes",
+            "1",
+            "--quiet",
+        ]);
+        assert!(code == 0 || code == 1, "{stderr}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("remodel.json")).unwrap())
+                .unwrap();
+        let text = json.to_string();
+        let mut v = vec![
+            json["v0"]["efficiency"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{text}")),
+        ];
+        for c in json["candidates"].as_array().unwrap() {
+            v.push(c["profile"]["efficiency"].as_f64().unwrap());
+        }
+        v
+    };
+    let first = efficiency("r1");
+    let second = efficiency("r2");
+    assert!(first.len() >= 2, "{first:?}");
+    assert_eq!(
+        first, second,
+        "the efficiency values must not depend on timings"
+    );
+    assert!(first.iter().all(|v| *v > 0.0 && *v < 1.0), "{first:?}");
 }

@@ -291,7 +291,7 @@ fn invalid(path: &Path, message: impl Into<String>) -> Error {
 
 /// The measures [`available`] accepts, for error messages.
 const SUPPORTED: &str = "the measures accuracy, macro_f1, balanced_accuracy, 1-equalized_odds_difference, \
-1-demographic_parity_difference, throughput, faithfulness and extra.accuracy_reference";
+1-demographic_parity_difference, cost, throughput, faithfulness and extra.accuracy_reference";
 
 /// Which evaluation fields remodel computes.
 fn available(field: &EvalField, faithfulness: bool) -> bool {
@@ -301,7 +301,9 @@ fn available(field: &EvalField, faithfulness: bool) -> bool {
         | EvalField::BalancedAccuracy
         | EvalField::DemographicParityDifference
         | EvalField::EqualizedOddsDifference
-        | EvalField::ExamplesPerS => true,
+        | EvalField::ExamplesPerS
+        | EvalField::GflopsPerExample
+        | EvalField::WeightMb => true,
         EvalField::Faithfulness => faithfulness,
         EvalField::Extra(name) => name == "accuracy_reference",
         _ => false,

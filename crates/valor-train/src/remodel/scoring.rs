@@ -1,6 +1,9 @@
 //! Scoring a model folder on a split: softmax probabilities, timed
-//! throughput, faithfulness of its explanations, and the evaluation
-//! numbers (optionally after post-processing) that become a profile.
+//! throughput, its counted cost (forward FLOPs per example at the split's
+//! mean token count, and the bytes of its weight files: the inputs of the
+//! `cost` efficiency measure, the same on every run), faithfulness of its
+//! explanations, and the evaluation numbers (optionally after
+//! post-processing) that become a profile.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +31,10 @@ pub(super) struct Scored {
     /// Softmax probabilities, row-major.
     pub(super) probs: Vec<f64>,
     pub(super) examples_per_s: f64,
+    /// Forward GFLOP per example at the split's mean token count.
+    pub(super) gflops_per_example: f64,
+    /// MB of the model folder's weight files.
+    pub(super) weight_mb: f64,
     pub(super) faithfulness: Option<f64>,
 }
 
@@ -35,9 +42,15 @@ pub(super) struct Scored {
 /// and faithfulness on the first examples when asked for.
 pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scored> {
     let device = valor_bert::device(ctx.backend)?;
-    let (_, model, _) =
+    let (config, model, _) =
         valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
+    let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
+    let gflops_per_example = valor_bert::cost::forward_flops(&config, mean_len) / 1e9;
+    let weight_mb = valor_bert::cost::weight_bytes(dir)
+        .map_err(|e| invalid(dir, format!("reading the weight files: {e}")))?
+        as f64
+        / 1e6;
     let plan = plan_batches(
         &lengths,
         &BatchConfig {
@@ -58,6 +71,8 @@ pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scor
     Ok(Scored {
         probs,
         examples_per_s,
+        gflops_per_example,
+        weight_mb,
         faithfulness,
     })
 }
@@ -208,6 +223,8 @@ pub(super) fn evaluation(
         equalized_odds_difference: m.equalized_odds_gap,
         faithfulness: scored.faithfulness,
         examples_per_s: Some(scored.examples_per_s),
+        gflops_per_example: Some(scored.gflops_per_example),
+        weight_mb: Some(scored.weight_mb),
         extra,
         ..Evaluation::default()
     };

@@ -16,6 +16,8 @@ fn evaluation() -> Evaluation {
         faithfulness: Some(0.42),
         examples_per_s: Some(150.0),
         latency_ms_p50: Some(80.0),
+        gflops_per_example: Some(2.0),
+        weight_mb: Some(20.0),
         extra: [("ece".to_owned(), 0.05)].into_iter().collect(),
     }
 }
@@ -27,7 +29,8 @@ fn spec(dimension: &str, measure: &str) -> ValuesSpec {
     };
     let text = format!(
         "[target]\n{dimension} = 0.5\n[measure]\n{dimension} = \"{measure}\"\n\
-         [efficiency]\nbudget_examples_per_s = 200.0\nbudget_latency_ms = 50.0\n{decl}"
+         [efficiency]\nbudget_examples_per_s = 200.0\nbudget_latency_ms = 50.0\n\
+         budget_gflops_per_example = 1.0\nbudget_weight_mb = 40.0\n{decl}"
     );
     ValuesSpec::parse(&text, "values.toml").unwrap()
 }
@@ -62,6 +65,8 @@ fn every_measure_follows_its_formula() {
     // min(1, 150 / 200) and min(1, 50 / 80).
     check("efficiency", "throughput", &e, 0.75);
     check("efficiency", "latency", &e, 0.625);
+    // (min(1, 1 / 2) + min(1, 40 / 20)) / 2.
+    check("efficiency", "cost", &e, 0.75);
     check("calibration", "1-extra.ece", &e, 0.95);
     check("calibration", "extra.ece", &e, 0.05);
 }
@@ -80,6 +85,32 @@ fn efficiency_saturates_at_one_within_budget() {
         ..evaluation()
     };
     check("efficiency", "throughput", &slow, 0.0);
+}
+
+#[test]
+fn cost_counts_quantised_weights_as_smaller_and_ignores_timings() {
+    let fp32 = Evaluation {
+        weight_mb: Some(90.0),
+        ..evaluation()
+    };
+    let int8 = Evaluation {
+        weight_mb: Some(30.0),
+        // A slower timing pass changes nothing: cost is counted, not timed.
+        examples_per_s: Some(1.0),
+        latency_ms_p50: Some(900.0),
+        ..evaluation()
+    };
+    // (1/2 + 40/90) / 2 and (1/2 + 1) / 2.
+    check("efficiency", "cost", &fp32, 0.5 * (0.5 + 40.0 / 90.0));
+    check("efficiency", "cost", &int8, 0.75);
+    let no_size = Evaluation {
+        weight_mb: None,
+        ..evaluation()
+    };
+    let err = measure(&no_size, &spec("efficiency", "cost"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weight bytes"), "{err}");
 }
 
 #[test]

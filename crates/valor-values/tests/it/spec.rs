@@ -55,10 +55,9 @@ fn default_values_toml_parses_to_the_documented_defaults() {
         spec.dimension("transparency").unwrap().measure,
         Measure::Faithfulness
     );
-    assert_eq!(
-        spec.dimension("efficiency").unwrap().measure,
-        Measure::Throughput
-    );
+    assert_eq!(spec.dimension("efficiency").unwrap().measure, Measure::Cost);
+    assert_eq!(spec.efficiency().budget_gflops_per_example, Some(1.0));
+    assert_eq!(spec.efficiency().budget_weight_mb, Some(25.0));
     assert_eq!(spec.efficiency().budget_examples_per_s, Some(200.0));
     assert_eq!(spec.efficiency().budget_latency_ms, Some(50.0));
     let s = spec.search();
@@ -290,6 +289,14 @@ fn dimensions_that_can_never_be_measured_are_errors() {
 fn efficiency_measures_need_a_budget() {
     check(
         "[target]\nefficiency = 0.5\n",
+        "measure `cost`, which needs `budget_gflops_per_example` > 0 under [efficiency]",
+    );
+    check(
+        "[target]\nefficiency = 0.5\n[efficiency]\nbudget_gflops_per_example = 1.0\n",
+        "needs `budget_weight_mb` > 0",
+    );
+    check(
+        "[target]\nefficiency = 0.5\n[measure]\nefficiency = \"throughput\"\n",
         "needs `budget_examples_per_s` > 0 under [efficiency]",
     );
     check(
