@@ -33,6 +33,7 @@
 //! side, `peers` the Python peers, `sys` reads `/proc`, `report` writes the
 //! results.
 
+mod audit_stream;
 mod peers;
 mod report;
 mod serve;

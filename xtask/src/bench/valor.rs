@@ -29,7 +29,7 @@ pub(super) fn build(selected: &[Workload], backend: &str) -> Result<BTreeMap<Str
         .iter()
         .filter_map(|w| match &w.valor {
             ValorSide::Criterion { package, bench, .. } => Some((*package, *bench)),
-            ValorSide::Train => None,
+            ValorSide::Train | ValorSide::AuditStream { .. } => None,
         })
         .collect();
     targets.sort_unstable();
@@ -106,6 +106,7 @@ pub(super) fn run_valor(
     let (package, bench, id) = match &w.valor {
         ValorSide::Criterion { package, bench, id } => (*package, *bench, id.as_str()),
         ValorSide::Train => return run_train(),
+        ValorSide::AuditStream { rows } => return super::audit_stream::run(ctx, *rows),
     };
     let started_busy = wait_for_quiet(&w.name);
     let exe = &exes[&format!("{package}/{bench}")];
@@ -153,7 +154,7 @@ pub(super) fn run_valor(
 
 /// Waits for a quiet machine (as the peers do) before a timed run; whether
 /// the wait gave up and the run starts on a busy machine.
-fn wait_for_quiet(name: &str) -> bool {
+pub(super) fn wait_for_quiet(name: &str) -> bool {
     let quiet = sys::wait_quiet(DEFAULT_MAX_WAIT_S);
     let busy = quiet.get("NOT_QUIET").is_some();
     if busy {

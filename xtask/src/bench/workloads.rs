@@ -18,6 +18,9 @@ pub(super) enum ValorSide {
     },
     /// `cargo xtask train` end to end (after building it), timed once.
     Train,
+    /// `valor audit --stream` of a generated Parquet log of `rows` rows,
+    /// timed once (`audit_stream`).
+    AuditStream { rows: u64 },
 }
 
 /// One row of the results table.
@@ -111,6 +114,7 @@ pub(super) fn workloads(ctx: &Ctx) -> Vec<Workload> {
     let mut w = data_workloads(ctx);
     w.extend(model_workloads(ctx));
     w.push(train_workload());
+    w.push(super::audit_stream::workload());
     w
 }
 
