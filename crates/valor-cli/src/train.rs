@@ -19,9 +19,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use valor_bert::Backend;
 use valor_train::{
-    AUTO_FAIRNESS_LAMBDA, Control, Decay, Devices, Event, ModelSource, Observer,
-    Outcome as TrainOutcome, Penalty, ProgressBars, SelectMetric, SettingSource, TrainConfig,
-    TrainReport, Weighting,
+    AUTO_CONSTRAINT_BOUND, Constraint, ConstraintKind, Control, Decay, Devices, Event, ModelSource,
+    Observer, Outcome as TrainOutcome, Penalty, ProgressBars, SelectMetric, SettingSource,
+    TrainConfig, TrainReport, Weighting,
 };
 use valor_values::{FairnessPenalty, ValuesSpec};
 
@@ -115,12 +115,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     /// Train, validation and test fractions, stratified by label and groups
     /// [default: 0.8,0.1,0.1].
-    #[arg(
-        long,
-        value_name = "TRAIN,VALID,TEST",
-        value_delimiter = ',',
-        num_args = 3
-    )]
+    #[arg(long, value_name = "TRAIN,VALID,TEST", value_delimiter = ',')]
     pub split: Option<Vec<f64>>,
     /// Seed of the split [default: 42].
     #[arg(long, value_name = "N")]
@@ -132,9 +127,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub values: Option<PathBuf>,
     /// Weight λ of the fairness penalty in the loss (cross-entropy + λ ·
-    /// penalty): a number, or `auto` for the default weight (1.0) tuned on
-    /// the built-in data [default: the --values file's, else 0, the plain
-    /// objective].
+    /// penalty), or `auto`: no fixed weight but constrained training (see
+    /// --constraint) that keeps the --fairness-penalty's gap (demographic
+    /// parity or equalized odds) at or under 0.05 on every fairness group
+    /// column, its multipliers set by the data [default: the --values
+    /// file's, else 0, the plain objective].
     #[arg(long, value_name = "LAMBDA|auto")]
     pub fairness_lambda: Option<LambdaArg>,
     /// The differentiable penalty: demographic-parity (gap across groups of
@@ -143,6 +140,45 @@ pub struct TrainArgs {
     /// demographic-parity].
     #[arg(long, value_name = "KIND")]
     pub fairness_penalty: Option<PenaltyArg>,
+    /// A fairness constraint training must meet, `NAME <= BOUND` with NAME
+    /// demographic_parity, equalized_odds or equal_opportunity (gaps as
+    /// fairlearn defines them for two labels, the largest over classes for
+    /// more); repeat for several. Each applies to every --fairness-group
+    /// column. Trains with one multiplier per constraint and column
+    /// (proxy-Lagrangian): the loss adds each multiplier times a
+    /// differentiable surrogate of its gap, and after every step each
+    /// multiplier rises or falls with the gap of hard predictions on a
+    /// constraint batch of other training rows. The tested model is the
+    /// best validation epoch among those whose gaps meet the bounds with
+    /// the margin of --constraint-confidence; if none does, the run exits
+    /// 1. Replaces --fairness-lambda [default: the --values file's, else
+    /// none].
+    #[arg(long = "constraint", value_name = "'NAME <= BOUND'")]
+    pub constraints: Vec<valor_train::Constraint>,
+    /// Selection margin of --constraint: an epoch meets a constraint on
+    /// validation when this one-sided quantile of the bootstrap
+    /// distribution of its validation gap (rows resampled 1000 times) is
+    /// at or under the bound; 0.5 compares about the point estimate
+    /// [default: 0.8].
+    #[arg(long, value_name = "LEVEL", requires = "constraints")]
+    pub constraint_confidence: Option<f64>,
+    /// Step size of the multipliers of --constraint: after each step a
+    /// multiplier moves by this times its measured gap minus its bound
+    /// [default: 0.5].
+    #[arg(long, value_name = "ETA", requires = "constraints")]
+    pub multiplier_lr: Option<f64>,
+    /// Share of each --constraint bound the multipliers aim at during
+    /// training: they rise while the measured training gap exceeds this
+    /// times the bound, leaving room for the gap on unseen rows; 1 trains
+    /// at the bound itself [default: 0.3].
+    #[arg(long, value_name = "RATIO", requires = "constraints")]
+    pub train_bound_ratio: Option<f64>,
+    /// Rows of the constraint batch of --constraint: each step predicts
+    /// this many training rows outside its own batch (forward passes only)
+    /// and adds them to counts decayed by 0.97 per step, on which the gaps
+    /// are measured (about the last 1,000 rows) [default: 32].
+    #[arg(long, value_name = "N", requires = "constraints")]
+    pub constraint_batch_size: Option<usize>,
     /// Group column the penalty and reweighing use; repeat for several
     /// (reweighing takes their joint groups) [default: the first --group].
     #[arg(long = "fairness-group", value_name = "COL")]
@@ -299,6 +335,17 @@ impl TrainArgs {
             ("--fairness-lambda", self.fairness_lambda.is_some()),
             ("--fairness-penalty", self.fairness_penalty.is_some()),
             ("--fairness-group", !self.fairness_groups.is_empty()),
+            ("--constraint", !self.constraints.is_empty()),
+            (
+                "--constraint-confidence",
+                self.constraint_confidence.is_some(),
+            ),
+            ("--multiplier-lr", self.multiplier_lr.is_some()),
+            ("--train-bound-ratio", self.train_bound_ratio.is_some()),
+            (
+                "--constraint-batch-size",
+                self.constraint_batch_size.is_some(),
+            ),
             ("--reweigh", self.reweigh),
             ("--weighting", self.weighting.is_some()),
             ("--select-metric", self.select_metric.is_some()),
@@ -361,6 +408,11 @@ impl TrainArgs {
             c.lora = Some(valor_bert::lora::LoraConfig::parse(spec).context("--lora")?);
         }
         if let Some(s) = &self.split {
+            anyhow::ensure!(
+                s.len() == 3,
+                "--split takes three fractions TRAIN,VALID,TEST (e.g. 0.8,0.1,0.1); got {}",
+                s.len()
+            );
             (c.split.train, c.split.valid, c.split.test) = (s[0], s[1], s[2]);
         }
         if let Some(path) = &self.values {
@@ -368,8 +420,10 @@ impl TrainArgs {
                 .with_context(|| format!("reading --values {}", path.display()))?;
             let t = spec.train();
             anyhow::ensure!(
-                t.fairness_lambda.is_some() || t.fairness_penalty.is_some(),
-                "{}: sets neither `fairness_lambda` nor `fairness_penalty` in a [train] table, so --values would change nothing; add them (the table is documented in `valor remodel --print-values`) or drop --values",
+                t.fairness_lambda.is_some()
+                    || t.fairness_penalty.is_some()
+                    || !t.constraints.is_empty(),
+                "{}: sets none of `fairness_lambda`, `fairness_penalty` and `constraints` in a [train] table, so --values would change nothing; add them (the table is documented in `valor remodel --print-values`) or drop --values",
                 path.display()
             );
             let from = SettingSource::Values {
@@ -384,15 +438,20 @@ impl TrainArgs {
                     FairnessPenalty::DemographicParity => Penalty::DemographicParity,
                     FairnessPenalty::EqualizedOdds => Penalty::EqualizedOdds,
                 };
-                c.fairness.penalty_from = from;
+                c.fairness.penalty_from = from.clone();
             }
-        }
-        if let Some(l) = self.fairness_lambda {
-            c.fairness.lambda = match l {
-                LambdaArg::Value(v) => v,
-                LambdaArg::Auto => AUTO_FAIRNESS_LAMBDA,
-            };
-            c.fairness.lambda_from = SettingSource::Flag;
+            if !t.constraints.is_empty() {
+                c.fairness.constraints = t
+                    .constraints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, text)| {
+                        text.parse::<Constraint>()
+                            .with_context(|| format!("{}: train.constraints[{i}]", path.display()))
+                    })
+                    .collect::<Result<_>>()?;
+                c.fairness.constraints_from = from;
+            }
         }
         if let Some(p) = self.fairness_penalty {
             c.fairness.penalty = match p {
@@ -401,6 +460,51 @@ impl TrainArgs {
             };
             c.fairness.penalty_from = SettingSource::Flag;
         }
+        if !self.constraints.is_empty() {
+            c.fairness.constraints.clone_from(&self.constraints);
+            c.fairness.constraints_from = SettingSource::Flag;
+        }
+        match self.fairness_lambda {
+            Some(LambdaArg::Value(v)) => {
+                c.fairness.lambda = v;
+                c.fairness.lambda_from = SettingSource::Flag;
+            }
+            // `auto`: constrained training with the default bound on the
+            // chosen penalty's gap (unless constraints are given).
+            Some(LambdaArg::Auto) => {
+                c.fairness.lambda = 0.0;
+                c.fairness.lambda_from = SettingSource::Flag;
+                if c.fairness.constraints.is_empty() {
+                    c.fairness.constraints = vec![Constraint {
+                        kind: match c.fairness.penalty {
+                            Penalty::DemographicParity => ConstraintKind::DemographicParity,
+                            Penalty::EqualizedOdds => ConstraintKind::EqualizedOdds,
+                        },
+                        bound: AUTO_CONSTRAINT_BOUND,
+                    }];
+                    c.fairness.constraints_from = SettingSource::Flag;
+                }
+            }
+            None => {}
+        }
+        // Constraints given on the command line replace a weight read from
+        // a values file.
+        if c.fairness.constraints_from == SettingSource::Flag
+            && matches!(c.fairness.lambda_from, SettingSource::Values { .. })
+        {
+            c.fairness.lambda = 0.0;
+        }
+        let settings = &mut c.fairness.constrained;
+        set(
+            &mut settings.selection_confidence,
+            self.constraint_confidence,
+        );
+        set(&mut settings.multiplier_lr, self.multiplier_lr);
+        set(&mut settings.train_bound_ratio, self.train_bound_ratio);
+        set(
+            &mut settings.constraint_batch_size,
+            self.constraint_batch_size,
+        );
         c.fairness.groups = self.fairness_groups.clone();
         if self.reweigh {
             c.weighting = Weighting::Reweighing;
@@ -497,7 +601,23 @@ impl Observer for CliObserver {
                         lora.targets.join(",")
                     );
                 }
-                if config.fairness.lambda > 0.0
+                if !config.fairness.constraints.is_empty() {
+                    let groups = if config.fairness.groups.is_empty() {
+                        "the first --group".to_string()
+                    } else {
+                        config.fairness.groups.join(", ")
+                    };
+                    eprintln!(
+                        "constrained training on {groups}: {}",
+                        config
+                            .fairness
+                            .constraints
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                } else if config.fairness.lambda > 0.0
                     || config.fairness.lambda_from != SettingSource::Config
                 {
                     let from = match &config.fairness.lambda_from {
@@ -583,6 +703,31 @@ pub fn run(args: TrainArgs) -> Result<Outcome> {
     } else {
         write_summary(&mut out, &report)?;
     }
+    if let Some(c) = &report.constraints
+        && !c.met_on_validation
+    {
+        let missed: Vec<String> = c
+            .validation
+            .iter()
+            .filter(|v| !v.holds)
+            .map(|v| {
+                format!(
+                    "{} on {} (validation gap {}, its {:.0}% bootstrap upper bound {})",
+                    v.constraint,
+                    v.group,
+                    fmt(v.gap),
+                    100.0 * v.level,
+                    fmt(v.upper)
+                )
+            })
+            .collect();
+        eprintln!(
+            "constraints not met: no epoch met every constraint on validation with the selection margin; the tested model is the epoch that came closest{}{}. Try more epochs, a larger validation split, a larger --multiplier-lr or a lower --constraint-confidence.",
+            if missed.is_empty() { "" } else { ": " },
+            missed.join("; ")
+        );
+        return Ok(Outcome::TargetMissed);
+    }
     Ok(Outcome::Ok)
 }
 
@@ -621,6 +766,51 @@ fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {
     ] {
         writeln!(out, "  {name:<44} {}", fmt(v))?;
     }
+    for (group, gaps) in &r.test.gaps_by_group {
+        if Some(group.as_str()) == r.fairness_group.as_deref() {
+            continue;
+        }
+        for (name, v) in [
+            (
+                format!("selection-rate gap ({group})"),
+                gaps.selection_rate_gap,
+            ),
+            (
+                format!("equalized-odds gap ({group})"),
+                gaps.equalized_odds_gap,
+            ),
+        ] {
+            writeln!(out, "  {name:<44} {}", fmt(v))?;
+        }
+    }
     writeln!(out, "  {:<44} {:.0}", "training time, s", r.train_seconds)?;
+    if let Some(c) = &r.constraints {
+        writeln!(
+            out,
+            "constraints (test gap, 95% bootstrap interval; validation {:.0}% upper bound):",
+            100.0 * c.selection_confidence
+        )?;
+        for t in &c.test {
+            let v = c
+                .validation
+                .iter()
+                .find(|v| v.constraint == t.constraint && v.group == t.group);
+            writeln!(
+                out,
+                "  {:<44} {} [{}, {}] {}; validation {} {}",
+                format!("{} ({})", t.constraint, t.group),
+                fmt(t.gap),
+                fmt(t.lower),
+                fmt(t.upper),
+                if t.holds { "holds" } else { "MISSED" },
+                fmt(v.and_then(|v| v.upper)),
+                if v.is_some_and(|v| v.holds) {
+                    "holds"
+                } else {
+                    "MISSED"
+                },
+            )?;
+        }
+    }
     Ok(())
 }

@@ -41,6 +41,16 @@ pub struct Best {
     pub value: f64,
     /// File name of the checkpoint written at the end of that epoch.
     pub checkpoint: String,
+    /// Constrained training: the largest excess of a validation margin
+    /// over its bound (0 when every constraint holds). An epoch that meets
+    /// every constraint beats one that does not; among those that do not,
+    /// the smaller excess wins.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub violation: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One epoch's line of `metrics.jsonl`.
@@ -63,6 +73,31 @@ pub struct EpochRecord {
     /// Whether this epoch is the best so far.
     pub best: bool,
     pub epoch_seconds: f64,
+    /// Constrained training: each constraint on each fairness group column
+    /// on validation, with its selection margin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<ConstraintCheck>,
+}
+
+/// A constraint measured on one group column of a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConstraintCheck {
+    /// `demographic_parity <= 0.05`.
+    pub constraint: String,
+    pub bound: f64,
+    /// The group column.
+    pub group: String,
+    /// The gap on the split (`null` when fewer than two groups have the
+    /// rows it needs), with its bootstrap quantiles.
+    pub gap: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// The level of `lower`/`upper`: one-sided (`upper` only is used) for
+    /// the validation margin, two-sided for the test interval.
+    pub level: f64,
+    /// Validation: `upper <= bound` (the selection margin); test: `gap <=
+    /// bound` (the point estimate).
+    pub holds: bool,
 }
 
 /// Random-number state. Dropout masks are drawn from the device generator
@@ -105,6 +140,15 @@ pub struct TrainState {
     pub metrics_len: u64,
     /// Training seconds so far (over every process of the run).
     pub train_seconds: f64,
+    /// Constrained training: the multiplier of each (constraint, fairness
+    /// group column), constraint-major; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub multipliers: Vec<f64>,
+    /// Constrained training: the decayed confusion counts of the
+    /// constraint batches, per fairness column, per group (row-major true ×
+    /// predicted cells).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraint_counts: Vec<Vec<Vec<f64>>>,
 }
 
 /// A loaded checkpoint.
@@ -321,6 +365,8 @@ mod tests {
             history: Vec::new(),
             metrics_len: 0,
             train_seconds: 1.0,
+            multipliers: Vec::new(),
+            constraint_counts: Vec::new(),
         }
     }
 

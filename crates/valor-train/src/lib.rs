@@ -45,6 +45,7 @@ mod error;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod constraint;
 pub mod metrics;
 pub mod observe;
 pub mod penalty;
@@ -54,17 +55,19 @@ pub mod schedule;
 pub mod trainer;
 pub mod weights;
 
-pub use checkpoint::{EpochRecord, TrainState};
+pub use checkpoint::{ConstraintCheck, EpochRecord, TrainState};
 pub use classifier::{Classifier, Scores, WordExplanation, WordScore};
 pub use config::{
-    AUTO_FAIRNESS_LAMBDA, DEFAULT_SCRATCH_VOCAB, Decay, Devices, FairnessObjective, ModelSource,
-    Penalty, ScratchModel, SelectMetric, SettingSource, TrainConfig, Weighting,
+    AUTO_CONSTRAINT_BOUND, ConstrainedSettings, DEFAULT_SCRATCH_VOCAB, Decay, Devices,
+    FairnessObjective, ModelSource, Penalty, ScratchModel, SelectMetric, SettingSource,
+    TrainConfig, Weighting,
 };
+pub use constraint::{Constraint, ConstraintKind, GapInterval};
 pub use error::{Error, Result};
 pub use metrics::{EvalCounts, EvalMetrics};
 pub use observe::{Control, Event, Observer, Silent, StopAfter};
 pub use progress::ProgressBars;
-pub use report::{Provenance, REPORT_SCHEMA, SplitRows, Summary, TrainReport};
+pub use report::{ConstraintsReport, Provenance, REPORT_SCHEMA, SplitRows, Summary, TrainReport};
 pub use schedule::LrSchedule;
 pub use trainer::{GIT_COMMIT, Outcome, RunConfigFile, RunDir, read_run_config, resume, train};
 

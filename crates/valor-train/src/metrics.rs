@@ -9,7 +9,8 @@
 //!   `2TP / (2TP + FP + FN)` (scikit-learn `f1_score(average="macro")`);
 //! * `balanced_accuracy`: mean recall over the classes present in truth
 //!   (scikit-learn `balanced_accuracy_score`);
-//! * `selection_rate_gap`: for the first group column, the largest over
+//! * `selection_rate_gap`: for the primary group column (the first, or
+//!   the one [`EvalCounts::with_primary`] names), the largest over
 //!   classes `c` of `max − min` over groups of `P(ŷ = c | group)` (≥ 0;
 //!   for two labels, fairlearn's `demographic_parity_difference`);
 //! * `equalized_odds_gap`: the largest over classes of the larger of the
@@ -42,6 +43,8 @@ pub struct EvalCounts {
     reference: Option<(ConfusionMatrix, Vec<(String, ConfusionCounts)>)>,
     /// (flipped, pairs) over rows with a counterfactual twin.
     twins: Option<(u64, u64)>,
+    /// The group column of the headline gaps (an index into `groups`).
+    primary: usize,
 }
 
 /// One row's evaluation, as the loop hands it over.
@@ -74,6 +77,17 @@ pub struct EvalMetrics {
     pub equalized_odds_gap: Option<f64>,
     pub accuracy_reference: Option<f64>,
     pub counterfactual_flip_rate: Option<f64>,
+    /// Both gaps on every group column (the headline ones above are the
+    /// primary column's: the first fairness group column in training).
+    #[serde(default)]
+    pub gaps_by_group: std::collections::BTreeMap<String, GroupGaps>,
+}
+
+/// The headline gaps of one group column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupGaps {
+    pub selection_rate_gap: Option<f64>,
+    pub equalized_odds_gap: Option<f64>,
 }
 
 impl EvalCounts {
@@ -110,7 +124,38 @@ impl EvalCounts {
                 None
             },
             twins: with_twins.then_some((0, 0)),
+            primary: 0,
         })
+    }
+
+    /// Takes the headline gaps (`selection_rate_gap`, …) on the group
+    /// column `name` instead of the first one (unknown names change
+    /// nothing).
+    pub fn with_primary(mut self, name: &str) -> Self {
+        if let Some(i) = self.groups.iter().position(|(n, _)| n == name) {
+            self.primary = i;
+        }
+        self
+    }
+
+    /// Number of labels.
+    pub fn num_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The confusion matrix of every group of column `name` (an all-zero
+    /// one for a group without rows), in group-id order.
+    pub fn column_matrices(&self, name: &str) -> Option<Vec<ConfusionMatrix>> {
+        let (_, c) = self.groups.iter().find(|(n, _)| n == name)?;
+        Some(
+            (0..c.groups().len())
+                .map(|g| {
+                    c.group(GroupId::new(g as u32))
+                        .cloned()
+                        .unwrap_or_else(|| ConfusionMatrix::new(self.labels.len()))
+                })
+                .collect(),
+        )
     }
 
     /// Counts one row.
@@ -142,7 +187,24 @@ impl EvalCounts {
 
     /// The metrics (NaN loss and zero rates when nothing was counted).
     pub fn metrics(&self) -> EvalMetrics {
-        let first = self.groups.first().map(|(_, c)| group_matrices(c));
+        let first = self
+            .groups
+            .get(self.primary)
+            .map(|(_, c)| group_matrices(c));
+        let mut gaps_by_group = std::collections::BTreeMap::new();
+        for (name, c) in &self.groups {
+            let m = group_matrices(c);
+            gaps_by_group.insert(
+                name.clone(),
+                GroupGaps {
+                    selection_rate_gap: selection_rate_gaps(&m)
+                        .into_iter()
+                        .flatten()
+                        .reduce(f64::max),
+                    equalized_odds_gap: equalized_odds_gap(&m),
+                },
+            );
+        }
         let by_class = first
             .as_deref()
             .map(selection_rate_gaps)
@@ -165,6 +227,7 @@ impl EvalCounts {
                 .twins
                 .filter(|(_, pairs)| *pairs > 0)
                 .map(|(f, n)| f as f64 / n as f64),
+            gaps_by_group,
         }
     }
 

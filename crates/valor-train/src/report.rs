@@ -8,11 +8,13 @@
 //! `fairness` (valor-fair's report per group column, against the labels)
 //! and `fairness_reference` (against the reference labels), `labels`,
 //! `fairness_group`, `best_epoch`, `epochs_run`, `stopped_early`, `steps`,
-//! `rows`, `train_seconds`, `provenance`.
+//! `rows`, `train_seconds`, `provenance`, and with constraints
+//! `constraints` (see [`ConstraintsReport`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::checkpoint::ConstraintCheck;
 use crate::metrics::EvalMetrics;
 
 /// Version tag of `report.json`.
@@ -91,7 +93,8 @@ pub struct TrainReport {
     /// The same against the reference labels, when the data has them.
     pub fairness_reference: Option<Map<String, Value>>,
     pub labels: Vec<String>,
-    /// The group column of the summary's gaps (the first one).
+    /// The group column of the summary's gaps (the first fairness group
+    /// column; `test.gaps_by_group` has every column's).
     pub fairness_group: Option<String>,
     /// 1-based epoch whose model was tested.
     pub best_epoch: Option<usize>,
@@ -101,4 +104,34 @@ pub struct TrainReport {
     pub rows: SplitRows,
     pub train_seconds: f64,
     pub provenance: Provenance,
+    /// Constrained training: how the constraints fared (absent without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<ConstraintsReport>,
+}
+
+/// The constraints of a constrained run, on validation (the tested
+/// model's epoch, with the selection margin) and on test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConstraintsReport {
+    /// `demographic_parity <= 0.05`, …
+    pub constraints: Vec<String>,
+    /// The group columns every constraint applies to.
+    pub groups: Vec<String>,
+    /// The selection margin: a checkpoint meets a constraint on validation
+    /// when this one-sided quantile of its bootstrap gap is at or under the
+    /// bound.
+    pub selection_confidence: f64,
+    pub resamples: usize,
+    /// Whether the tested model met every constraint on validation with
+    /// the margin. When no epoch did, the tested one is the epoch that came
+    /// closest and `valor train` exits 1.
+    pub met_on_validation: bool,
+    pub validation: Vec<ConstraintCheck>,
+    /// Each constraint on the test rows: the gap, its 95% bootstrap
+    /// interval, and whether the gap is at or under the bound.
+    pub test: Vec<ConstraintCheck>,
+    /// Whether every test gap is at or under its bound.
+    pub met_on_test: bool,
+    /// The multipliers at the end of training, by name.
+    pub multipliers: Map<String, Value>,
 }

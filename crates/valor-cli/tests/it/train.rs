@@ -339,3 +339,215 @@ fn kill_9_then_resume_equals_the_uninterrupted_run() {
     );
     assert_eq!(s_full, s_killed);
 }
+
+/// `valor data gen` of `rows` rows into `dir`; the path as a string.
+fn gen_rows(dir: &Path, rows: usize) -> String {
+    let data = dir.join(format!("data-{rows}.csv"));
+    let data = data.to_str().unwrap().to_string();
+    let rows = rows.to_string();
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", &rows, "--out", &data]);
+    assert_eq!(code, 0, "{stderr}");
+    data
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `--constraint 'demographic_parity <= 0.05'` on the built-in data (3,000
+/// rows, 3 labels; unconstrained, this `tiny` model's gender gap is about
+/// 0.45): the multiplier rises, every step's line in metrics.jsonl
+/// records the multiplier and both gaps, and the tested epoch meets the
+/// bound on validation with the selection margin (its bootstrap upper
+/// bound) while still predicting more than one class; the report gives
+/// the test gap with its 95% interval.
+#[test]
+fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_rows(tmp.path(), 3000);
+    let run = tmp.path().join("constrained");
+    let (code, stdout, stderr) = valor(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--max-len",
+        "48",
+        "--vocab-size",
+        "500",
+        "--batch-size",
+        "16",
+        "--split",
+        "0.6,0.3,0.1",
+        "--seed",
+        "3",
+        "--quiet",
+        "--constraint",
+        "demographic_parity <= 0.05",
+    ]);
+    assert_eq!(code, 0, "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("demographic_parity <= 0.05 (gender)"),
+        "{stdout}"
+    );
+
+    let config = read_json(&run.join("config.json"))["config"].clone();
+    assert_eq!(
+        config["fairness"]["constraints"],
+        json!([{"kind": "demographic_parity", "bound": 0.05}])
+    );
+    assert_eq!(
+        config["fairness"]["constraints_from"],
+        json!({"from": "flag"})
+    );
+    assert_eq!(config["fairness"]["lambda"], json!(0.0));
+
+    // One line per optimizer step: the multiplier and both gaps.
+    let lines: Vec<Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["event"] == "constraints")
+        .collect();
+    assert_eq!(steps.len() as u64, report_steps(&run));
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(s["step"], json!(i + 1));
+        assert_eq!(s["names"], json!(["demographic_parity <= 0.05 @ gender"]));
+        assert!(s["multipliers"][0].as_f64().unwrap() >= 0.0, "{s}");
+        assert!(s["measured_gap"][0].is_number(), "{s}");
+        assert_eq!(s["constraint_rows"], json!(32));
+    }
+    let peak = steps
+        .iter()
+        .map(|s| s["multipliers"][0].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(peak > 0.5, "the multiplier never rose: {peak}");
+    assert!(steps.iter().any(|s| s["surrogate_gap"][0].is_number()));
+
+    let report = read_json(&run.join("report.json"));
+    let c = &report["constraints"];
+    assert_eq!(c["met_on_validation"], json!(true), "{c}");
+    assert_eq!(c["groups"], json!(["gender"]));
+    let valid = &c["validation"][0];
+    assert_eq!(valid["group"], json!("gender"));
+    let (gap, upper) = (
+        valid["gap"].as_f64().unwrap(),
+        valid["upper"].as_f64().unwrap(),
+    );
+    assert!(gap <= upper && upper <= 0.05, "{valid}");
+    assert_eq!(valid["level"], json!(0.8));
+    // The tested epoch's validation numbers are its metrics line's, and it
+    // is not a constant classifier (which meets any parity bound).
+    let best = report["best_epoch"].as_u64().unwrap();
+    let epoch = lines
+        .iter()
+        .find(|v| v["event"] == "epoch" && v["epoch"] == json!(best))
+        .unwrap();
+    assert_eq!(&epoch["constraints"][0], valid);
+    assert!((epoch["valid"]["selection_rate_gap"].as_f64().unwrap() - gap).abs() < 1e-12);
+    let f1 = epoch["valid"]["macro_f1"].as_f64().unwrap();
+    assert!(f1 > 0.3, "validation macro-F1 {f1}");
+
+    let test = &c["test"][0];
+    let (gap, lower, upper) = (
+        test["gap"].as_f64().unwrap(),
+        test["lower"].as_f64().unwrap(),
+        test["upper"].as_f64().unwrap(),
+    );
+    assert!(lower <= upper && gap <= upper, "{test}");
+    assert_eq!(test["level"], json!(0.95));
+    assert_eq!(test["holds"], json!(gap <= 0.05));
+    assert!(
+        (report["summary"]["selection_rate_gap"].as_f64().unwrap() - gap).abs() < 1e-12,
+        "the test gap is the summary's"
+    );
+}
+
+fn report_steps(run: &Path) -> u64 {
+    read_json(&run.join("report.json"))["steps"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Constraints that cannot be checked (no validation split) or that no
+/// epoch meets: the report says so and `valor train` exits 1; bad
+/// constraints are refused with exit 2 before anything runs.
+#[test]
+fn unmet_or_malformed_constraints_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_data(tmp.path());
+    let run = tmp.path().join("no-valid");
+    let (code, stdout, stderr) = crate::tiny_train(
+        &data,
+        &run,
+        &[
+            "--split",
+            "0.9,0,0.1",
+            "--constraint",
+            "equalized_odds <= 0.1",
+            "--constraint",
+            "equal_opportunity <= 0.2",
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("constraints not met"), "{stderr}");
+    assert!(
+        stdout.contains("equal_opportunity <= 0.2 (gender)"),
+        "{stdout}"
+    );
+    let report = read_json(&run.join("report.json"));
+    let c = &report["constraints"];
+    assert_eq!(c["met_on_validation"], json!(false));
+    assert_eq!(c["test"].as_array().unwrap().len(), 2);
+    let mut names: Vec<&String> = c["multipliers"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "equal_opportunity <= 0.2 @ gender",
+            "equalized_odds <= 0.1 @ gender"
+        ]
+    );
+
+    for (extra, want) in [
+        (
+            vec!["--constraint", "demographic_parity < 0.05"],
+            "has no `<=`",
+        ),
+        (vec!["--constraint", "parity <= 0.05"], "names no known gap"),
+        (
+            vec!["--constraint", "demographic_parity <= 0"],
+            "must lie in (0, 1]",
+        ),
+        (
+            vec![
+                "--constraint",
+                "demographic_parity <= 0.05",
+                "--fairness-lambda",
+                "0.5",
+            ],
+            "give either a fixed weight or constraints",
+        ),
+        (
+            vec![
+                "--constraint",
+                "demographic_parity <= 0.05",
+                "--constraint-confidence",
+                "0.3",
+            ],
+            "[0.5, 1)",
+        ),
+    ] {
+        let out = tmp.path().join("refused");
+        let (code, _, stderr) = crate::tiny_train(&data, &out, &extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
+        assert!(!out.exists());
+    }
+}

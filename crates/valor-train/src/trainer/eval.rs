@@ -21,6 +21,9 @@ pub(super) fn evaluate(
     let with_reference = split.data.reference_labels.is_some();
     let with_twins = twins && split.twins.is_some();
     let mut counts = EvalCounts::new(&ctx.labels, &ctx.group_columns, with_reference, with_twins)?;
+    if let Some(name) = ctx.fair_names.first() {
+        counts = counts.with_primary(name);
+    }
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
     let plan = plan_batches(
         &lengths,
@@ -84,4 +87,37 @@ pub(super) fn select_value(config: &TrainConfig, m: &EvalMetrics) -> f64 {
         MacroF1 => m.macro_f1,
         BalancedAccuracy => m.balanced_accuracy,
     }
+}
+
+/// The argmax predictions of `rows` of `split` (no dropout, no
+/// gradients), in the order of `rows`, in batches of `eval_batch_size`.
+pub(super) fn predict_rows(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    split: &SplitData,
+    rows: &[usize],
+) -> Result<Vec<u32>> {
+    let k = ctx.labels.len();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ctx.config.eval_batch_size) {
+        let encs: Vec<&Encoded> = chunk.iter().map(|&i| &split.enc[i]).collect();
+        let batch = collate(chunk.to_vec(), &encs, ctx.pad_id);
+        let logits = model
+            .forward(input_of(&batch, &ctx.plain)?)
+            .try_into_vec_as::<f32>()
+            .map_err(|e| Error::TensorRead {
+                name: "logits".into(),
+                message: e.to_string(),
+            })?;
+        for row in logits.chunks(k) {
+            let mut best = 0;
+            for (c, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = c;
+                }
+            }
+            out.push(best as u32);
+        }
+    }
+    Ok(out)
 }

@@ -29,6 +29,7 @@
 //! `eval` evaluation, `run_dir` the run folder's files, `model_state` the
 //! model and optimizer as checkpoint bytes, `devices` the devices.
 
+mod constrained;
 mod devices;
 mod eval;
 mod model_state;
@@ -111,7 +112,10 @@ pub fn train(
     )?;
     std::fs::File::create(ctx.run.metrics()).map_err(|e| Error::io(ctx.run.metrics(), e))?;
     let optim = new_optimizer(&ctx.config, &model);
-    run_loop(&ctx, model, optim, fresh_state(config.seed), None, observer)
+    let mut state = fresh_state(config.seed);
+    state.multipliers = vec![0.0; constrained::multiplier_count(&ctx)];
+    state.constraint_counts = constrained::empty_counts(&ctx);
+    run_loop(&ctx, model, optim, state, None, observer)
 }
 
 /// A fresh run's model: initialised from the seed, or the pretrained
@@ -183,6 +187,8 @@ fn fresh_state(seed: u64) -> TrainState {
         history: Vec::new(),
         metrics_len: 0,
         train_seconds: 0.0,
+        multipliers: Vec::new(),
+        constraint_counts: Vec::new(),
     }
 }
 

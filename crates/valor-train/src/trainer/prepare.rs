@@ -62,6 +62,12 @@ pub(super) struct Context {
     /// Per training row: example weight, and group id in each fairness column.
     pub(super) weights: Vec<f64>,
     pub(super) fair_columns: Vec<Vec<u32>>,
+    /// The fairness group columns' names, and each one's index among
+    /// `group_columns` (and so in `SplitData::groups`).
+    pub(super) fair_names: Vec<String>,
+    pub(super) fair_index: Vec<usize>,
+    /// The positive label of a binary task (the second), `None` otherwise.
+    pub(super) positive: Option<u32>,
     pub(super) pad_id: u32,
     pub(super) bert_config: BertConfig,
     pub(super) tokenizer_src: PathBuf,
@@ -136,7 +142,19 @@ pub(super) fn prepare(
         fairness_lambda: config.fairness.lambda,
         total_steps,
     };
+    let fair_index = fairness_groups
+        .iter()
+        .map(|name| {
+            data.groups
+                .iter()
+                .position(|g| &g.name == name)
+                .expect("checked by joint_groups")
+        })
+        .collect();
     Ok(Context {
+        fair_names: fairness_groups.clone(),
+        fair_index,
+        positive: (data.num_labels() == 2).then_some(1),
         labels: data.label_names.clone(),
         group_columns: data
             .groups
@@ -205,11 +223,13 @@ fn fairness_groups(config: &TrainConfig, data: &Dataset) -> Result<Vec<String>> 
     } else {
         config.fairness.groups.clone()
     };
-    let needs_groups = config.fairness.lambda > 0.0 || config.weighting == Weighting::Reweighing;
+    let needs_groups = config.fairness.lambda > 0.0
+        || !config.fairness.constraints.is_empty()
+        || config.weighting == Weighting::Reweighing;
     if needs_groups && fairness_groups.is_empty() {
         return Err(Error::Data {
             path: data.source.clone(),
-            message: "the fairness objective (--fairness-lambda > 0 or --reweigh) needs a group column; pass --group".into(),
+            message: "the fairness objective (--fairness-lambda > 0, --constraint or --reweigh) needs a group column; pass --group".into(),
         });
     }
     Ok(fairness_groups)

@@ -13,6 +13,7 @@ use valor_bert::{AdamW, BertForSequenceClassification};
 use valor_data::{BatchConfig, Encoded, plan_batches};
 
 use super::Outcome;
+use super::constrained;
 use super::eval::{evaluate, select_value};
 use super::model_state::{load_model_bytes, model_bytes};
 use super::prepare::Context;
@@ -25,7 +26,7 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::metrics::EvalMetrics;
 use crate::observe::{Control, Event, Observer};
-use crate::report::{REPORT_SCHEMA, Summary, TrainReport};
+use crate::report::{ConstraintsReport, REPORT_SCHEMA, Summary, TrainReport};
 
 /// Runs the epochs left in `state`, then [`finish`]es.
 pub(super) fn run_loop(
@@ -73,7 +74,7 @@ pub(super) fn run_loop(
             let group_end = (state.batches_done + config.grad_accum).min(batches);
             let group = &plan[state.batches_done..group_end];
             let step_examples: usize = group.iter().map(Vec::len).sum();
-            let (grads, objective) = accumulate_gradients(
+            let (grads, objective, surrogates) = accumulate_gradients(
                 ctx,
                 &model,
                 group,
@@ -85,6 +86,9 @@ pub(super) fn run_loop(
             lr = ctx.schedule.lr(state.step);
             model = optim.step(model, grads, lr);
             state.step += 1;
+            if !state.multipliers.is_empty() {
+                constraint_step(ctx, &model, group, surrogates, &mut state)?;
+            }
             state.batches_done = group_end;
             state.epoch_objective_sum += objective * step_examples as f64;
             state.epoch_examples += step_examples as u64;
@@ -127,15 +131,19 @@ fn accumulate_gradients(
     step_examples: usize,
     state: &mut TrainState,
     last_checkpoint: &Option<PathBuf>,
-) -> Result<(GradientsParams, f64)> {
+) -> Result<(GradientsParams, f64, Vec<Option<f64>>)> {
     let mut accumulator = GradientsAccumulator::<BertForSequenceClassification>::new();
     let mut objective = 0.0;
+    let multipliers = state.multipliers.clone();
+    // Per multiplier: the sum of its surrogate over the micro-batches
+    // where it was defined, and how many.
+    let mut surrogate_sums = vec![(0.0, 0usize); multipliers.len()];
     for rows in group {
         let parts = shards(rows, ctx.shard_devices.len());
         let seeds: Vec<u64> = (0..parts.len() as u64)
             .map(|k| mix(state.rng.dropout_seed, state.rng.micro_step + k))
             .collect();
-        let outs = forward_backward(ctx, model, &parts, step_examples, &seeds)?;
+        let outs = forward_backward(ctx, model, &parts, step_examples, &seeds, &multipliers)?;
         for (part, out) in parts.iter().zip(outs) {
             if !out.objective.is_finite() {
                 return Err(Error::NonFinite {
@@ -147,6 +155,12 @@ fn accumulate_gradients(
                 });
             }
             objective += out.objective;
+            for ((sum, n), v) in surrogate_sums.iter_mut().zip(&out.surrogates) {
+                if let Some(v) = v {
+                    *sum += v;
+                    *n += 1;
+                }
+            }
             state.epoch_cross_entropy_sum += out.cross_entropy_sum;
             if let Some(p) = out.penalty {
                 state.epoch_penalty_sum += p * part.len() as f64;
@@ -158,7 +172,36 @@ fn accumulate_gradients(
             state.rng.micro_step += 1;
         }
     }
-    Ok((accumulator.grads(), objective))
+    let surrogates = surrogate_sums
+        .into_iter()
+        .map(|(sum, n)| (n > 0).then(|| sum / n as f64))
+        .collect();
+    Ok((accumulator.grads(), objective, surrogates))
+}
+
+/// Constrained training after an optimizer step: the gaps measured on the
+/// step's constraint batch, the multipliers' ascent, and the step's line
+/// in `metrics.jsonl`.
+fn constraint_step(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    group: &[Vec<usize>],
+    surrogates: Vec<Option<f64>>,
+    state: &mut TrainState,
+) -> Result<()> {
+    let rows = constrained::constraint_batch(ctx, state.step, group);
+    let measured = constrained::ascend(ctx, &model.valid(), &rows, state)?;
+    let record = constrained::StepRecord {
+        event: "constraints",
+        step: state.step,
+        names: constrained::multiplier_names(ctx),
+        multipliers: state.multipliers.clone(),
+        surrogate_gap: surrogates,
+        measured_gap: measured,
+        constraint_rows: rows.len(),
+    };
+    state.metrics_len = append_line(&ctx.run.metrics(), &record)?;
+    Ok(())
 }
 
 /// The gradients scaled to the configured maximum global norm (PyTorch
@@ -204,21 +247,36 @@ fn end_epoch(
     let config = &ctx.config;
     let epoch = state.epoch;
     observer.on_event(&Event::Evaluating { epoch });
-    let valid = if ctx.valid.len() > 0 {
-        Some(evaluate(ctx, &model.valid(), &ctx.valid, false)?.metrics())
+    let (valid, constraints) = if ctx.valid.len() > 0 {
+        let counts = evaluate(ctx, &model.valid(), &ctx.valid, false)?;
+        let checks = if state.multipliers.is_empty() {
+            Vec::new()
+        } else {
+            constrained::checks(ctx, &counts, true, mix(config.seed, epoch as u64))
+        };
+        (Some(counts.metrics()), checks)
     } else {
-        None
+        (None, Vec::new())
+    };
+    let violation = if state.multipliers.is_empty() {
+        0.0
+    } else if valid.is_none() {
+        // No validation split: nothing can show the constraints hold.
+        1.0
+    } else {
+        constrained::violation(&constraints)
     };
     let now = Instant::now();
     state.epoch_seconds += (now - clock).as_secs_f64();
     state.train_seconds += (now - clock).as_secs_f64();
-    let improved = improves(config, valid.as_ref(), state.best.as_ref());
+    let improved = improves(config, valid.as_ref(), violation, state.best.as_ref());
     if improved {
         let value = valid.as_ref().map_or(f64::NAN, |m| select_value(config, m));
         state.best = Some(Best {
             epoch,
             value,
             checkpoint: checkpoint_name(state.step),
+            violation,
         });
         state.bad_epochs = 0;
     } else {
@@ -237,6 +295,7 @@ fn end_epoch(
         valid,
         best: improved,
         epoch_seconds: state.epoch_seconds,
+        constraints,
     };
     state.metrics_len = append_line(&ctx.run.metrics(), &record)?;
     observer.on_event(&Event::EpochEnded { record: &record });
@@ -260,7 +319,24 @@ fn end_epoch(
 
 /// Whether an epoch with these validation metrics beats the best so far
 /// by the early-stopping margin (without validation every epoch does).
-fn improves(config: &TrainConfig, valid: Option<&EvalMetrics>, best: Option<&Best>) -> bool {
+/// With constraints, `violation` ranks first: an epoch that meets every
+/// constraint with its margin (0) beats one that does not, and among
+/// those that do not the smaller violation wins.
+fn improves(
+    config: &TrainConfig,
+    valid: Option<&EvalMetrics>,
+    violation: f64,
+    best: Option<&Best>,
+) -> bool {
+    if let Some(best) = best
+        && (violation > 0.0 || best.violation > 0.0)
+    {
+        return match (violation > 0.0, best.violation > 0.0) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => violation < best.violation,
+        };
+    }
     match (valid, best) {
         (None, _) | (Some(_), None) => true,
         (Some(m), Some(best)) => {
@@ -324,6 +400,36 @@ fn finish(
     } else {
         Default::default()
     };
+    let constraints = (!state.multipliers.is_empty()).then(|| {
+        let test = constrained::checks(ctx, &counts, false, mix(ctx.config.seed, u64::MAX));
+        let best_epoch = state.best.as_ref().map(|b| b.epoch);
+        let validation = best_epoch
+            .and_then(|e| state.history.iter().find(|r| r.epoch == e + 1))
+            .map(|r| r.constraints.clone())
+            .unwrap_or_default();
+        ConstraintsReport {
+            constraints: ctx
+                .config
+                .fairness
+                .constraints
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            groups: ctx.fair_names.clone(),
+            selection_confidence: ctx.config.fairness.constrained.selection_confidence,
+            resamples: ctx.config.fairness.constrained.resamples,
+            met_on_validation: state.best.as_ref().is_some_and(|b| b.violation == 0.0)
+                && !validation.is_empty(),
+            validation,
+            met_on_test: test.iter().all(|c| c.holds),
+            test,
+            multipliers: constrained::multiplier_names(ctx)
+                .into_iter()
+                .zip(&state.multipliers)
+                .map(|(n, &m)| (n, serde_json::Value::from(m)))
+                .collect(),
+        }
+    });
     let report = TrainReport {
         schema: REPORT_SCHEMA.into(),
         summary: Summary::from_metrics(&test),
@@ -331,7 +437,11 @@ fn finish(
         fairness,
         fairness_reference,
         labels: ctx.labels.clone(),
-        fairness_group: ctx.group_columns.first().map(|(n, _)| n.clone()),
+        fairness_group: ctx
+            .fair_names
+            .first()
+            .or(ctx.group_columns.first().map(|(n, _)| n))
+            .cloned(),
         best_epoch: state.best.as_ref().map(|b| b.epoch + 1),
         epochs_run: state.history.len(),
         stopped_early: state.stopped_early,
@@ -339,6 +449,7 @@ fn finish(
         rows: ctx.provenance.rows,
         train_seconds: state.train_seconds,
         provenance: ctx.provenance.clone(),
+        constraints,
     };
     write_json(&ctx.run.report(), &report)?;
     let mut line = serde_json::to_value(&test).map_err(|source| Error::Json {

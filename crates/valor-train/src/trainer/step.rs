@@ -1,5 +1,6 @@
 //! One optimizer step's arithmetic: the objective of a micro-batch
-//! (weighted cross-entropy plus λ times the fairness penalty), forward and
+//! (weighted cross-entropy plus λ times the fairness penalty, or plus the
+//! multipliers times the constraints' surrogates), forward and
 //! backward over the data-parallel shards, and the global gradient norm
 //! and its clipping.
 
@@ -13,7 +14,7 @@ use valor_data::{Encoded, collate};
 
 use super::prepare::Context;
 use crate::error::{Error, Result};
-use crate::penalty::fairness_penalty;
+use crate::penalty::{constraint_surrogate, fairness_penalty};
 
 /// A well-mixed 64-bit seed from a seed and a counter (SplitMix64 with
 /// the counter XORed in, valor-base's [`splitmix64_xor`]): the dropout
@@ -47,6 +48,9 @@ pub(super) struct MicroOutcome {
     pub(super) objective: f64,
     pub(super) cross_entropy_sum: f64,
     pub(super) penalty: Option<f64>,
+    /// Constrained training: each (constraint, column) surrogate's value
+    /// on the micro-batch (`None` where it is undefined).
+    pub(super) surrogates: Vec<Option<f64>>,
 }
 
 /// Forward and backward of one micro-batch; the loss is normalised by
@@ -58,6 +62,7 @@ fn micro_batch(
     rows: &[usize],
     step_examples: usize,
     dropout_seed: u64,
+    multipliers: &[f64],
 ) -> Result<MicroOutcome> {
     let logits = forward(ctx, model, device, rows, dropout_seed)?;
     let labels: Vec<u32> = rows.iter().map(|&i| ctx.train.data.labels[i].0).collect();
@@ -65,7 +70,12 @@ fn micro_batch(
     let log_probs = log_softmax(logits, 1);
     let ce_sum = weighted_cross_entropy_sum(log_probs.clone(), label_t, weight_t);
     let mut loss = ce_sum.clone().div_scalar(step_examples as f64);
-    let (penalty_term, penalty) = fairness_term(ctx, rows, &labels, log_probs.exp())?;
+    let probs = log_probs.exp();
+    let (constraint_term, surrogates) = constraint_term(ctx, rows, &labels, &probs, multipliers)?;
+    if let Some(t) = constraint_term {
+        loss = loss + t.mul_scalar(rows.len() as f64 / step_examples as f64);
+    }
+    let (penalty_term, penalty) = fairness_term(ctx, rows, &labels, probs)?;
     if let Some(p) = penalty_term {
         let lambda = ctx.config.fairness.lambda;
         loss = loss + p.mul_scalar(lambda * rows.len() as f64 / step_examples as f64);
@@ -78,6 +88,7 @@ fn micro_batch(
             objective,
             cross_entropy_sum,
             penalty,
+            surrogates,
         });
     }
     let grads = GradientsParams::from_grads(loss.backward(), model);
@@ -86,6 +97,7 @@ fn micro_batch(
         objective,
         cross_entropy_sum,
         penalty,
+        surrogates,
     })
 }
 
@@ -178,6 +190,53 @@ fn fairness_term(
     }
 }
 
+/// Constrained training's term of the micro-batch: `Σ_j μ_j · s_j` over
+/// the (constraint, fairness column) pairs `j` (constraint-major) whose
+/// multiplier is positive, and every surrogate's value for the record.
+/// `(None, [])` without constraints.
+fn constraint_term(
+    ctx: &Context,
+    rows: &[usize],
+    labels: &[u32],
+    probs: &Tensor<2>,
+    multipliers: &[f64],
+) -> Result<(Option<Tensor<1>>, Vec<Option<f64>>)> {
+    let mut term: Option<Tensor<1>> = None;
+    let mut values = Vec::new();
+    let mut j = 0;
+    for c in &ctx.config.fairness.constraints {
+        for col in &ctx.fair_columns {
+            let groups: Vec<u32> = rows.iter().map(|&i| col[i]).collect();
+            let mu = multipliers.get(j).copied().unwrap_or(0.0);
+            j += 1;
+            let s = if mu > 0.0 {
+                constraint_surrogate(c.kind, probs, &groups, labels, ctx.positive)
+            } else {
+                constraint_surrogate(
+                    c.kind,
+                    &probs.clone().detach(),
+                    &groups,
+                    labels,
+                    ctx.positive,
+                )
+            };
+            let Some(s) = s else {
+                values.push(None);
+                continue;
+            };
+            values.push(Some(scalar(s.clone(), "constraint surrogate")?));
+            if mu > 0.0 {
+                let weighted = s.mul_scalar(mu);
+                term = Some(match term {
+                    Some(t) => t + weighted,
+                    None => weighted,
+                });
+            }
+        }
+    }
+    Ok((term, values))
+}
+
 /// Forward and backward of the shards of one micro-batch, shard `k` with
 /// dropout seed `seeds[k]` on `ctx.shard_devices[k]`; the gradients come
 /// back on the main device, in shard order.
@@ -198,9 +257,18 @@ pub(super) fn forward_backward(
     parts: &[&[usize]],
     step_examples: usize,
     seeds: &[u64],
+    multipliers: &[f64],
 ) -> Result<Vec<MicroOutcome>> {
     if ctx.shard_devices.len() == 1 {
-        let out = micro_batch(ctx, model, &ctx.ad, parts[0], step_examples, seeds[0])?;
+        let out = micro_batch(
+            ctx,
+            model,
+            &ctx.ad,
+            parts[0],
+            step_examples,
+            seeds[0],
+            multipliers,
+        )?;
         return Ok(vec![out]);
     }
     std::thread::scope(|scope| {
@@ -212,7 +280,15 @@ pub(super) fn forward_backward(
                 let replica = model.clone();
                 scope.spawn(move || -> Result<MicroOutcome> {
                     let replica = replica.fork(device);
-                    let mut out = micro_batch(ctx, &replica, device, rows, step_examples, seed)?;
+                    let mut out = micro_batch(
+                        ctx,
+                        &replica,
+                        device,
+                        rows,
+                        step_examples,
+                        seed,
+                        multipliers,
+                    )?;
                     out.grads = out.grads.to_device(&ctx.plain, &replica);
                     Ok(out)
                 })

@@ -1,0 +1,490 @@
+//! Fairness constraints (`demographic_parity <= 0.05`) and the pieces of
+//! constrained training that do not touch tensors: the measured (hard
+//! prediction) gap of each constraint, the projected gradient ascent of
+//! the multipliers, and the bootstrap upper bound that checkpoint selection
+//! compares with the bound.
+//!
+//! The method is the proxy-Lagrangian of Cotter, Jiang & Sridharan (2019,
+//! "Two-Player Games for Efficient Non-Convex Constrained Optimization"):
+//! the model player minimises `loss + Σ_j μ_j · s_j(θ)`, where `s_j` is a
+//! differentiable surrogate of constraint `j`'s gap (see
+//! [`crate::penalty::constraint_surrogate`]); the multiplier player raises
+//! `μ_j` by projected gradient ascent on the *measured* violation `g_j(θ) −
+//! b_j`, where `g_j` is the gap of hard (argmax) predictions on
+//! constraint batches drawn from training rows outside the gradient batch
+//! ([`dual_update`]; the batches' counts are decayed over steps, see
+//! [`decay_and_add`]). Because the multipliers see the gap that will be
+//! reported (not its relaxation), they keep rising until the real gap
+//! meets the bound.
+//!
+//! Gaps follow valor-fair's definitions (`max − min` over groups, the
+//! largest over classes for several labels):
+//! * demographic parity: `max_c (max_g P(ŷ = c | g) − min_g P(ŷ = c | g))`;
+//!   for two labels fairlearn's `demographic_parity_difference`;
+//! * equalized odds: the largest over classes of the one-vs-rest
+//!   true-positive-rate and false-positive-rate gaps; for two labels
+//!   fairlearn's `equalized_odds_difference`;
+//! * equal opportunity: the true-positive-rate gap of the positive label
+//!   (the second of two labels; fairlearn's `true_positive_rate_difference`),
+//!   for more labels the largest recall gap over classes.
+
+use serde::{Deserialize, Serialize};
+use valor_base::splitmix::SplitMix64;
+use valor_fair::ConfusionMatrix;
+
+use crate::error::{Error, Result};
+
+/// The gap a constraint bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintKind {
+    DemographicParity,
+    EqualizedOdds,
+    EqualOpportunity,
+}
+
+impl ConstraintKind {
+    /// The name used on the command line, in `values.toml` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConstraintKind::DemographicParity => "demographic_parity",
+            ConstraintKind::EqualizedOdds => "equalized_odds",
+            ConstraintKind::EqualOpportunity => "equal_opportunity",
+        }
+    }
+
+    const ALL: [ConstraintKind; 3] = [
+        ConstraintKind::DemographicParity,
+        ConstraintKind::EqualizedOdds,
+        ConstraintKind::EqualOpportunity,
+    ];
+}
+
+/// `kind <= bound`: the gap of `kind` on every fairness group column stays
+/// at or under `bound`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub kind: ConstraintKind,
+    pub bound: f64,
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <= {}", self.kind.name(), self.bound)
+    }
+}
+
+impl std::str::FromStr for Constraint {
+    type Err = Error;
+
+    /// `NAME <= BOUND`, NAME one of `demographic_parity`, `equalized_odds`,
+    /// `equal_opportunity` (hyphens allowed), BOUND in (0, 1].
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::config(
+                "constraint",
+                format!(
+                    "`{s}` {why}; write NAME <= BOUND with NAME one of demographic_parity, equalized_odds, equal_opportunity and BOUND in (0, 1], e.g. `demographic_parity <= 0.05`"
+                ),
+            )
+        };
+        let (name, bound) = s
+            .split_once("<=")
+            .ok_or_else(|| bad("has no `<=`".into()))?;
+        let name = name.trim().replace('-', "_");
+        let kind = ConstraintKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| bad(format!("names no known gap (`{name}`)")))?;
+        let bound: f64 = bound.trim().parse().map_err(|_| {
+            bad(format!(
+                "has a bound `{}` that is not a number",
+                bound.trim()
+            ))
+        })?;
+        let c = Constraint { kind, bound };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl Constraint {
+    /// The bound must lie in (0, 1]: a gap of rates is in [0, 1], and a
+    /// bound of 0 can only be met by a constant classifier.
+    pub fn validate(&self) -> Result<()> {
+        if self.bound.is_finite() && self.bound > 0.0 && self.bound <= 1.0 {
+            Ok(())
+        } else {
+            Err(Error::config(
+                "constraint",
+                format!(
+                    "`{}` has bound {}; it must lie in (0, 1]",
+                    self.kind.name(),
+                    self.bound
+                ),
+            ))
+        }
+    }
+}
+
+/// The gap of `kind` among the (non-empty) per-group confusion matrices;
+/// `positive` is the positive label of a binary task. `None` when fewer
+/// than two groups have the rows the gap needs.
+pub fn measured_gap(
+    kind: ConstraintKind,
+    groups: &[ConfusionMatrix],
+    positive: Option<usize>,
+) -> Option<f64> {
+    let k = groups.first()?.k();
+    let cells: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|m| m.cells().iter().map(|&c| c as f64).collect())
+        .collect();
+    gap_of_cells(kind, &cells, k, positive)
+}
+
+/// [`measured_gap`] on (possibly fractional, e.g. decayed) counts: one
+/// row-major `k × k` (true × predicted) vector of cells per group.
+pub fn gap_of_cells(
+    kind: ConstraintKind,
+    groups: &[Vec<f64>],
+    k: usize,
+    positive: Option<usize>,
+) -> Option<f64> {
+    let cell = |g: &[f64], t: usize, p: usize| g[t * k + p];
+    let spread = |values: Vec<f64>| -> Option<f64> {
+        (values.len() >= 2).then(|| {
+            values.iter().copied().fold(f64::MIN, f64::max)
+                - values.iter().copied().fold(f64::MAX, f64::min)
+        })
+    };
+    let rate = |num: f64, den: f64| (den > 0.0).then(|| num / den);
+    let per_class = |c: usize| -> Vec<Option<f64>> {
+        let selection = || {
+            spread(
+                groups
+                    .iter()
+                    .filter_map(|g| rate((0..k).map(|t| cell(g, t, c)).sum(), g.iter().sum()))
+                    .collect(),
+            )
+        };
+        let tpr = || {
+            spread(
+                groups
+                    .iter()
+                    .filter_map(|g| rate(cell(g, c, c), (0..k).map(|p| cell(g, c, p)).sum()))
+                    .collect(),
+            )
+        };
+        let fpr = || {
+            spread(
+                groups
+                    .iter()
+                    .filter_map(|g| {
+                        let negatives = (0..k).filter(|&t| t != c);
+                        rate(
+                            negatives.clone().map(|t| cell(g, t, c)).sum(),
+                            negatives
+                                .flat_map(|t| (0..k).map(move |p| (t, p)))
+                                .map(|(t, p)| cell(g, t, p))
+                                .sum(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        match kind {
+            ConstraintKind::DemographicParity => vec![selection()],
+            ConstraintKind::EqualizedOdds => vec![tpr(), fpr()],
+            ConstraintKind::EqualOpportunity => vec![tpr()],
+        }
+    };
+    let classes: Vec<usize> = match (kind, positive) {
+        (ConstraintKind::EqualOpportunity, Some(p)) => vec![p],
+        _ => (0..k).collect(),
+    };
+    classes
+        .into_iter()
+        .flat_map(per_class)
+        .flatten()
+        .reduce(f64::max)
+}
+
+/// Exponentially decayed confusion counts per group of one column: the
+/// memory of the constraint batches, on which each step measures the gap.
+/// A gap measured on one small batch is biased upwards (a spread of noisy
+/// rates), which would push the multipliers up even for a fair model; the
+/// decayed counts of the last batches (weight `decay^s` for the batch `s`
+/// steps ago, an effective window of `1 / (1 − decay)` batches) shrink the
+/// noise while following the model.
+pub fn decay_and_add(
+    cells: &mut [Vec<f64>],
+    decay: f64,
+    k: usize,
+    rows: impl Iterator<Item = (usize, usize, usize)>,
+) {
+    for g in cells.iter_mut() {
+        g.iter_mut().for_each(|c| *c *= decay);
+    }
+    for (group, t, p) in rows {
+        cells[group][t * k + p] += 1.0;
+    }
+}
+
+/// Projected gradient ascent of the multipliers: `μ_j ← max(0, μ_j + η ·
+/// (g_j − b_j))` for every constraint whose gap was measured (`None`
+/// leaves its multiplier as it is). A multiplier rises while its gap
+/// exceeds the bound and falls, never below 0, while the gap is under it.
+pub fn dual_update(multipliers: &mut [f64], gaps: &[Option<f64>], bounds: &[f64], lr: f64) {
+    for ((mu, gap), bound) in multipliers.iter_mut().zip(gaps).zip(bounds) {
+        if let Some(g) = gap {
+            *mu = (*mu + lr * (g - bound)).max(0.0);
+        }
+    }
+}
+
+/// A gap measured on a split, with its bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GapInterval {
+    /// The gap on the split's rows.
+    pub gap: f64,
+    /// The lower and upper quantiles of the bootstrap distribution of the
+    /// gap (rows resampled with replacement), at the stated level.
+    pub lower: f64,
+    pub upper: f64,
+    /// Resamples where the gap was defined.
+    pub resamples_used: usize,
+}
+
+/// The gap of `kind` on per-group confusion matrices (all of the same
+/// size), with the `lower_q` and `upper_q` quantiles of its bootstrap
+/// distribution: `resamples` times, the split's rows are drawn with
+/// replacement (seeded SplitMix64 draws over the (group, true, predicted)
+/// cells, which is the row bootstrap) and the gap recomputed. `None` when
+/// the gap is undefined on the split itself.
+pub fn bootstrap_gap(
+    kind: ConstraintKind,
+    groups: &[ConfusionMatrix],
+    positive: Option<usize>,
+    resamples: usize,
+    seed: u64,
+    (lower_q, upper_q): (f64, f64),
+) -> Option<GapInterval> {
+    let gap = measured_gap(kind, groups, positive)?;
+    let k = groups.first()?.k();
+    let cells: Vec<u64> = groups.iter().flat_map(|m| m.cells().to_vec()).collect();
+    let n: u64 = cells.iter().sum();
+    let mut cumulative = Vec::with_capacity(cells.len());
+    let mut acc = 0u64;
+    for c in &cells {
+        acc += c;
+        cumulative.push(acc);
+    }
+    let mut rng = SplitMix64::new(seed);
+    let mut values = Vec::with_capacity(resamples);
+    let mut drawn = vec![0u64; cells.len()];
+    for _ in 0..resamples {
+        drawn.iter_mut().for_each(|d| *d = 0);
+        for _ in 0..n {
+            let r = rng.next() % n;
+            let cell = cumulative.partition_point(|&c| c <= r);
+            drawn[cell] += 1;
+        }
+        let resampled: Vec<ConfusionMatrix> = drawn
+            .chunks(k * k)
+            .map(|cells| {
+                let mut m = ConfusionMatrix::new(k);
+                for (i, &x) in cells.iter().enumerate() {
+                    m.add(i / k, i % k, x);
+                }
+                m
+            })
+            .collect();
+        if let Some(g) = measured_gap(kind, &resampled, positive) {
+            values.push(g);
+        }
+    }
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(GapInterval {
+        gap,
+        lower: quantile(&values, lower_q),
+        upper: quantile(&values, upper_q),
+        resamples_used: values.len(),
+    })
+}
+
+/// numpy's default (linear) percentile of sorted values, `q` in [0, 1].
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: &[[u64; 2]; 2]) -> ConfusionMatrix {
+        ConfusionMatrix::from_rows(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn constraints_parse_and_print() {
+        let c: Constraint = "demographic_parity <= 0.05".parse().unwrap();
+        assert_eq!(c.kind, ConstraintKind::DemographicParity);
+        assert_eq!(c.bound, 0.05);
+        assert_eq!(c.to_string(), "demographic_parity <= 0.05");
+        let c: Constraint = "equal-opportunity<=0.1".parse().unwrap();
+        assert_eq!(c.kind, ConstraintKind::EqualOpportunity);
+        for (bad, want) in [
+            ("demographic_parity < 0.05", "has no `<=`"),
+            ("parity <= 0.05", "names no known gap"),
+            ("equalized_odds <= x", "not a number"),
+            ("equalized_odds <= 0", "must lie in (0, 1]"),
+            ("equalized_odds <= 1.5", "must lie in (0, 1]"),
+        ] {
+            let e = bad.parse::<Constraint>().unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("constraint"), "{bad}: {e}");
+        }
+    }
+
+    /// Two groups, binary; rows [true][pred]. Group a: 10 positives of
+    /// which 8 predicted positive, 10 negatives of which 2; group b: 10
+    /// positives, 4 predicted; 10 negatives, 1.
+    #[test]
+    fn measured_gaps_follow_fairlearn() {
+        let a = matrix(&[[8, 2], [2, 8]]);
+        let b = matrix(&[[9, 1], [6, 4]]);
+        let g = [a, b];
+        // Selection rates: a 10/20, b 5/20.
+        let dp = measured_gap(ConstraintKind::DemographicParity, &g, Some(1)).unwrap();
+        assert!((dp - 0.25).abs() < 1e-12);
+        // TPR 0.8 vs 0.4, FPR 0.2 vs 0.1.
+        let eo = measured_gap(ConstraintKind::EqualizedOdds, &g, Some(1)).unwrap();
+        assert!((eo - 0.4).abs() < 1e-12);
+        let eop = measured_gap(ConstraintKind::EqualOpportunity, &g, Some(1)).unwrap();
+        assert!((eop - 0.4).abs() < 1e-12);
+        // One group: undefined.
+        assert_eq!(
+            measured_gap(ConstraintKind::DemographicParity, &g[..1], Some(1)),
+            None
+        );
+    }
+
+    /// Three labels: the gaps are the ones the training report computes
+    /// (`crate::metrics`), and decayed counts weigh old batches less.
+    #[test]
+    fn multiclass_gaps_match_the_report_and_decay() {
+        let m = |rows: [[u64; 3]; 3]| {
+            ConfusionMatrix::from_rows(&rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>())
+                .unwrap()
+        };
+        let g = [
+            m([[5, 2, 1], [1, 6, 2], [0, 3, 4]]),
+            m([[3, 3, 2], [2, 2, 1], [1, 1, 9]]),
+        ];
+        let dp = measured_gap(ConstraintKind::DemographicParity, &g, None).unwrap();
+        let want = crate::metrics::selection_rate_gaps(&g)
+            .into_iter()
+            .flatten()
+            .fold(0.0, f64::max);
+        assert!((dp - want).abs() < 1e-12);
+        let eo = measured_gap(ConstraintKind::EqualizedOdds, &g, None).unwrap();
+        assert!((eo - crate::metrics::equalized_odds_gap(&g).unwrap()).abs() < 1e-12);
+        let eop = measured_gap(ConstraintKind::EqualOpportunity, &g, None).unwrap();
+        // Recalls a: 5/8 vs 3/8; b: 6/9 vs 2/5; c: 4/7 vs 9/11.
+        let want: f64 = [0.25, 6.0 / 9.0 - 0.4, 9.0 / 11.0 - 4.0 / 7.0]
+            .into_iter()
+            .fold(0.0, f64::max);
+        assert!((eop - want).abs() < 1e-12);
+
+        // Binary, two groups: one batch where group 0 selects everyone,
+        // then (decay 0.5) two where both select half.
+        let mut cells = vec![vec![0.0; 4]; 2];
+        decay_and_add(
+            &mut cells,
+            0.5,
+            2,
+            [(0, 0, 1), (0, 1, 1), (1, 0, 0), (1, 1, 1)].into_iter(),
+        );
+        let first = gap_of_cells(ConstraintKind::DemographicParity, &cells, 2, Some(1)).unwrap();
+        assert!((first - 0.5).abs() < 1e-12);
+        for _ in 0..2 {
+            decay_and_add(
+                &mut cells,
+                0.5,
+                2,
+                [(0, 0, 0), (0, 1, 1), (1, 0, 0), (1, 1, 1)].into_iter(),
+            );
+        }
+        let later = gap_of_cells(ConstraintKind::DemographicParity, &cells, 2, Some(1)).unwrap();
+        // Group 0 selected 0.25·2 + 0.5 + 1 = 2 of 3.5 rows, group 1 1.75 of 3.5.
+        assert!((later - (2.0 / 3.5 - 0.5)).abs() < 1e-12, "{later}");
+    }
+
+    #[test]
+    fn dual_update_rises_over_the_bound_and_falls_to_zero_under_it() {
+        let mut mu = [0.0, 1.0, 0.2];
+        dual_update(
+            &mut mu,
+            &[Some(0.3), Some(0.0), None],
+            &[0.1, 0.1, 0.1],
+            1.0,
+        );
+        assert!((mu[0] - 0.2).abs() < 1e-12, "raised by the excess");
+        assert!((mu[1] - 0.9).abs() < 1e-12, "lowered by the slack");
+        assert_eq!(mu[2], 0.2, "no measurement, no change");
+        dual_update(
+            &mut mu,
+            &[Some(0.0), Some(0.0), None],
+            &[0.5, 0.5, 0.1],
+            10.0,
+        );
+        assert_eq!(mu[..2], [0.0, 0.0], "projected onto μ >= 0");
+    }
+
+    /// The Lagrangian game on a problem with a known solution: minimise
+    /// `(x − 1)²` subject to `x <= 0.5`. KKT: `x* = 0.5`, `μ* = 1`
+    /// (`2(x − 1) + μ = 0`). The model player takes gradient steps on `(x −
+    /// 1)² + μ x`, the multiplier player [`dual_update`]s on the measured
+    /// constraint `x` against the bound 0.5; the averaged iterates converge
+    /// to the solution and the multiplier to its KKT value.
+    #[test]
+    fn the_game_finds_the_known_solution() {
+        let (mut x, mut mu) = (1.0f64, [0.0f64]);
+        let (steps, mut x_avg, mut mu_avg) = (20_000, 0.0, 0.0);
+        for t in 0..steps {
+            x -= 0.01 * (2.0 * (x - 1.0) + mu[0]);
+            dual_update(&mut mu, &[Some(x)], &[0.5], 0.01);
+            if t >= steps / 2 {
+                x_avg += x / (steps / 2) as f64;
+                mu_avg += mu[0] / (steps / 2) as f64;
+            }
+        }
+        assert!((x_avg - 0.5).abs() < 1e-3, "x = {x_avg}");
+        assert!((mu_avg - 1.0).abs() < 1e-2, "μ = {mu_avg}");
+        assert!(mu[0] > 0.0);
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_gap_and_is_seeded() {
+        let g = [matrix(&[[40, 10], [10, 40]]), matrix(&[[45, 5], [20, 30]])];
+        let kind = ConstraintKind::DemographicParity;
+        let a = bootstrap_gap(kind, &g, Some(1), 500, 7, (0.025, 0.975)).unwrap();
+        let b = bootstrap_gap(kind, &g, Some(1), 500, 7, (0.025, 0.975)).unwrap();
+        assert_eq!(a, b);
+        assert!((a.gap - 0.15).abs() < 1e-12);
+        assert!(a.lower < a.gap && a.gap < a.upper, "{a:?}");
+        // sd of the gap ≈ sqrt(2 · 0.25 / 100) ≈ 0.07: the 95% interval is
+        // about ±0.14 wide.
+        assert!(a.upper - a.lower > 0.15 && a.upper - a.lower < 0.4, "{a:?}");
+        assert_eq!(a.resamples_used, 500);
+        // A constant classifier has no gap in any resample.
+        let flat = [matrix(&[[50, 0], [50, 0]]), matrix(&[[30, 0], [70, 0]])];
+        let c = bootstrap_gap(kind, &flat, Some(1), 100, 1, (0.025, 0.975)).unwrap();
+        assert_eq!((c.gap, c.lower, c.upper), (0.0, 0.0, 0.0));
+    }
+}
