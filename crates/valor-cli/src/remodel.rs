@@ -54,8 +54,10 @@ pub struct RemodelArgs {
     /// Integration steps of those explanations [default: 16].
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub ig_steps: usize,
-    /// Timed inference passes over a split; throughput (the efficiency
-    /// dimension) is the fastest pass's examples/s [default: 3].
+    /// Timed inference passes over a split; throughput (reported, and the
+    /// efficiency dimension only when values.toml measures it with
+    /// `throughput`; the default `cost` is counted, not timed) is the
+    /// fastest pass's examples/s [default: 3].
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub timing_passes: usize,
     /// Compute backend: cpu, wgpu or cuda (each needs its cargo feature)

@@ -4,8 +4,11 @@
 //! 1. **Measure `V0`.** The baseline (the run folder's `model/`) is scored on
 //!    the validation split: accuracy and macro-F1 from streamed counts
 //!    ([`EvalCounts`]), the fairness gaps of the fairness group column,
-//!    throughput (examples/s of timed inference over the whole split, the
-//!    fastest of a few passes) and,
+//!    its cost (forward GFLOP per example at the split's mean token count
+//!    and MB of weight files, counted: the default efficiency measure, the
+//!    same on every run), throughput (examples/s of timed inference over
+//!    the whole split, the fastest of a few passes; reported, and the
+//!    efficiency dimension only if `values.toml` asks for `throughput`) and,
 //!    when asked for, ERASER faithfulness of integrated-gradients
 //!    explanations on the first validation examples
 //!    (`valor_bert::faithfulness`). `valor_values::measure` turns the numbers
