@@ -10,6 +10,9 @@
 //!   backend's measured peak (N = 2048 on the CPU, 8192 on a GPU).
 //! - `minilm_infer/seqS_bB`, `minilm_train/seqS_bB`: `all-MiniLM-L6-v2` from
 //!   `$VALOR_SHARED_DIR/models` (skipped with a message when unset).
+//! - `minilm_infer_bf16/seqS_bB`, `minilm_infer_int8/seqS_bB`: the same
+//!   inference with the encoder's Linear layers in bf16 or int8
+//!   (`valor_bert::lowp`, `valor predict --precision`), CPU only.
 //! - `minilm_ig/seq64_steps50`: integrated gradients of one sentence
 //!   (`[CLS]` + 62 random ids in `[1000, vocab)` + `[SEP]`, baseline `[CLS]
 //!   [PAD]… [SEP]`, predicted class, 50 Gauss–Legendre steps in one batch)
@@ -33,7 +36,7 @@ use valor_bert::explain::{IgConfig, TokenSequence, integrated_gradients, pad_bas
 use valor_bert::optim::gradients;
 use valor_bert::{
     AdamW, AdamWConfig, Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions,
-    cross_entropy, load_hf,
+    Precision, cross_entropy, load_hf,
 };
 
 fn backend() -> Backend {
@@ -187,8 +190,11 @@ fn matmul(c: &mut Criterion) {
     g.finish();
 }
 
-fn inference(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
-    let group = format!("{name}_infer");
+fn inference(c: &mut Criterion, name: &str, precision: Precision, shapes: &[(usize, usize)]) {
+    let group = match precision {
+        Precision::Fp32 => format!("{name}_infer"),
+        p => format!("{name}_infer_{p}"),
+    };
     if !wanted(&group) {
         return;
     }
@@ -196,7 +202,10 @@ fn inference(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
     let Some((config, model)) = model(name, &device.clone().autodiff()) else {
         return;
     };
-    let eval = model.valid();
+    let eval = valor_bert::lowp::apply(model.valid(), precision).expect("packing the weights");
+    if precision != Precision::Fp32 {
+        eprintln!("{group}: {} kernels", precision.kernel());
+    }
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     for &(seq, batch) in shapes {
@@ -286,7 +295,13 @@ fn explain(c: &mut Criterion) {
 }
 
 fn minilm(c: &mut Criterion) {
-    inference(c, "minilm", &[(64, 1), (128, 1), (64, 32), (128, 32)]);
+    let shapes = [(64, 1), (128, 1), (64, 32), (128, 32)];
+    inference(c, "minilm", Precision::Fp32, &shapes);
+    if backend() == Backend::Cpu {
+        // The low-precision kernels run on the CPU only.
+        inference(c, "minilm", Precision::Bf16, &shapes);
+        inference(c, "minilm", Precision::Int8, &shapes);
+    }
     training(c, "minilm", &[(64, 16), (128, 16)]);
     explain(c);
 }
@@ -295,7 +310,7 @@ fn base(c: &mut Criterion) {
     if backend() == Backend::Cpu {
         return;
     }
-    inference(c, "base", &[(128, 32)]);
+    inference(c, "base", Precision::Fp32, &[(128, 32)]);
     training(c, "base", &[(128, 32)]);
 }
 

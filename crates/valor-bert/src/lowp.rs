@@ -87,7 +87,9 @@ impl std::str::FromStr for Precision {
             "fp32" | "f32" => Ok(Precision::Fp32),
             "bf16" => Ok(Precision::Bf16),
             "int8" => Ok(Precision::Int8),
-            _ => Err(format!("unknown precision `{s}`; expected fp32, bf16 or int8")),
+            _ => Err(format!(
+                "unknown precision `{s}`; expected fp32, bf16 or int8"
+            )),
         }
     }
 }
@@ -199,7 +201,10 @@ impl Reparameterizer for &mut Pack {
         if D != 2 || !path.contains("encoder.") || !path.ends_with("weight") {
             return (param, None);
         }
-        if param.reparameterization::<crate::lora::LoraAdapter>().is_some() {
+        if param
+            .reparameterization::<crate::lora::LoraAdapter>()
+            .is_some()
+        {
             self.error.get_or_insert(Error::Pack {
                 name: path.to_string(),
                 precision: self.precision.name(),
@@ -268,10 +273,13 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
         && x.dtype() == burn::tensor::DType::F32
         && x.dims()[1] == lowp.packed.in_features()
     {
-        let bias = layer
-            .bias
-            .as_ref()
-            .and_then(|b| b.val().into_data().convert::<f32>().try_into_vec::<f32>().ok());
+        let bias = layer.bias.as_ref().and_then(|b| {
+            b.val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .ok()
+        });
         return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::lowp_linear(
             x.into_dispatch(),
             lowp.packed.clone(),

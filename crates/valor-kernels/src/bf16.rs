@@ -21,6 +21,14 @@ pub fn bf16_to_f32(b: u16) -> f32 {
     f32::from_bits(u32::from(b) << 16)
 }
 
+/// Activations of a block of rows, as the micro-kernel takes them.
+#[derive(Clone, Copy)]
+enum Acts<'a> {
+    Bf16(&'a [u16]),
+    /// bf16 values widened to f32.
+    F32(&'a [f32]),
+}
+
 /// A Linear weight `[n, k]` (out × in, row-major as HF stores it) rounded
 /// to bf16 and packed for [`linear`](Self::linear).
 ///
@@ -68,10 +76,12 @@ impl PackedBf16 {
     /// Runs on `isa` instead of the detected one (tests of the fallback);
     /// `None` when this CPU lacks it.
     pub fn with_isa(mut self, isa: Isa) -> Option<Self> {
-        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Bf16)).then(|| {
-            self.isa = isa;
-            self
-        })
+        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Bf16 | Isa::Avx512Fma)).then(
+            || {
+                self.isa = isa;
+                self
+            },
+        )
     }
 
     /// The instruction set [`linear`](Self::linear) runs on.
@@ -119,18 +129,31 @@ impl PackedBf16 {
             .zip(x.par_chunks(per * k))
             .for_each(|(out, x)| {
                 let rows = out.len() / n;
-                let mut xb = vec![0u16; rows * kp];
-                for r in 0..rows {
-                    for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(&x[r * k..(r + 1) * k]) {
-                        *d = f32_to_bf16(v);
+                if self.isa == Isa::Avx512Fma {
+                    // The FMA kernel takes the rounded activations as f32.
+                    let mut xf = vec![0f32; rows * kp];
+                    for r in 0..rows {
+                        let src = &x[r * k..(r + 1) * k];
+                        for (d, &v) in xf[r * kp..r * kp + k].iter_mut().zip(src) {
+                            *d = bf16_to_f32(f32_to_bf16(v));
+                        }
                     }
+                    self.block(Acts::F32(&xf), rows, bias, out);
+                } else {
+                    let mut xb = vec![0u16; rows * kp];
+                    for r in 0..rows {
+                        let src = &x[r * k..(r + 1) * k];
+                        for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(src) {
+                            *d = f32_to_bf16(v);
+                        }
+                    }
+                    self.block(Acts::Bf16(&xb), rows, bias, out);
                 }
-                self.block(&xb, rows, bias, out);
             });
         Ok(())
     }
 
-    fn block(&self, xb: &[u16], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    fn block(&self, xs: Acts<'_>, rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
         let (n, kh) = (self.n, self.kh);
         let kp = kh * 2;
         let panel_len = kh * NR * 2;
@@ -140,13 +163,27 @@ impl PackedBf16 {
             let cols = NR.min(n - c0);
             for r0 in (0..rows).step_by(MR) {
                 let mr = MR.min(rows - r0);
-                let xs = &xb[r0 * kp..(r0 + mr) * kp];
-                match self.isa {
+                let rows_at = r0 * kp..(r0 + mr) * kp;
+                match (self.isa, xs) {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512Bf16 => {
-                        crate::x86::bf16_microkernel(mr, xs, kp, panel, kh, &mut acc)
+                    (Isa::Avx512Bf16, Acts::Bf16(xb)) => {
+                        crate::x86::bf16_microkernel(mr, &xb[rows_at], kp, panel, kh, &mut acc)
                     }
-                    _ => crate::scalar::bf16_microkernel(mr, xs, kp, panel, kh, &mut acc),
+                    #[cfg(target_arch = "x86_64")]
+                    (Isa::Avx512Fma, Acts::F32(xf)) => {
+                        crate::x86::bf16_fma_microkernel(mr, &xf[rows_at], kp, panel, kh, &mut acc)
+                    }
+                    (_, Acts::Bf16(xb)) => {
+                        crate::scalar::bf16_microkernel(mr, &xb[rows_at], kp, panel, kh, &mut acc)
+                    }
+                    (_, Acts::F32(xf)) => crate::scalar::bf16_f32_microkernel(
+                        mr,
+                        &xf[rows_at],
+                        kp,
+                        panel,
+                        kh,
+                        &mut acc,
+                    ),
                 }
                 for (r, acc) in acc.iter().enumerate().take(mr) {
                     let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
@@ -175,7 +212,9 @@ mod tests {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for c in 0..n {
-                out[i * n + c] = (0..k).map(|j| r(x[i * k + j]) * r(w[c * k + j])).sum::<f64>()
+                out[i * n + c] = (0..k)
+                    .map(|j| r(x[i * k + j]) * r(w[c * k + j]))
+                    .sum::<f64>()
                     + f64::from(bias[c]);
             }
         }
@@ -183,7 +222,7 @@ mod tests {
     }
 
     fn isas() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx512Bf16]
+        [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma]
             .into_iter()
             .filter(|i| i.available())
             .collect()

@@ -49,3 +49,24 @@ pub(crate) fn bf16_microkernel(
         }
     }
 }
+
+/// As [`bf16_microkernel`] with the activations given as f32 values
+/// (already rounded to bf16).
+pub(crate) fn bf16_f32_microkernel(
+    rows: usize,
+    xf: &[f32],
+    kp: usize,
+    panel: &[u16],
+    kh: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+        acc.fill(0.0);
+        let x = &xf[r * kp..r * kp + kh * 2];
+        for (xs, ws) in x.chunks_exact(2).zip(panel.chunks_exact(NR * 2)) {
+            for (a, w) in acc.iter_mut().zip(ws.chunks_exact(2)) {
+                *a += xs[0] * bf16_to_f32(w[0]) + xs[1] * bf16_to_f32(w[1]);
+            }
+        }
+    }
+}

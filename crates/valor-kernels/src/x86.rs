@@ -33,7 +33,10 @@ pub(crate) fn i8_microkernel(
     kq: usize,
     acc: &mut [[i32; NR]; MR],
 ) {
-    assert!(has_vnni(), "VNNI kernel called on a CPU without AVX512-VNNI");
+    assert!(
+        has_vnni(),
+        "VNNI kernel called on a CPU without AVX512-VNNI"
+    );
     assert!((1..=MR).contains(&rows) && kp >= kq * 4);
     assert!(xq.len() >= (rows - 1) * kp + kq * 4 && panel.len() >= kq * NR * 4);
     let (x, w, a) = (xq.as_ptr(), panel.as_ptr(), acc.as_mut_ptr().cast::<i32>());
@@ -99,7 +102,10 @@ pub(crate) fn bf16_microkernel(
     kh: usize,
     acc: &mut [[f32; NR]; MR],
 ) {
-    assert!(has_bf16(), "BF16 kernel called on a CPU without AVX512-BF16");
+    assert!(
+        has_bf16(),
+        "BF16 kernel called on a CPU without AVX512-BF16"
+    );
     assert!((1..=MR).contains(&rows) && kp >= kh * 2);
     assert!(xb.len() >= (rows - 1) * kp + kh * 2 && panel.len() >= kh * NR * 2);
     let (x, w, a) = (xb.as_ptr(), panel.as_ptr(), acc.as_mut_ptr().cast::<f32>());
@@ -145,6 +151,89 @@ unsafe fn bf16_kernel<const R: usize>(
                 let xa = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair));
                 for (c, b) in c.iter_mut().zip(b) {
                     *c = _mm512_dpbf16_ps(*c, xa, b);
+                }
+            }
+        }
+    }
+    for (r, c) in c.iter().enumerate() {
+        for (j, &c) in c.iter().enumerate() {
+            // SAFETY (the caller's): `acc` holds at least `R · NR` f32s.
+            unsafe { _mm512_storeu_ps(acc.add(r * NR + j * 16), c) };
+        }
+    }
+}
+
+/// AVX-512F (FMA on 512-bit registers).
+pub(crate) fn has_avx512f() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// As [`crate::scalar::bf16_microkernel`] with the activations given as
+/// f32 values (already rounded to bf16) and plain f32 FMAs: each packed
+/// 32-bit lane (two bf16 weights) becomes two f32 vectors by a shift and a
+/// mask. A bf16 product is exact in f32, so this is the bf16 arithmetic
+/// at the FMA units' rate (on CPUs where `vdpbf16ps` is slower than two
+/// FMAs, or absent).
+pub(crate) fn bf16_fma_microkernel(
+    rows: usize,
+    xf: &[f32],
+    kp: usize,
+    panel: &[u16],
+    kh: usize,
+    acc: &mut [[f32; NR]; MR],
+) {
+    assert!(
+        has_avx512f(),
+        "AVX-512 kernel called on a CPU without AVX-512F"
+    );
+    assert!((1..=MR).contains(&rows) && kp >= kh * 2);
+    assert!(xf.len() >= (rows - 1) * kp + kh * 2 && panel.len() >= kh * NR * 2);
+    let (x, w, a) = (xf.as_ptr(), panel.as_ptr(), acc.as_mut_ptr().cast::<f32>());
+    // SAFETY: the CPU has AVX-512F (checked above); the kernel reads row
+    // `r < rows` of `xf` at `r·kp .. r·kp + 2·kh` and `panel` at
+    // `0 .. kh·NR·2`, both within the lengths asserted above, and writes
+    // `rows · NR ≤ MR · NR` f32s of `acc`.
+    unsafe {
+        match rows {
+            1 => bf16_fma_kernel::<1>(x, kp, w, kh, a),
+            2 => bf16_fma_kernel::<2>(x, kp, w, kh, a),
+            3 => bf16_fma_kernel::<3>(x, kp, w, kh, a),
+            _ => bf16_fma_kernel::<4>(x, kp, w, kh, a),
+        }
+    }
+}
+
+/// `R` rows × 64 columns: per pair of the inner dimension, four 64-byte
+/// loads of the panel split into eight f32 vectors, two broadcasts per row,
+/// `8·R` FMAs.
+#[target_feature(enable = "avx512f")]
+unsafe fn bf16_fma_kernel<const R: usize>(
+    x: *const f32,
+    kp: usize,
+    w: *const u16,
+    kh: usize,
+    acc: *mut f32,
+) {
+    let mut c = [[_mm512_setzero_ps(); 4]; R];
+    let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+    for h in 0..kh {
+        // SAFETY (the caller's): `w + h·128 .. + 128` u16s and
+        // `x + r·kp + 2h .. + 2` lie inside the checked slices.
+        unsafe {
+            let wh = w.add(h * NR * 2);
+            let mut even = [_mm512_setzero_ps(); 4];
+            let mut odd = [_mm512_setzero_ps(); 4];
+            for j in 0..4 {
+                let v = _mm512_loadu_si512(wh.add(32 * j).cast());
+                even[j] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                odd[j] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+            }
+            for (r, c) in c.iter_mut().enumerate() {
+                let x0 = _mm512_set1_ps(*x.add(r * kp + h * 2));
+                let x1 = _mm512_set1_ps(*x.add(r * kp + h * 2 + 1));
+                for j in 0..4 {
+                    c[j] = _mm512_fmadd_ps(x0, even[j], c[j]);
+                    c[j] = _mm512_fmadd_ps(x1, odd[j], c[j]);
                 }
             }
         }

@@ -336,6 +336,45 @@ fn model_workloads(ctx: &Ctx) -> Vec<Workload> {
         model("minilm", MINILM, "minilm", 128, 32, false, false);
         model("minilm", MINILM, "minilm", 64, 16, true, false);
         model("minilm", MINILM, "minilm", 128, 16, true, false);
+        // Low precision against PyTorch's own switches for it.
+        for (precision, peer_precision, peer_label) in [
+            (
+                "bf16",
+                "bf16",
+                "PyTorch + transformers, bf16 autocast no_grad forward",
+            ),
+            (
+                "int8",
+                "int8-dynamic",
+                "PyTorch + transformers, quantize_dynamic int8 no_grad forward",
+            ),
+        ] {
+            for (seq, batch) in [(64, 1), (128, 1), (64, 32), (128, 32)] {
+                let mut peer = bert_peer(ctx, "minilm", seq, batch, false);
+                if let Some(p) = peer.as_mut() {
+                    p.run
+                        .args
+                        .extend(["--precision".into(), peer_precision.into()]);
+                    p.label = peer_label.into();
+                }
+                w.push(Workload {
+                    name: format!("minilm_infer_{precision}_seq{seq}_b{batch}"),
+                    what: format!(
+                        "MiniLM inference, seq {seq}, batch {batch}, encoder Linear layers in {precision} (`--precision {precision}`)"
+                    ),
+                    valor: crit(
+                        "valor-bert",
+                        "model",
+                        &format!("minilm_infer_{precision}/seq{seq}_b{batch}"),
+                    ),
+                    quick: false,
+                    peers: Vec::from_iter(peer),
+                    input: None,
+                    flops: Some(bert_flops(MINILM, seq, batch)),
+                    items: Some((batch as f64, "samples")),
+                });
+            }
+        }
     }
     if !ctx.gpu {
         w.push(Workload {
@@ -440,6 +479,14 @@ pub(super) const PENDING: &[(&str, &str)] = &[
     ),
     (
         "bf16",
-        "the GPU section measures f32 only; valor-bert has no bf16 switch yet",
+        "the GPU section measures f32 only; the bf16/int8 kernels (`--precision`) run on the CPU only",
+    ),
+    (
+        "bf16_train",
+        "bf16 training (b16 × s128 against PyTorch autocast): `--precision` is inference-only so far",
+    ),
+    (
+        "bf16_gemm_peak",
+        "a bf16 GEMM peak row: `cargo run --release -p valor-kernels --example gops` prints the kernels' GFLOP/s by shape, outside the harness",
     ),
 ];

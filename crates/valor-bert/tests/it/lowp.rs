@@ -29,7 +29,9 @@ fn minilm_with_head(device: &valor_bert::burn::tensor::Device) -> BertForSequenc
         head: Some(fixture(&shared).join("head.safetensors")),
         ..LoadOptions::default()
     };
-    common::load_hf(&minilm(&shared), device, options).unwrap().1
+    common::load_hf(&minilm(&shared), device, options)
+        .unwrap()
+        .1
 }
 
 fn argmax(row: &[f64]) -> usize {
@@ -52,7 +54,11 @@ fn int8_and_bf16_logits_stay_close_to_fp32_on_the_parity_sentences() {
         (Precision::Int8, INT8_LOGITS_MAX_ABS),
     ] {
         let low = lowp::apply(model.clone(), precision).unwrap();
-        assert_eq!(lowp::packed_count(&low), 36, "6 Linear layers × 6 encoder layers");
+        assert_eq!(
+            lowp::packed_count(&low),
+            36,
+            "6 Linear layers × 6 encoder layers"
+        );
         let logits = common::to_f64(low.forward(input.clone()));
         let worst = logits
             .iter()
@@ -76,7 +82,10 @@ fn int8_and_bf16_logits_stay_close_to_fp32_on_the_parity_sentences() {
         );
         assert!(worst <= tol, "{precision}: max |diff| {worst} > {tol}");
         assert!(worst > 0.0, "{precision}: the packed kernels did not run");
-        assert!(agree * 100 >= batch * 99, "{precision}: argmax {agree}/{batch}");
+        assert!(
+            agree * 100 >= batch * 99,
+            "{precision}: argmax {agree}/{batch}"
+        );
     }
 }
 

@@ -83,7 +83,10 @@ fn predict_precision_bf16_and_int8_agree_with_fp32_on_minilm() {
         ("int8-scalar", "int8", &[("VALOR_KERNELS", "scalar")][..]),
     ] {
         let (out, stderr) = run(name, &["--precision", precision], env);
-        assert!(stderr.contains(&format!("precision {precision}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("precision {precision}")),
+            "{stderr}"
+        );
         if !env.is_empty() {
             assert!(stderr.contains("on scalar kernels"), "{stderr}");
         }
@@ -96,21 +99,34 @@ fn predict_precision_bf16_and_int8_agree_with_fp32_on_minilm() {
                 worst = worst.max((g - w).abs());
             }
         }
-        eprintln!("{name}: max |p - p_fp32| {worst:.5}, labels {agree}/{}", want.len());
+        eprintln!(
+            "{name}: max |p - p_fp32| {worst:.5}, labels {agree}/{}",
+            want.len()
+        );
         let tol = if precision == "int8" {
             INT8_PROB_MAX_ABS
         } else {
             BF16_PROB_MAX_ABS
         };
         assert!(worst <= tol, "{name}: {worst} > {tol}");
-        assert!(worst > 0.0, "{name}: identical to fp32, so the kernels did not run");
-        assert!(agree * 100 >= want.len() * 99, "{name}: labels {agree}/{}", want.len());
+        assert!(
+            worst > 0.0,
+            "{name}: identical to fp32, so the kernels did not run"
+        );
+        assert!(
+            agree * 100 >= want.len() * 99,
+            "{name}: labels {agree}/{}",
+            want.len()
+        );
         if precision == "int8" {
             int8_files.push(std::fs::read(&out).unwrap());
         }
     }
     // Integer products are exact: the fallback writes the same bytes.
-    assert_eq!(int8_files[0], int8_files[1], "int8 fallback differs from the SIMD kernel");
+    assert_eq!(
+        int8_files[0], int8_files[1],
+        "int8 fallback differs from the SIMD kernel"
+    );
 }
 
 #[test]

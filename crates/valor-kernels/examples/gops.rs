@@ -1,0 +1,63 @@
+//! Throughput of the int8 and bf16 Linear products on the model's shapes:
+//! `cargo run --release -p valor-kernels --example gops`. Prints one line
+//! per product, shape and instruction set (median of 9 runs).
+#![allow(clippy::print_stdout)]
+
+use std::time::Instant;
+
+use valor_kernels::{Isa, PackedBf16, PackedI8};
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
+
+fn median(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..9)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[4]
+}
+
+fn main() {
+    for (m, n, k) in [
+        (4096, 384, 384),
+        (4096, 1536, 384),
+        (4096, 384, 1536),
+        (64, 384, 384),
+    ] {
+        let x = values(m * k);
+        let w = values(n * k);
+        let mut out = vec![0f32; m * n];
+        let flop = 2.0 * (m * n * k) as f64;
+        for isa in [Isa::Scalar, Isa::Avx512Vnni] {
+            if let Some(p) = PackedI8::pack(&w, n, k).unwrap().with_isa(isa) {
+                let t = median(|| p.linear(&x, m, None, &mut out).unwrap());
+                println!(
+                    "int8 {m}x{n}x{k} {:12} {:8.2} ms {:7.1} GOP/s",
+                    isa.name(),
+                    t * 1e3,
+                    flop / t / 1e9
+                );
+            }
+        }
+        for isa in [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma] {
+            if let Some(p) = PackedBf16::pack(&w, n, k).unwrap().with_isa(isa) {
+                let t = median(|| p.linear(&x, m, None, &mut out).unwrap());
+                println!(
+                    "bf16 {m}x{n}x{k} {:12} {:8.2} ms {:7.1} GFLOP/s",
+                    isa.name(),
+                    t * 1e3,
+                    flop / t / 1e9
+                );
+            }
+        }
+    }
+}
