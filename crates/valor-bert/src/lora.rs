@@ -306,7 +306,7 @@ impl Reparameterization for LoraAdapter {
 /// an adapter, the plain layer otherwise.
 pub fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     let Some(adapter) = layer.weight.reparameterization::<LoraAdapter>() else {
-        return layer.forward(x);
+        return crate::lowp::linear(layer, x);
     };
     let base = burn::tensor::module::linear(
         x.clone(),
