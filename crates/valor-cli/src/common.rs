@@ -177,11 +177,13 @@ pub struct MonitorFlags {
     /// --window of them).
     #[arg(long, value_name = "S")]
     pub window_seconds: Option<f64>,
-    /// Reference sample for drift: a `valor.monitor.reference/1` JSON file,
-    /// or a predictions file as `valor predict` writes it on validation data
-    /// (`label` and `p_<label>` columns; optional `text_chars` / `text` and
+    /// Reference sample for drift: a `valor train` run folder (its
+    /// `reference.json`: the model's predictions on the validation rows), a
+    /// `valor.monitor.reference/1` JSON file, or a predictions file as
+    /// `valor predict` writes it on validation data (`label` and
+    /// `p_<label>` columns; optional `text_chars` / `text` and
     /// `unknown_rate`). Without it, no drift.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE|RUN")]
     pub reference: Option<PathBuf>,
     /// Count and log a breach when a window's demographic-parity difference
     /// exceeds this.

@@ -52,8 +52,22 @@ impl Default for MonitorSettings {
 }
 
 /// Reads `--reference` (before the model loads, so a bad file stops the
-/// start).
+/// start): a `valor.monitor.reference/1` JSON file, a predictions table,
+/// or a `valor train` run folder (its `reference.json`, the exported
+/// model's validation predictions).
 pub fn load_reference(path: &Path) -> Result<Reference> {
+    if path.is_dir() {
+        let file = path.join("reference.json");
+        if !file.is_file() {
+            return Err(Error::Monitor(format!(
+                "{}: a folder, but it holds no reference.json (the validation predictions \
+                 that `valor train` writes into its run folder); give a run folder or a \
+                 predictions file",
+                path.display()
+            )));
+        }
+        return load_reference(&file);
+    }
     let err = |message: String| Error::Monitor(format!("{}: {message}", path.display()));
     if path.extension().is_some_and(|e| e == "json") {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;

@@ -1358,3 +1358,77 @@ print(json.dumps({"refused": [refused.status_code, refused.json()["error_type"]]
     assert_eq!(got["scores"], json_of(&body), "Python sees what Rust sees");
     assert_eq!(s.stop(), 0);
 }
+
+/// `valor train` leaves `reference.json` (the exported model's validation
+/// predictions) in its run folder, and `--reference RUN` measures drift
+/// against it; a folder without one is refused before the model loads.
+#[test]
+fn serve_takes_a_training_run_as_its_drift_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.csv");
+    let (code, _, stderr) = valor(&[
+        "data",
+        "gen",
+        "--rows",
+        "200",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = dir.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(data.to_str().unwrap(), &run, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let reference = json_of(&read(&run.join("reference.json")));
+    assert_eq!(reference["schema"], "valor.monitor.reference/1");
+    let labels = reference["labels"].as_array().unwrap().len();
+    let rows = reference["predicted"].as_array().unwrap().len();
+    let report = json_of(&read(&run.join("report.json")));
+    assert_eq!(
+        rows as u64,
+        report["rows"]["valid"].as_u64().unwrap(),
+        "one row per validation row: {report}"
+    );
+    assert_eq!(reference["scores"].as_array().unwrap().len(), labels);
+    for p in 0..rows {
+        let sum: f64 = (0..labels)
+            .map(|c| reference["scores"][c][p].as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-9, "row {p} sums to {sum}");
+    }
+    assert_eq!(reference["text_chars"].as_array().unwrap().len(), rows);
+    assert_eq!(reference["unknown_rate"].as_array().unwrap().len(), rows);
+
+    let run_s = run.to_str().unwrap();
+    let s = Served::start(
+        &run.join("model"),
+        &["--reference", run_s, "--group", "gender"],
+        &dir.path().join("serve.err"),
+    );
+    let inputs: Vec<Value> = (0..6)
+        .map(|i| {
+            let g = ["f", "m"][i % 2];
+            json!({"text": TEXTS[i % TEXTS.len()], "groups": {"gender": g}})
+        })
+        .collect();
+    let (code, _, body) = s.post("/decide", None, &json!({ "inputs": inputs }).to_string());
+    assert_eq!(code, 200, "{body}");
+    let (code, _, body) = s.get("/fairness", None);
+    assert_eq!(code, 200, "{body}");
+    let drift = &json_of(&body)["drift"];
+    assert_eq!(drift["reference_rows"], rows, "{drift}");
+    assert_eq!(drift["current_rows"], 6, "{drift}");
+    assert_eq!(s.stop(), 0);
+
+    // A folder with no reference.json: exit 2, naming the file it wanted.
+    let (code, _, stderr) = valor(&[
+        "serve",
+        "--model",
+        run.join("model").to_str().unwrap(),
+        "--addr",
+        "127.0.0.1:0",
+        "--reference",
+        run.join("model").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("reference.json"), "{stderr}");
+}

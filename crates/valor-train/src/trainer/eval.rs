@@ -97,8 +97,30 @@ pub(super) fn predict_rows(
     split: &SplitData,
     rows: &[usize],
 ) -> Result<Vec<u32>> {
-    let k = ctx.labels.len();
-    let mut out = Vec::with_capacity(rows.len());
+    let logits = logits_rows(ctx, model, split, rows)?;
+    Ok(logits
+        .chunks(ctx.labels.len())
+        .map(|row| {
+            let mut best = 0;
+            for (c, v) in row.iter().enumerate() {
+                if *v > row[best] {
+                    best = c;
+                }
+            }
+            best as u32
+        })
+        .collect())
+}
+
+/// The logits of `rows` of `split`, row-major (`rows.len()` × labels), as
+/// [`predict_rows`] computes them.
+pub(super) fn logits_rows(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    split: &SplitData,
+    rows: &[usize],
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(rows.len() * ctx.labels.len());
     for chunk in rows.chunks(ctx.config.eval_batch_size) {
         let encs: Vec<&Encoded> = chunk.iter().map(|&i| &split.enc[i]).collect();
         let batch = collate(chunk.to_vec(), &encs, ctx.pad_id);
@@ -109,15 +131,7 @@ pub(super) fn predict_rows(
                 name: "logits".into(),
                 message: e.to_string(),
             })?;
-        for row in logits.chunks(k) {
-            let mut best = 0;
-            for (c, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = c;
-                }
-            }
-            out.push(best as u32);
-        }
+        out.extend(logits);
     }
     Ok(out)
 }

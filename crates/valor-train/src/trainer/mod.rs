@@ -34,6 +34,7 @@ mod devices;
 mod eval;
 mod model_state;
 mod prepare;
+mod reference;
 mod run_dir;
 mod run_loop;
 mod step;

@@ -54,6 +54,10 @@ impl RunDir {
     pub fn report(&self) -> PathBuf {
         self.root.join("report.json")
     }
+    /// The drift reference: the exported model's validation predictions.
+    pub fn reference(&self) -> PathBuf {
+        self.root.join("reference.json")
+    }
     /// Whether a run was started here.
     pub fn holds_run(&self) -> bool {
         self.config().exists() || self.checkpoints().exists()
@@ -126,7 +130,7 @@ pub(crate) fn check_valor_run(run: &RunDir) -> Result<()> {
 
 /// Removes what a run wrote into its folder, by name, so `--overwrite` can
 /// start a new run there: `config.json`, `metrics.jsonl`, `tokenizer.json`,
-/// `report.json` and temporary files; in `checkpoints/` the checkpoints,
+/// `report.json`, `reference.json` and temporary files; in `checkpoints/` the checkpoints,
 /// `model_config.json` and temporary files; in `model/` the files of a
 /// model folder ([`valor_bert::is_model_file`]), in `adapter/` those of a
 /// LoRA adapter ([`valor_bert::lora::is_adapter_file`]). Anything else (a user's
@@ -134,7 +138,13 @@ pub(crate) fn check_valor_run(run: &RunDir) -> Result<()> {
 /// that still holds it. A `config.json` Valor did not write stops it first.
 pub(crate) fn remove_run_files(run: &RunDir) -> Result<()> {
     check_valor_run(run)?;
-    for f in [run.config(), run.metrics(), run.tokenizer(), run.report()] {
+    for f in [
+        run.config(),
+        run.metrics(),
+        run.tokenizer(),
+        run.report(),
+        run.reference(),
+    ] {
         if f.is_file() {
             std::fs::remove_file(&f).map_err(|e| Error::io(&f, e))?;
         }

@@ -17,6 +17,7 @@ use super::constrained;
 use super::eval::{evaluate, select_value};
 use super::model_state::{load_model_bytes, model_bytes};
 use super::prepare::Context;
+use super::reference::write_reference;
 use super::run_dir::{append_line, write_json};
 use super::step::{forward_backward, global_grad_norm, mix, scale_grads, shards};
 use crate::checkpoint::{
@@ -392,6 +393,7 @@ fn finish(
         _ => model,
     };
     export_model(ctx, &best_model)?;
+    write_reference(ctx, &best_model.valid())?;
     observer.on_event(&Event::Testing);
     let counts = evaluate(ctx, &best_model.valid(), &ctx.test, true)?;
     let test = counts.metrics();
