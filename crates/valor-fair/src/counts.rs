@@ -766,12 +766,16 @@ pub fn counts_sql(c: &SqlColumns<'_>, dialect: SqlDialect) -> String {
         select.push(format!("  SUM({}) AS {}", q(score), q("score_sum")));
     }
     let table = c.table.split('.').map(q).collect::<Vec<_>>().join(".");
+    // Ordinals, not aliases: Trino groups by neither an alias nor an
+    // expression's name, and every engine here takes positions.
+    let positions = (1..=keys.len())
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
-        "SELECT\n{}\nFROM {table}\nWHERE {}\nGROUP BY {}\nORDER BY {}\n",
+        "SELECT\n{}\nFROM {table}\nWHERE {}\nGROUP BY {positions}\nORDER BY {positions}\n",
         select.join(",\n"),
         not_null.join(" AND "),
-        keys.join(", "),
-        keys.join(", ")
     )
 }
 
@@ -858,5 +862,9 @@ mod tests {
             "{spark}"
         );
         assert!(!spark.contains("score_bin"), "{spark}");
+        assert!(
+            spark.contains("GROUP BY 1, 2, 3, 4\nORDER BY 1, 2, 3, 4\n"),
+            "{spark}"
+        );
     }
 }
