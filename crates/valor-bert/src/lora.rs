@@ -501,6 +501,9 @@ pub struct PeftAdapter {
 
 type Tensor2 = (Vec<usize>, Vec<f32>);
 
+/// One tensor of `adapter_model.safetensors`: PEFT name, shape, values.
+pub type PeftTensor = (String, Vec<usize>, Vec<f32>);
+
 impl PeftAdapter {
     /// Rows of the saved head (its number of labels), if it has one.
     pub fn head_labels(&self) -> Option<usize> {
@@ -970,7 +973,7 @@ fn linear_shapes(model: &BertForSequenceClassification) -> HashMap<String, [usiz
 pub fn peft_tensors(
     model: &BertForSequenceClassification,
     config: &LoraConfig,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+) -> Result<Vec<PeftTensor>> {
     struct Collect {
         path: Vec<String>,
         values: HashMap<String, (Vec<usize>, Vec<f32>)>,
