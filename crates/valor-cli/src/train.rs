@@ -120,6 +120,12 @@ pub struct TrainArgs {
     /// Seed of the split [default: 42].
     #[arg(long, value_name = "N")]
     pub split_seed: Option<u64>,
+    /// Take each row's split from this column of the data file instead of
+    /// drawing it: `train`, `valid` (or validation, val, dev) or `test`,
+    /// honoured row for row (report.json's provenance lists the validation
+    /// and test row ids), so another tool can be measured on the same rows.
+    #[arg(long, value_name = "COL", conflicts_with_all = ["split", "split_seed"])]
+    pub split_col: Option<String>,
 
     /// Take the fairness objective from the [train] table of this
     /// values.toml: `fairness_lambda` (λ) and `fairness_penalty`. The flags
@@ -332,6 +338,7 @@ impl TrainArgs {
             ("--seed", self.seed.is_some()),
             ("--split", self.split.is_some()),
             ("--split-seed", self.split_seed.is_some()),
+            ("--split-col", self.split_col.is_some()),
             ("--fairness-lambda", self.fairness_lambda.is_some()),
             ("--fairness-penalty", self.fairness_penalty.is_some()),
             ("--fairness-group", !self.fairness_groups.is_empty()),
@@ -407,6 +414,7 @@ impl TrainArgs {
         if let Some(spec) = &self.lora {
             c.lora = Some(valor_bert::lora::LoraConfig::parse(spec).context("--lora")?);
         }
+        c.split_column.clone_from(&self.split_col);
         if let Some(s) = &self.split {
             anyhow::ensure!(
                 s.len() == 3,

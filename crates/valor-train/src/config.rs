@@ -429,6 +429,10 @@ pub struct TrainConfig {
     pub data: DatasetSpec,
     /// Train/validation/test fractions and the split seed.
     pub split: SplitConfig,
+    /// Take each row's split from this column of the data file (`train`,
+    /// `valid`, `test`) instead of drawing it from `split`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_column: Option<String>,
     pub model: ModelSource,
     /// Tokens per example, `[CLS]` and `[SEP]` included.
     pub max_len: usize,
@@ -510,6 +514,7 @@ impl TrainConfig {
         Self {
             data,
             split: SplitConfig::default(),
+            split_column: None,
             model: ModelSource::Scratch(ScratchModel::preset(preset)),
             max_len: 128,
             seed: 42,

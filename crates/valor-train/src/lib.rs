@@ -52,6 +52,7 @@ pub mod penalty;
 pub mod progress;
 pub mod report;
 pub mod schedule;
+pub mod splits;
 pub mod trainer;
 pub mod weights;
 
@@ -67,7 +68,9 @@ pub use error::{Error, Result};
 pub use metrics::{EvalCounts, EvalMetrics};
 pub use observe::{Control, Event, Observer, Silent, StopAfter};
 pub use progress::ProgressBars;
-pub use report::{ConstraintsReport, Provenance, REPORT_SCHEMA, SplitRows, Summary, TrainReport};
+pub use report::{
+    ConstraintsReport, Provenance, REPORT_SCHEMA, SplitIds, SplitRows, Summary, TrainReport,
+};
 pub use schedule::LrSchedule;
 pub use trainer::{GIT_COMMIT, Outcome, RunConfigFile, RunDir, read_run_config, resume, train};
 

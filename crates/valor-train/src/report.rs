@@ -80,6 +80,19 @@ pub struct Provenance {
     /// The fairness penalty weight actually used.
     pub fairness_lambda: f64,
     pub total_steps: u64,
+    /// With a split column: the column and the ids of the validation and
+    /// test rows (every other row trained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_ids: Option<SplitIds>,
+}
+
+/// The rows a split column chose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitIds {
+    pub column: String,
+    /// Row ids (the id column, or the 1-based row number).
+    pub valid: Vec<String>,
+    pub test: Vec<String>,
 }
 
 /// `report.json`.

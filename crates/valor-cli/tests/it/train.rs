@@ -551,3 +551,80 @@ fn unmet_or_malformed_constraints_are_reported() {
         assert!(!out.exists());
     }
 }
+
+/// `--split-col split`: every row trains, validates or tests as its
+/// `split` value says, row for row (report.json's provenance lists the
+/// validation and test ids, the row counts match), `--resume` keeps it, and
+/// an unknown value names the row and the column.
+#[test]
+fn split_column_is_honoured_row_for_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_data(tmp.path());
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{},split\n", lines.next().unwrap());
+    let (mut valid, mut test) = (Vec::new(), Vec::new());
+    for (i, line) in lines.enumerate() {
+        let id = line.split(',').next().unwrap().to_string();
+        // An irregular pattern no stratified draw would produce.
+        let split = match (i * 7) % 10 {
+            0 | 3 => {
+                valid.push(id);
+                if i % 2 == 0 { "valid" } else { "Validation" }
+            }
+            1 => {
+                test.push(id);
+                "test"
+            }
+            _ => "train",
+        };
+        out.push_str(&format!("{line},{split}\n"));
+    }
+    let split_csv = tmp.path().join("split.csv");
+    std::fs::write(&split_csv, out.as_bytes()).unwrap();
+    let split_csv = split_csv.to_str().unwrap();
+
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(split_csv, &run, &["--split-col", "split"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = read_json(&run.join("report.json"));
+    let ids = &report["provenance"]["split_ids"];
+    assert_eq!(ids["column"], json!("split"));
+    assert_eq!(ids["valid"], json!(valid));
+    assert_eq!(ids["test"], json!(test));
+    assert_eq!(
+        report["rows"],
+        json!({"train": 200 - valid.len() - test.len(), "valid": valid.len(), "test": test.len()})
+    );
+    assert_eq!(report["test"]["rows"], json!(test.len()));
+    let config = read_json(&run.join("config.json"))["config"].clone();
+    assert_eq!(config["split_column"], json!("split"));
+
+    // --split and --split-col exclude each other; a bad value is named.
+    let (code, _, stderr) = crate::tiny_train(
+        split_csv,
+        &tmp.path().join("both"),
+        &["--split-col", "split", "--split", "0.8,0.1,0.1"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--split"), "{stderr}");
+    let bad = tmp.path().join("bad.csv");
+    let bad_text: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => format!("{l},split"),
+            5 => format!("{l},holdout"),
+            _ => format!("{l},train"),
+        })
+        .collect();
+    std::fs::write(&bad, bad_text.join("\n")).unwrap();
+    let out = tmp.path().join("bad-run");
+    let (code, _, stderr) =
+        crate::tiny_train(bad.to_str().unwrap(), &out, &["--split-col", "split"]);
+    assert_eq!(code, 2, "{stderr}");
+    for want in ["bad.csv", "row 5", "column `split`", "`holdout`"] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+    assert!(!out.exists());
+}

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use valor_bert::Backend;
-use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset, split};
+use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset};
 
 use super::{RemodelConfig, invalid, io_err};
 use crate::checkpoint::write_atomic;
@@ -146,7 +146,7 @@ pub(super) fn prepare(config: &RemodelConfig) -> Result<Context> {
         ));
     }
     let (data, _) = load_dataset(&base.data)?;
-    let splits = split(&data, &base.split)?;
+    let splits = crate::splits::run_splits(&base, &data)?;
     if splits.valid.is_empty() || splits.test.is_empty() {
         return Err(invalid(
             &data.source,
@@ -309,6 +309,7 @@ mod tests {
             model_parameters: 0,
             fairness_lambda: 0.0,
             total_steps: 0,
+            split_ids: None,
         };
         let file = crate::trainer::RunConfigFile::new(
             TrainConfig::scratch(valor_data::builtin_spec(Path::new("data.csv")), "tiny"),

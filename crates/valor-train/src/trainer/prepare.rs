@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use valor_bert::BertConfig;
-use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset, split};
+use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset};
 
 use super::GIT_COMMIT;
 use super::devices::resolve_devices;
@@ -15,8 +15,9 @@ use super::run_dir::RunDir;
 use crate::checkpoint::write_atomic;
 use crate::config::{ModelSource, TrainConfig, Weighting};
 use crate::error::{Error, Result};
-use crate::report::{Provenance, SplitRows};
+use crate::report::{Provenance, SplitIds, SplitRows};
 use crate::schedule::LrSchedule;
+use crate::splits::run_splits;
 use crate::weights::{example_weights, joint_groups};
 
 /// One split: its rows, encodings and group ids.
@@ -96,7 +97,7 @@ pub(super) fn prepare(
     let (plain, shard_devices) = resolve_devices(&config)?;
     let ad = shard_devices[0].clone();
     let (data, warnings) = load_checked(&config, resumed)?;
-    let splits = split(&data, &config.split)?;
+    let splits = run_splits(&config, &data)?;
     if splits.train.is_empty() {
         return Err(Error::Data {
             path: data.source.clone(),
@@ -141,6 +142,11 @@ pub(super) fn prepare(
         model_parameters: parameter_count(&bert_config),
         fairness_lambda: config.fairness.lambda,
         total_steps,
+        split_ids: config.split_column.as_ref().map(|column| SplitIds {
+            column: column.clone(),
+            valid: splits.valid.iter().map(|&i| data.ids[i].clone()).collect(),
+            test: splits.test.iter().map(|&i| data.ids[i].clone()).collect(),
+        }),
     };
     let fair_index = fairness_groups
         .iter()
