@@ -210,6 +210,9 @@ pub fn run(a: QuantizeArgs) -> Result<Outcome> {
 
     let fp32 = Classifier::load(&a.model, a.backend, a.max_len, false)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    if let Some(eval) = &eval {
+        check_labels(&a, eval, fp32.labels())?;
+    }
     let thresholds = a.model.join(THRESHOLDS_FILE);
     let mut extra = Vec::new();
     if thresholds.is_file() {
@@ -305,6 +308,8 @@ fn opt(x: Option<f64>) -> String {
 /// The rows of `--eval`: texts, true labels, group columns.
 struct Eval {
     path: PathBuf,
+    /// The 1-based data row of each row, as errors name it.
+    rows: Vec<usize>,
     texts: Vec<String>,
     labels: Vec<String>,
     groups: Vec<(String, Vec<String>)>,
@@ -348,10 +353,27 @@ fn read_eval(a: &QuantizeArgs, path: &Path) -> Result<Eval> {
     }
     Ok(Eval {
         path: path.to_path_buf(),
+        rows: (0..table.n_rows()).map(|i| table.file_row(i)).collect(),
         texts,
         labels,
         groups,
     })
+}
+
+/// Every true label of `--eval` must be a label of the model; checked
+/// before the quantised folder is written.
+fn check_labels(a: &QuantizeArgs, eval: &Eval, labels: &[String]) -> Result<()> {
+    if let Some(i) = eval.labels.iter().position(|l| !labels.contains(l)) {
+        bail!(
+            "{}: row {}, column `{}`: `{}` is not one of the model's labels {}",
+            eval.path.display(),
+            eval.rows[i],
+            a.label_col,
+            eval.labels[i],
+            labels.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Argmax label names of `clf` on the eval texts.

@@ -674,6 +674,39 @@ fn cases(c: &Corpus) -> Vec<Case> {
         args(&["remodel", "--run", &c.s("folder.csv"), "--values", &f]),
         strs(&["values_unknown.toml", "nonsense"]),
     );
+
+    // --- `valor quantize` ---------------------------------------------------
+    let quantize = |m: &str, out: &str, extra: &[&str]| {
+        let mut a = args(&["quantize", "--model", m, "--out", out]);
+        a.extend(strs(extra));
+        a
+    };
+    let q_out = c.s("out/int8");
+    add(
+        "quantize truncated weights",
+        quantize(&truncated, &q_out, &[]),
+        strs(&["model_truncated", "model.safetensors"]),
+    );
+    add(
+        "quantize over the model folder",
+        quantize(&model, &model, &["--overwrite"]),
+        strs(&["model", "model folder"]),
+    );
+    add(
+        "quantize over a folder it did not write",
+        quantize(&model, &truncated, &["--overwrite"]),
+        strs(&["model_truncated", "quantization.json"]),
+    );
+    add(
+        "quantize eval label the model lacks",
+        quantize(&model, &q_out, &["--eval", &good, "--group-col", "gender"]),
+        strs(&["data.csv", "row 1, column `label`"]),
+    );
+    add(
+        "quantize eval without a group column",
+        quantize(&model, &q_out, &["--eval", &good]),
+        strs(&["--group-col"]),
+    );
     v
 }
 

@@ -335,6 +335,7 @@ fn audited_compression_exits_1_when_a_gap_moves_too_far() {
     );
     assert_eq!(code, 2);
     assert!(stderr.contains("row 1, column `label`"), "{stderr}");
+    assert!(!dir.path().join("q3").exists(), "checked before writing");
     // Without a group column, --eval is refused before any work.
     let (code, _, stderr) = quantize(&model, &dir.path().join("q4"), &["--eval", eval]);
     assert_eq!(code, 2);
