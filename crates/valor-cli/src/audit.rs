@@ -506,13 +506,12 @@ fn read_counts(a: &AuditArgs, cfg: &AuditConfig, path: &std::path::Path) -> Resu
     } else {
         vec![0.0; n.len()]
     };
-    for i in 0..n.len() {
-        let rows: u64 = n[i].parse().with_context(|| {
+    for (i, count) in n.iter().enumerate() {
+        let rows: u64 = count.parse().with_context(|| {
             format!(
-                "{}: row {}, column `n`: `{}` is not a count of rows",
+                "{}: row {}, column `n`: `{count}` is not a count of rows",
                 path.display(),
-                i + 1,
-                n[i]
+                i + 1
             )
         })?;
         let key = CellKey {
