@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::metrics::EvalCounts;
 
 /// Stream tag of the constraint batches' seeds.
-const CONSTRAINT_STREAM: u64 = 0xC0_5747_A1;
+const CONSTRAINT_STREAM: u64 = 0xC057_47A1;
 
 /// Number of multipliers of the run (0 without constraints).
 pub(super) fn multiplier_count(ctx: &Context) -> usize {
