@@ -32,6 +32,12 @@ fn help_lists_the_flags() {
         "--fairness-lambda",
         "--fairness-penalty",
         "--fairness-group",
+        "--constraint",
+        "--constraint-confidence",
+        "--multiplier-lr",
+        "--train-bound-ratio",
+        "--constraint-batch-size",
+        "--split-col",
         "--reweigh",
         "--weighting",
         "--select-metric",
@@ -627,4 +633,51 @@ fn split_column_is_honoured_row_for_row() {
         assert!(stderr.contains(want), "{want}: {stderr}");
     }
     assert!(!out.exists());
+}
+
+/// `[train] constraints` in a values file: read into the run's
+/// configuration (recorded as from the file), and a bad one names the file
+/// and the key.
+#[test]
+fn values_file_sets_constraints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_data(tmp.path());
+    let values = tmp.path().join("values.toml");
+    std::fs::write(
+        &values,
+        "[target]\nfairness = 0.9\n[train]\nconstraints = [\"equal_opportunity <= 0.2\"]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(
+        &data,
+        &out,
+        &[
+            "--values",
+            values.to_str().unwrap(),
+            "--split",
+            "0.6,0.3,0.1",
+        ],
+    );
+    assert!(code == 0 || code == 1, "{stderr}");
+    let c = read_json(&out.join("config.json"))["config"].clone();
+    assert_eq!(
+        c["fairness"]["constraints"],
+        json!([{"kind": "equal_opportunity", "bound": 0.2}])
+    );
+    assert_eq!(c["fairness"]["constraints_from"]["from"], json!("values"));
+
+    std::fs::write(
+        &values,
+        "[target]\nfairness = 0.9\n[train]\nconstraints = [\"equal_opportunity <= 2\"]\n",
+    )
+    .unwrap();
+    let refused = tmp.path().join("refused");
+    let (code, _, stderr) =
+        crate::tiny_train(&data, &refused, &["--values", values.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    for want in ["values.toml", "train.constraints[0]", "(0, 1]"] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+    assert!(!refused.exists());
 }
