@@ -116,6 +116,8 @@ const REACHABLE: &str = r#"
 fairness = 0.88
 accuracy = 0.80
 efficiency = 0.70
+[measure]
+efficiency = "throughput"
 [efficiency]
 budget_examples_per_s = 200.0
 [search]
@@ -338,7 +340,8 @@ fn html_is_self_contained_with_radar_and_pareto_charts() {
 #[test]
 fn html_escapes_labels_and_explains_a_missing_pareto_chart() {
     let spec = ValuesSpec::parse(
-        "[target]\naccuracy = 0.9\nefficiency = 0.5\n[efficiency]\nbudget_examples_per_s = 100.0\n",
+        "[target]\naccuracy = 0.9\nefficiency = 0.5\n[measure]\nefficiency = \"throughput\"\n\
+         [efficiency]\nbudget_examples_per_s = 100.0\n",
         "v.toml",
     )
     .unwrap();
