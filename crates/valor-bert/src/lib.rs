@@ -75,11 +75,11 @@ pub use explain::{
 };
 pub use host::tune_host_allocator;
 pub use input::BertInput;
-pub use lowp::Precision;
 pub use loader::{
     Layout, LoadOptions, LoadReport, NAME_TABLE, NameEntry, canonical_name, load_head, load_hf,
     table as name_table,
 };
+pub use lowp::Precision;
 pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
 pub use optim::{AdamW, AdamWConfig, DecayMask};
 pub use pooler::BertPooler;

@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use valor_base::csv::record;
-use valor_bert::{Backend, Precision};
 use valor_bert::explain::top_k;
+use valor_bert::{Backend, Precision};
 use valor_data::{ColumnData, Format, Table, stream_table, write_table};
 use valor_train::{Classifier, PostProcess, THRESHOLDS_FILE, ThresholdsFile, ThresholdsPredictor};
 

@@ -156,9 +156,9 @@ pub struct TrainArgs {
     /// multiplier rises or falls with the gap of hard predictions on a
     /// constraint batch of other training rows. The tested model is the
     /// best validation epoch among those whose gaps meet the bounds with
-    /// the margin of --constraint-confidence; if none does, the run exits
-    /// 1. Replaces --fairness-lambda [default: the --values file's, else
-    /// none].
+    /// the margin of --constraint-confidence; if none does, `valor train`
+    /// exits with 1. Replaces --fairness-lambda [default: the --values
+    /// file's, else none].
     #[arg(long = "constraint", value_name = "'NAME <= BOUND'")]
     pub constraints: Vec<valor_train::Constraint>,
     /// Selection margin of --constraint: an epoch meets a constraint on

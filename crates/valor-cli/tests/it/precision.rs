@@ -99,10 +99,6 @@ fn predict_precision_bf16_and_int8_agree_with_fp32_on_minilm() {
                 worst = worst.max((g - w).abs());
             }
         }
-        eprintln!(
-            "{name}: max |p - p_fp32| {worst:.5}, labels {agree}/{}",
-            want.len()
-        );
         let tol = if precision == "int8" {
             INT8_PROB_MAX_ABS
         } else {
