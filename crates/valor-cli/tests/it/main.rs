@@ -36,6 +36,29 @@ pub fn valor(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `valor predict --model MODEL --input INPUT --output OUT EXTRA…`;
+/// returns what [`valor`] does.
+pub fn predict_file(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_string();
+    let mut args = vec![
+        "predict".to_string(),
+        "--model".into(),
+        path(model),
+        "--input".into(),
+        path(input),
+        "--output".into(),
+        path(out),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    valor(&args)
+}
+
 /// `valor train` of a tiny model (one epoch, `max_len` 32, a 300-piece
 /// vocabulary, batches of 16, quiet) on `data` into `out`, with `extra`
 /// flags; returns what [`valor`] does.

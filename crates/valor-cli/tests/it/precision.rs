@@ -132,47 +132,17 @@ fn predict_precision_is_refused_with_explain_and_unknown_names() {
     let input = dir.path().join("in.csv");
     std::fs::write(&input, "text\nthe loan was approved\n").unwrap();
     let out = dir.path().join("pred.csv");
-    let (code, _, stderr) = crate::valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--precision",
-        "int8",
-        "--explain",
-    ]);
+    let (code, _, stderr) =
+        crate::predict_file(&model, &input, &out, &["--precision", "int8", "--explain"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--precision int8"), "{stderr}");
     assert!(!out.exists());
-    let (code, _, stderr) = crate::valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--precision",
-        "fp16",
-    ]);
+    let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "fp16"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("fp32, bf16 or int8"), "{stderr}");
     // The tiny model runs in int8 too (hidden 128: ragged for the kernels'
     // 64-column panels only in the head, which stays f32).
-    let (code, _, stderr) = crate::valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--precision",
-        "int8",
-    ]);
+    let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "int8"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(read_table(&out).unwrap().strings("label").unwrap().len(), 1);
 }

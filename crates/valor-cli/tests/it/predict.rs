@@ -9,8 +9,6 @@ use valor_bert::{BertConfig, BertInput, LoadOptions, load_hf};
 use valor_data::{TextTokenizer, read_table};
 use valor_testkit::{Tolerance, assert_all_close, shared_dir};
 
-use crate::valor;
-
 pub const TEXTS: [&str; 8] = [
     "the loan was approved after review",
     "the bank denied the mortgage application",
@@ -264,19 +262,9 @@ fn predict_csv(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, 
     predict(model, input, out, &args)
 }
 
-/// `valor predict --model M --input I --output O EXTRA…`: exit code, stderr.
+/// [`crate::predict_file`]: exit code, stderr.
 fn predict(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    let (code, _, stderr) = valor(&args);
+    let (code, _, stderr) = crate::predict_file(model, input, out, extra);
     (code, stderr)
 }
 

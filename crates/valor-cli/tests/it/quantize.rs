@@ -35,15 +35,7 @@ fn column(path: &Path, name: &str) -> Vec<String> {
 }
 
 fn predict(model: &Path, input: &Path, out: &Path) -> Vec<(String, Vec<f64>)> {
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = crate::predict_file(model, input, out, &[]);
     assert_eq!(code, 0, "{stderr}");
     let labels = column(out, "label");
     let table = read_table(out).unwrap();

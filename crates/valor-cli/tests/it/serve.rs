@@ -214,15 +214,7 @@ fn texts_csv(path: &Path, groups: Option<&[&str]>) {
 /// `input` with the extension `jsonl`), one value a row.
 fn predict_rows(model: &Path, input: &Path) -> Vec<Value> {
     let out = input.with_extension("jsonl");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = crate::predict_file(model, input, &out, &[]);
     assert_eq!(code, 0, "{stderr}");
     read(&out).lines().map(json_of).collect()
 }
@@ -1238,17 +1230,7 @@ fn serve_on_minilm_matches_predict_alone_and_batched_with_others() {
         .collect();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("pred.jsonl");
-    let (code, _, stderr) = valor(&[
-        "predict",
-        "--model",
-        folder.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "4",
-    ]);
+    let (code, _, stderr) = crate::predict_file(&folder, &input, &out, &["--batch-size", "4"]);
     assert_eq!(code, 0, "{stderr}");
     let want: Vec<f64> = read(&out)
         .lines()
