@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
-use valor_bert::Backend;
 use valor_bert::explain::top_k;
+use valor_bert::{Backend, Precision};
 use valor_data::{Encoded, TextTokenizer};
 use valor_train::{Classifier, Scores, ThresholdsFile, WordExplanation};
 
@@ -38,6 +38,9 @@ pub struct EngineConfig {
     /// A PEFT LoRA adapter folder on top of `model_dir`.
     pub adapter: Option<PathBuf>,
     pub backend: Backend,
+    /// Arithmetic of the encoder's Linear layers for decisions
+    /// (explanations stay fp32: they need gradients).
+    pub precision: Precision,
     /// Maximum tokens per text.
     pub max_len: usize,
     /// Token budget of one batch.
@@ -72,6 +75,8 @@ pub struct ModelInfo {
     pub explain: bool,
     /// The id of `[UNK]`, for the unknown-token rate.
     pub unk_id: Option<u32>,
+    /// The precision decisions are computed in.
+    pub precision: Precision,
 }
 
 /// The rule applied to one job's texts.
@@ -190,7 +195,8 @@ type Loaded = (Classifier, Option<Classifier>, ModelInfo);
 fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
     let dir = &config.model_dir;
     let adapter = config.adapter.as_deref();
-    let model = Classifier::load_with_adapter(dir, adapter, config.backend, config.max_len, false)?;
+    let model = Classifier::load_with_adapter(dir, adapter, config.backend, config.max_len, false)?
+        .with_precision(config.precision)?;
     let explainer = if config.explain {
         Some(Classifier::load_with_adapter(
             dir,
@@ -230,6 +236,7 @@ fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
         })?,
         explain: explainer.is_some(),
         unk_id: model.tokenizer.token_to_id("[UNK]"),
+        precision: config.precision,
     };
     Ok((model, explainer, info))
 }

@@ -741,7 +741,11 @@ async fn info(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "model_id": app.model_id,
         "model_sha": info.model_sha256,
         "model_sha256": info.model_sha256,
-        "model_dtype": "float32",
+        "model_dtype": match info.precision {
+            valor_bert::Precision::Fp32 => "float32",
+            valor_bert::Precision::Bf16 => "bfloat16",
+            valor_bert::Precision::Int8 => "int8",
+        },
         "model_type": {"classifier": {"id2label": id2label, "label2id": label2id}},
         "max_concurrent_requests": app.limits.max_concurrent_requests,
         "max_input_length": info.max_len,

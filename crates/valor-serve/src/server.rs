@@ -35,6 +35,9 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     pub insecure_no_auth: bool,
     pub backend: Backend,
+    /// Arithmetic of the encoder's Linear layers for decisions (fp32,
+    /// bf16, int8; the CPU backend only).
+    pub precision: valor_bert::Precision,
     /// Maximum tokens per text.
     pub max_len: usize,
     pub max_batch_tokens: usize,
@@ -71,6 +74,7 @@ impl ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             insecure_no_auth: false,
             backend: Backend::Cpu,
+            precision: valor_bert::Precision::Fp32,
             max_len: 128,
             max_batch_tokens: 16384,
             max_concurrent_requests: 512,
@@ -227,6 +231,7 @@ impl Server {
                 model_dir: config.model_dir.clone(),
                 adapter: config.adapter.clone(),
                 backend: config.backend,
+                precision: config.precision,
                 max_len: config.max_len,
                 max_batch_tokens: config.max_batch_tokens,
                 queue_capacity: config.max_concurrent_requests,

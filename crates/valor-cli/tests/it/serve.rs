@@ -1414,3 +1414,71 @@ fn serve_takes_a_training_run_as_its_drift_reference() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("reference.json"), "{stderr}");
 }
+
+/// `valor serve --precision int8` decides on the int8 kernels as `valor
+/// predict --precision int8` does (same probabilities), `/info` names the
+/// dtype, and explanations (fp32) still work.
+#[test]
+fn serve_precision_int8_matches_predict_precision_int8() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let input = dir.path().join("texts.csv");
+    texts_csv(&input, None);
+    let out = dir.path().join("int8.jsonl");
+    let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "int8"]);
+    assert_eq!(code, 0, "{stderr}");
+    let want: Vec<f64> = read(&out)
+        .lines()
+        .map(json_of)
+        .flat_map(|v| {
+            [
+                v["p_deny"].as_f64().unwrap(),
+                v["p_approve"].as_f64().unwrap(),
+            ]
+        })
+        .collect();
+    let fp32 = predict_probs(dir.path(), &model);
+    assert!(
+        want.iter().zip(&fp32).any(|(a, b)| a != b),
+        "int8 probabilities equal fp32's: the kernels did not run"
+    );
+
+    let s = Served::start(
+        &model,
+        &["--precision", "int8"],
+        &dir.path().join("serve.err"),
+    );
+    let (code, _, body) = s.get("/info", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_of(&body)["model_dtype"], "int8");
+    let (code, _, body) = s.post("/predict", None, &json!({ "inputs": TEXTS }).to_string());
+    assert_eq!(code, 200, "{body}");
+    let got: Vec<f64> = json_of(&body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|list| {
+            let score = |l: &str| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["label"] == l)
+                    .unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            };
+            [score("deny"), score("approve")]
+        })
+        .collect();
+    assert_all_close(
+        "/predict int8 vs valor predict --precision int8",
+        &got,
+        &want,
+        Tolerance::abs(1e-6),
+    );
+    let body = json!({"inputs": [{"text": TEXTS[0]}], "explain": true}).to_string();
+    let (code, _, body) = s.post("/decide", None, &body);
+    assert_eq!(code, 200, "{body}");
+    assert!(json_of(&body)["decisions"][0]["explanation"]["words"].is_array());
+    assert_eq!(s.stop(), 0);
+}
