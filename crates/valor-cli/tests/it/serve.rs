@@ -219,6 +219,27 @@ fn predict_rows(model: &Path, input: &Path) -> Vec<Value> {
     read(&out).lines().map(json_of).collect()
 }
 
+/// A `/predict` answer's scores, row-major in `deny`, `approve` order.
+fn predict_scores(body: &str) -> Vec<f64> {
+    json_of(body)
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|list| {
+            let score = |l: &str| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["label"] == l)
+                    .unwrap()["score"]
+                    .as_f64()
+                    .unwrap()
+            };
+            [score("deny"), score("approve")]
+        })
+        .collect()
+}
+
 /// `valor predict`'s probabilities for [`TEXTS`], row-major.
 fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
     let input = dir.join("texts.csv");
@@ -1453,23 +1474,7 @@ fn serve_precision_int8_matches_predict_precision_int8() {
     assert_eq!(json_of(&body)["model_dtype"], "int8");
     let (code, _, body) = s.post("/predict", None, &json!({ "inputs": TEXTS }).to_string());
     assert_eq!(code, 200, "{body}");
-    let got: Vec<f64> = json_of(&body)
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|list| {
-            let score = |l: &str| {
-                list.as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|x| x["label"] == l)
-                    .unwrap()["score"]
-                    .as_f64()
-                    .unwrap()
-            };
-            [score("deny"), score("approve")]
-        })
-        .collect();
+    let got = predict_scores(&body);
     assert_all_close(
         "/predict int8 vs valor predict --precision int8",
         &got,
