@@ -22,12 +22,15 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(valor_no_shared)");
     println!("cargo::rustc-check-cfg=cfg(valor_slow_tests)");
     println!("cargo::rustc-check-cfg=cfg(valor_test_backend_wgpu)");
+    println!("cargo::rustc-check-cfg=cfg(valor_no_spark)");
 
     let explicit = env("VALOR_SHARED_DIR").map(PathBuf::from);
     let ci = env("CI").is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"));
     let slow = env("VALOR_SLOW_TESTS").is_some_and(|v| v == "1");
     // The model tests' backend (valor-bert's `Backend::from_env`: `wgpu` or
     // its alias `gpu`, any case).
+    // A Spark Connect server for `#[spark_test]` (`.ci/run` starts one).
+    let spark = env("VALOR_SPARK_REMOTE");
     let wgpu = env("VALOR_TEST_BACKEND")
         .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "wgpu" | "gpu"));
 
@@ -46,6 +49,10 @@ fn main() {
     // An explicit folder or CI never ignores: a missing folder fails there.
     if explicit.is_none() && !ci && !dir.is_dir() {
         println!("cargo::rustc-cfg=valor_no_shared");
+    }
+    // Under CI a missing server is not a reason to ignore: the tests fail.
+    if spark.is_none() && !ci {
+        println!("cargo::rustc-cfg=valor_no_spark");
     }
     if slow {
         println!("cargo::rustc-cfg=valor_slow_tests");

@@ -210,6 +210,7 @@ mod tests {
             "valor-serve",
             "valor-ledger",
             "valor-kernels",
+            "valor-spark",
         ] {
             let lib = root().join("crates").join(krate).join("src/lib.rs");
             let text = std::fs::read_to_string(&lib).unwrap();

@@ -36,6 +36,16 @@ impl Dialect {
     }
 }
 
+/// Where the rows are counted (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Valor reads the rows itself.
+    Local,
+    /// Apache Spark counts them (--remote, and --table or --predictions);
+    /// needs the `spark` cargo feature.
+    Spark,
+}
+
 /// Output format of `--out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -52,9 +62,17 @@ pub struct AuditArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["counts", "emit_sql"]
+        required_unless_present_any = ["counts", "emit_sql", "remote"]
     )]
     pub predictions: Option<PathBuf>,
+    /// Who counts the rows: `local` (Valor) or `spark` (Apache Spark over
+    /// Spark Connect, at --remote: it reads --predictions, Parquet files on
+    /// its own file systems, or else --table, and sends back counts).
+    #[arg(long, value_enum, default_value = "local", conflicts_with_all = ["counts", "monitor", "emit_sql", "stream"])]
+    pub engine: Engine,
+    /// The Spark Connect server of --engine spark (sc://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
     /// Read the predictions in chunks of --chunk-rows into counts (memory
     /// bounded by the number of distinct cells, not rows); implied by a
     /// folder or glob. Count-based numbers are those of the in-memory audit;
@@ -83,7 +101,8 @@ pub struct AuditArgs {
     /// Valor does not run, and exit; save its result as CSV for --counts.
     #[arg(long, value_enum, value_name = "DIALECT", conflicts_with_all = ["counts", "monitor"])]
     pub emit_sql: Option<Dialect>,
-    /// The table the SQL of --emit-sql reads (`schema.table` is quoted per part).
+    /// The table the SQL of --emit-sql, or Spark (--engine spark without
+    /// --predictions), reads (`schema.table` is quoted per part).
     #[arg(long, value_name = "NAME", default_value = "predictions")]
     pub table: String,
     /// Column holding the true label.
@@ -287,7 +306,11 @@ pub fn run(a: AuditArgs) -> Result<Outcome> {
     if a.monitor {
         return monitor(&a, &cfg);
     }
-    let (mut report, counts, source) = if let Some(path) = &a.counts {
+    let (mut report, counts, source) = if a.engine == Engine::Spark || a.remote.is_some() {
+        let (counts, source) = spark_counts(&a, &cfg)?;
+        let report = audit_counts(&counts, &cfg)?;
+        (report, Some(counts), source)
+    } else if let Some(path) = &a.counts {
         let counts = read_counts(&a, &cfg, path)?;
         let report = audit_counts(&counts, &cfg).map_err(|e| in_file(e, path, &a))?;
         (report, Some(counts), path.clone())
@@ -319,6 +342,54 @@ pub fn run(a: AuditArgs) -> Result<Outcome> {
         write_counts(counts, file).with_context(|| format!("writing {}", file.display()))?;
     }
     print_report(&a, &report)
+}
+
+/// Counts the rows in Apache Spark (`--engine spark`); the counts and the
+/// source the report names.
+#[cfg(feature = "spark")]
+fn spark_counts(a: &AuditArgs, cfg: &AuditConfig) -> Result<(AuditCounts, PathBuf)> {
+    use valor_spark::{CountsQuery, Source, SparkRemote};
+    let (Engine::Spark, Some(url)) = (a.engine, &a.remote) else {
+        bail!("--engine spark needs --remote sc://HOST:PORT, and --remote needs --engine spark");
+    };
+    let remote = SparkRemote::parse(url)?;
+    let source = match &a.predictions {
+        // Spark resolves a relative path from its own working folder: give
+        // it this one's (a URL such as s3a://… goes as it is).
+        Some(p) if !p.to_string_lossy().contains("://") => {
+            Source::Parquet(std::path::absolute(p)?.to_string_lossy().into_owned())
+        }
+        Some(p) => Source::Parquet(p.to_string_lossy().into_owned()),
+        None => Source::Table(a.table.clone()),
+    };
+    let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
+    let score = match &a.score_col {
+        Some(sc) => Some((sc.as_str(), bins(a, cfg)?.context("--score-bins")?)),
+        None => None,
+    };
+    let query = CountsQuery {
+        source: &source,
+        y_true: &a.label_col,
+        y_pred: &a.pred_col,
+        groups: &a.groups,
+        score,
+        labels,
+    };
+    let counted = valor_spark::count(&remote, &query)
+        .with_context(|| format!("auditing {} through Spark", source.describe()))?;
+    let name = match &source {
+        Source::Parquet(p) => p.clone(),
+        Source::Table(t) => format!("{}#table={t}", remote.url()),
+    };
+    Ok((counted.counts, PathBuf::from(name)))
+}
+
+#[cfg(not(feature = "spark"))]
+fn spark_counts(_: &AuditArgs, _: &AuditConfig) -> Result<(AuditCounts, PathBuf)> {
+    bail!(
+        "this valor was built without Spark: --engine spark needs the `spark` cargo feature \
+         (cargo build --release -p valor-cli --features spark; building it needs protoc)"
+    )
 }
 
 /// The score binning of counts: when scores are audited.

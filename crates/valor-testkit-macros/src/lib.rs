@@ -21,6 +21,9 @@ const NO_SHARED: &str = concat!(
 );
 /// Why a slow test is ignored.
 const NOT_SLOW: &str = "slow: runs with VALOR_SLOW_TESTS=1";
+/// Why a `#[spark_test]` is ignored without a server.
+const NO_SPARK: &str =
+    "needs a Spark Connect server: set VALOR_SPARK_REMOTE=sc://HOST:PORT (.ci/run starts one)";
 /// Why a CPU-only test is ignored on wgpu.
 const ON_WGPU: &str = "too slow on wgpu over lavapipe (VALOR_TEST_BACKEND=wgpu): runs on the CPU";
 
@@ -30,6 +33,7 @@ struct Needs {
     shared: bool,
     slow: bool,
     not_wgpu: bool,
+    spark: bool,
 }
 
 impl Needs {
@@ -82,6 +86,9 @@ impl Needs {
         if self.not_wgpu && cfg!(valor_test_backend_wgpu) {
             why.push(ON_WGPU);
         }
+        if self.spark && cfg!(valor_no_spark) {
+            why.push(NO_SPARK);
+        }
         test(&why, item)
     }
 }
@@ -120,6 +127,18 @@ pub fn not_wgpu_test(attr: TokenStream, item: TokenStream) -> TokenStream {
         ..Needs::default()
     };
     needs.expand(&attr, "not_wgpu_test", &[], item)
+}
+
+/// `#[test]` for a test that talks to a Spark Connect server
+/// (`valor_testkit::spark_remote()`): ignored when `VALOR_SPARK_REMOTE` was
+/// unset at build time (outside CI).
+#[proc_macro_attribute]
+pub fn spark_test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let needs = Needs {
+        spark: true,
+        ..Needs::default()
+    };
+    needs.expand(&attr, "spark_test", &[], item)
 }
 
 /// The shared folder as resolved at build time, a string literal.

@@ -17,6 +17,9 @@
 //! - [`not_wgpu_test`] (and `#[shared_test(not_wgpu)]`): ignored when the
 //!   tests were built with `VALOR_TEST_BACKEND=wgpu` (model tests that take
 //!   many minutes on a software Vulkan driver; they run on the CPU).
+//! - [`spark_test`]: the test talks to the Spark Connect server that
+//!   `VALOR_SPARK_REMOTE` names ([`spark_remote`]); ignored when it was
+//!   unset at build time, failing under `CI`.
 //!
 //! The decision is made when the tests are built (valor-testkit-macros'
 //! `build.rs`; cargo rebuilds the tests when those variables change), so it
@@ -27,7 +30,7 @@
 
 use std::path::PathBuf;
 
-pub use valor_testkit_macros::{not_wgpu_test, shared_test, slow_test};
+pub use valor_testkit_macros::{not_wgpu_test, shared_test, slow_test, spark_test};
 
 /// Environment variable that points at the read-only `shared/` folder
 /// (datasets, models, fixtures); `../shared` beside the workspace when unset.
@@ -71,6 +74,29 @@ pub fn shared_dir() -> PathBuf {
         }
     );
     dir
+}
+
+/// Environment variable naming a running Spark Connect server
+/// (`sc://HOST:PORT`) for [`spark_test`]s. `.ci/run` starts one and sets it.
+pub const SPARK_REMOTE_ENV: &str = "VALOR_SPARK_REMOTE";
+
+/// The Spark Connect server of a [`spark_test`]: `VALOR_SPARK_REMOTE`.
+/// Panics when it is unset: a test that reaches this was asked to run (CI,
+/// `--ignored`).
+#[track_caller]
+pub fn spark_remote() -> String {
+    let remote = std::env::var(SPARK_REMOTE_ENV).unwrap_or_default();
+    assert!(
+        !remote.is_empty(),
+        "{SPARK_REMOTE_ENV} is not set: start a Spark Connect server (Spark's \
+         sbin/start-connect-server.sh; .ci/run does) and set it to its sc://HOST:PORT{}",
+        if BUILD_TIME_CI {
+            " (CI is set, so tests that need it fail instead of being ignored)"
+        } else {
+            ""
+        }
+    );
+    remote
 }
 
 /// Tolerance for [`assert_close`]: a value passes when it is within `abs`

@@ -15,6 +15,9 @@ mod predict;
 mod quantize;
 mod remodel;
 mod serve;
+// `valor audit --engine spark`: built with the `spark` feature only.
+#[cfg(feature = "spark")]
+mod spark;
 mod train;
 
 use std::process::{Command, Output};
