@@ -1,6 +1,7 @@
 //! `valor remodel`: move a trained model's value profile towards the target
-//! `V_D` of a `values.toml` — measure `V0`, search fairness-penalty weights,
-//! reweighing and post-processing thresholds, keep the Pareto front, pick
+//! `V_D` of a `values.toml` — measure `V0`, search constraint bounds
+//! (constrained retraining), reweighing and post-processing thresholds
+//! (fitted on half the validation rows, chosen on the other half), keep the Pareto front, pick
 //! `V_T`, confirm it on the test split, save the chosen model. The work
 //! lives in `valor_train::remodel`; this file turns flags into a
 //! `RemodelConfig` and prints the outcome.
@@ -38,8 +39,8 @@ pub struct RemodelArgs {
     /// [default: 1].
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub epochs: usize,
-    /// Most retrainings (fairness-penalty weights chosen by the planner, plus
-    /// one with reweighing); post-processing candidates need none
+    /// Most retrainings (fairness-constraint bounds chosen by the planner,
+    /// plus one with reweighing); post-processing candidates need none
     /// [default: 3].
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub max_retrainings: usize,

@@ -433,6 +433,12 @@ pub struct TrainConfig {
     /// `valid`, `test`) instead of drawing it from `split`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_column: Option<String>,
+    /// Data rows (0-based, file order) this run leaves out of every split:
+    /// `valor remodel`'s retrainings leave out the validation rows it keeps
+    /// for choosing among its candidates, so they choose their epoch on
+    /// other rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_out_rows: Vec<usize>,
     pub model: ModelSource,
     /// Tokens per example, `[CLS]` and `[SEP]` included.
     pub max_len: usize,
@@ -515,6 +521,7 @@ impl TrainConfig {
             data,
             split: SplitConfig::default(),
             split_column: None,
+            held_out_rows: Vec::new(),
             model: ModelSource::Scratch(ScratchModel::preset(preset)),
             max_len: 128,
             seed: 42,

@@ -17,11 +17,20 @@ pub const SPLIT_VALUES: [(&str, &[&str]); 3] = [
 
 /// The run's splits: from the split column when the configuration names
 /// one, else from the fractions and the split seed.
+/// Rows in `config.held_out_rows` are then removed from every split.
 pub fn run_splits(config: &TrainConfig, data: &Dataset) -> Result<Splits> {
-    match &config.split_column {
-        None => Ok(split(data, &config.split)?),
-        Some(column) => splits_from_column(data, column),
+    let mut splits = match &config.split_column {
+        None => split(data, &config.split)?,
+        Some(column) => splits_from_column(data, column)?,
+    };
+    if !config.held_out_rows.is_empty() {
+        let held: std::collections::BTreeSet<usize> =
+            config.held_out_rows.iter().copied().collect();
+        for part in [&mut splits.train, &mut splits.valid, &mut splits.test] {
+            part.retain(|i| !held.contains(i));
+        }
     }
+    Ok(splits)
 }
 
 /// Each row's split from column `column` of the data file (rows in file
@@ -71,4 +80,100 @@ fn splits_from_column(data: &Dataset, column: &str) -> Result<Splits> {
         )));
     }
     Ok(splits)
+}
+
+/// How [`selection_split`] divides the validation rows, for reports.
+pub const SELECTION_SPLIT_RULE: &str = "the run's validation rows, grouped by (label, fairness group), \
+each group ordered by splitmix64(split seed XOR row), then dealt alternately (fit, select, fit, …) \
+with the alternation carried from group to group";
+
+/// Divides the validation rows `valid` (data row indices) into two disjoint
+/// halves, deterministically: `fit` rows, on which `valor remodel` fits
+/// post-processing and its retrainings choose their epoch, and `select`
+/// rows, on which it measures every candidate and chooses `V_T`. Rows are
+/// stratified by `stratum(row)` (label and fairness group), ordered within
+/// a stratum by a hash of the seed and the row, and dealt alternately, so
+/// both halves hold every stratum in nearly equal parts
+/// ([`SELECTION_SPLIT_RULE`]). Both come back in ascending row order.
+pub fn selection_split<K: Ord>(
+    valid: &[usize],
+    stratum: impl Fn(usize) -> K,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut strata: std::collections::BTreeMap<K, Vec<usize>> = std::collections::BTreeMap::new();
+    for &i in valid {
+        strata.entry(stratum(i)).or_default().push(i);
+    }
+    let (mut fit, mut select) = (Vec::new(), Vec::new());
+    let mut turn = 0usize;
+    for rows in strata.values_mut() {
+        rows.sort_by_key(|&i| (splitmix64(seed ^ i as u64), i));
+        for &i in rows.iter() {
+            if turn % 2 == 0 {
+                fit.push(i);
+            } else {
+                select.push(i);
+            }
+            turn += 1;
+        }
+    }
+    fit.sort_unstable();
+    select.sort_unstable();
+    (fit, select)
+}
+
+/// SplitMix64's finaliser (Steele et al. 2014): a fixed, well-mixed hash.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_split_is_disjoint_covering_balanced_and_deterministic() {
+        let valid: Vec<usize> = (100..201).collect();
+        // Stratum: label = row % 3, group = row % 2.
+        let stratum = |i: usize| (i % 3, i % 2);
+        let (fit, select) = selection_split(&valid, stratum, 7);
+        assert!(fit.iter().all(|i| !select.contains(i)));
+        let mut all: Vec<usize> = fit.iter().chain(&select).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, valid);
+        assert_eq!((fit.len(), select.len()), (51, 50));
+        for s in 0..6 {
+            let n = |rows: &[usize]| rows.iter().filter(|&&i| i % 6 == s).count() as i64;
+            assert!((n(&fit) - n(&select)).abs() <= 1, "stratum {s}");
+        }
+        assert_eq!(selection_split(&valid, stratum, 7), (fit.clone(), select));
+        assert_ne!(
+            selection_split(&valid, stratum, 8).0,
+            fit,
+            "the seed matters"
+        );
+    }
+
+    #[test]
+    fn held_out_rows_leave_every_split() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("finance.csv");
+        valor_data::generate(&valor_data::SynthConfig {
+            rows: 200,
+            ..valor_data::SynthConfig::default()
+        })
+        .write(&path)
+        .unwrap();
+        let mut config = TrainConfig::scratch(valor_data::builtin_spec(&path), "tiny");
+        let (data, _) = valor_data::load_dataset(&config.data).unwrap();
+        let all = run_splits(&config, &data).unwrap();
+        config.held_out_rows = vec![all.train[0], all.valid[0], all.test[0], all.valid[1]];
+        let kept = run_splits(&config, &data).unwrap();
+        assert_eq!(kept.train, all.train[1..]);
+        assert_eq!(kept.valid, all.valid[2..]);
+        assert_eq!(kept.test, all.test[1..]);
+    }
 }

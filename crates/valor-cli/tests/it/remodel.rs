@@ -1,5 +1,7 @@
 //! `valor remodel`: a bad values.toml is a clear error (exit 2) naming the
-//! file and the key, before any run folder is read or model trained.
+//! file and the key, before any run folder is read or model trained; and a
+//! tiny run remodelled end to end, its fitting and selection rows disjoint
+//! and its constraint bounds recorded in `remodel.json`.
 
 use std::path::Path;
 
@@ -110,4 +112,157 @@ fn print_values_shows_the_documented_default() {
     let (code, stdout, stderr) = valor(&["remodel", "--print-values"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, valor_values::default_values_toml());
+}
+
+/// Data rows listed under `provenance.rows.<part>.rows` of a remodel.json.
+fn rows_of(json: &serde_json::Value, part: &str) -> Vec<u64> {
+    json["provenance"]["rows"][part]["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("provenance.rows.{part}.rows: {json}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
+/// Remodel end to end through the binary on a tiny run: post-processing is
+/// fitted and the retrainings choose their epoch on validation rows that
+/// are disjoint from the rows every candidate is measured and `V_T` chosen
+/// on, both disjoint from the test rows (read back from `remodel.json`);
+/// the search retrains under constraint bounds translated from V_D's
+/// fairness target, each bound recorded with its reason, never under the
+/// target's gap, and the report says why `V_T` won.
+#[test]
+fn remodel_fits_and_selects_on_disjoint_rows_and_searches_bounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.csv");
+    let data = data.to_str().unwrap();
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", "300", "--out", data]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(data, &run, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let values = tmp.path().join("values.toml");
+    std::fs::write(
+        &values,
+        "[target]\nfairness = 0.95\naccuracy = 0.9\n[search]\nreweighing = false\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("remodel");
+    let (code, _, stderr) = valor(&[
+        "remodel",
+        "--run",
+        run.to_str().unwrap(),
+        "--values",
+        values.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-retrainings",
+        "2",
+        "--faithfulness-examples",
+        "0",
+        "--timing-passes",
+        "1",
+        "--quiet",
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("remodel.json")).unwrap()).unwrap();
+
+    // Fitting, selection and test rows: disjoint, and together the run's
+    // validation and test rows (30 + 30 of 300).
+    let fit = rows_of(&json, "fit");
+    let select = rows_of(&json, "select");
+    let test = rows_of(&json, "confirm");
+    assert!(!fit.is_empty() && !select.is_empty(), "{json}");
+    assert!(fit.iter().all(|r| !select.contains(r)), "fit ∩ select");
+    assert!(
+        test.iter().all(|r| !fit.contains(r) && !select.contains(r)),
+        "test ∩ validation"
+    );
+    let rows = &json["provenance"]["rows"];
+    assert_eq!(rows["validation"], fit.len() + select.len());
+    assert_eq!(rows["test"], test.len());
+    assert_eq!((fit.len() + select.len(), test.len()), (30, 30));
+    for part in ["fit", "select", "confirm"] {
+        assert_eq!(
+            rows[part]["count"],
+            rows[part]["rows"].as_array().unwrap().len()
+        );
+        assert!(rows[part]["used_for"].is_string(), "{part}");
+    }
+    assert!(rows["division"].as_str().unwrap().contains("splitmix64"));
+    // The ids are the data file's id column, row for row.
+    let text = std::fs::read_to_string(data).unwrap();
+    let id_of = |row: u64| {
+        text.lines()
+            .nth(row as usize + 1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+    };
+    for (part, rows_of_part) in [("fit", &fit), ("select", &select)] {
+        for (k, &r) in rows_of_part.iter().enumerate().take(5) {
+            assert_eq!(rows[part]["ids"][k], id_of(r), "{part} row {r}");
+        }
+    }
+
+    // The bound search: V_D's fairness 0.95 (the default measure,
+    // 1-equalized_odds_difference) is an equalized-odds gap of 0.05; every
+    // bound tried is a constraint at or above it, with a reason.
+    let search = &json["provenance"]["bound_search"];
+    assert_eq!(search["gap"], "equalized_odds", "{search}");
+    let target_gap = search["target_gap"].as_f64().unwrap();
+    assert!((target_gap - 0.05).abs() < 1e-9, "{search}");
+    let tried = search["tried"].as_array().unwrap();
+    assert!(!tried.is_empty(), "{search}");
+    let mut bounds = Vec::new();
+    for t in tried {
+        let bound = t["bound"].as_f64().unwrap();
+        assert!(bound >= target_gap - 1e-9 && bound <= 1.0, "{t}");
+        assert_eq!(t["constraint"], format!("equalized_odds <= {bound}"));
+        assert!(t["why"].as_str().unwrap().contains("search point"), "{t}");
+        assert!(t["met_on_fitting_rows"].is_boolean(), "{t}");
+        bounds.push(bound);
+    }
+    bounds.dedup();
+    assert_eq!(
+        bounds.len(),
+        tried.len(),
+        "a bound was tried twice: {search}"
+    );
+    assert!(search["chosen"]["why"].as_str().unwrap().contains("V_D"));
+    let labels: Vec<&str> = json["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels
+            .iter()
+            .filter(|l| l.starts_with("equalized_odds<=") && !l.contains('+'))
+            .count(),
+        tried.len(),
+        "{labels:?}"
+    );
+    assert_eq!(search["chosen"]["candidate"], json["chosen"]["label"]);
+
+    // Each retraining left the selection rows out of its own splits, so it
+    // chose its epoch on the fitting rows.
+    for entry in std::fs::read_dir(out.join("candidates")).unwrap() {
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(entry.unwrap().path().join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let held: Vec<u64> = config["config"]["held_out_rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("held_out_rows: {config}"))
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert!(select.iter().all(|r| held.contains(r)), "{held:?}");
+        assert_eq!(config["provenance"]["rows"]["valid"], fit.len());
+        assert!(config["config"]["fairness"]["constraints"].is_array());
+    }
 }

@@ -1,5 +1,6 @@
-//! The candidates of a remodeling, one lever at a time: retrainings at the
-//! fairness-penalty weights the planner proposes, one with reweighing, and
+//! The candidates of a remodeling, one lever at a time: constrained
+//! retrainings at the gap bounds the planner's search points ask for, one
+//! with reweighing, and
 //! post-processing of every trained model; each measured into a profile on
 //! validation.
 
@@ -7,13 +8,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use valor_values::{Candidate, PlanStatus, Planner, Profile, ValueSpace, ValueVector};
+use valor_values::{Candidate, PlanStatus, Planner, Profile, ValueSpace};
 
 use super::prepare::Context;
-use super::scoring::{Scored, measure_model, score};
+use super::scoring::{Scored, measure_model, probabilities, score};
 use super::thresholds::{PostProcess, fit_post, post_name};
 use super::{invalid, show};
 use crate::config::{Devices, ModelSource, Penalty, SettingSource, Weighting};
+use crate::constraint::{Constraint, ConstraintKind};
 use crate::error::Result;
 use crate::observe::Observer;
 use crate::trainer::{Outcome, RunDir, train};
@@ -23,8 +25,17 @@ pub(super) struct ModelEntry {
     pub(super) label: String,
     pub(super) dir: PathBuf,
     pub(super) lambda: f64,
+    /// The fairness constraint it was trained under (the first, for a
+    /// baseline trained under several).
+    pub(super) constraint: Option<Constraint>,
+    /// A retraining under a constraint: whether its tested epoch met it on
+    /// the fitting rows (with the training's bootstrap margin).
+    pub(super) met_on_fit: Option<bool>,
     pub(super) reweighing: bool,
+    /// Scored on the selection rows (`ctx.select`).
     pub(super) valid: Scored,
+    /// Probabilities on the fitting rows (`ctx.fit`), row-major.
+    pub(super) fit_probs: Vec<f64>,
 }
 
 /// A measured candidate: which model, which post-processing.
@@ -41,8 +52,9 @@ pub(super) struct Search {
     pub(super) trials: Vec<Trial>,
     /// The planner's candidate index -> model index.
     planned: Vec<usize>,
-    /// (λ, profile) of every model trained at a planned weight, and the baseline.
-    tried: Vec<(f64, ValueVector)>,
+    /// Every constraint bound tried, why, and what it gave
+    /// (`remodel.json`'s `provenance.bound_search.tried`).
+    pub(super) bounds: Vec<Value>,
 }
 
 impl Search {
@@ -51,15 +63,18 @@ impl Search {
         ctx: &Context,
         baseline_dir: PathBuf,
         valid0: Scored,
+        fit0: Vec<f64>,
         p0: Profile,
-        v0: ValueVector,
     ) -> Self {
         let models = vec![ModelEntry {
             label: "baseline".into(),
             dir: baseline_dir,
             lambda: ctx.base.fairness.lambda,
+            constraint: ctx.base.fairness.constraints.first().copied(),
+            met_on_fit: None,
             reweighing: ctx.base.weighting == Weighting::Reweighing,
             valid: valid0,
+            fit_probs: fit0,
         }];
         let candidates = vec![Candidate {
             label: "baseline".into(),
@@ -74,25 +89,33 @@ impl Search {
                 post: None,
             }],
             planned: Vec::new(),
-            tried: vec![(ctx.base.fairness.lambda, v0)],
+            bounds: Vec::new(),
         }
     }
 
-    /// Retrains at the fairness-penalty weights the planner proposes, until
-    /// it stops, the grid is spent or `budget` retrainings ran; returns how
-    /// many ran.
+    /// Retrains with a fairness constraint at the bounds V_D's fairness
+    /// target translates into, until the planner stops, no new bound is
+    /// left or `budget` retrainings ran; returns how many ran.
+    ///
+    /// Each bound is the gap the planner's search point asks for: the
+    /// fairness dimension is `1 - gap` (`1-demographic_parity_difference`
+    /// or `1-equalized_odds_difference`), so a search point with fairness
+    /// `f` is the constraint `gap <= 1 - f` (rounded to 0.001, never under
+    /// the target's own gap `1 - V_D.fairness` nor [`MIN_BOUND`]). A bound
+    /// within 0.005 of one tried is moved halfway to the target's gap; if
+    /// that was tried too the search ends. Every bound, the reason for it
+    /// and what it gave go into [`Search::bounds`].
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn lambdas(
+    pub(super) fn bounds(
         &mut self,
         ctx: &Context,
         planner: &mut Planner,
         space: &ValueSpace,
-        penalty: Penalty,
+        target: &BoundTarget,
         budget: usize,
         observer: &mut dyn Observer,
         note: &mut dyn FnMut(&str),
     ) -> Result<usize> {
-        let spec = &ctx.config.values;
         let mut retrainings = 0;
         loop {
             let proposal = planner.propose()?;
@@ -105,39 +128,82 @@ impl Search {
             }
             if retrainings >= budget {
                 note(&format!(
-                    "retraining budget spent ({budget} fairness-penalty weights)"
+                    "retraining budget spent ({budget} constraint bounds)"
                 ));
                 break;
             }
-            let Some(lambda) =
-                planner.next_lambda(&proposal.search_point, &self.tried, &spec.search().lambdas)?
+            let Some(f) = space
+                .profile(&proposal.search_point)?
+                .value(valor_values::FAIRNESS)
             else {
-                note("every fairness-penalty weight of the grid was tried");
+                note("the fairness dimension is not measured: no bound to search");
                 break;
             };
-            let anchor = proposal.anchor.map_or(0, |i| self.planned[i]);
-            let label = format!("lambda={lambda}");
-            note(&format!(
-                "candidate {label}: retraining {} epoch(s) from {} towards rung {} (search point {})",
-                ctx.config.epochs,
-                self.models[anchor].label,
+            let floor = target.gap.max(MIN_BOUND);
+            let mut bound = round_bound((1.0 - f).max(floor));
+            let mut why = format!(
+                "rung {}: the planner's search point has fairness {f:.4}, that is {} gap {:.4}",
                 proposal.rung,
-                show(&space.profile(&proposal.search_point)?)
+                target.kind.name(),
+                1.0 - f
+            );
+            if bound > 1.0 - f + 1e-9 {
+                why.push_str(&format!(", raised to the floor {floor:.3}"));
+            }
+            if self.tried_bound(bound) {
+                let moved = round_bound((bound + floor) / 2.0);
+                if self.tried_bound(moved) {
+                    note(&format!(
+                        "no untried bound: {bound} and {moved} (halfway to the floor {floor:.3}) were tried"
+                    ));
+                    break;
+                }
+                why.push_str(&format!(
+                    "; {bound} was tried, so halfway to the floor {floor:.3}"
+                ));
+                bound = moved;
+            }
+            let anchor = proposal.anchor.map_or(0, |i| self.planned[i]);
+            let constraint = Constraint {
+                kind: target.kind,
+                bound,
+            };
+            let label = format!("{}<={bound}", target.kind.name());
+            note(&format!(
+                "candidate {label}: retraining {} epoch(s) from {} ({why})",
+                ctx.config.epochs, self.models[anchor].label,
             ));
             let retraining = Retraining {
                 from: anchor,
-                lambda,
+                lambda: 0.0,
+                constraint: Some(constraint),
                 reweighing: false,
-                penalty,
+                penalty: target.penalty,
             };
-            let (m, profile) = self.retrain_and_add(ctx, retraining, label, observer, note)?;
+            let (m, profile) =
+                self.retrain_and_add(ctx, retraining, label.clone(), observer, note)?;
             retrainings += 1;
             let x = space.vector(&profile)?;
-            planner.record(x.clone())?;
+            planner.record(x)?;
             self.planned.push(m);
-            self.tried.push((lambda, x));
+            self.bounds.push(json!({
+                "bound": bound,
+                "constraint": constraint.to_string(),
+                "candidate": label,
+                "warm_start_from": self.models[anchor].label,
+                "why": why,
+                "met_on_fitting_rows": self.models[m].met_on_fit,
+                "selection_profile": profile,
+            }));
         }
         Ok(retrainings)
+    }
+
+    fn tried_bound(&self, bound: f64) -> bool {
+        self.models
+            .iter()
+            .filter_map(|m| m.constraint)
+            .any(|c| (c.bound - bound).abs() < 0.005 - 1e-12)
     }
 
     /// Reweighing at the anchor's weight, warm-started from the anchor.
@@ -151,7 +217,11 @@ impl Search {
     ) -> Result<()> {
         let anchor = planner.anchor().map_or(0, |i| self.planned[i]);
         let lambda = self.models[anchor].lambda;
-        let label = format!("lambda={lambda}+reweighing");
+        let constraint = self.models[anchor].constraint;
+        let label = match constraint {
+            Some(c) => format!("{}<={}+reweighing", c.kind.name(), c.bound),
+            None => format!("lambda={lambda}+reweighing"),
+        };
         note(&format!(
             "candidate {label}: retraining from {}",
             self.models[anchor].label
@@ -159,6 +229,7 @@ impl Search {
         let retraining = Retraining {
             from: anchor,
             lambda,
+            constraint,
             reweighing: true,
             penalty,
         };
@@ -175,7 +246,7 @@ impl Search {
     ) -> Result<()> {
         let spec = &ctx.config.values;
         for (m, model) in self.models.iter().enumerate() {
-            let post = fit_post(ctx, &model.valid, penalty)?;
+            let post = fit_post(ctx, &model.fit_probs, penalty)?;
             let label = format!("{}+{}", model.label, post_name(&post));
             let profile = measure_model(ctx, model, spec, Some(&post))?;
             note(&format!("{label}: {}", show(&profile)));
@@ -231,17 +302,22 @@ impl Search {
 pub(super) fn settings(m: &ModelEntry, post: Option<&PostProcess>) -> BTreeMap<String, Value> {
     let mut s = BTreeMap::new();
     s.insert("lambda".to_owned(), json!(m.lambda));
+    s.insert(
+        "constraint".to_owned(),
+        json!(m.constraint.map(|c| c.to_string())),
+    );
     s.insert("reweighing".to_owned(), json!(m.reweighing));
     s.insert("postprocess".to_owned(), json!(post.map(post_name)));
     s.insert("model".to_owned(), json!(m.dir.display().to_string()));
     s
 }
 
-/// One retraining: warm-started from model `from`, at weight `lambda` of
-/// `penalty`, with or without reweighing.
+/// One retraining: warm-started from model `from`, under `constraint`
+/// (else at weight `lambda` of `penalty`), with or without reweighing.
 struct Retraining {
     from: usize,
     lambda: f64,
+    constraint: Option<Constraint>,
     reweighing: bool,
     penalty: Penalty,
 }
@@ -258,6 +334,7 @@ fn retrain(
 ) -> Result<ModelEntry> {
     let Retraining {
         lambda,
+        constraint,
         reweighing,
         penalty,
         ..
@@ -268,7 +345,9 @@ fn retrain(
     };
     c.epochs = ctx.config.epochs;
     c.lr = ctx.config.lr.unwrap_or(ctx.base.lr);
-    c.fairness.lambda = lambda;
+    c.fairness.lambda = if constraint.is_some() { 0.0 } else { lambda };
+    c.fairness.constraints = constraint.into_iter().collect();
+    c.fairness.constraints_from = SettingSource::Config;
     c.fairness.penalty = penalty;
     c.fairness.lambda_from = SettingSource::Config;
     c.fairness.penalty_from = SettingSource::Config;
@@ -278,6 +357,11 @@ fn retrain(
     } else {
         ctx.base.weighting
     };
+    // The selection rows stay unseen: the retraining chooses its epoch
+    // on the fitting rows.
+    c.held_out_rows.extend(&ctx.rows.select);
+    c.held_out_rows.sort_unstable();
+    c.held_out_rows.dedup();
     c.early_stopping_patience = None;
     c.checkpoint_every = None;
     c.keep_last = 1;
@@ -291,23 +375,27 @@ fn retrain(
         .out_dir
         .join("candidates")
         .join(format!("{number:02}-{}", slug(label)));
-    match train(&c, &run, true, observer)? {
-        Outcome::Finished(_) => {}
+    let met_on_fit = match train(&c, &run, true, observer)? {
+        Outcome::Finished(report) => report.constraints.as_ref().map(|k| k.met_on_validation),
         Outcome::Stopped { step } => {
             return Err(invalid(
                 &run,
                 format!("the retraining was stopped after step {step}"),
             ));
         }
-    }
+    };
     let dir = RunDir::new(&run).model();
-    let valid = score(ctx, &dir, &ctx.valid)?;
+    let valid = score(ctx, &dir, &ctx.select)?;
+    let fit_probs = probabilities(ctx, &dir, &ctx.fit)?;
     Ok(ModelEntry {
         label: label.to_owned(),
         dir,
-        lambda,
+        lambda: c.fairness.lambda,
+        constraint,
+        met_on_fit,
         reweighing: reweighing || c.weighting == Weighting::Reweighing,
         valid,
+        fit_probs,
     })
 }
 
@@ -324,4 +412,21 @@ fn slug(label: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The smallest bound the search tries: a gap of 0 can only be met by a
+/// constant classifier.
+pub(super) const MIN_BOUND: f64 = 0.01;
+
+fn round_bound(b: f64) -> f64 {
+    ((b * 1000.0).round() / 1000.0).clamp(MIN_BOUND, 1.0)
+}
+
+/// What the bound search aims at: the constrained gap, the penalty of the
+/// same gap (for post-processing and reweighing), and V_D's gap.
+pub(super) struct BoundTarget {
+    pub(super) kind: ConstraintKind,
+    pub(super) penalty: Penalty,
+    /// `1 - V_D.fairness`: the gap the target asks for.
+    pub(super) gap: f64,
 }

@@ -1,28 +1,44 @@
 //! `valor remodel`: steer a trained model's value profile towards the
 //! target `V_D` of a `values.toml`, as the seed's steps 1–5 describe.
 //!
+//! **Rows.** The run's validation rows are divided in two disjoint halves
+//! ([`crate::splits::selection_split`]: stratified by label and fairness
+//! group, deterministic from the split seed): the *fitting* rows fit
+//! post-processing and are the retrainings' validation split (their epoch
+//! choice), and the *selection* rows measure `V0` and every candidate and
+//! choose `V_T`; the retrainings leave the selection rows out of every
+//! split (`TrainConfig::held_out_rows`). So the chosen profile is not
+//! measured on the rows its thresholds or offsets were fitted on. The test
+//! rows only confirm. `remodel.json`'s `provenance.rows` lists each part's
+//! rows and ids and what it was used for.
+//!
 //! 1. **Measure `V0`.** The baseline (the run folder's `model/`) is scored on
-//!    the validation split: accuracy and macro-F1 from streamed counts
+//!    the selection rows: accuracy and macro-F1 from streamed counts
 //!    ([`EvalCounts`]), the fairness gaps of the fairness group column,
 //!    its cost (forward GFLOP per example at the split's mean token count
 //!    and MB of weight files, counted: the default efficiency measure, the
 //!    same on every run), throughput (examples/s of timed inference over
-//!    the whole split, the fastest of a few passes; reported, and the
+//!    the rows, the fastest of a few passes; reported, and the
 //!    efficiency dimension only if `values.toml` asks for `throughput`) and,
 //!    when asked for, ERASER faithfulness of integrated-gradients
-//!    explanations on the first validation examples
+//!    explanations on the first selection rows
 //!    (`valor_bert::faithfulness`). `valor_values::measure` turns the numbers
 //!    into a profile; a dimension that cannot be measured is NOT MEASURED
 //!    (or an error, per `unmeasured` in `values.toml`), never invented.
-//! 2. **Candidates.** Three levers: the fairness-penalty weight `λ`
-//!    (retraining for a few epochs, warm-started from the planner's anchor
-//!    model), reweighing on or off (one retraining at the anchor's `λ`), and
-//!    post-processing without retraining (per-group class offsets fitted on
-//!    validation scores for three or more labels, a threshold optimizer for
-//!    two). The [`valor_values::Planner`] chooses each next `λ` (the solver
-//!    step from the anchor towards the current rung of the alpha ladder from
-//!    `V0` to `V_D`) and says when to stop.
-//! 3. **Select.** Every candidate's validation profile goes into
+//! 2. **Candidates.** Three levers: constrained retraining (a few epochs,
+//!    warm-started from the planner's anchor model) under a bound on the
+//!    gap the fairness measure is `1 -` of (`demographic_parity` or
+//!    `equalized_odds`), reweighing (one retraining at the anchor's
+//!    setting), and post-processing without retraining (per-group class
+//!    offsets for three or more labels, a threshold optimizer for two,
+//!    fitted on the fitting rows). The [`valor_values::Planner`] gives each
+//!    next search point (the solver step from the anchor towards the current
+//!    rung of the alpha ladder from `V0` to `V_D`) and says when to stop; a
+//!    search point's fairness `f` becomes the bound `gap <= 1 - f`, never
+//!    under `V_D`'s own gap (`Search::bounds`). `remodel.json`'s
+//!    `provenance.bound_search` lists every bound, why it was tried, whether
+//!    the retraining met it on the fitting rows, and why `V_T` won.
+//! 3. **Select.** Every candidate's profile on the selection rows goes into
 //!    [`valor_values::select`]: the Pareto front, and `V_T` = the front's
 //!    profile nearest `V_D` in the metric of `values.toml`.
 //! 4. **Confirm.** The baseline and the chosen model are scored again on the
@@ -49,10 +65,11 @@ mod thresholds;
 
 use std::path::{Path, PathBuf};
 
+use serde_json::{Value, json};
 use valor_bert::Backend;
 use valor_values::{
-    EvalField, Evaluation, Measure, Planner, Profile, RemodelReport, TestConfirmation, ValuesSpec,
-    measure, select,
+    EvalField, Evaluation, Measure, Planner, Profile, RemodelReport, Selection, TestConfirmation,
+    ValuesSpec, measure, select,
 };
 
 pub use thresholds::{
@@ -60,13 +77,14 @@ pub use thresholds::{
 };
 
 use crate::config::{Penalty, Weighting};
+use crate::constraint::ConstraintKind;
 use crate::error::{Error, Result};
 use crate::observe::Observer;
 use crate::trainer::RunDir;
-use candidates::Search;
+use candidates::{BoundTarget, MIN_BOUND, Search};
 use output::{provenance, save_model};
 use prepare::{Context, prepare, prepare_out};
-use scoring::{evaluation, score};
+use scoring::{evaluation, probabilities, score};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::io(path, source)
@@ -83,8 +101,8 @@ pub struct RemodelConfig {
     pub values: ValuesSpec,
     /// Epochs of each retraining (warm-started, so few are needed).
     pub epochs: usize,
-    /// Most retrainings (fairness-penalty weights plus reweighing), on top
-    /// of `max_candidates` in `values.toml`.
+    /// Most retrainings (constraint bounds plus reweighing), on top of
+    /// `max_candidates` in `values.toml`.
     pub max_retrainings: usize,
     /// Peak learning rate of the retrainings (default: the run's).
     pub lr: Option<f64>,
@@ -153,14 +171,16 @@ pub fn remodel(
     prepare_out(out, config.overwrite)?;
     let baseline_dir = RunDir::new(&config.run_dir).model();
 
-    // 1. V0 on validation.
+    // 1. V0 on the selection rows.
     note(&format!(
-        "measuring the baseline {} on {} validation rows",
+        "measuring the baseline {} on {} validation rows kept for choosing ({} others fit post-processing)",
         baseline_dir.display(),
-        ctx.valid.labels.len()
+        ctx.select.labels.len(),
+        ctx.fit.labels.len()
     ));
-    let valid0 = score(&ctx, &baseline_dir, &ctx.valid)?;
-    let (eval0, _) = evaluation(&ctx, &ctx.valid, &valid0, None)?;
+    let valid0 = score(&ctx, &baseline_dir, &ctx.select)?;
+    let fit0 = probabilities(&ctx, &baseline_dir, &ctx.fit)?;
+    let (eval0, _) = evaluation(&ctx, &ctx.select, &valid0, None)?;
     let p0 = measure(&eval0, spec)?;
     note(&format!("V0 = {}", show(&p0)));
 
@@ -172,22 +192,29 @@ pub fn remodel(
         spec.target_vector(&space)?,
         spec.search(),
     )?;
-    let mut search = Search::new(&ctx, baseline_dir.clone(), valid0, p0.clone(), v0);
+    let mut search = Search::new(&ctx, baseline_dir.clone(), valid0, fit0, p0.clone());
     let reweigh = spec.search().reweighing && ctx.base.weighting != Weighting::Reweighing;
-    let lambda_budget = config.max_retrainings.saturating_sub(usize::from(reweigh));
+    let bound_budget = config.max_retrainings.saturating_sub(usize::from(reweigh));
     let penalty = penalty_for(spec);
+    let target = bound_target(spec, penalty);
 
-    // 2. Candidates: fairness-penalty weights chosen by the planner, then
-    // reweighing, then post-processing.
-    let retrainings = search.lambdas(
-        &ctx,
-        &mut planner,
-        &space,
-        penalty,
-        lambda_budget,
-        observer,
-        note,
-    )?;
+    // 2. Candidates: constrained retrainings at the bounds the planner's
+    // search points translate into, then reweighing, then post-processing.
+    let retrainings = match &target {
+        Some(target) => search.bounds(
+            &ctx,
+            &mut planner,
+            &space,
+            target,
+            bound_budget,
+            observer,
+            note,
+        )?,
+        None => {
+            note("V_D sets no fairness target: no constraint bound to search");
+            0
+        }
+    };
     if reweigh && retrainings < config.max_retrainings {
         search.reweighing(&ctx, &planner, penalty, observer, note)?;
     }
@@ -224,7 +251,11 @@ pub fn remodel(
         ctx.group_columns[0].0.as_str(),
         ctx.base.seed,
     )?;
-    let provenance = provenance(&ctx, &search.models, &test_eval0, &test_eval_t);
+    let mut provenance = provenance(&ctx, &search.models, &test_eval0, &test_eval_t);
+    provenance.insert(
+        "bound_search".into(),
+        bound_search_json(target.as_ref(), &p0, &search, &selection),
+    );
     let report = RemodelReport::new(spec, &selection, Some(&test), planner.history(), provenance)?;
     let report_json = out.join("remodel.json");
     let report_html = out.join("remodel.html");
@@ -332,4 +363,65 @@ fn show(p: &Profile) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What the bound search aims at, from `V_D`'s fairness target (`None`
+/// without one): the gap of the fairness measure, at `1 - target`.
+fn bound_target(spec: &ValuesSpec, penalty: Penalty) -> Option<BoundTarget> {
+    let fairness = *spec.targets().get(valor_values::FAIRNESS)?;
+    let kind = match penalty {
+        Penalty::EqualizedOdds => ConstraintKind::EqualizedOdds,
+        Penalty::DemographicParity => ConstraintKind::DemographicParity,
+    };
+    Some(BoundTarget {
+        kind,
+        penalty,
+        gap: 1.0 - fairness,
+    })
+}
+
+/// `provenance.bound_search` of `remodel.json`: the gap searched, V_D's and
+/// the baseline's gap, every bound tried (why, and what it gave), and why
+/// `V_T` won.
+fn bound_search_json(
+    target: Option<&BoundTarget>,
+    p0: &Profile,
+    search: &Search,
+    selection: &Selection,
+) -> Value {
+    let chosen = selection.chosen;
+    let label = |i: usize| search.candidates[i].label.clone();
+    let mut others: Vec<(usize, f64)> = selection
+        .pareto_front
+        .iter()
+        .filter(|&&i| i != chosen)
+        .map(|&i| (i, selection.distances[i]))
+        .collect();
+    others.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let why = match others.first() {
+        Some(&(i, d)) => format!(
+            "V_T is the Pareto-front candidate nearest V_D on the selection rows: distance {:.4}; the next on the front, {}, is at {d:.4}; the baseline is at {:.4}",
+            selection.distance_vt_vd,
+            label(i),
+            selection.distance_v0_vd
+        ),
+        None => format!(
+            "V_T is the only Pareto-front candidate: distance to V_D {:.4} on the selection rows; the baseline is at {:.4}",
+            selection.distance_vt_vd, selection.distance_v0_vd
+        ),
+    };
+    let chosen_model = &search.models[search.trials[chosen].model];
+    json!({
+        "gap": target.map(|t| t.kind.name()),
+        "target_gap": target.map(|t| t.gap),
+        "baseline_gap": p0.value(valor_values::FAIRNESS).map(|f| 1.0 - f),
+        "min_bound": MIN_BOUND,
+        "tried": search.bounds,
+        "chosen": {
+            "candidate": label(chosen),
+            "constraint": chosen_model.constraint.map(|c| c.to_string()),
+            "distance_to_vd": selection.distance_vt_vd,
+            "why": why,
+        },
+    })
 }

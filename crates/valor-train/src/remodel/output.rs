@@ -94,10 +94,7 @@ pub(super) fn provenance(
         "faithfulness_examples".into(),
         json!(ctx.config.faithfulness_examples),
     );
-    p.insert(
-        "rows".into(),
-        json!({"validation": ctx.valid.labels.len(), "test": ctx.test.labels.len()}),
-    );
+    p.insert("rows".into(), rows_json(ctx));
     p.insert(
         "models".into(),
         json!(
@@ -112,4 +109,32 @@ pub(super) fn provenance(
         json!({"baseline": test0, "chosen": test_t}),
     );
     p
+}
+
+/// `provenance.rows` of `remodel.json`: which data rows each step read
+/// (0-based `rows` in file order, and their `ids`), how the validation
+/// rows were divided, and what each part was used for.
+fn rows_json(ctx: &Context) -> Value {
+    let part = |rows: &[usize], used_for: &str| {
+        json!({
+            "count": rows.len(),
+            "used_for": used_for,
+            "rows": rows,
+            "ids": rows.iter().map(|&i| ctx.rows.ids[i].as_str()).collect::<Vec<_>>(),
+        })
+    };
+    json!({
+        "validation": ctx.rows.fit.len() + ctx.rows.select.len(),
+        "test": ctx.rows.test.len(),
+        "division": crate::splits::SELECTION_SPLIT_RULE,
+        "fit": part(
+            &ctx.rows.fit,
+            "fitting post-processing (thresholds, class offsets) and the retrainings' choice of epoch",
+        ),
+        "select": part(
+            &ctx.rows.select,
+            "measuring V0 and every candidate, and choosing V_T",
+        ),
+        "confirm": part(&ctx.rows.test, "confirming V0 and V_T on test"),
+    })
 }

@@ -1,6 +1,7 @@
 //! What a remodeling reads before any work: the run's configuration and
-//! data, its validation and test splits tokenized with the fairness column
-//! first (the [`Context`]), and the output folder made ready.
+//! data, its validation rows divided into fitting and selection rows and
+//! its test rows, tokenized with the fairness column first (the
+//! [`Context`]), and the output folder made ready.
 
 use std::path::Path;
 
@@ -24,6 +25,21 @@ pub(super) struct SplitRows {
     pub(super) reference: Option<Vec<u32>>,
 }
 
+/// Which data rows each step of a remodeling reads (0-based, file order),
+/// and their ids (the id column, or the 1-based row number).
+pub(super) struct RowUse {
+    /// Validation rows that fit post-processing and choose the
+    /// retrainings' epochs.
+    pub(super) fit: Vec<usize>,
+    /// Validation rows that measure every candidate and choose `V_T`;
+    /// disjoint from `fit`.
+    pub(super) select: Vec<usize>,
+    /// Test rows: the confirmation only.
+    pub(super) test: Vec<usize>,
+    /// Each data row's id.
+    pub(super) ids: Vec<String>,
+}
+
 pub(super) struct Context {
     pub(super) config: RemodelConfig,
     pub(super) base: TrainConfig,
@@ -31,8 +47,13 @@ pub(super) struct Context {
     pub(super) labels: Vec<String>,
     /// Group columns (name, values), the fairness column first.
     pub(super) group_columns: Vec<(String, Vec<String>)>,
-    pub(super) valid: SplitRows,
+    /// The validation rows post-processing is fitted on (`rows.fit`).
+    pub(super) fit: SplitRows,
+    /// The validation rows candidates are measured and chosen on
+    /// (`rows.select`).
+    pub(super) select: SplitRows,
     pub(super) test: SplitRows,
+    pub(super) rows: RowUse,
     pub(super) pad_id: u32,
     pub(super) special_ids: Vec<u32>,
     pub(super) eval_batch_size: usize,
@@ -158,9 +179,24 @@ pub(super) fn prepare(config: &RemodelConfig) -> Result<Context> {
         ));
     }
     let (order, fair_at) = fairness_first(&base, &data)?;
+    let (fit_rows, select_rows) = crate::splits::selection_split(
+        &splits.valid,
+        |i| (data.labels[i].0, data.groups[fair_at].ids[i].0),
+        base.split.seed,
+    );
+    if fit_rows.is_empty() || select_rows.is_empty() {
+        return Err(invalid(
+            &data.source,
+            format!(
+                "remodel fits post-processing on one half of the validation split and chooses on the other; the run's split has {} validation row(s), at least 2 are needed",
+                splits.valid.len()
+            ),
+        ));
+    }
     let tokenizer = TextTokenizer::from_model_dir(&model_dir, base.max_len)?;
     let rows = |idx: &[usize]| split_rows(&data.subset(idx), &tokenizer, &order, fair_at);
-    let valid = rows(&splits.valid)?;
+    let fit = rows(&fit_rows)?;
+    let select = rows(&select_rows)?;
     let test = rows(&splits.test)?;
     let special_ids = ["[CLS]", "[SEP]"]
         .iter()
@@ -173,8 +209,15 @@ pub(super) fn prepare(config: &RemodelConfig) -> Result<Context> {
             .iter()
             .map(|&g| (data.groups[g].name.clone(), data.groups[g].values.clone()))
             .collect(),
-        valid,
+        fit,
+        select,
         test,
+        rows: RowUse {
+            fit: fit_rows,
+            select: select_rows,
+            test: splits.test.clone(),
+            ids: data.ids.clone(),
+        },
         pad_id: tokenizer.pad_id(),
         special_ids,
         eval_batch_size: base.eval_batch_size,

@@ -61,7 +61,8 @@ pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scor
         },
         0,
     );
-    let (probs, seconds) = timed_probabilities(ctx, &model, &device, dir, split, &plan)?;
+    let passes = ctx.config.timing_passes.max(1);
+    let (probs, seconds) = timed_probabilities(ctx, &model, &device, dir, split, &plan, passes)?;
     let examples_per_s = split.enc.len() as f64 / seconds;
     let faithfulness = if ctx.config.faithfulness_examples > 0 {
         Some(faithfulness_of(ctx, dir, split)?)
@@ -77,8 +78,28 @@ pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scor
     })
 }
 
+/// The softmax probabilities (row-major) of the model in `dir` on `split`,
+/// one untimed pass: what post-processing is fitted on.
+pub(super) fn probabilities(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Vec<f64>> {
+    let device = valor_bert::device(ctx.backend)?;
+    let (_, model, _) =
+        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
+    let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
+    let plan = plan_batches(
+        &lengths,
+        &BatchConfig {
+            batch_size: ctx.eval_batch_size,
+            window_batches: 50,
+            shuffle: false,
+            seed: 0,
+        },
+        0,
+    );
+    Ok(timed_probabilities(ctx, &model, &device, dir, split, &plan, 1)?.0)
+}
+
 /// The softmax probabilities of `split` (row-major) and the seconds of the
-/// fastest of `timing_passes` timed passes over it (the usual benchmark
+/// fastest of `passes` timed passes over it (the usual benchmark
 /// rule: slower passes measure contention from other processes, not the
 /// model); the first pass's probabilities are kept.
 fn timed_probabilities(
@@ -88,11 +109,12 @@ fn timed_probabilities(
     dir: &Path,
     split: &SplitRows,
     plan: &[Vec<usize>],
+    passes: usize,
 ) -> Result<(Vec<f64>, f64)> {
     let k = ctx.labels.len();
     let mut probs = vec![0.0; split.enc.len() * k];
     let mut seconds = f64::INFINITY;
-    for pass in 0..ctx.config.timing_passes.max(1) {
+    for pass in 0..passes {
         let clock = Instant::now();
         for rows in plan {
             let encs: Vec<&Encoded> = rows.iter().map(|&i| &split.enc[i]).collect();
@@ -231,12 +253,14 @@ pub(super) fn evaluation(
     Ok((eval, m))
 }
 
+/// The profile of model `m` (post-processed by `post`) on the selection
+/// rows.
 pub(super) fn measure_model(
     ctx: &Context,
     m: &ModelEntry,
     spec: &ValuesSpec,
     post: Option<&PostProcess>,
 ) -> Result<Profile> {
-    let (eval, _) = evaluation(ctx, &ctx.valid, &m.valid, post)?;
+    let (eval, _) = evaluation(ctx, &ctx.select, &m.valid, post)?;
     Ok(measure(&eval, spec)?)
 }

@@ -1,5 +1,5 @@
 //! The post-processing rule of a remodelled model (`thresholds.json`):
-//! fitted on validation scores, saved beside the model, applied by
+//! fitted on the validation rows kept for fitting, saved beside the model, applied by
 //! `valor predict` row by row or chunk by chunk.
 
 use std::path::Path;
@@ -12,7 +12,6 @@ use valor_fair::{
 
 use super::io_err;
 use super::prepare::Context;
-use super::scoring::Scored;
 use crate::config::Penalty;
 use crate::error::{Error, Result};
 
@@ -152,12 +151,13 @@ impl ThresholdsPredictor<'_> {
     }
 }
 
-/// Fits the post-processing rule on a model's validation scores.
-pub(super) fn fit_post(ctx: &Context, scored: &Scored, penalty: Penalty) -> Result<PostProcess> {
+/// Fits the post-processing rule on a model's probabilities on the fitting
+/// rows (`ctx.fit`, row-major), never on the rows candidates are chosen on.
+pub(super) fn fit_post(ctx: &Context, probs: &[f64], penalty: Penalty) -> Result<PostProcess> {
     let k = ctx.labels.len();
     if k == 2 {
-        let p1: Vec<f64> = scored.probs.chunks(2).map(|r| r[1]).collect();
-        let y: Vec<bool> = ctx.valid.labels.iter().map(|&l| l == 1).collect();
+        let p1: Vec<f64> = probs.chunks(2).map(|r| r[1]).collect();
+        let y: Vec<bool> = ctx.fit.labels.iter().map(|&l| l == 1).collect();
         let constraint = match penalty {
             Penalty::EqualizedOdds => Constraint::EqualizedOdds,
             Penalty::DemographicParity => Constraint::DemographicParity,
@@ -169,17 +169,17 @@ pub(super) fn fit_post(ctx: &Context, scored: &Scored, penalty: Penalty) -> Resu
         Ok(PostProcess::Thresholds(ThresholdOptimizer::fit(
             &p1,
             &y,
-            &ctx.valid.fair_values,
+            &ctx.fit.fair_values,
             &config,
         )?))
     } else {
         let labels = LabelSet::new(&ctx.labels)?;
-        let y: Vec<LabelId> = ctx.valid.labels.iter().map(|&l| LabelId::new(l)).collect();
+        let y: Vec<LabelId> = ctx.fit.labels.iter().map(|&l| LabelId::new(l)).collect();
         Ok(PostProcess::ClassOffsets(ClassOffsets::fit(
             &labels,
-            &scored.probs,
+            probs,
             &y,
-            &ctx.valid.fair_values,
+            &ctx.fit.fair_values,
             &OffsetConfig::default(),
         )?))
     }

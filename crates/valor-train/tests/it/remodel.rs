@@ -117,7 +117,7 @@ fn remodel_searches_selects_confirms_and_saves() {
     let labels: Vec<&str> = report.candidates.iter().map(|c| c.label.as_str()).collect();
     assert_eq!(labels.len(), 6, "{labels:?}");
     assert_eq!(labels[0], "baseline");
-    assert!(labels[1].starts_with("lambda="), "{labels:?}");
+    assert!(labels[1].starts_with("equalized_odds<="), "{labels:?}");
     assert!(labels[2].ends_with("+reweighing"), "{labels:?}");
     assert!(
         labels[3..].iter().all(|l| l.ends_with("+class-offsets")),
@@ -134,23 +134,36 @@ fn remodel_searches_selects_confirms_and_saves() {
     }
 
     // Retrainings warm-start from a model folder of this remodeling.
-    let first = out
-        .join("candidates")
-        .join(format!("01-{}", labels[1].replace('=', "-")));
+    let candidate = |prefix: &str| {
+        std::fs::read_dir(out.join("candidates"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no candidate {prefix}"))
+    };
+    let first = candidate("01-");
     let cfg = read_run_config(&first).unwrap().config;
     match cfg.model {
         valor_train::ModelSource::Pretrained { dir } => assert_eq!(dir, RunDir::new(&run).model()),
         other => panic!("not warm-started: {other:?}"),
     }
     assert_eq!(cfg.epochs, 1);
-    assert!(cfg.fairness.lambda > 0.0);
-    let second = read_run_config(
-        &out.join("candidates")
-            .join(format!("02-{}", labels[2].replace(['=', '+'], "-"))),
-    )
-    .unwrap()
-    .config;
+    // Constrained at a bound between the baseline's gap and V_D's 0.01.
+    assert_eq!(cfg.fairness.lambda, 0.0);
+    assert_eq!(cfg.fairness.constraints.len(), 1, "{:?}", cfg.fairness);
+    let bound = cfg.fairness.constraints[0].bound;
+    assert!((0.01..=1.0).contains(&bound), "{bound}");
+    assert_eq!(labels[1], format!("equalized_odds<={bound}"));
+    let second = read_run_config(&candidate("02-")).unwrap().config;
     assert_eq!(second.weighting, Weighting::Reweighing);
+    // Reweighing retrains at the anchor's setting: the first candidate's
+    // bound, or the baseline's none.
+    assert!(
+        second.fairness.constraints.is_empty()
+            || second.fairness.constraints == cfg.fairness.constraints,
+        "{:?}",
+        second.fairness
+    );
 
     // The chosen model is a normal model folder; thresholds.json iff post-processed.
     let model = &outcome.model_dir;
