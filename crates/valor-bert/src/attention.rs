@@ -18,6 +18,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
+use crate::packed::Layout;
 use crate::{fused, host, init, lora};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
@@ -87,11 +88,37 @@ impl BertAttention {
         [batch, seq_len]: [usize; 2],
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
-        let [rows, hidden] = x.dims();
+        let layout = Layout {
+            batch,
+            seq_len,
+            bias,
+            packing: None,
+        };
+        self.forward_layout(x, &layout, want_probs)
+    }
+
+    /// [`forward`](Self::forward) on padded or packed rows (see
+    /// [`crate::packed`]): the projections run on `x`'s rows as they are,
+    /// the attention products on the layout's padded view.
+    pub(crate) fn forward_layout(
+        &self,
+        x: Tensor<2>,
+        layout: &Layout,
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
+        let (batch, seq_len) = (layout.batch, layout.seq_len);
+        let bias = layout.bias.clone();
+        let [_, hidden] = x.dims();
         let heads = self.num_heads;
         let d_head = hidden / heads;
-        // [rows, hidden] → [batch, heads, seq_len, d_head] (a strided view).
-        let split = |t: Tensor<2>| t.reshape([batch, seq_len, heads, d_head]).swap_dims(1, 2);
+        // [rows, hidden] → [batch, heads, seq_len, d_head] (a strided view;
+        // packed rows are gathered into padded slots first).
+        let split = |t: Tensor<2>| {
+            layout
+                .to_padded(t)
+                .reshape([batch, seq_len, heads, d_head])
+                .swap_dims(1, 2)
+        };
         let q = split(lora::linear(&self.query, x.clone()));
         let k = split(lora::linear(&self.key, x.clone()));
         let v = split(lora::linear(&self.value, x.clone()));
@@ -124,7 +151,7 @@ impl BertAttention {
             let context = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
             (context, None)
         };
-        let context = context.swap_dims(1, 2).reshape([rows, hidden]);
+        let context = layout.to_packed(context.swap_dims(1, 2).reshape([batch * seq_len, hidden]));
 
         let out = fused::residual_layer_norm(
             lora::linear(&self.output, context),

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::config::BertConfig;
 use crate::input::BertInput;
 use crate::model::{BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
+use crate::packed::PackedInput;
 use crate::{host, init};
 
 /// BERT with a classification head over `num_labels` classes.
@@ -72,6 +73,24 @@ impl BertForSequenceClassification {
             self.bert
                 .forward_from_embeddings(emb, input.attention_mask, ForwardOptions::default());
         self.head(base.pooled)
+    }
+
+    /// Logits `[batch, num_labels]` of a packed batch: what
+    /// [`forward`](Self::forward) gives on the same sequences padded, with
+    /// no padding positions computed outside attention (see
+    /// [`crate::packed`]). For inference: no hidden states or attentions.
+    pub fn forward_packed(&self, input: &PackedInput) -> Tensor<2> {
+        let emb = self.bert.embeddings.forward_packed(
+            input.input_ids.clone(),
+            input.token_type_ids.clone(),
+            input.position_ids.clone(),
+        );
+        let last = self.bert.encoder.forward_packed(emb, &input.layout);
+        let pooled = self
+            .bert
+            .pooler
+            .forward_first(last.select(0, input.first.clone()));
+        self.head(pooled)
     }
 
     /// Logits plus the pooled output, the sentence embedding and, on request,

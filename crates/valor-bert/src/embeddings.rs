@@ -73,4 +73,23 @@ impl BertEmbeddings {
         let x = words + types + positions;
         host::dropout(&self.dropout, self.layer_norm.forward(x))
     }
+
+    /// Packed ids, token types and positions, each `[tokens]` (see
+    /// [`crate::packed`]) → `[tokens, hidden]`: the same sum as
+    /// [`forward`](Self::forward), each token's position row looked up.
+    pub(crate) fn forward_packed(
+        &self,
+        input_ids: Tensor<1, Int>,
+        token_type_ids: Tensor<1, Int>,
+        position_ids: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let [tokens] = input_ids.dims();
+        let row = |t: Tensor<1, Int>| t.reshape([1, tokens]);
+        let words = self.word_embeddings.forward(row(input_ids));
+        let types = self.token_type_embeddings.forward(row(token_type_ids));
+        let positions = self.position_embeddings.forward(row(position_ids));
+        let x = words + types + positions;
+        let [_, _, hidden] = x.dims();
+        host::dropout(&self.dropout, self.layer_norm.forward(x)).reshape([tokens, hidden])
+    }
 }

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{Activation, BertConfig};
+use crate::packed::Layout;
 use crate::{fused, init, lora};
 
 /// One encoder layer (HF `BertLayer`).
@@ -58,7 +59,24 @@ impl BertLayer {
         dims: [usize; 2],
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
-        let (x, probs) = self.attention.forward(x, bias, dims, want_probs);
+        let [batch, seq_len] = dims;
+        let layout = Layout {
+            batch,
+            seq_len,
+            bias,
+            packing: None,
+        };
+        self.forward_layout(x, &layout, want_probs)
+    }
+
+    /// [`forward`](Self::forward) on padded or packed rows (see [`crate::packed`]).
+    pub(crate) fn forward_layout(
+        &self,
+        x: Tensor<2>,
+        layout: &Layout,
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
+        let (x, probs) = self.attention.forward_layout(x, layout, want_probs);
         let inner = activate(self.activation, lora::linear(&self.intermediate, x.clone()));
         let out = fused::residual_layer_norm(
             lora::linear(&self.output, inner),
@@ -132,5 +150,14 @@ impl BertEncoder {
             layer_outputs: outs,
             attentions: probs,
         }
+    }
+
+    /// Packed rows `[tokens, hidden]` → the last layer's packed rows (see
+    /// [`crate::packed`]; no per-layer outputs or attention maps).
+    pub(crate) fn forward_packed(&self, mut x: Tensor<2>, layout: &Layout) -> Tensor<2> {
+        for layer in &self.layers {
+            x = layer.forward_layout(x, layout, false).0;
+        }
+        x
     }
 }

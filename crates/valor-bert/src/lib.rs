@@ -55,6 +55,7 @@ mod loader;
 pub mod lora;
 pub mod lowp;
 mod model;
+mod packed;
 pub mod optim;
 mod pooler;
 pub mod quant;
@@ -80,6 +81,7 @@ pub use loader::{
     table as name_table,
 };
 pub use lowp::Precision;
+pub use packed::PackedInput;
 pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
 pub use optim::{AdamW, AdamWConfig, DecayMask};
 pub use pooler::BertPooler;

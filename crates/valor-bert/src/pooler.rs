@@ -26,7 +26,11 @@ impl BertPooler {
     /// `[batch, seq_len, hidden]` → `[batch, hidden]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [batch, _, h] = hidden.dims();
-        let cls = hidden.slice([0..batch, 0..1]).reshape([batch, h]);
+        self.forward_first(hidden.slice([0..batch, 0..1]).reshape([batch, h]))
+    }
+
+    /// Each sequence's first-token rows `[batch, hidden]` → `[batch, hidden]`.
+    pub(crate) fn forward_first(&self, cls: Tensor<2>) -> Tensor<2> {
         crate::lora::linear(&self.dense, cls).tanh()
     }
 }

@@ -343,14 +343,6 @@ fn serve_queue(
     }
 }
 
-/// Texts per forward pass inside a dynamic batch. Requests arrive in any
-/// order of length, so one forward over a whole batch pads every text to the
-/// longest: measured with `valor predict --chunk-rows 14` on MiniLM and
-/// Financial PhraseBank sentences (2-core Xeon), 560 texts took 7.1 s as
-/// chunks of 14 in one forward each, 4.8 s sorted by length in forwards of
-/// 8, and 4.4 s in forwards of 4 (3.1 s offline with 560-row chunks).
-const SUB_BATCH: usize = 8;
-
 fn run_batch(
     config: &EngineConfig,
     model: &Classifier,
@@ -368,10 +360,10 @@ fn run_batch(
         jobs.push(j);
     }
     metrics::histogram!(m::BATCH_SIZE).record(total as f64);
-    // One padded forward per SUB_BATCH texts of similar length (the
-    // classifier sorts a batch's texts by length first), not one forward
-    // padded to the batch's longest text.
-    let scores = model.scores(all.clone(), SUB_BATCH);
+    // One unpadded forward for the whole batch: requests arrive in any
+    // order of length, and a padded forward would compute every text to the
+    // longest one's length (see valor_bert's `packed` module).
+    let scores = model.scores(all.clone(), all.len());
     metrics::histogram!(m::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
     let mut scores = match scores {
         Ok(s) => s.into_iter(),

@@ -20,7 +20,7 @@ use burn::tensor::Device;
 use burn::tensor::activation::softmax;
 use valor_bert::explain::{IgConfig, IgExplanation, Rule, TokenSequence, pad_baseline, top_k};
 use valor_bert::explain::{WordAttribution, merge_words};
-use valor_bert::{Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions};
+use valor_bert::{Backend, BertConfig, BertForSequenceClassification, LoadOptions, PackedInput};
 use valor_data::tokenize::SPECIAL_TOKENS;
 use valor_data::{Bucketed, Encoded, TextTokenizer};
 
@@ -196,14 +196,20 @@ impl Classifier {
         );
         for b in batches {
             self.check_ids(&b.input_ids)?;
-            let input = BertInput::from_flat(
-                &b.input_ids,
-                &b.attention_mask,
-                &b.token_type_ids,
-                [b.batch_size, b.seq_len],
-                &self.device,
-            )?;
-            let logits = self.model.forward(input);
+            // Unpadded: each row's real tokens only (the mask's 1s lead).
+            let rows: Vec<(&[u32], Option<&[u32]>)> = (0..b.batch_size)
+                .map(|r| {
+                    let span = r * b.seq_len..(r + 1) * b.seq_len;
+                    let len = b.attention_mask[span.clone()]
+                        .iter()
+                        .filter(|&&m| m == 1)
+                        .count();
+                    let real = span.start..span.start + len;
+                    (&b.input_ids[real.clone()], Some(&b.token_type_ids[real]))
+                })
+                .collect();
+            let input = PackedInput::new(&rows, &self.config, &self.device)?;
+            let logits = self.model.forward_packed(&input);
             let [_, c] = logits.dims();
             let probs = read(softmax(logits.clone(), 1), "probabilities")?;
             let logits = read(logits, "logits")?;

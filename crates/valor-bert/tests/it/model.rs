@@ -4,7 +4,7 @@
 use valor_bert::burn::module::{Module, ModuleVisitor, Param};
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
-use valor_bert::{BertInput, ForwardOptions, cross_entropy};
+use valor_bert::{BertInput, ForwardOptions, PackedInput, cross_entropy};
 use valor_testkit::{Tolerance, assert_all_close, assert_close, max_abs_diff};
 
 use crate::common::{self, small_batch, small_config, small_model, to_f64};
@@ -37,6 +37,70 @@ fn padding_does_not_change_real_tokens() {
             Tolerance::abs(1e-5),
         );
     }
+}
+
+#[test]
+fn packed_forward_equals_the_padded_one() {
+    let device = common::device();
+    let config = small_config();
+    let model = small_model(&config, &device, 7);
+    let (input, ids, mask) = small_batch(&device);
+    let padded = to_f64(model.forward(input));
+    let rows: Vec<Vec<u32>> = ids
+        .iter()
+        .zip(&mask)
+        .map(|(row, m)| row[..m.iter().filter(|&&x| x == 1).count()].to_vec())
+        .collect();
+    let types: Vec<Vec<u32>> = rows.iter().map(|r| vec![0; r.len()]).collect();
+    let seqs: Vec<(&[u32], Option<&[u32]>)> = rows
+        .iter()
+        .zip(&types)
+        .map(|(r, t)| (r.as_slice(), Some(t.as_slice())))
+        .collect();
+    let packed = PackedInput::new(&seqs, &config, &device).unwrap();
+    assert_eq!((packed.batch(), packed.tokens()), (4, 9 + 5 + 12 + 3));
+    assert_all_close(
+        "packed logits",
+        &to_f64(model.forward_packed(&packed)),
+        &padded,
+        Tolerance::abs(1e-5),
+    );
+    // One sequence alone, and the order of the sequences, change nothing.
+    let reversed: Vec<_> = seqs.iter().rev().copied().collect();
+    let back =
+        to_f64(model.forward_packed(&PackedInput::new(&reversed, &config, &device).unwrap()));
+    for r in 0..4 {
+        assert_all_close(
+            &format!("row {r} reversed"),
+            &back[(3 - r) * 3..(3 - r) * 3 + 3],
+            &padded[r * 3..r * 3 + 3],
+            Tolerance::abs(1e-5),
+        );
+    }
+    // Bad inputs are errors naming the sequence.
+    let long = vec![3u32; config.max_position_embeddings + 1];
+    for (bad, needle) in [
+        (vec![(&[][..], None)], "sequence 0 has 0 tokens"),
+        (
+            vec![(rows[0].as_slice(), None), (long.as_slice(), None)],
+            "sequence 1 has 41 tokens",
+        ),
+        (vec![(&[1u32, 97][..], None)], "past vocab_size 97"),
+        (
+            vec![(&[1u32, 2][..], Some(&[0u32, 2][..]))],
+            "past type_vocab_size 2",
+        ),
+        (
+            vec![(&[1u32, 2][..], Some(&[0u32][..]))],
+            "2 input ids but 1 token type ids",
+        ),
+    ] {
+        let err = PackedInput::new(&bad, &config, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(PackedInput::new(&[], &config, &device).is_err());
 }
 
 #[test]
