@@ -20,7 +20,9 @@
 //! initialized" case) and listed in [`LoadReport::initialized`]. A missing or
 //! misshapen tensor is an error naming the tensor and both shapes. An `I8`
 //! tensor is a quantised weight ([`crate::quant`]): it is dequantised with
-//! the `<name>_scale` tensor beside it.
+//! the `<name>_scale` tensor beside it, and a Linear weight keeps its stored
+//! integers and scales attached ([`crate::quant::StoredInt8`]) for the int8
+//! kernels.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -531,6 +533,7 @@ fn apply_with_layers(
         missing: Vec::new(),
         errors: Vec::new(),
         unmapped: Vec::new(),
+        stored: HashMap::new(),
     };
     let model = model.map(&mut mapper);
     let Apply {
@@ -538,11 +541,17 @@ fn apply_with_layers(
         missing,
         mut errors,
         unmapped,
+        stored,
         ..
     } = mapper;
     if !errors.is_empty() {
         return Err(errors.swap_remove(0));
     }
+    let model = if stored.is_empty() {
+        model
+    } else {
+        model.apply_reparameterization(&mut crate::quant::AttachStored(stored))
+    };
     if let Some(path) = unmapped.into_iter().next() {
         return Err(Error::Unmapped { path });
     }
@@ -602,6 +611,8 @@ struct Apply<'a, 'b, W: Fn(&NameEntry) -> bool> {
     missing: Vec<(String, Vec<usize>)>,
     errors: Vec<Error>,
     unmapped: Vec<String>,
+    /// The stored int8 form of quantised Linear weights, by module path.
+    stored: HashMap<String, std::sync::Arc<crate::quant::Int8Weight>>,
 }
 
 impl<W: Fn(&NameEntry) -> bool> ModuleMapper for Apply<'_, '_, W> {
@@ -649,15 +660,21 @@ impl<W: Fn(&NameEntry) -> bool> ModuleMapper for Apply<'_, '_, W> {
         let values = if found.view.dtype() == Dtype::I8 {
             // A quantised folder (`quant`): int8 with per-row scales beside it.
             let scales = self.found.remove(&crate::quant::scale_name(&entry.hf));
-            crate::quant::dequantize_view(
+            crate::quant::read_int8_view(
                 found.path,
                 &found.original,
                 &found.view,
                 scales.as_ref().map(|s| &s.view),
             )
-            .map(|v| match entry.layout {
-                AsIs => v,
-                Transposed => transpose(&v, expected[0], expected[1]),
+            .map(|w| {
+                let v = crate::quant::dequantize_rows(&w.q, &w.scales, w.cols);
+                match entry.layout {
+                    AsIs => v,
+                    Transposed => {
+                        self.stored.insert(path.clone(), std::sync::Arc::new(w));
+                        transpose(&v, expected[0], expected[1])
+                    }
+                }
             })
         } else {
             found.to_f32(&entry.hf, entry.layout)

@@ -405,6 +405,8 @@ pub fn attach(
 ) -> Result<BertForSequenceClassification> {
     config.validate()?;
     let modules = targets(config, model.bert.encoder.layers.len())?;
+    // A quantised base's stored integers would keep the adapters off.
+    let (model, _) = crate::quant::take_stored(model);
     Ok(model.apply_reparameterization(Attach {
         weights: weight_paths(&modules),
         config,
@@ -836,6 +838,8 @@ pub fn apply_peft(
             ),
         });
     }
+    // A quantised base's stored integers would keep the adapters off.
+    let (model, _) = crate::quant::take_stored(model);
     let model = model.apply_reparameterization(Attach {
         weights: weight_paths(&modules),
         config: &adapter.config,

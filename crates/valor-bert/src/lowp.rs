@@ -13,7 +13,10 @@
 //! classification head stay f32, as under autocast (which also keeps
 //! softmax and layer norm in f32) and `quantize_dynamic` on the encoder.
 //!
-//! [`apply`] packs every encoder Linear weight once and attaches it to the
+//! [`apply`] packs every encoder Linear weight once (at int8, a weight
+//! loaded from a `valor quantize` folder and unchanged since packs its
+//! stored integers and scales, [`crate::quant::StoredInt8`], rather than
+//! being quantised again) and attaches it to the
 //! weight's [`Param`] as a burn [`Reparameterization`] ([`LowpWeight`])
 //! whose value is the f32 weight unchanged; [`linear`] (called for every
 //! encoder Linear through [`crate::lora::linear`]) runs the packed kernel
@@ -153,8 +156,12 @@ pub fn apply(
     if precision == Precision::Fp32 {
         return Ok(model);
     }
+    // Weights loaded from a quantised folder carry their stored integers;
+    // take them off (burn would keep them over the packed weights).
+    let (model, stored) = crate::quant::take_stored(model);
     let mut pack = Pack {
         precision,
+        stored,
         error: None,
     };
     let model = model.apply_reparameterization(&mut pack);
@@ -187,6 +194,8 @@ pub fn packed_count(model: &BertForSequenceClassification) -> usize {
 
 struct Pack {
     precision: Precision,
+    /// Stored int8 forms of a quantised folder's weights, by parameter id.
+    stored: std::collections::HashMap<burn::module::ParamId, Arc<crate::quant::Int8Weight>>,
     error: Option<Error>,
 }
 
@@ -233,10 +242,19 @@ impl Reparameterizer for &mut Pack {
                 t[o * k + i] = values[i * n + o];
             }
         }
-        let packed = match self.precision {
-            Precision::Int8 => PackedI8::pack(&t, n, k).map(Packed::Int8),
-            Precision::Bf16 => PackedBf16::pack(&t, n, k).map(Packed::Bf16),
-            Precision::Fp32 => return (param, None),
+        // A weight loaded from a quantised folder (`valor quantize`) and
+        // unchanged since packs its stored integers and scales, as they are.
+        let stored = self
+            .stored
+            .get(&param.id)
+            .filter(|w| w.rows == n && w.cols == k && w.matches(&t));
+        let packed = match (self.precision, stored) {
+            (Precision::Int8, Some(w)) => {
+                PackedI8::from_quantized(&w.q, &w.scales, n, k).map(Packed::Int8)
+            }
+            (Precision::Int8, None) => PackedI8::pack(&t, n, k).map(Packed::Int8),
+            (Precision::Bf16, _) => PackedBf16::pack(&t, n, k).map(Packed::Bf16),
+            (Precision::Fp32, _) => return (param, None),
         };
         match packed {
             Ok(p) => (

@@ -13,8 +13,19 @@
 //! quantised and their bytes before and after. Loading
 //! ([`load_hf`](crate::load_hf)) recognises an `I8` tensor, takes its scales
 //! and dequantises it (`w = q · scale`), so a quantised folder loads
-//! wherever a plain one does: it saves disk and load time, not compute,
-//! which runs in f32 as before.
+//! wherever a plain one does, and keeps the stored integers and scales of
+//! each Linear weight beside it ([`StoredInt8`], a burn reparameterization
+//! whose value is the dequantised weight unchanged). Inference at
+//! [`Precision::Int8`](crate::lowp::Precision::Int8)
+//! ([`lowp::apply`](crate::lowp::apply)) packs the encoder's Linear layers
+//! from those stored integers and scales for the int8 kernels
+//! ([`valor_kernels::PackedI8::from_quantized`]): no dequantise–requantise
+//! round trip. In f32 the dequantised weights compute as before.
+//!
+//! Weights are quantised by [`valor_kernels::quantize_row`], the rounding
+//! the int8 kernels use for a weight they pack themselves (`--precision
+//! int8` on an f32 folder): so a quantised folder computes at int8 exactly
+//! what its f32 original computes at `--precision int8`.
 //!
 //! Scheme [`QuantScheme::Int8PerChannel`] quantises the encoder's and the
 //! pooler's Linear weights; the embeddings, LayerNorms, biases and the
@@ -23,7 +34,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
+use burn::module::{Module, Param, ParamId, Reparameterization, Reparameterizer};
+use burn::tensor::Tensor;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
@@ -38,9 +52,6 @@ use crate::save::{hf_tensors, write_folder};
 pub const QUANTIZATION_FILE: &str = "quantization.json";
 /// The schema of [`QUANTIZATION_FILE`].
 pub const QUANTIZATION_SCHEMA: &str = "valor.quantize/1";
-/// Largest magnitude of a quantised value (symmetric range, -127..=127, as
-/// PyTorch's `qint8` with reduced range off and a zero point of 0).
-const QMAX: f32 = 127.0;
 
 /// How weights are quantised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,26 +138,142 @@ impl QuantizationReport {
 }
 
 /// Symmetric int8 quantisation of a row-major `[rows, cols]` matrix, one
-/// scale per row: `scale = max|w| / 127`, `q = round(w / scale)` (ties away
-/// from zero), in `-127..=127`. A row of zeros gets scale 0 and zeros.
+/// scale per row: `scale = max|w| / 127`, `q = round(w · 127 / max|w|)`
+/// (ties to even), in `-127..=127`, by [`valor_kernels::quantize_row`] (the
+/// int8 kernels' own rounding). A row of zeros gets scale 0 and zeros; a
+/// row with a non-finite value gets a NaN scale (which loading refuses).
 pub fn quantize_rows(values: &[f32], rows: usize, cols: usize) -> (Vec<i8>, Vec<f32>) {
     debug_assert_eq!(values.len(), rows * cols);
-    let mut q = Vec::with_capacity(values.len());
+    let mut q = vec![0i8; rows * cols];
     let mut scales = Vec::with_capacity(rows);
-    for row in values.chunks_exact(cols.max(1)).take(rows) {
-        let max = row.iter().fold(0f32, |m, w| m.max(w.abs()));
-        let scale = max / QMAX;
-        scales.push(scale);
-        if scale == 0.0 || !scale.is_finite() {
-            q.extend(std::iter::repeat_n(0i8, row.len()));
-            continue;
-        }
-        q.extend(
-            row.iter()
-                .map(|&w| (w / scale).round().clamp(-QMAX, QMAX) as i8),
-        );
+    for (row, qrow) in values
+        .chunks_exact(cols.max(1))
+        .zip(q.chunks_exact_mut(cols.max(1)))
+        .take(rows)
+    {
+        scales.push(valor_kernels::quantize_row(row, qrow));
     }
     (q, scales)
+}
+
+/// A Linear weight as a quantised folder stores it: `rows × cols` int8
+/// values in HF's `[out, in]` layout, one scale per row.
+#[derive(Debug)]
+pub struct Int8Weight {
+    /// The stored integers, row-major `[rows, cols]`.
+    pub q: Vec<i8>,
+    /// One scale per row: `w ≈ q · scale`.
+    pub scales: Vec<f32>,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+}
+
+/// The stored int8 form of a Linear weight loaded from a quantised folder,
+/// attached to the weight's [`Param`]; its value is the (dequantised) f32
+/// weight unchanged. [`lowp::apply`](crate::lowp::apply) at int8 packs
+/// these integers and scales rather than quantising the f32 weight again.
+#[derive(Module, Debug)]
+pub struct StoredInt8 {
+    #[module(skip)]
+    weight: Arc<Int8Weight>,
+}
+
+impl StoredInt8 {
+    /// The stored integers and scales.
+    pub fn weight(&self) -> &Int8Weight {
+        &self.weight
+    }
+}
+
+impl Reparameterization for StoredInt8 {
+    const NAME: &'static str = "int8";
+
+    fn apply<const D: usize>(&self, base: Tensor<D>) -> Tensor<D> {
+        base
+    }
+}
+
+/// Attaches [`StoredInt8`] to the parameters named (by module path) in its
+/// map, as loading a quantised folder does.
+pub(crate) struct AttachStored(pub HashMap<String, Arc<Int8Weight>>);
+
+impl Reparameterizer for &mut AttachStored {
+    type Reparam = StoredInt8;
+
+    fn reparameterize<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<D>>,
+    ) -> (Param<Tensor<D>>, Option<StoredInt8>) {
+        match self.0.remove(path) {
+            Some(weight) if D == 2 => (param, Some(StoredInt8 { weight })),
+            _ => (param, None),
+        }
+    }
+}
+
+/// How many Linear weights of `model` carry their stored int8 form (the
+/// quantised Linear weights of a folder `valor quantize` wrote).
+pub fn stored_int8_count(model: &BertForSequenceClassification) -> usize {
+    stored_by_id(model).len()
+}
+
+/// The stored int8 forms of `model`'s Linear weights, by parameter id.
+fn stored_by_id(model: &BertForSequenceClassification) -> HashMap<ParamId, Arc<Int8Weight>> {
+    let mut stored = HashMap::new();
+    let mut visit = |lin: &burn::nn::Linear| {
+        if let Some(s) = lin.weight.reparameterization::<StoredInt8>() {
+            stored.insert(lin.weight.id, s.weight.clone());
+        }
+    };
+    for l in &model.bert.encoder.layers {
+        for lin in [
+            &l.attention.query,
+            &l.attention.key,
+            &l.attention.value,
+            &l.attention.output,
+            &l.intermediate,
+            &l.output,
+        ] {
+            visit(lin);
+        }
+    }
+    visit(&model.bert.pooler.dense);
+    stored
+}
+
+/// Takes the [`StoredInt8`] forms off `model`'s weights (their values, the
+/// dequantised weights, stay) and returns them by parameter id. burn's
+/// module mapping keeps a parameter's reparameterization and drops one a
+/// reparameterizer attaches to it, so whatever attaches its own (LoRA
+/// adapters, [`lowp::apply`](crate::lowp::apply)'s packed weights) calls
+/// this first.
+pub(crate) fn take_stored(
+    model: BertForSequenceClassification,
+) -> (
+    BertForSequenceClassification,
+    HashMap<ParamId, Arc<Int8Weight>>,
+) {
+    let stored = stored_by_id(&model);
+    if stored.is_empty() {
+        return (model, stored);
+    }
+    (model.materialize(), stored)
+}
+
+impl Int8Weight {
+    /// Whether `w` (`[rows, cols]`, HF layout) is still exactly this
+    /// weight dequantised: a weight changed since loading (trained, merged)
+    /// is quantised afresh rather than replaced by stale integers.
+    pub(crate) fn matches(&self, w: &[f32]) -> bool {
+        w.len() == self.q.len()
+            && dequantize_rows(&self.q, &self.scales, self.cols)
+                .iter()
+                .zip(w)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
 }
 
 /// The inverse of [`quantize_rows`]: `w = q · scale` of its row.
@@ -162,14 +289,14 @@ pub fn scale_name(name: &str) -> String {
     format!("{name}_scale")
 }
 
-/// Dequantises an `I8` checkpoint tensor `[rows, cols]` (HF layout) with its
+/// Reads an `I8` checkpoint tensor `[rows, cols]` (HF layout) with its
 /// scales `[rows]`, both from `path`; errors name the tensor.
-pub(crate) fn dequantize_view(
+pub(crate) fn read_int8_view(
     path: &Path,
     name: &str,
     weight: &TensorView<'_>,
     scales: Option<&TensorView<'_>>,
-) -> Result<Vec<f32>> {
+) -> Result<Int8Weight> {
     let shape = weight.shape();
     let [rows, cols] = shape else {
         return Err(Error::UnsupportedFormat {
@@ -214,7 +341,12 @@ pub(crate) fn dequantize_view(
             ),
         });
     }
-    Ok(dequantize_rows(&q, &s, *cols))
+    Ok(Int8Weight {
+        q,
+        scales: s,
+        rows: *rows,
+        cols: *cols,
+    })
 }
 
 /// Writes `model` quantised with `scheme` as a model folder at `dir`
@@ -343,6 +475,111 @@ mod tests {
                 assert!(err <= s[row] / 2.0 + 1e-7, "row {row} col {j}: {err}");
             }
         }
+    }
+
+    /// A quantised folder's Linear weights reach the int8 kernels as
+    /// stored: a weight whose integers do not span ±127 (as `valor
+    /// quantize` never writes, and quantising the dequantised weight again
+    /// would change) computes with exactly its integers and scales.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn int8_packs_the_stored_integers_not_a_requantisation() {
+        use burn::tensor::TensorData;
+        use valor_kernels::PackedI8;
+
+        let device = crate::device(crate::Backend::Cpu).unwrap();
+        let mut config = BertConfig::new(97, 32, 2, 4, 64);
+        config.max_position_embeddings = 40;
+        config.type_vocab_size = 2;
+        let config = config.with_num_labels(3);
+        let model = crate::with_device_rng(|| config.init_classifier_seeded(&device, 3));
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("q");
+        save_quantized(
+            &model,
+            &config,
+            &folder,
+            None,
+            QuantScheme::Int8PerChannel,
+            &[],
+        )
+        .unwrap();
+
+        // Halve the integers of one weight and double its scales.
+        let name = "bert.encoder.layer.1.attention.self.value.weight";
+        let path = folder.join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    v.dtype(),
+                    v.shape().to_vec(),
+                    v.data().to_vec(),
+                )
+            })
+            .collect();
+        let (mut q, mut scales) = (Vec::new(), Vec::new());
+        for (n, _, _, data) in &mut tensors {
+            if *n == name {
+                q = data.iter().map(|&b| (b as i8) / 2).collect();
+                *data = q.iter().map(|&v| v as u8).collect();
+            } else if *n == scale_name(name) {
+                scales = data
+                    .chunks_exact(4)
+                    .map(|b| 2.0 * f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                *data = le_bytes(&scales);
+            }
+        }
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+        assert!(q.iter().all(|v| v.abs() <= 64) && scales.len() == 32);
+
+        let (_, loaded, _) = crate::with_device_rng(|| {
+            crate::load_hf(&folder, &device, crate::LoadOptions::default())
+        })
+        .unwrap();
+        assert_eq!(stored_int8_count(&loaded), 2 * 6 + 1);
+        let low = crate::lowp::apply(loaded, crate::lowp::Precision::Int8).unwrap();
+        assert_eq!(crate::lowp::packed_count(&low), 2 * 6);
+        let layer = &low.bert.encoder.layers[1].attention.value;
+        let bias: Vec<f32> = layer
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+
+        let m = 5;
+        let x: Vec<f32> = (0..m * 32)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let input = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, 32]), &device);
+        let got: Vec<f32> = crate::lowp::linear(layer, input)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let mut want = vec![0f32; m * 32];
+        PackedI8::from_quantized(&q, &scales, 32, 32)
+            .unwrap()
+            .linear(&x, m, Some(&bias), &mut want)
+            .unwrap();
+        assert_eq!(got, want, "the stored integers and scales");
+        let mut again = vec![0f32; m * 32];
+        PackedI8::pack(&dequantize_rows(&q, &scales, 32), 32, 32)
+            .unwrap()
+            .linear(&x, m, Some(&bias), &mut again)
+            .unwrap();
+        assert_ne!(got, again, "requantising the dequantised weight differs");
     }
 
     #[test]

@@ -75,9 +75,11 @@ pub struct PredictArgs {
     /// where the CPU has it) or int8 (weights int8 per output channel,
     /// activations int8 per row, as PyTorch's dynamic quantisation;
     /// AVX512-VNNI where the CPU has it). Faster, and within a small
-    /// tolerance of fp32 (README). Not with --explain.
-    #[arg(long, value_name = "P", default_value = "fp32")]
-    pub precision: Precision,
+    /// tolerance of fp32 (README). Not with --explain. Default: int8 for a
+    /// folder `valor quantize` wrote (its stored int8 weights on the int8
+    /// kernels; fp32 computes with them dequantised), fp32 otherwise.
+    #[arg(long, value_name = "P")]
+    pub precision: Option<Precision>,
     /// Texts per forward pass.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch_size: usize,
@@ -330,6 +332,14 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
     }
     Format::from_path(&args.output)?;
     crate::common::check_output(&args.output, &[&args.input], args.overwrite)?;
+    let precision = match args.precision {
+        Some(p) => p,
+        None => crate::quantize::default_precision(
+            &args.model,
+            args.backend,
+            args.adapter.is_none() && !args.explain,
+        )?,
+    };
     let clf = Classifier::load_with_adapter(
         &args.model,
         args.adapter.as_deref(),
@@ -337,12 +347,17 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
         args.max_len,
         args.explain,
     )?
-    .with_precision(args.precision)?;
-    if args.precision != Precision::Fp32 {
+    .with_precision(precision)?;
+    if precision != Precision::Fp32 {
+        let why = if args.precision.is_none() {
+            " (the default for a folder `valor quantize` wrote: its stored int8 weights; \
+             --precision fp32 computes with them dequantised)"
+        } else {
+            ""
+        };
         eprintln!(
-            "precision {}: encoder Linear layers on {} kernels",
-            args.precision,
-            args.precision.kernel()
+            "precision {precision}{why}: encoder Linear layers on {} kernels",
+            precision.kernel()
         );
     }
     let labels = clf.labels().to_vec();

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 use valor_bert::explain::top_k;
-use valor_bert::{Backend, QUANTIZATION_FILE, QuantScheme, QuantizationReport};
+use valor_bert::{Backend, Precision, QUANTIZATION_FILE, QuantScheme, QuantizationReport};
 use valor_data::dataset::file_sha256;
 use valor_data::read_table;
 use valor_fair::{
@@ -256,7 +256,10 @@ pub fn run(a: QuantizeArgs) -> Result<Outcome> {
     }
     let mut outcome = Outcome::Ok;
     if let Some(eval) = eval {
+        // As `valor predict` runs the folder: int8 kernels on the CPU.
+        let precision = default_precision(&a.out, a.backend, true)?;
         let int8 = Classifier::load(&a.out, a.backend, a.max_len, false)
+            .and_then(|c| c.with_precision(precision))
             .with_context(|| format!("loading {}", a.out.display()))?;
         let er = audit_both(&a, &eval, &fp32, &int8, &report)?;
         if !a.json {
@@ -295,6 +298,24 @@ pub fn run(a: QuantizeArgs) -> Result<Outcome> {
         }
     }
     Ok(outcome)
+}
+
+/// The precision `valor predict`, `valor serve` and the `--eval` audit run
+/// the model folder `model` at when no `--precision` is given: int8 for a
+/// folder `valor quantize` wrote (it holds `quantization.json`; its
+/// encoder's Linear layers then run on the int8 kernels with the stored
+/// integers and scales) where the int8 kernels can run it
+/// (`int8_possible`: the CPU backend, no `--adapter`, for predict no
+/// `--explain`), fp32 otherwise.
+pub fn default_precision(model: &Path, backend: Backend, int8_possible: bool) -> Result<Precision> {
+    let quantized = QuantizationReport::read(model)
+        .with_context(|| format!("reading {}", model.join(QUANTIZATION_FILE).display()))?
+        .is_some();
+    Ok(if quantized && int8_possible && backend == Backend::Cpu {
+        Precision::Int8
+    } else {
+        Precision::Fp32
+    })
 }
 
 fn mb(bytes: u64) -> f64 {

@@ -42,9 +42,11 @@ pub struct ServeArgs {
     pub backend: Backend,
     /// Arithmetic of the encoder's Linear layers for decisions, as `valor
     /// predict --precision`: fp32, bf16 or int8 (CPU backend only;
-    /// explanations stay fp32). `/info`'s model_dtype names it.
-    #[arg(long, value_name = "P", default_value = "fp32")]
-    pub precision: valor_bert::Precision,
+    /// explanations stay fp32). `/info`'s model_dtype names it. Default:
+    /// int8 for a folder `valor quantize` wrote (its stored int8 weights,
+    /// as `valor predict` runs it), fp32 otherwise.
+    #[arg(long, value_name = "P")]
+    pub precision: Option<valor_bert::Precision>,
     /// Maximum tokens per text (longer texts are truncated, or refused with
     /// "truncate": false).
     #[arg(long, value_name = "N", default_value_t = 128)]
@@ -110,7 +112,14 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     config.addr = args.addr;
     config.insecure_no_auth = args.insecure_no_auth;
     config.backend = args.backend;
-    config.precision = args.precision;
+    config.precision = match args.precision {
+        Some(p) => p,
+        None => crate::quantize::default_precision(
+            &config.model_dir,
+            args.backend,
+            config.adapter.is_none(),
+        )?,
+    };
     config.max_len = args.max_len;
     config.max_batch_tokens = args.max_batch_tokens;
     config.max_concurrent_requests = args.max_concurrent_requests;

@@ -15,6 +15,7 @@ mod predict;
 mod quantize;
 mod remodel;
 mod serve;
+mod serve_quantized;
 // `valor audit --engine spark`: built with the `spark` feature only.
 #[cfg(feature = "spark")]
 mod spark;

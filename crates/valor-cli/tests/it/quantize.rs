@@ -1,6 +1,7 @@
-//! `valor quantize`: the int8 folder that predict and explain load, its
-//! size, what it refuses to overwrite, and the audited compression's two
-//! exit paths (a gap within `--max-fairness-shift`: 0; beyond it: 1).
+//! `valor quantize`: the int8 folder that predict and explain load (predict
+//! on the int8 kernels by default), its size, what it refuses to overwrite,
+//! and the audited compression's two exit paths (a gap within
+//! `--max-fairness-shift`: 0; beyond it: 1).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,73 @@ fn quantized_folder_is_int8_and_predicts_like_fp32() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stdout.is_empty());
+}
+
+/// `valor predict` runs a quantised folder on the int8 kernels by default,
+/// with its stored int8 weights and scales (valor-bert's
+/// `quant::tests::int8_packs_the_stored_integers_not_a_requantisation`
+/// checks the integers themselves): the probabilities of `--precision int8`
+/// on an f32 folder holding the same weights dequantised (the kernels'
+/// quantisation gives back the same integers; a scale may differ in its
+/// last bit), and not those of `--precision fp32`, which computes with the
+/// dequantised weights in f32.
+#[test]
+fn quantized_folder_predicts_on_the_int8_kernels_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let out = dir.path().join("int8");
+    let (code, _, stderr) = quantize(&model, &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    // The reference: the same weights, dequantised, in a plain f32 folder.
+    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
+    let (config, dequantized, _) =
+        valor_bert::load_hf(&out, &device, valor_bert::LoadOptions::default()).unwrap();
+    let reference = dir.path().join("dequantized");
+    valor_bert::save_hf(&dequantized, &config, &reference, Some(&out)).unwrap();
+
+    let input = dir.path().join("in.csv");
+    let rows: Vec<String> = TEXTS
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    write_csv(&input, "text", &rows);
+    let run = |model: &Path, name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        let (code, _, stderr) = crate::predict_file(model, &input, &path, extra);
+        assert_eq!(code, 0, "{stderr}");
+        let probs: Vec<f64> = ["p_deny", "p_approve"]
+            .iter()
+            .flat_map(|c| column(&path, c))
+            .map(|v| v.parse().unwrap())
+            .collect();
+        (probs, stderr)
+    };
+    let (default, stderr) = run(&out, "default.csv", &[]);
+    assert!(
+        stderr.contains("precision int8 (the default for a folder `valor quantize` wrote"),
+        "{stderr}"
+    );
+    let (want, _) = run(&reference, "reference.csv", &["--precision", "int8"]);
+    let (explicit, _) = run(&out, "explicit.csv", &["--precision", "int8"]);
+    assert_eq!(default, explicit, "the default is --precision int8");
+    let (fp32, stderr) = run(&out, "fp32.csv", &["--precision", "fp32"]);
+    assert!(!stderr.contains("precision int8"), "{stderr}");
+    let worst = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    assert!(
+        worst(&default, &want) <= 1e-6,
+        "quantised folder vs --precision int8 on its dequantised weights: {}",
+        worst(&default, &want)
+    );
+    assert!(
+        worst(&default, &fp32) > 1e-5,
+        "int8 and fp32 on the quantised folder agree to {}: the kernels did not run",
+        worst(&default, &fp32)
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::predict::{TEXTS, tiny_model};
 use crate::valor;
 
 /// A running `valor serve`; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Child,
     base: String,
 }
@@ -25,7 +25,7 @@ struct Served {
 impl Served {
     /// Starts `valor serve --model MODEL --addr 127.0.0.1:0 EXTRA…`, reads
     /// the address it prints and waits until `/health` says ok.
-    fn start(model: &Path, extra: &[&str], stderr: &Path) -> Self {
+    pub(crate) fn start(model: &Path, extra: &[&str], stderr: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_valor"))
             .args(["serve", "--model", model.to_str().unwrap()])
             .args(["--addr", "127.0.0.1:0"])
@@ -71,7 +71,7 @@ impl Served {
         format!("{}{path}", self.base)
     }
 
-    fn get(&self, path: &str, key: Option<&str>) -> (u16, Option<String>, String) {
+    pub(crate) fn get(&self, path: &str, key: Option<&str>) -> (u16, Option<String>, String) {
         let mut req = agent().get(self.url(path));
         if let Some(k) = key {
             req = req.header("Authorization", format!("Bearer {k}"));
@@ -79,7 +79,12 @@ impl Served {
         answer(req.call())
     }
 
-    fn post(&self, path: &str, key: Option<&str>, body: &str) -> (u16, Option<String>, String) {
+    pub(crate) fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &str,
+    ) -> (u16, Option<String>, String) {
         let mut req = agent().post(self.url(path));
         if let Some(k) = key {
             req = req.header("Authorization", format!("Bearer {k}"));
@@ -97,7 +102,7 @@ impl Served {
     }
 
     /// SIGTERM, then the exit code (within 30 s).
-    fn stop(mut self) -> i32 {
+    pub(crate) fn stop(mut self) -> i32 {
         self.signal("TERM");
         let started = Instant::now();
         loop {
@@ -147,7 +152,7 @@ fn answer(
     (r.status().as_u16(), retry, body)
 }
 
-fn json_of(body: &str) -> Value {
+pub(crate) fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
@@ -220,7 +225,7 @@ fn predict_rows(model: &Path, input: &Path) -> Vec<Value> {
 }
 
 /// A `/predict` answer's scores, row-major in `deny`, `approve` order.
-fn predict_scores(body: &str) -> Vec<f64> {
+pub(crate) fn predict_scores(body: &str) -> Vec<f64> {
     json_of(body)
         .as_array()
         .unwrap()
@@ -241,7 +246,7 @@ fn predict_scores(body: &str) -> Vec<f64> {
 }
 
 /// `valor predict`'s probabilities for [`TEXTS`], row-major.
-fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
+pub(crate) fn predict_probs(dir: &Path, model: &Path) -> Vec<f64> {
     let input = dir.join("texts.csv");
     texts_csv(&input, None);
     predict_rows(model, &input)
