@@ -81,7 +81,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5·2²³: adding and subtracting it rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     for c in [
@@ -95,8 +96,14 @@ pub(crate) fn exp(x: f32) -> f32 {
     ] {
         p = p * r + c;
     }
-    // n ∈ [-126, 127]: a normal power of two.
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    // n ∈ [-126, 127]: a normal power of two. `shifted` is exactly
+    // 1.5·2²³ + n, whose bits are 0x4B40_0000 + n, so the exponent field
+    // n + 127 comes from integer arithmetic on those bits. (`n as i32`
+    // would give the same number, but Rust's saturating float-to-int cast
+    // kept LLVM from vectorising every loop that calls `exp`: GELU and the
+    // softmax ran one lane at a time.)
+    let biased = shifted.to_bits().wrapping_sub(0x4B40_0000 - 127);
+    f32::from_bits(biased << 23) * p
 }
 
 /// The standard normal distribution at `x`: `(Φ(x), φ(x))`.
@@ -360,6 +367,30 @@ mod tests {
         // Underflow clamps to e^-87 instead of 0.
         assert!(exp(-1e4) < 2e-38);
         assert!(exp(f32::NEG_INFINITY) < 2e-38);
+    }
+
+    #[test]
+    fn exp_scale_from_the_bits_equals_the_cast_it_replaced() {
+        // Regression for the unvectorised GELU and softmax: `exp` took
+        // 2ⁿ from `n as i32`, whose saturating cast kept LLVM from
+        // vectorising its callers; it now takes it from the bits of
+        // `x·log₂e + 1.5·2²³`. The power of two, hence every result, must
+        // be the same, on every input the clamp lets through and beyond.
+        const ROUND: f32 = 12_582_912.0;
+        let mut x = -200.0f32;
+        let mut checked = 0;
+        while x <= 200.0 {
+            let c = x.clamp(-87.0, 88.0);
+            let shifted = c * std::f32::consts::LOG2_E + ROUND;
+            let n = shifted - ROUND;
+            let by_cast = f32::from_bits(((n as i32 + 127) as u32) << 23);
+            let by_bits = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+            assert_eq!(by_bits.to_bits(), by_cast.to_bits(), "2^n at x = {x}");
+            x += 0.000_97;
+            checked += 1;
+        }
+        assert!(checked > 400_000);
+        assert!(exp(f32::NAN).is_nan());
     }
 
     #[test]
