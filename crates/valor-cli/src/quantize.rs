@@ -259,8 +259,9 @@ pub fn run(a: QuantizeArgs) -> Result<Outcome> {
         // As `valor predict` runs the folder: int8 kernels on the CPU.
         let precision = default_precision(&a.out, a.backend, true)?;
         let int8 = Classifier::load(&a.out, a.backend, a.max_len, false)
-            .and_then(|c| c.with_precision(precision))
-            .with_context(|| format!("loading {}", a.out.display()))?;
+            .with_context(|| format!("loading {}", a.out.display()))?
+            .with_precision(precision)
+            .with_context(|| format!("loading {} at {precision}", a.out.display()))?;
         let er = audit_both(&a, &eval, &fp32, &int8, &report)?;
         if !a.json {
             print_comparison(&mut stdout, &er)?;
