@@ -1,5 +1,5 @@
 //! Where MiniLM's f32 inference time goes on this CPU, product by product:
-//! `cargo run --release --workspace --example gemm_shapes`.
+//! `cargo run --release -p valor-bert --example gemm_shapes`.
 //!
 //! Times (best of 9 after a warm-up: on a shared machine the fastest run is
 //! the one nothing interrupted) burn-flex's f32 `matmul` — the
