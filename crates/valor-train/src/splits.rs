@@ -105,16 +105,16 @@ pub fn selection_split<K: Ord>(
         strata.entry(stratum(i)).or_default().push(i);
     }
     let (mut fit, mut select) = (Vec::new(), Vec::new());
-    let mut turn = 0usize;
+    let mut to_fit = true;
     for rows in strata.values_mut() {
         rows.sort_by_key(|&i| (splitmix64(seed ^ i as u64), i));
         for &i in rows.iter() {
-            if turn % 2 == 0 {
+            if to_fit {
                 fit.push(i);
             } else {
                 select.push(i);
             }
-            turn += 1;
+            to_fit = !to_fit;
         }
     }
     fit.sort_unstable();

@@ -139,30 +139,19 @@ impl Search {
                 note("the fairness dimension is not measured: no bound to search");
                 break;
             };
-            let floor = target.gap.max(MIN_BOUND);
-            let mut bound = round_bound((1.0 - f).max(floor));
-            let mut why = format!(
-                "rung {}: the planner's search point has fairness {f:.4}, that is {} gap {:.4}",
-                proposal.rung,
-                target.kind.name(),
-                1.0 - f
-            );
-            if bound > 1.0 - f + 1e-9 {
-                why.push_str(&format!(", raised to the floor {floor:.3}"));
-            }
-            if self.tried_bound(bound) {
-                let moved = round_bound((bound + floor) / 2.0);
-                if self.tried_bound(moved) {
-                    note(&format!(
-                        "no untried bound: {bound} and {moved} (halfway to the floor {floor:.3}) were tried"
-                    ));
+            let tried: Vec<f64> = self
+                .models
+                .iter()
+                .filter_map(|m| m.constraint.map(|c| c.bound))
+                .collect();
+            let head = format!("rung {}: ", proposal.rung);
+            let (bound, why) = match next_bound(f, target, &tried) {
+                Ok((bound, why)) => (bound, head + &why),
+                Err(why) => {
+                    note(&why);
                     break;
                 }
-                why.push_str(&format!(
-                    "; {bound} was tried, so halfway to the floor {floor:.3}"
-                ));
-                bound = moved;
-            }
+            };
             let anchor = proposal.anchor.map_or(0, |i| self.planned[i]);
             let constraint = Constraint {
                 kind: target.kind,
@@ -197,13 +186,6 @@ impl Search {
             }));
         }
         Ok(retrainings)
-    }
-
-    fn tried_bound(&self, bound: f64) -> bool {
-        self.models
-            .iter()
-            .filter_map(|m| m.constraint)
-            .any(|c| (c.bound - bound).abs() < 0.005 - 1e-12)
     }
 
     /// Reweighing at the anchor's weight, warm-started from the anchor.
@@ -418,6 +400,37 @@ fn slug(label: &str) -> String {
 /// constant classifier.
 pub(super) const MIN_BOUND: f64 = 0.01;
 
+/// The bound a search point with fairness `f` asks for, and why; an
+/// error (the reason) when it and the bound halfway to the floor were both
+/// tried (`tried`: the bounds of the models so far). See
+/// [`Search::bounds`].
+fn next_bound(f: f64, target: &BoundTarget, tried: &[f64]) -> Result<(f64, String), String> {
+    let floor = target.gap.max(MIN_BOUND);
+    let was_tried = |b: f64| tried.iter().any(|t| (t - b).abs() < 0.005 - 1e-12);
+    let mut bound = round_bound((1.0 - f).max(floor));
+    let mut why = format!(
+        "the planner's search point has fairness {f:.4}, that is {} gap {:.4}",
+        target.kind.name(),
+        1.0 - f
+    );
+    if 1.0 - f < floor {
+        why.push_str(&format!(", raised to the floor {floor:.3}"));
+    }
+    if was_tried(bound) {
+        let moved = round_bound((bound + floor) / 2.0);
+        if was_tried(moved) {
+            return Err(format!(
+                "no untried bound: {bound} and {moved} (halfway to the floor {floor:.3}) were tried"
+            ));
+        }
+        why.push_str(&format!(
+            "; {bound} was tried, so halfway to the floor {floor:.3}"
+        ));
+        bound = moved;
+    }
+    Ok((bound, why))
+}
+
 fn round_bound(b: f64) -> f64 {
     ((b * 1000.0).round() / 1000.0).clamp(MIN_BOUND, 1.0)
 }
@@ -429,4 +442,39 @@ pub(super) struct BoundTarget {
     pub(super) penalty: Penalty,
     /// `1 - V_D.fairness`: the gap the target asks for.
     pub(super) gap: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(gap: f64) -> BoundTarget {
+        BoundTarget {
+            kind: ConstraintKind::DemographicParity,
+            penalty: Penalty::DemographicParity,
+            gap,
+        }
+    }
+
+    #[test]
+    fn a_search_point_becomes_a_bound_on_its_gap() {
+        // Fairness 0.6282 is a gap of 0.3718: the bound, rounded.
+        let (b, why) = next_bound(0.6282, &target(0.05), &[]).unwrap();
+        assert_eq!(b, 0.372);
+        assert!(
+            why.contains("gap 0.3718") && !why.contains("floor"),
+            "{why}"
+        );
+        // Never under V_D's gap, nor under MIN_BOUND.
+        let (b, why) = next_bound(0.99, &target(0.05), &[]).unwrap();
+        assert_eq!(b, 0.05);
+        assert!(why.contains("raised to the floor 0.050"), "{why}");
+        assert_eq!(next_bound(1.0, &target(0.0), &[]).unwrap().0, MIN_BOUND);
+        // A tried bound moves halfway to the floor; then the search ends.
+        let (b, why) = next_bound(0.7, &target(0.1), &[0.302]).unwrap();
+        assert_eq!(b, 0.2);
+        assert!(why.contains("0.3 was tried"), "{why}");
+        assert!(next_bound(0.7, &target(0.1), &[0.3, 0.2]).is_err());
+        assert!(next_bound(0.99, &target(0.05), &[0.05]).is_err());
+    }
 }
