@@ -55,8 +55,8 @@ mod loader;
 pub mod lora;
 pub mod lowp;
 mod model;
-mod packed;
 pub mod optim;
+mod packed;
 mod pooler;
 pub mod quant;
 mod save;
@@ -81,9 +81,9 @@ pub use loader::{
     table as name_table,
 };
 pub use lowp::Precision;
-pub use packed::PackedInput;
 pub use model::{BaseOutput, BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
 pub use optim::{AdamW, AdamWConfig, DecayMask};
+pub use packed::PackedInput;
 pub use pooler::BertPooler;
 pub use quant::{QUANTIZATION_FILE, QuantScheme, QuantizationReport, save_quantized};
 pub use save::{HfTensor, TOKENIZER_FILES, hf_tensors, is_model_file, save_hf};
