@@ -18,7 +18,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::BertConfig;
-use crate::packed::Layout;
+use crate::packed::{Group, Layout};
 use crate::{fused, host, init, lora};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
@@ -88,13 +88,7 @@ impl BertAttention {
         [batch, seq_len]: [usize; 2],
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
-        let layout = Layout {
-            batch,
-            seq_len,
-            bias,
-            packing: None,
-        };
-        self.forward_layout(x, &layout, want_probs)
+        self.forward_layout(x, &Layout::padded(batch, seq_len, bias), want_probs)
     }
 
     /// [`forward`](Self::forward) on padded or packed rows (see
@@ -106,22 +100,62 @@ impl BertAttention {
         layout: &Layout,
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
-        let (batch, seq_len) = (layout.batch, layout.seq_len);
-        let bias = layout.bias.clone();
-        let [_, hidden] = x.dims();
+        let q = lora::linear(&self.query, x.clone());
+        let k = lora::linear(&self.key, x.clone());
+        let v = lora::linear(&self.value, x.clone());
+        let (context, probs) = match (layout.groups.as_slice(), &layout.unpad) {
+            ([group], None) => self.attend(q, k, v, group, want_probs),
+            (groups, unpad) => {
+                let contexts = groups
+                    .iter()
+                    .map(|g| self.attend(q.clone(), k.clone(), v.clone(), g, false).0)
+                    .collect();
+                let context = Tensor::cat(contexts, 0);
+                let context = match unpad {
+                    Some(u) => context.select(0, u.clone()),
+                    None => context,
+                };
+                (context, None)
+            }
+        };
+
+        let out = fused::residual_layer_norm(
+            lora::linear(&self.output, context),
+            x,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            &self.dropout,
+        );
+        (out, probs)
+    }
+
+    /// Scaled dot-product attention of one padded group: `q`, `k`, `v` are
+    /// the layer's rows `[rows, hidden]`, gathered into the group's slots;
+    /// returns the context of the slots `[batch · seq_len, hidden]` and, when
+    /// asked, the probabilities.
+    fn attend(
+        &self,
+        q: Tensor<2>,
+        k: Tensor<2>,
+        v: Tensor<2>,
+        group: &Group,
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
+        let (batch, seq_len) = (group.batch, group.seq_len);
+        let bias = group.bias.clone();
+        let [_, hidden] = q.dims();
         let heads = self.num_heads;
         let d_head = hidden / heads;
         // [rows, hidden] → [batch, heads, seq_len, d_head] (a strided view;
-        // packed rows are gathered into padded slots first).
+        // packed rows are gathered into the group's padded slots first).
         let split = |t: Tensor<2>| {
-            layout
-                .to_padded(t)
+            group
+                .gather(t)
                 .reshape([batch, seq_len, heads, d_head])
                 .swap_dims(1, 2)
         };
-        let q = split(lora::linear(&self.query, x.clone()));
-        let k = split(lora::linear(&self.key, x.clone()));
-        let v = split(lora::linear(&self.value, x.clone()));
+        let device = q.device();
+        let (q, k, v) = (split(q), split(k), split(v));
 
         let scale = 1.0 / (d_head as f64).sqrt();
         let (context, probs) = if want_probs {
@@ -132,7 +166,7 @@ impl BertAttention {
             let probs = softmax(scores, 3);
             let context = host::dropout(&self.attention_dropout, probs.clone()).matmul(v);
             (context, Some(probs))
-        } else if x.device().is_autodiff() || host::is_flex(&x.device()) {
+        } else if device.is_autodiff() || host::is_flex(&device) {
             // Training, explanations, and inference on the CPU: the same
             // eager attention, with the scale, bias, softmax and dropout as
             // one fused op (one parallel pass each way on the CPU; burn-flex's
@@ -151,15 +185,7 @@ impl BertAttention {
             let context = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
             (context, None)
         };
-        let context = layout.to_packed(context.swap_dims(1, 2).reshape([batch * seq_len, hidden]));
-
-        let out = fused::residual_layer_norm(
-            lora::linear(&self.output, context),
-            x,
-            &self.layer_norm,
-            self.layer_norm_eps,
-            &self.dropout,
-        );
-        (out, probs)
+        let context = context.swap_dims(1, 2).reshape([batch * seq_len, hidden]);
+        (context, probs)
     }
 }

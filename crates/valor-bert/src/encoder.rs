@@ -60,13 +60,7 @@ impl BertLayer {
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
         let [batch, seq_len] = dims;
-        let layout = Layout {
-            batch,
-            seq_len,
-            bias,
-            packing: None,
-        };
-        self.forward_layout(x, &layout, want_probs)
+        self.forward_layout(x, &Layout::padded(batch, seq_len, bias), want_probs)
     }
 
     /// [`forward`](Self::forward) on padded or packed rows (see [`crate::packed`]).

@@ -5,12 +5,12 @@
 //! texts of mixed length (a server's dynamic batch), most rows of every
 //! Linear, GELU and layer norm are padding. Here the token-wise parts run on
 //! the `[tokens, hidden]` rows of real tokens only. Attention is the one
-//! part that needs each sequence's rows side by side: [`Layout`] gathers
-//! `Q`, `K` and `V` into a padded `[batch, heads, seq_len, d_head]` view
+//! part that needs each sequence's rows side by side: [`Layout`] sorts the
+//! sequences by length and gathers `Q`, `K` and `V` of each group of
+//! `GROUP` of them into a padded `[batch, heads, seq_len, d_head]` view
 //! (padding slots repeat a real row and are masked by the additive bias,
-//! as in the padded forward), and scatters the context back to the real
-//! rows. For BERT-sized models attention is a few percent of the FLOPs of a
-//! short sequence, so the padding left there costs little.
+//! as in the padded forward), then scatters the contexts back to the real
+//! rows. So attention pads each group only to its own longest sequence.
 //!
 //! Every real token's logits equal the padded forward's up to the order of
 //! floating-point sums (the parity tests hold both to the same tolerance).
@@ -35,41 +35,57 @@ pub struct PackedInput {
     pub(crate) layout: Layout,
 }
 
-/// How packed rows map to a padded batch for attention.
+/// Sequences per attention group: the packed sequences are sorted by length
+/// and attended in groups of this many, each padded only to its own
+/// longest (one padded view of a whole server batch of mixed lengths spent
+/// as long on attention's small products as on every Linear layer).
+const GROUP: usize = 8;
+
+/// How rows map to padded batches for attention.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
+    /// Padded batches attention runs on, one after another.
+    pub groups: Vec<Group>,
+    /// `None`: the rows are the one group's padded slots already. `Some`:
+    /// `[tokens]`, each packed row's slot in the groups' slots laid end to
+    /// end.
+    pub unpad: Option<Tensor<1, Int>>,
+}
+
+/// One padded batch for attention.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
     pub batch: usize,
     pub seq_len: usize,
     /// `[batch, 1, 1, seq_len]`, as [`mask_bias`] makes it.
     pub bias: Tensor<4>,
-    /// `None`: rows are already `batch × seq_len` padded positions.
-    pub packing: Option<Packing>,
-}
-
-/// Gather indices between packed rows and padded slots.
-#[derive(Debug, Clone)]
-pub(crate) struct Packing {
-    /// `[batch · seq_len]`: the packed row each padded slot reads (a
-    /// padding slot reads its sequence's first row; the bias masks it).
-    pub pad: Tensor<1, Int>,
-    /// `[tokens]`: the padded slot of each packed row.
-    pub unpad: Tensor<1, Int>,
+    /// `[batch · seq_len]`: the packed row each slot reads (a padding slot
+    /// reads its sequence's first row; the bias masks it); `None` on a
+    /// padded layout.
+    pub pad: Option<Tensor<1, Int>>,
 }
 
 impl Layout {
-    /// Rows `[batch · seq_len, d]` of padded slots from packed rows
-    /// `[tokens, d]` (the identity on a padded layout).
-    pub fn to_padded(&self, rows: Tensor<2>) -> Tensor<2> {
-        match &self.packing {
-            Some(p) => rows.select(0, p.pad.clone()),
-            None => rows,
+    /// An already padded `[batch, seq_len]` batch.
+    pub fn padded(batch: usize, seq_len: usize, bias: Tensor<4>) -> Self {
+        Self {
+            groups: vec![Group {
+                batch,
+                seq_len,
+                bias,
+                pad: None,
+            }],
+            unpad: None,
         }
     }
+}
 
-    /// The inverse of [`to_padded`](Self::to_padded) on real tokens.
-    pub fn to_packed(&self, rows: Tensor<2>) -> Tensor<2> {
-        match &self.packing {
-            Some(p) => rows.select(0, p.unpad.clone()),
+impl Group {
+    /// Rows `[batch · seq_len, d]` of this group's slots from the layout's
+    /// rows.
+    pub fn gather(&self, rows: Tensor<2>) -> Tensor<2> {
+        match &self.pad {
+            Some(p) => rows.select(0, p.clone()),
             None => rows,
         }
     }
@@ -91,19 +107,10 @@ impl PackedInput {
             });
         }
         let tokens: usize = sequences.iter().map(|(ids, _)| ids.len()).sum();
-        let seq_len = sequences
-            .iter()
-            .map(|(ids, _)| ids.len())
-            .max()
-            .unwrap_or(0);
-        let batch = sequences.len();
         let mut ids = Vec::with_capacity(tokens);
         let mut types = Vec::with_capacity(tokens);
         let mut positions = Vec::with_capacity(tokens);
-        let mut mask = Vec::with_capacity(batch * seq_len);
-        let mut pad = Vec::with_capacity(batch * seq_len);
-        let mut unpad = Vec::with_capacity(tokens);
-        let mut first = Vec::with_capacity(batch);
+        let mut first = Vec::with_capacity(sequences.len());
         for (s, (seq_ids, seq_types)) in sequences.iter().enumerate() {
             let n = seq_ids.len();
             if n == 0 || n > config.max_position_embeddings {
@@ -121,7 +128,7 @@ impl PackedInput {
                     message: format!("sequence {s}: {n} input ids but {} token type ids", t.len()),
                 });
             }
-            let offset = ids.len();
+            first.push(ids.len() as i64);
             for (i, &id) in seq_ids.iter().enumerate() {
                 if id as usize >= config.vocab_size {
                     return Err(Error::Input {
@@ -143,41 +150,59 @@ impl PackedInput {
                 ids.push(i64::from(id));
                 types.push(i64::from(ty));
                 positions.push(i as i64);
-                unpad.push((s * seq_len + i) as i64);
-            }
-            first.push(offset as i64);
-            for i in 0..seq_len {
-                let real = i < n;
-                mask.push(i64::from(real));
-                pad.push((offset + if real { i } else { 0 }) as i64);
             }
         }
-        let ints = |v: Vec<i64>, shape: Vec<usize>| -> TensorData { TensorData::new(v, shape) };
         let one = |v: Vec<i64>| {
             let n = v.len();
-            Tensor::<1, Int>::from_data(ints(v, vec![n]), device)
+            Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
         };
-        let mask = Tensor::<2, Int>::from_data(ints(mask, vec![batch, seq_len]), device);
+        // Attention groups: the sequences by length, GROUP at a time.
+        let len = |s: usize| sequences[s].0.len();
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&s| len(s));
+        let mut unpad = vec![0i64; tokens];
+        let mut groups = Vec::with_capacity(order.len().div_ceil(GROUP));
+        let mut slots = 0usize;
+        for members in order.chunks(GROUP) {
+            let seq_len = members.iter().map(|&s| len(s)).max().unwrap_or(0);
+            let batch = members.len();
+            let mut mask = Vec::with_capacity(batch * seq_len);
+            let mut pad = Vec::with_capacity(batch * seq_len);
+            for (b, &s) in members.iter().enumerate() {
+                let offset = first[s] as usize;
+                for i in 0..seq_len {
+                    let real = i < len(s);
+                    mask.push(i64::from(real));
+                    pad.push((offset + if real { i } else { 0 }) as i64);
+                    if real {
+                        unpad[offset + i] = (slots + b * seq_len + i) as i64;
+                    }
+                }
+            }
+            slots += batch * seq_len;
+            let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [batch, seq_len]), device);
+            groups.push(Group {
+                batch,
+                seq_len,
+                bias: mask_bias(mask),
+                pad: Some(one(pad)),
+            });
+        }
         Ok(Self {
             input_ids: one(ids),
             token_type_ids: one(types),
             position_ids: one(positions),
             first: one(first),
             layout: Layout {
-                batch,
-                seq_len,
-                bias: mask_bias(mask),
-                packing: Some(Packing {
-                    pad: one(pad),
-                    unpad: one(unpad),
-                }),
+                groups,
+                unpad: Some(one(unpad)),
             },
         })
     }
 
     /// Number of sequences.
     pub fn batch(&self) -> usize {
-        self.layout.batch
+        self.first.dims()[0]
     }
 
     /// Number of real tokens, all sequences together.

@@ -60,11 +60,13 @@ pub struct EngineConfig {
 pub struct ModelInfo {
     /// Label names, `id2label` order.
     pub labels: Vec<String>,
-    /// The tokenizer, truncating at `max_len`.
-    pub tokenizer: TextTokenizer,
+    /// The tokenizer, truncating at `max_len` (shared: each request's
+    /// tokenisation task holds a reference; a clone would copy the whole
+    /// vocabulary per request).
+    pub tokenizer: Arc<TextTokenizer>,
     /// The same tokenizer truncating at `max_len + 1`, to tell texts that
     /// were truncated (`"truncate": false`).
-    pub untruncated: TextTokenizer,
+    pub untruncated: Arc<TextTokenizer>,
     /// Maximum tokens per text.
     pub max_len: usize,
     /// `model_type` of config.json.
@@ -220,8 +222,8 @@ fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
         TextTokenizer::from_model_dir(dir, max_len + 1).map_err(valor_train::Error::from)?;
     let info = ModelInfo {
         labels: model.labels().to_vec(),
-        tokenizer: model.tokenizer.clone(),
-        untruncated,
+        tokenizer: Arc::new(model.tokenizer.clone()),
+        untruncated: Arc::new(untruncated),
         max_len,
         model_type: model
             .config

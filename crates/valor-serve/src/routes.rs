@@ -359,9 +359,9 @@ impl App {
     ) -> Result<(Vec<Encoded>, Vec<Inference>), ApiError> {
         let info = self.model()?;
         let tokenizer = if truncate {
-            info.tokenizer.clone()
+            Arc::clone(&info.tokenizer)
         } else {
-            info.untruncated.clone()
+            Arc::clone(&info.untruncated)
         };
         let max_len = info.max_len;
         let encodings = tokio::task::spawn_blocking(move || tokenizer.encode_batch(&texts))

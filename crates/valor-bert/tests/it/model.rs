@@ -77,6 +77,26 @@ fn packed_forward_equals_the_padded_one() {
             Tolerance::abs(1e-5),
         );
     }
+    // More sequences than one attention group holds, of mixed lengths:
+    // each equals its own forward alone.
+    let many: Vec<Vec<u32>> = (0..19)
+        .map(|s| {
+            let n = 2 + (s * 7) % 37;
+            (0..n).map(|i| 1 + ((s * 13 + i * 5) % 96) as u32).collect()
+        })
+        .collect();
+    let seqs: Vec<(&[u32], Option<&[u32]>)> = many.iter().map(|r| (r.as_slice(), None)).collect();
+    let all = to_f64(model.forward_packed(&PackedInput::new(&seqs, &config, &device).unwrap()));
+    for (r, row) in many.iter().enumerate() {
+        let alone =
+            BertInput::from_rows(&[row.clone()], &[vec![1; row.len()]], None, &device).unwrap();
+        assert_all_close(
+            &format!("sequence {r} of 19"),
+            &all[r * 3..r * 3 + 3],
+            &to_f64(model.forward(alone)),
+            Tolerance::abs(1e-5),
+        );
+    }
     // Bad inputs are errors naming the sequence.
     let long = vec![3u32; config.max_position_embeddings + 1];
     for (bad, needle) in [
