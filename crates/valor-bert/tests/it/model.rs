@@ -88,8 +88,13 @@ fn packed_forward_equals_the_padded_one() {
     let seqs: Vec<(&[u32], Option<&[u32]>)> = many.iter().map(|r| (r.as_slice(), None)).collect();
     let all = to_f64(model.forward_packed(&PackedInput::new(&seqs, &config, &device).unwrap()));
     for (r, row) in many.iter().enumerate() {
-        let alone =
-            BertInput::from_rows(&[row.clone()], &[vec![1; row.len()]], None, &device).unwrap();
+        let alone = BertInput::from_rows(
+            std::slice::from_ref(row),
+            &[vec![1; row.len()]],
+            None,
+            &device,
+        )
+        .unwrap();
         assert_all_close(
             &format!("sequence {r} of 19"),
             &all[r * 3..r * 3 + 3],
