@@ -88,6 +88,38 @@ pub fn tiny_train(data: &str, out: &std::path::Path, extra: &[&str]) -> (i32, St
     valor(&args)
 }
 
+/// `valor remodel` of `run` towards `values` into `out` with the quick
+/// settings the tests share (at most `max_retrainings`, no faithfulness
+/// examples, one timing pass, quiet); asserts it exits 0 or 1 (target met or
+/// not) and returns its `remodel.json`.
+pub fn quick_remodel(
+    run: &std::path::Path,
+    values: &std::path::Path,
+    out: &std::path::Path,
+    max_retrainings: &str,
+) -> serde_json::Value {
+    let path = |p: &std::path::Path| p.to_str().expect("a UTF-8 path").to_string();
+    let (run, values, dir) = (path(run), path(values), path(out));
+    let (code, _, stderr) = valor(&[
+        "remodel",
+        "--run",
+        &run,
+        "--values",
+        &values,
+        "--out",
+        &dir,
+        "--max-retrainings",
+        max_retrainings,
+        "--faithfulness-examples",
+        "0",
+        "--timing-passes",
+        "1",
+        "--quiet",
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("remodel.json")).unwrap()).unwrap()
+}
+
 /// The transformers-parity model: the shared MiniLM with the `hf-parity`
 /// fixture's 3-class head, saved as an HF folder `dir/clf`. Returns the
 /// folder, its labels in id order and the fixture's sentences.

@@ -11,7 +11,7 @@ use valor_data::read_table;
 use valor_testkit::shared_dir;
 
 use crate::predict::{TEXTS, tiny_model};
-use crate::valor;
+use crate::{quick_remodel, valor};
 
 fn quantize(model: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
@@ -492,26 +492,7 @@ fn remodel_efficiency_is_the_same_on_two_runs() {
     .unwrap();
     let efficiency = |name: &str| -> Vec<f64> {
         let out = dir.path().join(name);
-        let (code, _, stderr) = valor(&[
-            "remodel",
-            "--run",
-            run.to_str().unwrap(),
-            "--values",
-            values.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--max-retrainings",
-            "1",
-            "--faithfulness-examples",
-            "0",
-            "--timing-passes",
-            "1",
-            "--quiet",
-        ]);
-        assert!(code == 0 || code == 1, "{stderr}");
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("remodel.json")).unwrap())
-                .unwrap();
+        let json = quick_remodel(&run, &values, &out, "1");
         let text = json.to_string();
         let mut v = vec![
             json["v0"]["efficiency"]

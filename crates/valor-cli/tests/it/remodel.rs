@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::valor;
+use crate::{quick_remodel, valor};
 
 /// Writes `text` as `dir/values.toml` and runs `valor remodel` on a run
 /// folder that does not exist; returns (exit code, stderr).
@@ -148,25 +148,7 @@ fn remodel_fits_and_selects_on_disjoint_rows_and_searches_bounds() {
     )
     .unwrap();
     let out = tmp.path().join("remodel");
-    let (code, _, stderr) = valor(&[
-        "remodel",
-        "--run",
-        run.to_str().unwrap(),
-        "--values",
-        values.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--max-retrainings",
-        "2",
-        "--faithfulness-examples",
-        "0",
-        "--timing-passes",
-        "1",
-        "--quiet",
-    ]);
-    assert!(code == 0 || code == 1, "{stderr}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("remodel.json")).unwrap()).unwrap();
+    let json = quick_remodel(&run, &values, &out, "2");
 
     // Fitting, selection and test rows: disjoint, and together the run's
     // validation and test rows (30 + 30 of 300).
