@@ -225,6 +225,17 @@ fn predict_rows(model: &Path, input: &Path) -> Vec<Value> {
 }
 
 /// A `/predict` answer's scores, row-major in `deny`, `approve` order.
+/// `/decide` with `"explain": true` answers with word attributions (on the
+/// server's f32 copy, whatever its precision); then the server stops
+/// cleanly.
+pub(crate) fn explains_then_stops(s: Served) {
+    let body = json!({"inputs": [{"text": TEXTS[0]}], "explain": true}).to_string();
+    let (code, _, body) = s.post("/decide", None, &body);
+    assert_eq!(code, 200, "{body}");
+    assert!(json_of(&body)["decisions"][0]["explanation"]["words"].is_array());
+    assert_eq!(s.stop(), 0);
+}
+
 pub(crate) fn predict_scores(body: &str) -> Vec<f64> {
     json_of(body)
         .as_array()
@@ -1486,9 +1497,5 @@ fn serve_precision_int8_matches_predict_precision_int8() {
         &want,
         Tolerance::abs(1e-6),
     );
-    let body = json!({"inputs": [{"text": TEXTS[0]}], "explain": true}).to_string();
-    let (code, _, body) = s.post("/decide", None, &body);
-    assert_eq!(code, 200, "{body}");
-    assert!(json_of(&body)["decisions"][0]["explanation"]["words"].is_array());
-    assert_eq!(s.stop(), 0);
+    explains_then_stops(s);
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 use valor_testkit::{Tolerance, assert_all_close};
 
 use crate::predict::{TEXTS, tiny_model};
-use crate::serve::{Served, json_of, predict_probs, predict_scores};
+use crate::serve::{Served, explains_then_stops, json_of, predict_probs, predict_scores};
 use crate::valor;
 
 /// `valor serve --model QFOLDER` (no `--precision`) answers `/predict` with
@@ -47,11 +47,7 @@ fn serve_on_a_quantized_folder_answers_as_predict_does() {
         &want,
         Tolerance::abs(1e-6),
     );
-    let body = json!({"inputs": [{"text": TEXTS[0]}], "explain": true}).to_string();
-    let (code, _, body) = s.post("/decide", None, &body);
-    assert_eq!(code, 200, "{body}");
-    assert!(json_of(&body)["decisions"][0]["explanation"]["words"].is_array());
-    assert_eq!(s.stop(), 0);
+    explains_then_stops(s);
 
     // --precision fp32 serves the dequantised weights in f32: other numbers.
     let s = Served::start(
