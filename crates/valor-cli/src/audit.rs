@@ -10,8 +10,8 @@ use valor_data::dataset::file_sha256;
 use valor_data::{Table, expand_inputs, read_table, stream_table};
 use valor_fair::{
     AuditConfig, AuditCounts, AuditInput, AuditReport, BootstrapConfig, CellKey, CellValue,
-    CountsBuilder, GroupSpec, LabelSet, ScoreBins, SqlColumns, SqlDialect, Threshold,
-    WindowMonitor, audit, audit_counts, counts_sql, paths,
+    CodedChunk, CodedColumn, CountsBuilder, GroupSpec, LabelSet, ScoreBins, SqlColumns, SqlDialect,
+    Threshold, WindowMonitor, audit, audit_counts, counts_sql, paths,
 };
 
 use crate::Outcome;
@@ -266,6 +266,12 @@ fn in_file(err: valor_fair::Error, path: &std::path::Path, a: &AuditArgs) -> any
             row + 1,
             name(&column)
         ),
+        valor_fair::Error::MissingValue { column, row } => anyhow::anyhow!(
+            "{}: row {}, column `{}`: empty value",
+            path.display(),
+            row + 1,
+            name(&column)
+        ),
         valor_fair::Error::InvalidCounts { row, why } => {
             anyhow::anyhow!("{}: row {}: {why}", path.display(), row + 1)
         }
@@ -369,10 +375,12 @@ fn spark_counts(a: &AuditArgs, cfg: &AuditConfig) -> Result<(AuditCounts, PathBu
     };
     let query = CountsQuery {
         source: &source,
-        y_true: &a.label_col,
-        y_pred: &a.pred_col,
-        groups: &a.groups,
-        score,
+        columns: SqlColumns {
+            y_true: &a.label_col,
+            y_pred: &a.pred_col,
+            groups: &a.groups,
+            score,
+        },
         labels,
     };
     let counted = valor_spark::count(&remote, &query)
@@ -451,66 +459,71 @@ fn require_columns(a: &AuditArgs, table: &Table) -> Result<()> {
 
 /// Counts the rows of `files`, each read in chunks of `--chunk-rows`: memory
 /// holds one chunk and the distinct cells, whatever the number of rows.
+/// Each column of a chunk comes as codes into its distinct values, which
+/// are trimmed and checked once per chunk (valor-fair's `add_chunk`), so no
+/// string is made or hashed per row. Parquet chunks decode only the audited
+/// columns.
 fn stream_counts(a: &AuditArgs, cfg: &AuditConfig, files: &[PathBuf]) -> Result<AuditCounts> {
     let labels = a.labels.as_ref().map(|l| LabelSet::new(l)).transpose()?;
     let mut builder = CountsBuilder::new(a.groups.clone(), labels, bins(a, cfg)?)?;
+    let mut wanted: Vec<&str> = vec![&a.label_col, &a.pred_col];
+    wanted.extend(a.groups.iter().map(String::as_str));
+    wanted.extend(a.score_col.as_deref());
     for path in files {
         let chunks = stream_table(path, a.chunk_rows)
+            .and_then(|s| s.select(&wanted))
             .with_context(|| format!("reading {}", path.display()))?;
         for chunk in chunks {
             let table = chunk.with_context(|| format!("reading {}", path.display()))?;
             require_columns(a, &table)?;
-            let y_true = table.text(&a.label_col)?;
-            let y_pred = table.text(&a.pred_col)?;
-            let group_cols = a
+            let coded = |c: &str| table.coded(c);
+            let (y_true, y_pred) = (coded(&a.label_col)?, coded(&a.pred_col)?);
+            let groups = a
                 .groups
                 .iter()
-                .map(|g| table.text(g))
+                .map(|g| coded(g))
                 .collect::<valor_data::Result<Vec<_>>>()?;
             let scores = match &a.score_col {
                 Some(sc) => Some(table.floats(sc)?),
                 None => None,
             };
-            let mut group_iters: Vec<_> = group_cols.iter().map(|c| c.iter()).collect();
-            let mut groups: Vec<&str> = Vec::with_capacity(a.groups.len());
-            for (i, (t, p)) in y_true.iter().zip(y_pred.iter()).enumerate() {
-                let row = table.file_row(i);
-                let t = nonempty(t, path, row, &a.label_col)?;
-                let p = nonempty(p, path, row, &a.pred_col)?;
-                groups.clear();
-                for (it, g) in group_iters.iter_mut().zip(&a.groups) {
-                    groups.push(nonempty(it.next().flatten(), path, row, g)?);
-                }
-                let score = match (&scores, &a.score_col) {
-                    (Some(s), Some(sc)) => Some(s[i].with_context(|| {
-                        format!("{}: row {row}, column `{sc}`: empty score", path.display())
-                    })?),
-                    _ => None,
-                };
-                builder
-                    .add_row(t, p, &groups, score, row - 1)
-                    .map_err(|e| in_file(e, path, a))?;
-            }
+            let (t_values, p_values) = (trimmed(&y_true), trimmed(&y_pred));
+            let g_values: Vec<Vec<Option<&str>>> = groups.iter().map(trimmed).collect();
+            let group_cols: Vec<CodedColumn<'_>> = groups
+                .iter()
+                .zip(&g_values)
+                .map(|(g, values)| CodedColumn {
+                    codes: &g.codes,
+                    values,
+                })
+                .collect();
+            let chunk = CodedChunk {
+                y_true: CodedColumn {
+                    codes: &y_true.codes,
+                    values: &t_values,
+                },
+                y_pred: CodedColumn {
+                    codes: &y_pred.codes,
+                    values: &p_values,
+                },
+                groups: &group_cols,
+                scores: scores.as_deref(),
+            };
+            builder
+                .add_chunk(&chunk, table.row_offset())
+                .map_err(|e| in_file(e, path, a))?;
         }
     }
     builder.finish().context("counting the predictions")
 }
 
-/// A value trimmed as `required` trims it; empty is an error naming file,
-/// row (1-based) and column.
-fn nonempty<'v>(
-    v: Option<&'v str>,
-    path: &std::path::Path,
-    row: usize,
-    column: &str,
-) -> Result<&'v str> {
-    match v.map(str::trim) {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => bail!(
-            "{}: row {row}, column `{column}`: empty value",
-            path.display()
-        ),
-    }
+/// A column's distinct values as the in-memory audit reads them: trimmed,
+/// and blank is missing.
+fn trimmed(c: &valor_data::table::CodedText) -> Vec<Option<&str>> {
+    c.values
+        .iter()
+        .map(|v| v.as_deref().map(str::trim).filter(|s| !s.is_empty()))
+        .collect()
 }
 
 /// Reads a counts CSV (the --counts format) over the `--group` columns;
@@ -651,8 +664,8 @@ fn emit_sql(a: &AuditArgs, dialect: Dialect) -> Result<Outcome> {
         })
         .transpose()?;
     let sql = counts_sql(
+        &a.table,
         &SqlColumns {
-            table: &a.table,
             y_true: &a.label_col,
             y_pred: &a.pred_col,
             groups: &a.groups,

@@ -17,6 +17,9 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 
+mod coded;
+pub use coded::CodedText;
+
 /// The file formats Valor reads and writes, chosen by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -584,7 +587,10 @@ pub fn stream_table(path: &Path, chunk_rows: usize) -> Result<TableStream> {
             let total = ParquetReader::new(file)
                 .num_rows()
                 .map_err(|e| Error::parse(path, e))?;
-            StreamInner::Parquet { total }
+            StreamInner::Parquet {
+                total,
+                columns: None,
+            }
         }
         Format::Csv | Format::Tsv | Format::JsonLines => {
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -614,6 +620,31 @@ pub fn stream_table(path: &Path, chunk_rows: usize) -> Result<TableStream> {
     })
 }
 
+impl TableStream {
+    /// Reads only `names` from a Parquet file when it has them all (Parquet
+    /// stores columns apart, so the others are never decoded); when one is
+    /// missing, or for text formats, chunks keep every column, so a
+    /// missing column's error lists those the file has.
+    pub fn select(mut self, names: &[&str]) -> Result<Self> {
+        if let StreamInner::Parquet { columns, .. } = &mut self.inner {
+            let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            let schema = ParquetReader::new(file)
+                .schema()
+                .map_err(|e| Error::parse(&self.path, e))?;
+            if names.iter().all(|n| schema.contains(n)) {
+                let mut keep: Vec<String> = Vec::with_capacity(names.len());
+                for n in names {
+                    if !keep.iter().any(|k| k == n) {
+                        keep.push((*n).to_string());
+                    }
+                }
+                *columns = Some(keep);
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// Iterator over the chunks of a file; see [`stream_table`].
 #[derive(Debug)]
 pub struct TableStream {
@@ -629,6 +660,8 @@ pub struct TableStream {
 enum StreamInner {
     Parquet {
         total: usize,
+        /// The columns read (`None`: all); see [`TableStream::select`].
+        columns: Option<Vec<String>>,
     },
     Text {
         reader: BufReader<File>,
@@ -714,7 +747,7 @@ impl Iterator for TableStream {
         }
         let offset = self.next_row;
         let result = match &mut self.inner {
-            StreamInner::Parquet { total } => {
+            StreamInner::Parquet { total, columns } => {
                 if offset >= *total {
                     self.done = true;
                     return None;
@@ -725,6 +758,7 @@ impl Iterator for TableStream {
                     .and_then(|f| {
                         ParquetReader::new(f)
                             .with_slice(Some((offset, len)))
+                            .with_columns(columns.clone())
                             .finish()
                             .map_err(|e| Error::parse(&self.path, e))
                     })

@@ -167,24 +167,45 @@ impl AuditCounts {
             None => None,
         };
         let mut b = CountsBuilder::new(columns, Some(input.labels().clone()), bins)?;
-        let names = input.labels().names();
-        let mut groups: Vec<&str> = Vec::with_capacity(input.groups().len());
-        for row in 0..input.len() {
-            groups.clear();
-            groups.extend(
-                input
-                    .groups()
-                    .iter()
-                    .map(|g| g.levels()[g.codes()[row] as usize].as_str()),
-            );
-            b.add_row(
-                &names[input.y_true()[row].index()],
-                &names[input.y_pred()[row].index()],
-                &groups,
-                scores.map(|s| s[row]),
-                row,
-            )?;
-        }
+        // The input is already coded: labels by id, groups by level.
+        let names: Vec<Option<&str>> = input
+            .labels()
+            .names()
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect();
+        let ids = |l: &[crate::LabelId]| -> Vec<u32> { l.iter().map(|id| id.get()).collect() };
+        let (y_true, y_pred) = (ids(input.y_true()), ids(input.y_pred()));
+        let levels: Vec<Vec<Option<&str>>> = input
+            .groups()
+            .iter()
+            .map(|g| g.levels().iter().map(|l| Some(l.as_str())).collect())
+            .collect();
+        let groups: Vec<CodedColumn<'_>> = input
+            .groups()
+            .iter()
+            .zip(&levels)
+            .map(|(g, values)| CodedColumn {
+                codes: g.codes(),
+                values,
+            })
+            .collect();
+        let scores: Option<Vec<Option<f64>>> = scores.map(|s| s.iter().map(|&v| Some(v)).collect());
+        b.add_chunk(
+            &CodedChunk {
+                y_true: CodedColumn {
+                    codes: &y_true,
+                    values: &names,
+                },
+                y_pred: CodedColumn {
+                    codes: &y_pred,
+                    values: &names,
+                },
+                groups: &groups,
+                scores: scores.as_deref(),
+            },
+            0,
+        )?;
         b.finish()
     }
 
@@ -485,7 +506,38 @@ pub struct CountsBuilder {
     combo_codes: Vec<Vec<u32>>,
     cells: FxMap<u128, CellValue>,
     key: Vec<u32>,
+    /// A chunk's dense cell index per row and dense counts (add_chunk),
+    /// kept to reuse their memory.
+    index: Vec<u32>,
+    dense_n: Vec<u64>,
+    dense_sum: Vec<f64>,
 }
+
+/// One column of a chunk of rows, dictionary-coded: row `i` holds
+/// `values[codes[i]]`, `None` being a missing value (null, or blank after
+/// trimming). A value may stand under several codes; they count as one.
+#[derive(Clone, Copy, Debug)]
+pub struct CodedColumn<'a> {
+    pub codes: &'a [u32],
+    pub values: &'a [Option<&'a str>],
+}
+
+/// A chunk of rows for [`CountsBuilder::add_chunk`]: both label columns,
+/// the group columns in the builder's order and, when the counts bin
+/// scores, the scores (`None`: missing).
+#[derive(Clone, Copy, Debug)]
+pub struct CodedChunk<'a> {
+    pub y_true: CodedColumn<'a>,
+    pub y_pred: CodedColumn<'a>,
+    pub groups: &'a [CodedColumn<'a>],
+    pub scores: Option<&'a [Option<f64>]>,
+}
+
+/// A chunk-local code whose value is missing or not a label.
+const BAD: u32 = u32::MAX;
+/// The most cells of a chunk's dense count array (their count is the
+/// product of the chunk's distinct values per column, and of the bins).
+const DENSE_CELLS: usize = 1 << 20;
 
 impl std::fmt::Debug for CountsBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -522,6 +574,9 @@ impl CountsBuilder {
             combos: FxMap::default(),
             combo_codes: Vec::new(),
             cells: FxMap::default(),
+            index: Vec::new(),
+            dense_n: Vec::new(),
+            dense_sum: Vec::new(),
         })
     }
 
@@ -567,7 +622,294 @@ impl CountsBuilder {
         }
         let t = self.label("y_true", y_true, row)?;
         let p = self.label("y_pred", y_pred, row)?;
-        let (cal, bin, s) = match (self.bins, score) {
+        let (cal, bin, s) = self.bin(score, row)?;
+        let k = self.k();
+        self.key.clear();
+        for (i, g) in groups.iter().enumerate() {
+            let c = self.level(i, g, k)?;
+            self.key.push(c);
+        }
+        let combo = self.combo(k)?;
+        self.add_cell(combo, t, p, cal, bin, 1, s);
+        Ok(())
+    }
+
+    /// Counts a chunk of dictionary-coded rows (a table's chunk, an input's
+    /// codes): the same counts as [`add_row`](Self::add_row) on each row,
+    /// but values are looked up once per distinct value, not per row, and
+    /// rows are counted by index arithmetic into a dense array when the
+    /// chunk's cells are few. `first_row` (0-based) is the row number of the
+    /// chunk's first row in errors, which name the first bad row; a chunk
+    /// with a bad row counts nothing. Score sums add up per chunk, then
+    /// across chunks (another order than row by row: equal up to rounding).
+    pub fn add_chunk(&mut self, chunk: &CodedChunk<'_>, first_row: usize) -> Result<()> {
+        let n = chunk.y_true.codes.len();
+        if chunk.groups.len() != self.columns.len() {
+            return Err(Error::LengthMismatch {
+                column: "groups".into(),
+                expected: self.columns.len(),
+                actual: chunk.groups.len(),
+            });
+        }
+        let names = self.columns.clone();
+        let mut coded: Vec<(&str, CodedColumn<'_>)> =
+            vec![("y_true", chunk.y_true), ("y_pred", chunk.y_pred)];
+        coded.extend(
+            names
+                .iter()
+                .map(String::as_str)
+                .zip(chunk.groups.iter().copied()),
+        );
+        let scores = match (self.bins, chunk.scores) {
+            (Some(_), Some(s)) => Some(s),
+            (Some(_), None) => {
+                return Err(Error::InvalidConfig {
+                    setting: "score".into(),
+                    why: "the counts bin scores but the chunk has none".into(),
+                });
+            }
+            (None, _) => None,
+        };
+        let lengths = coded.iter().map(|(c, col)| (*c, col.codes.len()));
+        for (column, actual) in lengths.chain(scores.map(|s| ("y_score", s.len()))) {
+            if actual != n {
+                return Err(Error::LengthMismatch {
+                    column: column.into(),
+                    expected: n,
+                    actual,
+                });
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        for (i, (column, col)) in coded.iter().enumerate() {
+            let levels = col.values.len();
+            if let Some(at) = col.codes.iter().position(|&c| c as usize >= levels) {
+                let (row, code) = (first_row + at, col.codes[at]);
+                return Err(if i < 2 {
+                    Error::LabelIdOutOfRange {
+                        column: (*column).into(),
+                        row,
+                        id: code,
+                        n_labels: levels,
+                    }
+                } else {
+                    Error::GroupCodeOutOfRange {
+                        column: (*column).into(),
+                        row,
+                        code,
+                        n_levels: levels,
+                    }
+                });
+            }
+        }
+        // Chunk codes to the builder's codes, once per distinct value.
+        let mut maps: Vec<Vec<u32>> = Vec::with_capacity(coded.len());
+        for (column, col) in &coded[..2] {
+            let mut map = Vec::with_capacity(col.values.len());
+            for v in col.values {
+                map.push(match v {
+                    None => BAD,
+                    Some(v) => match self.label(column, v, first_row) {
+                        Ok(c) => c,
+                        Err(Error::UnknownLabel { .. }) => BAD,
+                        Err(e) => return Err(e),
+                    },
+                });
+            }
+            maps.push(map);
+        }
+        let k = self.k();
+        for (i, (_, col)) in coded[2..].iter().enumerate() {
+            let mut map = Vec::with_capacity(col.values.len());
+            for v in col.values {
+                map.push(match v {
+                    None => BAD,
+                    Some(v) => self.level(i, v, k)?,
+                });
+            }
+            maps.push(map);
+        }
+        // The first bad row, if any: a missing or unknown value, or a bad score.
+        let mut first_bad = n;
+        for ((_, col), map) in coded.iter().zip(&maps) {
+            if map.contains(&BAD)
+                && let Some(at) = col.codes[..first_bad]
+                    .iter()
+                    .position(|&c| map[c as usize] == BAD)
+            {
+                first_bad = at;
+            }
+        }
+        if let Some(s) = scores
+            && let Some(at) = s[..first_bad]
+                .iter()
+                .position(|v| !matches!(v, Some(v) if (0.0..=1.0).contains(v)))
+        {
+            first_bad = at;
+        }
+        if first_bad < n {
+            return Err(self.row_error(&coded, scores, first_bad, first_row + first_bad));
+        }
+        let mut dims: Vec<usize> = coded.iter().map(|(_, col)| col.values.len()).collect();
+        if let Some(b) = self.bins {
+            dims.extend([b.calibration_bins, b.score_bins]);
+        }
+        let dense = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&cells| cells <= DENSE_CELLS.min(n.saturating_mul(4).saturating_add(4096)));
+        match dense {
+            Some(cells) => self.count_dense(&coded, scores, &maps, &dims, cells, k),
+            None => {
+                for i in 0..n {
+                    let code = |c: usize| maps[c][coded[c].1.codes[i] as usize];
+                    let (t, p) = (code(0), code(1));
+                    self.key.clear();
+                    self.key.extend((2..coded.len()).map(code));
+                    let (cal, bin, s) = self.bin(scores.and_then(|s| s[i]), first_row + i)?;
+                    let combo = self.combo(k)?;
+                    self.add_cell(combo, t, p, cal, bin, 1, s);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// [`add_chunk`](Self::add_chunk)'s fast path for a chunk of checked
+    /// rows: a dense index per row (chunk codes in mixed radix over `dims`,
+    /// then the bins), counts by index, then one cell per non-empty index.
+    fn count_dense(
+        &mut self,
+        coded: &[(&str, CodedColumn<'_>)],
+        scores: Option<&[Option<f64>]>,
+        maps: &[Vec<u32>],
+        dims: &[usize],
+        cells: usize,
+        k: usize,
+    ) -> Result<()> {
+        let mut index = std::mem::take(&mut self.index);
+        index.clear();
+        index.extend_from_slice(coded[0].1.codes);
+        // cells <= DENSE_CELLS: every partial index fits in u32.
+        for ((_, col), &d) in coded[1..].iter().zip(&dims[1..]) {
+            for (x, &c) in index.iter_mut().zip(col.codes) {
+                *x = *x * d as u32 + c;
+            }
+        }
+        let mut dense_n = std::mem::take(&mut self.dense_n);
+        let mut dense_sum = std::mem::take(&mut self.dense_sum);
+        dense_n.clear();
+        dense_n.resize(cells, 0);
+        dense_sum.clear();
+        if let (Some(b), Some(scores)) = (self.bins, scores) {
+            let (c, sb) = (b.calibration_bins as u32, b.score_bins as u32);
+            for (x, s) in index.iter_mut().zip(scores) {
+                // Checked by add_chunk: present and in [0, 1].
+                let s = s.unwrap_or_default();
+                *x = (*x * c + calibration_bin(s, &self.edges)) * sb + b.score_bin(s);
+            }
+            dense_sum.resize(cells, 0.0);
+            for (&x, s) in index.iter().zip(scores) {
+                dense_sum[x as usize] += s.unwrap_or_default();
+            }
+        }
+        for &x in &index {
+            dense_n[x as usize] += 1;
+        }
+        let bins = self.bins.map(|b| (b.calibration_bins, b.score_bins));
+        let mut result = Ok(());
+        let mut local = vec![0usize; coded.len()];
+        for (cell, &count) in dense_n.iter().enumerate() {
+            if count == 0 {
+                continue;
+            }
+            let mut rest = cell;
+            let (mut cal, mut bin) = (0, 0);
+            if let Some((c, sb)) = bins {
+                bin = (rest % sb) as u32;
+                rest /= sb;
+                cal = (rest % c) as u32;
+                rest /= c;
+            }
+            for (l, &d) in local.iter_mut().zip(&dims[..coded.len()]).rev() {
+                *l = rest % d;
+                rest /= d;
+            }
+            self.key.clear();
+            self.key.extend((2..coded.len()).map(|c| maps[c][local[c]]));
+            let combo = match self.combo(k) {
+                Ok(c) => c,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let sum = dense_sum.get(cell).copied().unwrap_or_default();
+            self.add_cell(
+                combo,
+                maps[0][local[0]],
+                maps[1][local[1]],
+                cal,
+                bin,
+                count,
+                sum,
+            );
+        }
+        self.index = index;
+        self.dense_n = dense_n;
+        self.dense_sum = dense_sum;
+        result
+    }
+
+    /// The error of row `i` of a chunk (its file row `row`), checking its
+    /// values in column order, then its score.
+    fn row_error(
+        &mut self,
+        coded: &[(&str, CodedColumn<'_>)],
+        scores: Option<&[Option<f64>]>,
+        i: usize,
+        row: usize,
+    ) -> Error {
+        for (c, (column, col)) in coded.iter().enumerate() {
+            match col.values[col.codes[i] as usize] {
+                None => {
+                    return Error::MissingValue {
+                        column: (*column).into(),
+                        row,
+                    };
+                }
+                Some(v) if c < 2 => {
+                    if let Err(e) = self.label(column, v, row) {
+                        return e;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        match scores.map(|s| self.bin(s[i], row)) {
+            Some(Err(e)) => e,
+            _ => Error::InvalidCounts {
+                row,
+                why: "a row add_chunk found bad is not".into(),
+            },
+        }
+    }
+
+    /// The number of labels the cells' matrices are sized for.
+    fn k(&self) -> usize {
+        self.declared
+            .as_ref()
+            .map_or(self.labels.values.len(), LabelSet::len)
+            .max(2)
+    }
+
+    /// A score's calibration bin, score bin and the score itself (zeros
+    /// without score bins); a missing, non-finite or out-of-range score is
+    /// an error naming `row`.
+    fn bin(&self, score: Option<f64>, row: usize) -> Result<(u32, u32, f64)> {
+        match (self.bins, score) {
             (Some(b), Some(s)) => {
                 if !s.is_finite() {
                     return Err(Error::NonFiniteScore {
@@ -583,61 +925,62 @@ impl CountsBuilder {
                         value: s,
                     });
                 }
-                (calibration_bin(s, &self.edges), b.score_bin(s), s)
+                Ok((calibration_bin(s, &self.edges), b.score_bin(s), s))
             }
-            (Some(_), None) => {
-                return Err(Error::InvalidConfig {
-                    setting: "score".into(),
-                    why: format!("row {row} has no score but the counts bin scores"),
-                });
-            }
-            (None, _) => (0, 0, 0.0),
-        };
-        let k = self
-            .declared
-            .as_ref()
-            .map_or(self.labels.values.len(), LabelSet::len)
-            .max(2);
-        self.key.clear();
-        for (i, g) in groups.iter().enumerate() {
-            let level = &mut self.levels[i];
-            let c = level.code(g);
-            if level.values.len().saturating_mul(k * k) > MAX_GROUP_CELLS {
-                return Err(Error::TooManyGroups {
-                    column: self.columns[i].clone(),
-                    levels: level.values.len(),
-                    labels: k,
-                    limit: MAX_GROUP_CELLS,
-                });
-            }
-            self.key.push(c);
+            (Some(_), None) => Err(Error::MissingValue {
+                column: "y_score".into(),
+                row,
+            }),
+            (None, _) => Ok((0, 0, 0.0)),
         }
-        let combo = match self.combos.get(self.key.as_slice()) {
-            Some(&c) => c,
-            None => {
-                let c = self.combo_codes.len() as u32;
-                if (c as usize + 1).saturating_mul(k * k) > MAX_GROUP_CELLS {
-                    return Err(Error::TooManyGroups {
-                        column: self.columns.join("+"),
-                        levels: c as usize + 1,
-                        labels: k,
-                        limit: MAX_GROUP_CELLS,
-                    });
-                }
-                self.combos.insert(self.key.clone(), c);
-                self.combo_codes.push(self.key.clone());
-                c
-            }
-        };
+    }
+
+    /// The builder's code of value `g` of group column `i`; too many levels
+    /// for matrices of `k` labels is an error.
+    fn level(&mut self, i: usize, g: &str, k: usize) -> Result<u32> {
+        let level = &mut self.levels[i];
+        let c = level.code(g);
+        if level.values.len().saturating_mul(k * k) > MAX_GROUP_CELLS {
+            return Err(Error::TooManyGroups {
+                column: self.columns[i].clone(),
+                levels: level.values.len(),
+                labels: k,
+                limit: MAX_GROUP_CELLS,
+            });
+        }
+        Ok(c)
+    }
+
+    /// The combination of group codes in `self.key`.
+    fn combo(&mut self, k: usize) -> Result<u32> {
+        if let Some(&c) = self.combos.get(self.key.as_slice()) {
+            return Ok(c);
+        }
+        let c = self.combo_codes.len() as u32;
+        if (c as usize + 1).saturating_mul(k * k) > MAX_GROUP_CELLS {
+            return Err(Error::TooManyGroups {
+                column: self.columns.join("+"),
+                levels: c as usize + 1,
+                labels: k,
+                limit: MAX_GROUP_CELLS,
+            });
+        }
+        self.combos.insert(self.key.clone(), c);
+        self.combo_codes.push(self.key.clone());
+        Ok(c)
+    }
+
+    /// Adds `n` rows with score sum `sum` to a cell.
+    #[allow(clippy::too_many_arguments)]
+    fn add_cell(&mut self, combo: u32, t: u32, p: u32, cal: u32, bin: u32, n: u64, sum: f64) {
         let packed = (u128::from(combo) << 96)
             | (u128::from(t) << 80)
             | (u128::from(p) << 64)
             | (u128::from(cal) << 32)
             | u128::from(bin);
         let e = self.cells.entry(packed).or_default();
-        e.n += 1;
-        e.score_sum += s;
-        Ok(())
+        e.n += n;
+        e.score_sum += sum;
     }
 
     /// Rows counted so far.
@@ -696,10 +1039,10 @@ pub enum SqlDialect {
     Backtick,
 }
 
-/// The columns of a predictions table that [`counts_sql`] reads.
+/// The columns of a predictions table that [`counts_sql`] reads (and that
+/// valor-spark counts).
 #[derive(Clone, Debug)]
 pub struct SqlColumns<'a> {
-    pub table: &'a str,
     pub y_true: &'a str,
     pub y_pred: &'a str,
     pub groups: &'a [String],
@@ -715,7 +1058,7 @@ pub struct SqlColumns<'a> {
 /// NULL in a used column are left out by the `WHERE` (Valor refuses them
 /// when it reads rows itself). The bins are computed as Valor computes them
 /// (scikit-learn's calibration edges as exact double literals).
-pub fn counts_sql(c: &SqlColumns<'_>, dialect: SqlDialect) -> String {
+pub fn counts_sql(table: &str, c: &SqlColumns<'_>, dialect: SqlDialect) -> String {
     let q = |name: &str| match dialect {
         SqlDialect::Ansi => format!("\"{}\"", name.replace('"', "\"\"")),
         SqlDialect::Backtick => format!("`{}`", name.replace('`', "``")),
@@ -765,7 +1108,7 @@ pub fn counts_sql(c: &SqlColumns<'_>, dialect: SqlDialect) -> String {
     if let Some((score, _)) = c.score {
         select.push(format!("  SUM({}) AS {}", q(score), q("score_sum")));
     }
-    let table = c.table.split('.').map(q).collect::<Vec<_>>().join(".");
+    let table = table.split('.').map(q).collect::<Vec<_>>().join(".");
     // Ordinals, not aliases: Trino groups by neither an alias nor an
     // expression's name, and every engine here takes positions.
     let positions = (1..=keys.len())
@@ -828,8 +1171,8 @@ mod tests {
     fn sql_names_every_cell_column() {
         let groups = vec!["sex".to_string(), "a\"b".to_string()];
         let sql = counts_sql(
+            "db.preds",
             &SqlColumns {
-                table: "db.preds",
                 y_true: "label",
                 y_pred: "pred",
                 groups: &groups,
@@ -848,8 +1191,8 @@ mod tests {
         );
         assert!(sql.contains("CAST(FLOOR(\"p\" * 100) AS BIGINT)"), "{sql}");
         let spark = counts_sql(
+            "preds",
             &SqlColumns {
-                table: "preds",
                 y_true: "label",
                 y_pred: "pred",
                 groups: &groups,

@@ -79,6 +79,10 @@ pub enum Error {
         row: usize,
         value: f64,
     },
+    /// A row's value is missing (null, or blank after trimming) where counts
+    /// need one.
+    #[error("row {row}: `{column}` is empty")]
+    MissingValue { column: String, row: usize },
     /// A cell of counts (a counts file's row, 0-based) that cannot be counted.
     #[error("counts row {row}: {why}")]
     InvalidCounts { row: usize, why: String },

@@ -109,8 +109,8 @@ pub use counterfactual::{
     CounterfactualReport, DirectionSummary, counterfactual_fairness, counterfactual_flip_rate,
 };
 pub use counts::{
-    AuditCounts, CellKey, CellValue, CountsBuilder, DEFAULT_SCORE_BINS, MAX_SCORE_BINS, ScoreBins,
-    SqlColumns, SqlDialect, counts_sql,
+    AuditCounts, CellKey, CellValue, CodedChunk, CodedColumn, CountsBuilder, DEFAULT_SCORE_BINS,
+    MAX_SCORE_BINS, ScoreBins, SqlColumns, SqlDialect, counts_sql,
 };
 pub use error::{Error, Result};
 pub use headline::{Aif360Metrics, ConfusionCell, FairlearnMetrics, MulticlassDisparities};

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use spark_connect::SparkSession;
 use spark_connect::row::{Row, Value};
-use valor_fair::{AuditCounts, CellKey, CellValue, LabelSet, ScoreBins, SqlColumns, SqlDialect};
+use valor_fair::{AuditCounts, CellKey, CellValue, LabelSet, SqlColumns, SqlDialect, counts_sql};
 
 /// Spark Connect's port when the address names none.
 pub const DEFAULT_PORT: u16 = 15002;
@@ -186,16 +186,12 @@ impl Source {
     }
 }
 
-/// The columns to count and how, as `valor audit` names them.
+/// What to count: the source, its columns as [`counts_sql`] reads them, and
+/// the declared labels (else the labels seen).
 #[derive(Debug, Clone)]
 pub struct CountsQuery<'a> {
     pub source: &'a Source,
-    pub y_true: &'a str,
-    pub y_pred: &'a str,
-    pub groups: &'a [String],
-    /// Score column and its binning.
-    pub score: Option<(&'a str, ScoreBins)>,
-    /// Declared labels (else the labels seen).
+    pub columns: SqlColumns<'a>,
     pub labels: Option<LabelSet>,
 }
 
@@ -212,7 +208,7 @@ pub struct SparkCounts {
     pub sql: String,
 }
 
-/// Backtick quoting, as [`counts_sql`](valor_fair::counts_sql) quotes for
+/// Backtick quoting, as [`counts_sql`] quotes for
 /// Spark.
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -227,17 +223,18 @@ fn quote_table(name: &str) -> String {
 /// and group values; NULL, NaN or out-of-range scores. Columns: `rows`,
 /// then one count per label/pred/group column, then one for the score.
 pub fn check_sql(q: &CountsQuery<'_>, table: &str) -> String {
+    let c = &q.columns;
     let mut select = vec!["  COUNT(*) AS `rows`".to_string()];
-    let text_cols = [q.y_true, q.y_pred]
+    let text_cols = [c.y_true, c.y_pred]
         .into_iter()
-        .chain(q.groups.iter().map(String::as_str));
+        .chain(c.groups.iter().map(String::as_str));
     for (i, c) in text_cols.enumerate() {
         let c = quote(c);
         select.push(format!(
             "  COALESCE(SUM(CASE WHEN {c} IS NULL OR TRIM(CAST({c} AS STRING)) = '' THEN 1 ELSE 0 END), 0) AS `missing_{i}`"
         ));
     }
-    if let Some((s, _)) = q.score {
+    if let Some((s, _)) = c.score {
         let s = quote(s);
         select.push(format!(
             "  COALESCE(SUM(CASE WHEN {s} IS NULL OR isnan(CAST({s} AS DOUBLE)) OR {s} < 0 OR {s} > 1 \
@@ -290,16 +287,7 @@ pub fn count(remote: &SparkRemote, q: &CountsQuery<'_>) -> Result<SparkCounts> {
     let rows = run_sql(&session, &check).map_err(spark(&format!("checking {source_name}")))?;
     let total = check_answer(q, &source_name, &rows)?;
 
-    let sql = valor_fair::counts_sql(
-        &SqlColumns {
-            table: &table,
-            y_true: q.y_true,
-            y_pred: q.y_pred,
-            groups: q.groups,
-            score: q.score,
-        },
-        SqlDialect::Backtick,
-    );
+    let sql = counts_sql(&table, &q.columns, SqlDialect::Backtick);
     let cells = run_sql(&session, &sql).map_err(spark(&format!("counting {source_name}")))?;
     let counts = counts_from_rows(q, &cells)?;
     if counts.rows() != total {
@@ -363,9 +351,10 @@ pub fn check_answer(q: &CountsQuery<'_>, source_name: &str, rows: &[Row]) -> Res
         });
     };
     let total = integer(row, 0, 0, "rows")?;
-    let names = [q.y_true, q.y_pred]
+    let c = &q.columns;
+    let names = [c.y_true, c.y_pred]
         .into_iter()
-        .chain(q.groups.iter().map(String::as_str));
+        .chain(c.groups.iter().map(String::as_str));
     for (i, column) in names.enumerate() {
         let missing = integer(row, 0, i + 1, column)?;
         if missing > 0 {
@@ -377,8 +366,8 @@ pub fn check_answer(q: &CountsQuery<'_>, source_name: &str, rows: &[Row]) -> Res
             });
         }
     }
-    if let Some((s, _)) = q.score {
-        let bad = integer(row, 0, 3 + q.groups.len(), s)?;
+    if let Some((s, _)) = c.score {
+        let bad = integer(row, 0, 3 + c.groups.len(), s)?;
         if bad > 0 {
             return Err(Error::ScoresOutOfRange {
                 source_name: source_name.to_string(),
@@ -396,9 +385,9 @@ pub fn check_answer(q: &CountsQuery<'_>, source_name: &str, rows: &[Row]) -> Res
 /// and with scores `score_sum`). Labels and group values are trimmed, as
 /// Valor's readers trim them.
 pub fn counts_from_rows(q: &CountsQuery<'_>, rows: &[Row]) -> Result<AuditCounts> {
-    let bins = q.score.map(|(_, b)| b);
-    let mut counts = AuditCounts::new(q.groups.to_vec(), q.labels.clone(), bins)?;
-    let g = q.groups.len();
+    let (groups, bins) = (q.columns.groups, q.columns.score.map(|(_, b)| b));
+    let mut counts = AuditCounts::new(groups.to_vec(), q.labels.clone(), bins)?;
+    let g = groups.len();
     let width = g + 3 + if bins.is_some() { 3 } else { 0 };
     for (i, row) in rows.iter().enumerate() {
         if row.len() != width {
@@ -408,9 +397,9 @@ pub fn counts_from_rows(q: &CountsQuery<'_>, rows: &[Row]) -> Result<AuditCounts
                 why: format!("{} columns where the counts have {width}", row.len()),
             });
         }
-        let mut groups = Vec::with_capacity(g);
-        for (c, name) in q.groups.iter().enumerate() {
-            groups.push(text(row, i, c, name)?);
+        let mut values = Vec::with_capacity(g);
+        for (c, name) in groups.iter().enumerate() {
+            values.push(text(row, i, c, name)?);
         }
         let y_true = text(row, i, g, "y_true")?;
         let y_pred = text(row, i, g + 1, "y_pred")?;
@@ -425,7 +414,7 @@ pub fn counts_from_rows(q: &CountsQuery<'_>, rows: &[Row]) -> Result<AuditCounts
             (0, 0, integer(row, i, g + 2, "n")?, 0.0)
         };
         let key = CellKey {
-            groups,
+            groups: values,
             y_true,
             y_pred,
             calibration_bin,
@@ -493,6 +482,8 @@ fn float(row: &Row, i: usize, c: usize, column: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
+    use valor_fair::ScoreBins;
+
     use super::*;
 
     fn row(values: Vec<Value>) -> Row {
@@ -502,6 +493,25 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::String(v.into())
+    }
+
+    /// Labels `y` and `p` of `source`, grouped by `groups`, without
+    /// declared labels.
+    fn query<'a>(
+        source: &'a Source,
+        groups: &'a [String],
+        score: Option<(&'a str, ScoreBins)>,
+    ) -> CountsQuery<'a> {
+        CountsQuery {
+            source,
+            columns: SqlColumns {
+                y_true: "y",
+                y_pred: "p",
+                groups,
+                score,
+            },
+            labels: None,
+        }
     }
 
     #[test]
@@ -539,14 +549,7 @@ mod tests {
         let r = SparkRemote::parse(&format!("sc://127.0.0.1:{port}")).unwrap();
         let groups = vec!["sex".to_string()];
         let source = Source::Table("t".into());
-        let q = CountsQuery {
-            source: &source,
-            y_true: "y",
-            y_pred: "p",
-            groups: &groups,
-            score: None,
-            labels: None,
-        };
+        let q = query(&source, &groups, None);
         let e = count(&r, &q).unwrap_err();
         assert!(matches!(e, Error::Unreachable { .. }), "{e}");
         assert!(e.to_string().contains("no Spark Connect server answers"));
@@ -556,14 +559,11 @@ mod tests {
     fn cells_become_counts_and_bad_cells_are_named() {
         let groups = vec!["sex".to_string()];
         let source = Source::Table("t".into());
-        let q = CountsQuery {
-            source: &source,
-            y_true: "y",
-            y_pred: "p",
-            groups: &groups,
-            score: Some(("s", ScoreBins::new(10, 2).unwrap())),
-            labels: None,
-        };
+        let q = query(
+            &source,
+            &groups,
+            Some(("s", ScoreBins::new(10, 2).unwrap())),
+        );
         let rows = vec![
             row(vec![
                 s("f "),
@@ -609,14 +609,11 @@ mod tests {
     fn the_check_refuses_what_valor_refuses_naming_the_column() {
         let groups = vec!["sex".to_string(), "race".to_string()];
         let source = Source::Parquet("s3a://b/p/*.parquet".into());
-        let q = CountsQuery {
-            source: &source,
-            y_true: "y",
-            y_pred: "p",
-            groups: &groups,
-            score: Some(("s", ScoreBins::new(10, 2).unwrap())),
-            labels: None,
-        };
+        let q = query(
+            &source,
+            &groups,
+            Some(("s", ScoreBins::new(10, 2).unwrap())),
+        );
         let sql = check_sql(&q, "db.t");
         assert!(sql.contains("FROM `db`.`t`"), "{sql}");
         assert!(sql.contains("TRIM(CAST(`race` AS STRING)) = ''"), "{sql}");

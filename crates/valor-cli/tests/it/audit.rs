@@ -7,7 +7,7 @@
 use serde_json::Value;
 use valor_testkit::{Tolerance, assert_close};
 
-use crate::valor;
+use crate::{adult_flags, valor};
 
 const TOL: Tolerance = Tolerance::abs(1e-9);
 
@@ -386,27 +386,6 @@ fn compare_scores(e: &[(&str, Value)], b: &[(&str, Value)], bound: f64) {
             );
         }
     }
-}
-
-fn adult_flags(preds: &str) -> Vec<String> {
-    [
-        "--predictions",
-        preds,
-        "--group",
-        "sex",
-        "--group",
-        "race",
-        "--intersect",
-        "--privileged",
-        "sex=Male",
-        "--bootstrap",
-        "50",
-        "--max-dp-difference",
-        "0.1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 fn strs(v: &[String]) -> Vec<&str> {

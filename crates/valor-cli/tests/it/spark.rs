@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::valor;
+use crate::{adult_flags, valor};
 
 /// The adult predictions (shared fixture) as Parquet parts in `dir`, every
 /// column text but the score; with `blank_sex_at` a row whose `sex` is
@@ -45,9 +45,9 @@ fn write_parquet_parts(dir: &std::path::Path, blank_sex_at: Option<usize>) {
 
 /// `valor audit ARGS --json`: exit code, the report without its provenance
 /// (the source is named differently), stderr.
-fn audit(args: &[&str]) -> (i32, Value, String) {
+fn audit(args: &[impl AsRef<str>]) -> (i32, Value, String) {
     let mut all = vec!["audit"];
-    all.extend_from_slice(args);
+    all.extend(args.iter().map(AsRef::as_ref));
     all.push("--json");
     let (code, stdout, stderr) = valor(&all);
     let mut v: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
@@ -85,23 +85,10 @@ fn assert_same(path: &str, a: &Value, b: &Value, rel: f64) {
     }
 }
 
-fn flags<'a>(source: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut f = vec![
-        "--predictions",
-        source,
-        "--group",
-        "sex",
-        "--group",
-        "race",
-        "--intersect",
-        "--privileged",
-        "sex=Male",
-        "--bootstrap",
-        "50",
-        "--max-dp-difference",
-        "0.1",
-    ];
-    f.extend_from_slice(extra);
+/// The adult tests' flags (`adult_flags`), then `extra`.
+fn flags(source: &str, extra: &[&str]) -> Vec<String> {
+    let mut f = adult_flags(source);
+    f.extend(extra.iter().map(|s| s.to_string()));
     f
 }
 
@@ -132,7 +119,7 @@ fn spark_counts_a_parquet_log_into_the_local_audit_number_for_number() {
     let table = format!("parquet.{source}");
     let mut f = flags(source, &spark);
     f.drain(0..2);
-    f.extend(["--table", table.as_str()]);
+    f.extend(["--table", table.as_str()].map(String::from));
     let (table_code, by_table, stderr) = audit(&f);
     assert_eq!(table_code, code, "{stderr}");
     assert_eq!(by_table, local, "a Spark table gives the local report");
@@ -205,7 +192,7 @@ fn spark_refuses_rows_valor_refuses_and_names_the_column() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nothing-here"), "{stderr}");
     let mut f = flags(source, &spark);
-    f.extend(["--group", "no_such_column"]);
+    f.extend(["--group", "no_such_column"].map(String::from));
     let (code, _, stderr) = audit(&f);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("no_such_column"), "{stderr}");
@@ -220,7 +207,14 @@ fn spark_without_a_server_says_so_quickly() {
     let remote = format!("sc://127.0.0.1:{port}");
     let started = std::time::Instant::now();
     let (code, _, stderr) = audit(&[
-        "--engine", "spark", "--remote", &remote, "--table", "preds", "--group", "sex",
+        "--engine",
+        "spark",
+        "--remote",
+        remote.as_str(),
+        "--table",
+        "preds",
+        "--group",
+        "sex",
     ]);
     assert_eq!(code, 2, "{stderr}");
     assert!(

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use serde_json::Value;
 use valor_fair::{
-    AuditConfig, AuditCounts, AuditInput, BootstrapConfig, GroupSpec, LabelSet, ScoreBins,
-    Threshold, WarningKind, audit, audit_counts, paths,
+    AuditConfig, AuditCounts, AuditInput, BootstrapConfig, CodedChunk, CodedColumn, CountsBuilder,
+    Error, GroupSpec, LabelSet, ScoreBins, Threshold, WarningKind, audit, audit_counts, paths,
 };
 
 /// A deterministic table: `n` rows, `k` labels, two group columns, scores
@@ -215,4 +215,191 @@ fn merging_counts_of_other_columns_is_refused() {
     let a = AuditCounts::new(vec!["sex".into()], None, None).unwrap();
     let mut b = AuditCounts::new(vec!["age".into()], None, None).unwrap();
     assert!(b.merge(&a).is_err());
+}
+
+/// One row of [`chunked_rows`]: label, prediction, two group values (value
+/// indices) and a score in eighths.
+type Row = (usize, usize, usize, usize, u8);
+
+/// The rows coded as a table chunk codes them, each value under `copies`
+/// codes (a chunk may repeat a value), counted chunk by chunk.
+fn chunked_rows(
+    rows: &[Row],
+    chunk: usize,
+    copies: usize,
+    labels: Option<LabelSet>,
+    bins: Option<ScoreBins>,
+) -> valor_fair::Result<AuditCounts> {
+    let (names, g1, g2) = (
+        ["0", "1", "2"],
+        ["f", "m", "x", "y"],
+        ["young", "old", "mid"],
+    );
+    let values = |names: &[&'static str]| -> Vec<Option<&'static str>> {
+        names
+            .iter()
+            .flat_map(|n| std::iter::repeat_n(Some(*n), copies))
+            .collect()
+    };
+    let (lv, v1, v2) = (values(&names), values(&g1), values(&g2));
+    let mut b = CountsBuilder::new(vec!["sex".into(), "age".into()], labels, bins)?;
+    for (c, part) in rows.chunks(chunk).enumerate() {
+        let code = |i: usize, v: usize| (v * copies + i % copies) as u32;
+        let col = |f: &dyn Fn(&Row) -> usize| -> Vec<u32> {
+            part.iter()
+                .enumerate()
+                .map(|(i, r)| code(i, f(r)))
+                .collect()
+        };
+        let (t, p, a, b2) = (col(&|r| r.0), col(&|r| r.1), col(&|r| r.2), col(&|r| r.3));
+        let scores: Vec<Option<f64>> = part.iter().map(|r| Some(f64::from(r.4) / 8.0)).collect();
+        let groups = [
+            CodedColumn {
+                codes: &a,
+                values: &v1,
+            },
+            CodedColumn {
+                codes: &b2,
+                values: &v2,
+            },
+        ];
+        b.add_chunk(
+            &CodedChunk {
+                y_true: CodedColumn {
+                    codes: &t,
+                    values: &lv,
+                },
+                y_pred: CodedColumn {
+                    codes: &p,
+                    values: &lv,
+                },
+                groups: &groups,
+                scores: bins.map(|_| scores.as_slice()),
+            },
+            c * chunk,
+        )?;
+    }
+    b.finish()
+}
+
+/// The same rows, one `add_row` at a time.
+fn row_by_row(rows: &[Row], labels: Option<LabelSet>, bins: Option<ScoreBins>) -> AuditCounts {
+    let (names, g1, g2) = (
+        ["0", "1", "2"],
+        ["f", "m", "x", "y"],
+        ["young", "old", "mid"],
+    );
+    let mut b = CountsBuilder::new(vec!["sex".into(), "age".into()], labels, bins).unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let score = bins.map(|_| f64::from(r.4) / 8.0);
+        b.add_row(names[r.0], names[r.1], &[g1[r.2], g2[r.3]], score, i)
+            .unwrap();
+    }
+    b.finish().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Chunks of coded rows count as their rows do, whether a chunk is
+    /// counted densely (few codes) or row by row (many codes), with and
+    /// without declared labels and scores (eighths: sums exact in any order).
+    #[test]
+    fn coded_chunks_count_as_their_rows(
+        rows in proptest::collection::vec((0usize..3, 0usize..3, 0usize..4, 0usize..3, 0u8..=8), 1..300),
+        chunk in 1usize..80,
+        copies in 1usize..9,
+        scored in any::<bool>(),
+        declared in any::<bool>(),
+    ) {
+        let mut rows = rows;
+        let bins = scored.then(|| ScoreBins::new(8, 4).unwrap());
+        if scored {
+            for r in &mut rows {
+                r.0 %= 2;
+                r.1 %= 2;
+            }
+        }
+        let k = if scored { 2 } else { 3 };
+        let labels = declared.then(|| LabelSet::new(&["0", "1", "2"][..k]).unwrap());
+        if !declared && scored {
+            // Inferred labels must be two: make sure both occur.
+            rows[0].0 = 0;
+            rows[0].1 = 1;
+        }
+        let expected = row_by_row(&rows, labels.clone(), bins);
+        let counted = chunked_rows(&rows, chunk, copies, labels, bins).unwrap();
+        prop_assert_eq!(counted, expected);
+    }
+}
+
+#[test]
+fn a_coded_chunk_names_its_first_bad_row() {
+    let labels = LabelSet::new(&["0", "1"]).unwrap();
+    let bins = ScoreBins::new(10, 10).unwrap();
+    let lv = [Some("0"), Some("1"), Some("2"), None];
+    let gv = [Some("f"), None];
+    let count = |t: &[u32], g: &[u32], s: &[Option<f64>]| -> Error {
+        let mut b =
+            CountsBuilder::new(vec!["sex".into()], Some(labels.clone()), Some(bins)).unwrap();
+        let groups = [CodedColumn {
+            codes: g,
+            values: &gv,
+        }];
+        let chunk = CodedChunk {
+            y_true: CodedColumn {
+                codes: t,
+                values: &lv,
+            },
+            y_pred: CodedColumn {
+                codes: &[0; 4],
+                values: &lv,
+            },
+            groups: &groups,
+            scores: Some(s),
+        };
+        let err = b.add_chunk(&chunk, 100).unwrap_err();
+        // a chunk with a bad row counts nothing
+        assert!(matches!(b.finish(), Err(Error::Empty { .. })));
+        err
+    };
+    let ok = [Some(0.5); 4];
+    // an unknown label at row 2 comes before a missing group at row 3
+    let e = count(&[0, 1, 2, 0], &[0, 0, 0, 1], &ok);
+    assert!(
+        matches!(e, Error::UnknownLabel { row: 102, ref column, .. } if column == "y_true"),
+        "{e:?}"
+    );
+    let e = count(&[0, 1, 0, 0], &[0, 1, 0, 0], &ok);
+    assert!(
+        matches!(e, Error::MissingValue { row: 101, ref column } if column == "sex"),
+        "{e:?}"
+    );
+    let e = count(&[0, 3, 0, 0], &[0, 0, 0, 0], &ok);
+    assert!(
+        matches!(e, Error::MissingValue { row: 101, ref column } if column == "y_true"),
+        "{e:?}"
+    );
+    // a bad score before any bad value
+    let e = count(
+        &[0, 1, 0, 2],
+        &[0; 4],
+        &[Some(0.5), Some(f64::NAN), None, Some(0.5)],
+    );
+    assert!(matches!(e, Error::NonFiniteScore { row: 101, .. }), "{e:?}");
+    let e = count(
+        &[0, 1, 0, 2],
+        &[0; 4],
+        &[Some(0.5), Some(0.1), None, Some(1.5)],
+    );
+    assert!(
+        matches!(e, Error::MissingValue { row: 102, ref column } if column == "y_score"),
+        "{e:?}"
+    );
+    // codes past the values
+    let e = count(&[0, 4, 0, 0], &[0; 4], &ok);
+    assert!(
+        matches!(e, Error::LabelIdOutOfRange { row: 101, .. }),
+        "{e:?}"
+    );
 }
