@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use valor_base::csv::RecordWriter;
-use valor_data::dataset::dataset_from_table;
+use valor_data::dataset::read_dataset;
 use valor_data::{DatasetSpec, SpecArgs, TextTokenizer, read_table};
 
 const WORDS: &str = "the service was quick and friendly but the food arrived cold while staff \
@@ -92,8 +92,7 @@ fn ingest(c: &mut Criterion) {
         let spec = spec(&path);
         g.bench_function(id, |b| {
             b.iter(|| {
-                let table = read_table(&path).unwrap();
-                let (d, _) = dataset_from_table(&spec, &table, String::new()).unwrap();
+                let (d, _) = read_dataset(&spec).unwrap();
                 black_box(d.len())
             })
         });

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::spec::{DatasetSpec, TextSource};
-use crate::table::{Table, read_table};
+use crate::table::{Format, Table, read_table};
 
 /// [`LabelId`]: the position of a label's name in [`Dataset::label_names`];
 /// [`GroupId`]: the position of a group's value in [`GroupColumn::values`].
@@ -167,12 +167,33 @@ impl Dataset {
     }
 }
 
-/// Loads and validates the dataset a spec describes. Returns the warnings
-/// beside it (small groups, unused labels).
+/// Loads and validates the dataset a spec describes, with the file's
+/// SHA-256. Returns the warnings beside it (small groups, unused labels).
 pub fn load_dataset(spec: &DatasetSpec) -> Result<(Dataset, Vec<Warning>)> {
+    let (mut data, warnings) = read_dataset(spec)?;
+    data.sha256 = file_sha256(&spec.path)?;
+    Ok((data, warnings))
+}
+
+/// Reads and validates the dataset a spec describes, without hashing the
+/// file (its `sha256` is empty). A plain CSV/TSV file is read straight
+/// into the dataset (`csv_dataset`); every other file, and every file
+/// with an error, is read (again) into a polars [`Table`] and through
+/// [`dataset_from_table`], which name the file, row and column of the
+/// first problem.
+pub fn read_dataset(spec: &DatasetSpec) -> Result<(Dataset, Vec<Warning>)> {
+    let format = Format::from_path(&spec.path);
+    if spec.preset.is_none()
+        && let Ok(format @ (Format::Csv | Format::Tsv)) = format
+    {
+        let bytes = std::fs::read(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
+        if let Some(found) = crate::csv_dataset::read(spec, format, &bytes) {
+            return Ok(found);
+        }
+        drop(bytes);
+    }
     let table = load_table(spec)?;
-    let sha256 = file_sha256(&spec.path)?;
-    dataset_from_table(spec, &table, sha256)
+    dataset_from_table(spec, &table, String::new())
 }
 
 /// Reads the table a spec points at (through the preset reader if any).
@@ -297,30 +318,7 @@ pub fn dataset_from_table(
         None => None,
     };
 
-    let mut warnings = Vec::new();
-    for g in &groups {
-        for (value, rows) in g.values.iter().zip(g.counts()) {
-            if rows < spec.min_group_size {
-                warnings.push(Warning::SmallGroup {
-                    column: g.name.clone(),
-                    value: value.clone(),
-                    rows,
-                    min: spec.min_group_size,
-                });
-            }
-        }
-    }
-    let mut seen = vec![false; label_names.len()];
-    for l in &labels {
-        seen[l.0 as usize] = true;
-    }
-    for (name, s) in label_names.iter().zip(seen) {
-        if !s {
-            warnings.push(Warning::UnusedLabel {
-                label: name.clone(),
-            });
-        }
-    }
+    let warnings = dataset_warnings(spec, &groups, &labels, &label_names);
 
     Ok((
         Dataset {
@@ -337,6 +335,41 @@ pub fn dataset_from_table(
         },
         warnings,
     ))
+}
+
+/// The warnings of a dataset: groups smaller than the spec's minimum,
+/// labels that never occur.
+pub(crate) fn dataset_warnings(
+    spec: &DatasetSpec,
+    groups: &[GroupColumn],
+    labels: &[LabelId],
+    label_names: &[String],
+) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for g in groups {
+        for (value, rows) in g.values.iter().zip(g.counts()) {
+            if rows < spec.min_group_size {
+                warnings.push(Warning::SmallGroup {
+                    column: g.name.clone(),
+                    value: value.clone(),
+                    rows,
+                    min: spec.min_group_size,
+                });
+            }
+        }
+    }
+    let mut seen = vec![false; label_names.len()];
+    for l in labels {
+        seen[l.0 as usize] = true;
+    }
+    for (name, s) in label_names.iter().zip(seen) {
+        if !s {
+            warnings.push(Warning::UnusedLabel {
+                label: name.clone(),
+            });
+        }
+    }
+    warnings
 }
 
 fn required_strings(table: &Table, column: &str, hint: &str) -> Result<Vec<String>> {
@@ -405,8 +438,13 @@ fn serialize_row(
 
 /// Distinct labels, sorted; numerically when every label is an integer.
 pub fn infer_label_names(raw: &[String]) -> Vec<String> {
+    label_names_from(raw.iter().map(|s| s.trim()))
+}
+
+/// [`infer_label_names`] of the (trimmed) labels `raw` yields.
+pub(crate) fn label_names_from<'a>(raw: impl Iterator<Item = &'a str>) -> Vec<String> {
     // Hashed per row, sorted once: a million rows have a handful of labels.
-    let distinct: HashSet<&str> = raw.iter().map(|s| s.trim()).collect();
+    let distinct: HashSet<&str> = raw.collect();
     let mut names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
     names.sort_unstable();
     if names.iter().all(|n| n.parse::<i64>().is_ok()) {

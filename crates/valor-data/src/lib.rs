@@ -21,6 +21,7 @@
 //! [`Batch`], [`SynthConfig`]/[`SynthData`], [`InspectReport`].
 
 pub mod batch;
+mod csv_dataset;
 pub mod dataset;
 pub mod error;
 pub mod inputs;
