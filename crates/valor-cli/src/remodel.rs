@@ -1,6 +1,7 @@
 //! `valor remodel`: move a trained model's value profile towards the target
 //! `V_D` of a `values.toml` — measure `V0`, search constraint bounds
-//! (constrained retraining), reweighing and post-processing thresholds
+//! (constrained retraining), reweighing, compression (a LoRA retraining,
+//! int8 copies) and post-processing thresholds
 //! (fitted on half the validation rows, chosen on the other half), keep the Pareto front, pick
 //! `V_T`, confirm it on the test split, save the chosen model. The work
 //! lives in `valor_train::remodel`; this file turns flags into a
@@ -61,6 +62,20 @@ pub struct RemodelArgs {
     /// fastest pass's examples/s [default: 3].
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub timing_passes: usize,
+    /// Compression levers weighed as candidates, comma-separated: `int8`
+    /// (int8 copies, as `valor quantize` writes them, of the baseline and of
+    /// the provisional V_T's model, measured on the int8 kernels as `valor
+    /// predict` runs them), `lora` (one LoRA retraining, r=8 on query and
+    /// value, merged, when --max-retrainings has room left), or `none`.
+    /// Each new model counts against values.toml's `max_candidates`.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "int8,lora",
+        value_parser = ["int8", "lora", "none"]
+    )]
+    pub compression: Vec<String>,
     /// Compute backend: cpu, wgpu or cuda (each needs its cargo feature)
     /// [default: the run's].
     #[arg(long, value_name = "NAME")]
@@ -102,6 +117,15 @@ impl RemodelArgs {
         config.timing_passes = self.timing_passes;
         config.backend = self.backend;
         config.overwrite = self.overwrite;
+        let has = |lever: &str| self.compression.iter().any(|c| c == lever);
+        anyhow::ensure!(
+            !has("none") || self.compression.len() == 1,
+            "--compression none cannot be combined with a lever"
+        );
+        config.compression = valor_train::remodel::CompressionLevers {
+            int8: has("int8"),
+            lora: has("lora"),
+        };
         Ok(config)
     }
 }

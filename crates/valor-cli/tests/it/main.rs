@@ -40,6 +40,31 @@ pub fn valor(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The audit flags of the adult fixture's tests (audit.rs, spark.rs):
+/// predictions `preds`, groups sex and race and their intersection, Male
+/// privileged, a 50-resample bootstrap and a demographic-parity limit the
+/// fixture breaches.
+pub fn adult_flags(preds: &str) -> Vec<String> {
+    [
+        "--predictions",
+        preds,
+        "--group",
+        "sex",
+        "--group",
+        "race",
+        "--intersect",
+        "--privileged",
+        "sex=Male",
+        "--bootstrap",
+        "50",
+        "--max-dp-difference",
+        "0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// `valor predict --model MODEL --input INPUT --output OUT EXTRA…`;
 /// returns what [`valor`] does.
 pub fn predict_file(

@@ -25,6 +25,28 @@ fn quantize(model: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
     valor(&args)
 }
 
+/// The tiny model (`dir/…`) and its int8 folder `dir/int8`, written by
+/// `valor quantize` with no other flag (asserted to exit 0); returns both
+/// folders and the command's stdout.
+fn quantized_tiny(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let model = tiny_model(dir);
+    let out = dir.join("int8");
+    let (code, stdout, stderr) = quantize(&model, &out, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    (model, out, stdout)
+}
+
+/// `dir/in.csv`: the predict tests' [`TEXTS`] as a `text` column.
+fn texts_csv(dir: &Path) -> PathBuf {
+    let input = dir.join("in.csv");
+    let rows: Vec<String> = TEXTS
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    write_csv(&input, "text", &rows);
+    input
+}
+
 fn column(path: &Path, name: &str) -> Vec<String> {
     read_table(path)
         .unwrap()
@@ -63,10 +85,7 @@ fn write_csv(path: &Path, header: &str, rows: &[String]) {
 #[test]
 fn quantized_folder_is_int8_and_predicts_like_fp32() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let out = dir.path().join("int8");
-    let (code, stdout, stderr) = quantize(&model, &out, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    let (model, out, stdout) = quantized_tiny(dir.path());
     assert!(stdout.contains("int8-per-channel"), "{stdout}");
 
     let report: serde_json::Value =
@@ -102,12 +121,7 @@ fn quantized_folder_is_int8_and_predicts_like_fp32() {
     assert_eq!(dtypes["bert.embeddings.word_embeddings.weight"], Dtype::F32);
     assert!(out.join("tokenizer.json").is_file());
 
-    let input = dir.path().join("in.csv");
-    let rows: Vec<String> = TEXTS
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
-    write_csv(&input, "text", &rows);
+    let input = texts_csv(dir.path());
     let fp32 = predict(&model, &input, &dir.path().join("fp32.csv"));
     let int8 = predict(&out, &input, &dir.path().join("int8.csv"));
     for (i, ((l32, p32), (l8, p8))) in fp32.iter().zip(&int8).enumerate() {
@@ -147,10 +161,7 @@ fn quantized_folder_is_int8_and_predicts_like_fp32() {
 #[test]
 fn quantized_folder_predicts_on_the_int8_kernels_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let out = dir.path().join("int8");
-    let (code, _, stderr) = quantize(&model, &out, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    let (_, out, _) = quantized_tiny(dir.path());
     // The reference: the same weights, dequantised, in a plain f32 folder.
     let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
     let (config, dequantized, _) =
@@ -158,12 +169,7 @@ fn quantized_folder_predicts_on_the_int8_kernels_by_default() {
     let reference = dir.path().join("dequantized");
     valor_bert::save_hf(&dequantized, &config, &reference, Some(&out)).unwrap();
 
-    let input = dir.path().join("in.csv");
-    let rows: Vec<String> = TEXTS
-        .iter()
-        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-        .collect();
-    write_csv(&input, "text", &rows);
+    let input = texts_csv(dir.path());
     let run = |model: &Path, name: &str, extra: &[&str]| {
         let path = dir.path().join(name);
         let (code, _, stderr) = crate::predict_file(model, &input, &path, extra);
@@ -206,10 +212,8 @@ fn quantized_folder_predicts_on_the_int8_kernels_by_default() {
 #[test]
 fn quantize_refuses_to_overwrite_what_it_did_not_write() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
     // Not without --overwrite.
-    let out = dir.path().join("int8");
-    assert_eq!(quantize(&model, &out, &[]).0, 0);
+    let (model, out, _) = quantized_tiny(dir.path());
     let (code, _, stderr) = quantize(&model, &out, &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("--overwrite"), "{stderr}");

@@ -231,12 +231,16 @@ fn remodel_fits_and_selects_on_disjoint_rows_and_searches_bounds() {
     assert_eq!(search["chosen"]["candidate"], json["chosen"]["label"]);
 
     // Each retraining left the selection rows out of its own splits, so it
-    // chose its epoch on the fitting rows.
+    // chose its epoch on the fitting rows (int8 copies are model folders,
+    // not runs).
     for entry in std::fs::read_dir(out.join("candidates")).unwrap() {
-        let config: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(entry.unwrap().path().join("config.json")).unwrap(),
-        )
-        .unwrap();
+        let entry = entry.unwrap().path();
+        if entry.join("quantization.json").is_file() {
+            continue;
+        }
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.join("config.json")).unwrap())
+                .unwrap();
         let held: Vec<u64> = config["config"]["held_out_rows"]
             .as_array()
             .unwrap_or_else(|| panic!("held_out_rows: {config}"))
@@ -245,6 +249,169 @@ fn remodel_fits_and_selects_on_disjoint_rows_and_searches_bounds() {
             .collect();
         assert!(select.iter().all(|r| held.contains(r)), "{held:?}");
         assert_eq!(config["provenance"]["rows"]["valid"], fit.len());
-        assert!(config["config"]["fairness"]["constraints"].is_array());
+        // Constrained retrainings; the LoRA one keeps its anchor's setting.
+        assert!(
+            config["config"]["fairness"]["constraints"].is_array()
+                || config["config"]["lora"].is_object(),
+            "{config}"
+        );
     }
+}
+
+/// Compression as remodel candidates, through the binary: with V_D weighting
+/// efficiency heavily (its weight-MB budget at the size of the baseline's
+/// int8 copy), remodel weighs a LoRA retraining and int8 copies of the
+/// baseline and of the provisional V_T, lists each with its lever,
+/// precision, model folder and measured profile, and chooses an int8 copy;
+/// its accuracy is that of the int8 predictions `valor predict` makes from
+/// the copy on the selection rows, `model/` is a quantised folder, and
+/// `valor predict --model OUT/model` runs it at int8. With `--compression
+/// none` no such candidate is made.
+#[test]
+fn remodel_weighs_int8_and_lora_and_chooses_int8_when_efficiency_weighs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let data = tmp.path().join("data.csv");
+    let (code, _, stderr) = valor(&["data", "gen", "--rows", "300", "--out", &path(&data)]);
+    assert_eq!(code, 0, "{stderr}");
+    let run = tmp.path().join("run");
+    let (code, _, stderr) = crate::tiny_train(&path(&data), &run, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    // The int8 copy's weight files, as `valor quantize` writes them.
+    let q = tmp.path().join("q");
+    let (code, _, stderr) = valor(&[
+        "quantize",
+        "--model",
+        &path(&run.join("model")),
+        "--out",
+        &path(&q),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let mb = |dir: &Path| valor_bert::cost::weight_bytes(dir).unwrap() as f64 / 1e6;
+    let (fp32_mb, int8_mb) = (mb(&run.join("model")), mb(&q));
+    assert!(int8_mb < 0.6 * fp32_mb, "{int8_mb} vs {fp32_mb}");
+    let values = tmp.path().join("values.toml");
+    std::fs::write(
+        &values,
+        format!(
+            "[target]\naccuracy = 0.5\nefficiency = 1.0\n[weights]\naccuracy = 0.1\n\
+             efficiency = 10.0\n[measure]\naccuracy = \"accuracy\"\n[efficiency]\n\
+             budget_gflops_per_example = 1.0\nbudget_weight_mb = {int8_mb}\n\
+             [search]\nreweighing = false\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("remodel");
+    // One retraining: no fairness target, so no bound search; it goes to LoRA.
+    let json = quick_remodel(&run, &values, &out, "1");
+    let candidates = json["candidates"].as_array().unwrap();
+    let by_label = |label: &str| {
+        candidates
+            .iter()
+            .find(|c| c["label"] == label)
+            .unwrap_or_else(|| panic!("no candidate {label}: {json}"))
+    };
+    let v0 = &json["v0"];
+    let int8 = by_label("baseline+int8");
+    let s = &int8["settings"];
+    assert_eq!(s["compression"], "int8", "{s}");
+    assert_eq!(s["precision"], "int8", "{s}");
+    let int8_dir = Path::new(s["model"].as_str().unwrap()).to_path_buf();
+    assert!(int8_dir.join("quantization.json").is_file(), "{s}");
+    assert_eq!(mb(&int8_dir), int8_mb);
+    let efficiency = |c: &serde_json::Value| c["efficiency"].as_f64().unwrap();
+    assert_eq!(efficiency(&int8["profile"]), 1.0, "{int8}");
+    assert!(efficiency(v0) < 0.9, "{v0}");
+    let lora = by_label("baseline+lora");
+    let s = &lora["settings"];
+    assert_eq!(s["compression"], "lora", "{s}");
+    assert_eq!(s["precision"], "fp32", "{s}");
+    assert_eq!(s["lora"]["r"], 8, "{s}");
+    let lora_model = Path::new(s["model"].as_str().unwrap());
+    assert!(lora_model.join("model.safetensors").is_file(), "{s}");
+    assert!(
+        lora_model
+            .parent()
+            .unwrap()
+            .join("adapter/adapter_config.json")
+            .is_file(),
+        "{s}"
+    );
+    // The merged LoRA model costs what the baseline does.
+    assert_eq!(efficiency(&lora["profile"]), efficiency(v0), "{lora}");
+
+    // The int8 copy's accuracy on the selection rows is that of the
+    // predictions `valor predict` makes from its folder (at int8).
+    let preds = tmp.path().join("int8-preds.csv");
+    let (code, _, stderr) = crate::predict_file(
+        &int8_dir,
+        &data,
+        &preds,
+        &["--id-col", "id", "--max-len", "32"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("int8"), "{stderr}");
+    let predicted = csv_column_by_id(&preds, "label");
+    let truth = csv_column_by_id(&data, "label");
+    let select = json["provenance"]["rows"]["select"]["ids"]
+        .as_array()
+        .unwrap();
+    let right = select
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .filter(|id| predicted[*id] == truth[*id])
+        .count();
+    let accuracy = int8["profile"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - right as f64 / select.len() as f64).abs() < 1e-9,
+        "{accuracy} vs {right} of {}",
+        select.len()
+    );
+
+    // Chosen: an int8 copy; model/ is a quantised folder predict runs at int8.
+    let chosen = json["chosen"]["label"].as_str().unwrap();
+    assert!(chosen.contains("+int8"), "{chosen}: {json}");
+    assert!(out.join("model/quantization.json").is_file());
+    let (code, _, stderr) = crate::predict_file(
+        &out.join("model"),
+        &data,
+        &tmp.path().join("chosen.csv"),
+        &["--max-len", "32"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("int8"), "{stderr}");
+
+    // Opted out: neither lever.
+    let none = tmp.path().join("none");
+    let (code, _, stderr) = valor(&[
+        "remodel",
+        "--run",
+        &path(&run),
+        "--values",
+        &path(&values),
+        "--out",
+        &path(&none),
+        "--max-retrainings",
+        "1",
+        "--faithfulness-examples",
+        "0",
+        "--timing-passes",
+        "1",
+        "--compression",
+        "none",
+        "--quiet",
+    ]);
+    assert!(code == 0 || code == 1, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(none.join("remodel.json")).unwrap()).unwrap();
+    for c in json["candidates"].as_array().unwrap() {
+        assert!(c["settings"]["compression"].is_null(), "{c}");
+    }
+}
+
+/// `column` of the CSV at `path`, by its `id` column.
+fn csv_column_by_id(path: &Path, column: &str) -> std::collections::HashMap<String, String> {
+    let table = valor_data::read_table(path).unwrap();
+    let strings = |name: &str| table.strings(name).unwrap().into_iter().map(Option::unwrap);
+    strings("id").zip(strings(column)).collect()
 }

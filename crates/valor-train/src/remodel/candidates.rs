@@ -1,8 +1,9 @@
 //! The candidates of a remodeling, one lever at a time: constrained
 //! retrainings at the gap bounds the planner's search points ask for, one
-//! with reweighing, and
-//! post-processing of every trained model; each measured into a profile on
-//! validation.
+//! with reweighing, one LoRA retraining, int8 copies (`valor quantize`'s
+//! folders) of the baseline and of the provisional `V_T`'s model, and
+//! post-processing of every model; each measured into a profile on the
+//! selection rows as it would run in `valor predict`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,10 @@ use super::prepare::Context;
 use super::scoring::{Scored, measure_model, probabilities, score};
 use super::thresholds::{PostProcess, fit_post, post_name};
 use super::{invalid, show};
+use valor_bert::lora::LoraConfig;
+use valor_bert::{LoadOptions, Precision, QuantScheme};
+
+use super::scoring::inference_precision;
 use crate::config::{Devices, ModelSource, Penalty, SettingSource, Weighting};
 use crate::constraint::{Constraint, ConstraintKind};
 use crate::error::Result;
@@ -32,6 +37,14 @@ pub(super) struct ModelEntry {
     /// the fitting rows (with the training's bootstrap margin).
     pub(super) met_on_fit: Option<bool>,
     pub(super) reweighing: bool,
+    /// The compression lever that made it, if any: `int8` (a quantised
+    /// copy of another model) or `lora` (a LoRA retraining, merged).
+    pub(super) compression: Option<&'static str>,
+    /// A LoRA retraining's adapter settings.
+    pub(super) lora: Option<LoraConfig>,
+    /// The precision it is scored and predicts at
+    /// ([`inference_precision`]).
+    pub(super) precision: Precision,
     /// Scored on the selection rows (`ctx.select`).
     pub(super) valid: Scored,
     /// Probabilities on the fitting rows (`ctx.fit`), row-major.
@@ -62,6 +75,7 @@ impl Search {
     pub(super) fn new(
         ctx: &Context,
         baseline_dir: PathBuf,
+        baseline_precision: Precision,
         valid0: Scored,
         fit0: Vec<f64>,
         p0: Profile,
@@ -73,6 +87,9 @@ impl Search {
             constraint: ctx.base.fairness.constraints.first().copied(),
             met_on_fit: None,
             reweighing: ctx.base.weighting == Weighting::Reweighing,
+            compression: None,
+            lora: None,
+            precision: baseline_precision,
             valid: valid0,
             fit_probs: fit0,
         }];
@@ -168,6 +185,7 @@ impl Search {
                 constraint: Some(constraint),
                 reweighing: false,
                 penalty: target.penalty,
+                lora: None,
             };
             let (m, profile) =
                 self.retrain_and_add(ctx, retraining, label.clone(), observer, note)?;
@@ -188,46 +206,129 @@ impl Search {
         Ok(retrainings)
     }
 
-    /// Reweighing at the anchor's weight, warm-started from the anchor.
-    pub(super) fn reweighing(
+    /// A retraining warm-started from the anchor, at its weight or
+    /// constraint, with `lever` on top:
+    /// - [`Lever::Reweighing`]: reweighed examples;
+    /// - [`Lever::Lora`]: LoRA adapters only ([`LORA`]: PEFT's defaults for
+    ///   BERT, `r` 8, `alpha` 16 on query and value) at [`LORA_LR_SCALE`]
+    ///   times the retrainings' learning rate. Its candidate is the merged
+    ///   model (`model/` of its run; the PEFT adapter is in `adapter/`), so
+    ///   it costs as much per prediction as the anchor: the lever saves
+    ///   training, not inference.
+    pub(super) fn retrain_from_anchor(
         &mut self,
         ctx: &Context,
         planner: &Planner,
         penalty: Penalty,
+        lever: Lever,
         observer: &mut dyn Observer,
         note: &mut dyn FnMut(&str),
     ) -> Result<()> {
         let anchor = planner.anchor().map_or(0, |i| self.planned[i]);
-        let lambda = self.models[anchor].lambda;
-        let constraint = self.models[anchor].constraint;
-        let label = match constraint {
-            Some(c) => format!("{}<={}+reweighing", c.kind.name(), c.bound),
-            None => format!("lambda={lambda}+reweighing"),
-        };
-        note(&format!(
-            "candidate {label}: retraining from {}",
-            self.models[anchor].label
-        ));
-        let retraining = Retraining {
+        let from = &self.models[anchor];
+        let mut retraining = Retraining {
             from: anchor,
-            lambda,
-            constraint,
-            reweighing: true,
+            lambda: from.lambda,
+            constraint: from.constraint,
+            reweighing: from.reweighing,
             penalty,
+            lora: None,
         };
+        let (label, how) = match lever {
+            Lever::Reweighing => {
+                retraining.reweighing = true;
+                let label = match from.constraint {
+                    Some(c) => format!("{}<={}+reweighing", c.kind.name(), c.bound),
+                    None => format!("lambda={}+reweighing", from.lambda),
+                };
+                (label, "retraining")
+            }
+            Lever::Lora => {
+                retraining.lora = Some(LoraConfig::new(
+                    LORA.0,
+                    LORA.1,
+                    vec!["query".into(), "value".into()],
+                ));
+                (
+                    format!("{}+lora", from.label),
+                    "LoRA retraining (r=8, alpha=16, query and value)",
+                )
+            }
+        };
+        note(&format!("candidate {label}: {how} from {}", from.label));
         self.retrain_and_add(ctx, retraining, label, observer, note)?;
         Ok(())
     }
 
-    /// Post-processing of every trained model (no retraining).
+    /// Int8 copies of the models `which` (indices into [`Search::models`]):
+    /// each written as `valor quantize` writes a folder (int8 per output
+    /// channel, `candidates/NN-<label>-int8/`), scored as `valor predict`
+    /// runs it (the int8 kernels on the CPU) and added as a model and a
+    /// candidate of its own; returns the new models' indices.
+    pub(super) fn int8_copies(
+        &mut self,
+        ctx: &Context,
+        which: &[usize],
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Vec<usize>> {
+        let mut added = Vec::new();
+        for &m in which {
+            let from = &self.models[m];
+            let label = format!("{}+int8", from.label);
+            let dir = ctx.config.out_dir.join("candidates").join(format!(
+                "{:02}-{}",
+                self.models.len(),
+                slug(&label)
+            ));
+            let device = valor_bert::device(ctx.backend)?;
+            let (config, model, _) = valor_bert::with_device_rng(|| {
+                valor_bert::load_hf(&from.dir, &device, LoadOptions::default())
+            })?;
+            let q = valor_bert::save_quantized(
+                &model,
+                &config,
+                &dir,
+                Some(&from.dir),
+                QuantScheme::Int8PerChannel,
+                &[],
+            )?;
+            let precision = inference_precision(&dir, ctx.backend)?;
+            note(&format!(
+                "candidate {label}: {} weights int8 ({:.3}x their f32 bytes), run at {precision}",
+                q.quantized.len(),
+                q.quantized_ratio
+            ));
+            let entry = ModelEntry {
+                label: label.clone(),
+                valid: score(ctx, &dir, precision, &ctx.select)?,
+                fit_probs: probabilities(ctx, &dir, precision, &ctx.fit)?,
+                dir,
+                lambda: from.lambda,
+                constraint: from.constraint,
+                met_on_fit: None,
+                reweighing: from.reweighing,
+                compression: Some("int8"),
+                lora: from.lora.clone(),
+                precision,
+            };
+            self.models.push(entry);
+            let m = self.models.len() - 1;
+            self.add_candidate(ctx, m, note)?;
+            added.push(m);
+        }
+        Ok(added)
+    }
+    /// Post-processing of the models `which` (no retraining).
     pub(super) fn post_processing(
         &mut self,
         ctx: &Context,
         penalty: Penalty,
+        which: impl IntoIterator<Item = usize>,
         note: &mut dyn FnMut(&str),
     ) -> Result<()> {
         let spec = &ctx.config.values;
-        for (m, model) in self.models.iter().enumerate() {
+        for m in which {
+            let model = &self.models[m];
             let post = fit_post(ctx, &model.fit_probs, penalty)?;
             let label = format!("{}+{}", model.label, post_name(&post));
             let profile = measure_model(ctx, model, spec, Some(&post))?;
@@ -266,18 +367,41 @@ impl Search {
         )?;
         self.models.push(entry);
         let m = self.models.len() - 1;
-        let profile = measure_model(ctx, &self.models[m], &ctx.config.values, None)?;
-        note(&format!("{label}: {}", show(&profile)));
+        let profile = self.add_candidate(ctx, m, note)?;
+        Ok((m, profile))
+    }
+
+    /// Adds model `m`, as it is, as a candidate; returns its profile on the
+    /// selection rows.
+    fn add_candidate(
+        &mut self,
+        ctx: &Context,
+        m: usize,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Profile> {
+        let model = &self.models[m];
+        let profile = measure_model(ctx, model, &ctx.config.values, None)?;
+        note(&format!("{}: {}", model.label, show(&profile)));
         self.candidates.push(Candidate {
-            label,
-            settings: settings(&self.models[m], None),
+            label: model.label.clone(),
+            settings: settings(model, None),
             profile: profile.clone(),
         });
         self.trials.push(Trial {
             model: m,
             post: None,
         });
-        Ok((m, profile))
+        Ok(profile)
+    }
+
+    /// How many more models `max_candidates` of `values.toml` allows (the
+    /// baseline not counted).
+    pub(super) fn room(&self, ctx: &Context) -> usize {
+        ctx.config
+            .values
+            .search()
+            .max_candidates
+            .saturating_sub(self.models.len() - 1)
     }
 }
 
@@ -290,9 +414,27 @@ pub(super) fn settings(m: &ModelEntry, post: Option<&PostProcess>) -> BTreeMap<S
     );
     s.insert("reweighing".to_owned(), json!(m.reweighing));
     s.insert("postprocess".to_owned(), json!(post.map(post_name)));
+    s.insert("compression".to_owned(), json!(m.compression));
+    s.insert("lora".to_owned(), json!(m.lora));
+    s.insert("precision".to_owned(), json!(m.precision.name()));
     s.insert("model".to_owned(), json!(m.dir.display().to_string()));
     s
 }
+
+/// What a retraining from the anchor adds ([`Search::retrain_from_anchor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lever {
+    Reweighing,
+    Lora,
+}
+
+/// The LoRA candidate's rank and alpha (PEFT's defaults for BERT, on
+/// query and value).
+const LORA: (usize, f64) = (8, 16.0);
+
+/// A LoRA retraining's learning rate over the retrainings' (LoRA usually
+/// needs 10–40 times full fine-tuning's; on PhraseBank 5e-3 worked).
+pub(super) const LORA_LR_SCALE: f64 = 10.0;
 
 /// One retraining: warm-started from model `from`, under `constraint`
 /// (else at weight `lambda` of `penalty`), with or without reweighing.
@@ -302,6 +444,8 @@ struct Retraining {
     constraint: Option<Constraint>,
     reweighing: bool,
     penalty: Penalty,
+    /// Adapters only (merged into the candidate's `model/`).
+    lora: Option<LoraConfig>,
 }
 
 /// Retrains from `from` as `r` says into `candidates/NN-<label>/`; scores
@@ -322,11 +466,17 @@ fn retrain(
         ..
     } = *r;
     let mut c = ctx.base.clone();
+    if let Some(lora) = &r.lora {
+        c.lora = Some(lora.clone());
+    }
     c.model = ModelSource::Pretrained {
         dir: from.dir.clone(),
     };
     c.epochs = ctx.config.epochs;
     c.lr = ctx.config.lr.unwrap_or(ctx.base.lr);
+    if r.lora.is_some() {
+        c.lr *= LORA_LR_SCALE;
+    }
     c.fairness.lambda = if constraint.is_some() { 0.0 } else { lambda };
     c.fairness.constraints = constraint.into_iter().collect();
     c.fairness.constraints_from = SettingSource::Config;
@@ -367,8 +517,9 @@ fn retrain(
         }
     };
     let dir = RunDir::new(&run).model();
-    let valid = score(ctx, &dir, &ctx.select)?;
-    let fit_probs = probabilities(ctx, &dir, &ctx.fit)?;
+    let precision = inference_precision(&dir, ctx.backend)?;
+    let valid = score(ctx, &dir, precision, &ctx.select)?;
+    let fit_probs = probabilities(ctx, &dir, precision, &ctx.fit)?;
     Ok(ModelEntry {
         label: label.to_owned(),
         dir,
@@ -376,6 +527,9 @@ fn retrain(
         constraint,
         met_on_fit,
         reweighing: reweighing || c.weighting == Weighting::Reweighing,
+        compression: r.lora.as_ref().map(|_| "lora"),
+        lora: c.lora.clone(),
+        precision,
         valid,
         fit_probs,
     })

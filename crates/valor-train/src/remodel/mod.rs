@@ -38,6 +38,21 @@
 //!    under `V_D`'s own gap (`Search::bounds`). `remodel.json`'s
 //!    `provenance.bound_search` lists every bound, why it was tried, whether
 //!    the retraining met it on the fitting rows, and why `V_T` won.
+//!    Then compression ([`CompressionLevers`], `--compression`): one LoRA
+//!    retraining from the anchor (r 8, alpha 16 on query and value, ten
+//!    times the retrainings' learning rate; its candidate is the merged
+//!    model, which costs as much per prediction as a full one) when the
+//!    retraining budget has room; and, after post-processing, int8 copies
+//!    (`valor_bert::save_quantized`, int8 per output channel) of the
+//!    baseline's model and of the model of the provisional `V_T` (the
+//!    selection over the candidates so far), each post-processed again on
+//!    its own probabilities. Every model is scored as `valor predict` runs
+//!    its folder ([`scoring`]'s `inference_precision`): an int8 folder on
+//!    the int8 kernels with its stored integers, so its accuracy and gaps
+//!    are the int8 predictions', and its `cost` counts its smaller weight
+//!    files. Each new model counts against `max_candidates`; the settings
+//!    of every candidate in `remodel.json` name its `compression`,
+//!    `precision` and `model` folder.
 //! 3. **Select.** Every candidate's profile on the selection rows goes into
 //!    [`valor_values::select`]: the Pareto front, and `V_T` = the front's
 //!    profile nearest `V_D` in the metric of `values.toml`.
@@ -46,11 +61,13 @@
 //!    `remodel.html` report `V0`, `V_T`, `V_D`, both distances, the front and
 //!    the chosen settings, and say honestly when `V_D` is out of reach.
 //! 5. **Save.** The chosen model is written as a normal model folder
-//!    (`model/`), with `thresholds.json` ([`THRESHOLDS_FILE`],
-//!    [`ThresholdsFile`]) when it was post-processed.
+//!    (`model/`; an int8 copy stays a quantised folder, which `valor
+//!    predict` and `valor serve` run at int8), with `thresholds.json`
+//!    ([`THRESHOLDS_FILE`], [`ThresholdsFile`]) when it was post-processed.
 //!
 //! The output folder: `remodel.json`, `remodel.html`, `model/`, and
-//! `candidates/NN-<label>/`, one training run folder per retraining.
+//! `candidates/NN-<label>/`, one training run folder per retraining and one
+//! model folder per int8 copy.
 //!
 //! Files: `prepare` reads the run and readies the output folder,
 //! `scoring` scores a model on a split, `candidates` trains and measures
@@ -66,7 +83,7 @@ mod thresholds;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use valor_bert::Backend;
+use valor_bert::{Backend, Precision};
 use valor_values::{
     EvalField, Evaluation, Measure, Planner, Profile, RemodelReport, Selection, TestConfirmation,
     ValuesSpec, measure, select,
@@ -81,10 +98,10 @@ use crate::constraint::ConstraintKind;
 use crate::error::{Error, Result};
 use crate::observe::Observer;
 use crate::trainer::RunDir;
-use candidates::{BoundTarget, MIN_BOUND, Search};
+use candidates::{BoundTarget, Lever, MIN_BOUND, Search};
 use output::{provenance, save_model};
 use prepare::{Context, prepare, prepare_out};
-use scoring::{evaluation, probabilities, score};
+use scoring::{evaluation, inference_precision, probabilities, score};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::io(path, source)
@@ -117,6 +134,31 @@ pub struct RemodelConfig {
     pub backend: Option<Backend>,
     /// Replace the results of an earlier remodeling in `out_dir`.
     pub overwrite: bool,
+    /// Which compression levers become candidates.
+    pub compression: CompressionLevers,
+}
+
+/// The compression levers a remodeling weighs, each bounded by
+/// `max_candidates` of `values.toml` (and the LoRA retraining by
+/// `max_retrainings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionLevers {
+    /// Int8 copies (`valor quantize`'s folders) of the baseline and of the
+    /// provisional `V_T`'s model, run on the int8 kernels.
+    pub int8: bool,
+    /// One LoRA retraining from the anchor (merged), when the retraining
+    /// budget has room left after the bounds and reweighing.
+    pub lora: bool,
+}
+
+impl Default for CompressionLevers {
+    /// Both levers.
+    fn default() -> Self {
+        Self {
+            int8: true,
+            lora: true,
+        }
+    }
 }
 
 impl RemodelConfig {
@@ -140,6 +182,7 @@ impl RemodelConfig {
             timing_passes: 3,
             backend: None,
             overwrite: false,
+            compression: CompressionLevers::default(),
         }
     }
 }
@@ -178,8 +221,9 @@ pub fn remodel(
         ctx.select.labels.len(),
         ctx.fit.labels.len()
     ));
-    let valid0 = score(&ctx, &baseline_dir, &ctx.select)?;
-    let fit0 = probabilities(&ctx, &baseline_dir, &ctx.fit)?;
+    let precision0 = inference_precision(&baseline_dir, ctx.backend)?;
+    let valid0 = score(&ctx, &baseline_dir, precision0, &ctx.select)?;
+    let fit0 = probabilities(&ctx, &baseline_dir, precision0, &ctx.fit)?;
     let (eval0, _) = evaluation(&ctx, &ctx.select, &valid0, None)?;
     let p0 = measure(&eval0, spec)?;
     note(&format!("V0 = {}", show(&p0)));
@@ -192,7 +236,14 @@ pub fn remodel(
         spec.target_vector(&space)?,
         spec.search(),
     )?;
-    let mut search = Search::new(&ctx, baseline_dir.clone(), valid0, fit0, p0.clone());
+    let mut search = Search::new(
+        &ctx,
+        baseline_dir.clone(),
+        precision0,
+        valid0,
+        fit0,
+        p0.clone(),
+    );
     let reweigh = spec.search().reweighing && ctx.base.weighting != Weighting::Reweighing;
     let bound_budget = config.max_retrainings.saturating_sub(usize::from(reweigh));
     let penalty = penalty_for(spec);
@@ -215,11 +266,41 @@ pub fn remodel(
             0
         }
     };
+    let mut retrainings = retrainings;
     if reweigh && retrainings < config.max_retrainings {
-        search.reweighing(&ctx, &planner, penalty, observer, note)?;
+        search.retrain_from_anchor(&ctx, &planner, penalty, Lever::Reweighing, observer, note)?;
+        retrainings += 1;
     }
-    if spec.search().postprocess_thresholds {
-        search.post_processing(&ctx, penalty, note)?;
+    if config.compression.lora {
+        if retrainings < config.max_retrainings && search.room(&ctx) > 0 {
+            search.retrain_from_anchor(&ctx, &planner, penalty, Lever::Lora, observer, note)?;
+        } else {
+            note("no LoRA candidate: the retraining budget or max_candidates is spent");
+        }
+    }
+    let postprocess = spec.search().postprocess_thresholds;
+    if postprocess {
+        search.post_processing(&ctx, penalty, 0..search.models.len(), note)?;
+    }
+    if config.compression.int8 {
+        // The baseline's and the provisional V_T's model, quantised; with
+        // post-processing refitted on their own int8 probabilities.
+        let provisional = select(spec, &p0, &search.candidates)?.chosen;
+        let mut which = vec![0, search.trials[provisional].model];
+        which.dedup();
+        which.retain(|&m| search.models[m].precision != valor_bert::Precision::Int8);
+        let room = search.room(&ctx);
+        if room < which.len() {
+            note(&format!(
+                "max_candidates leaves room for {room} of {} int8 copies",
+                which.len()
+            ));
+            which.truncate(room);
+        }
+        let added = search.int8_copies(&ctx, &which, note)?;
+        if postprocess {
+            search.post_processing(&ctx, penalty, added, note)?;
+        }
     }
 
     // 3. V_T on validation.
@@ -238,9 +319,14 @@ pub fn remodel(
         "confirming on {} test rows",
         ctx.test.labels.len()
     ));
-    let chosen_dir = (chosen.model != 0).then_some(chosen_model.dir.as_path());
-    let (test, test_eval0, test_eval_t) =
-        confirm(&ctx, &baseline_dir, chosen_dir, chosen.post.as_ref())?;
+    let chosen_dir =
+        (chosen.model != 0).then_some((chosen_model.dir.as_path(), chosen_model.precision));
+    let (test, test_eval0, test_eval_t) = confirm(
+        &ctx,
+        (&baseline_dir, precision0),
+        chosen_dir,
+        chosen.post.as_ref(),
+    )?;
 
     // 5. Save the chosen model, then the report.
     let model_dir = out.join("model");
@@ -292,21 +378,22 @@ fn check_measurable(config: &RemodelConfig) -> Result<()> {
     Ok(())
 }
 
-/// The baseline and the chosen model (`chosen_dir`; `None` when it is the
-/// baseline) scored again on the test split, which took no part in
-/// choosing: their profiles and evaluations.
+/// The baseline and the chosen model (`chosen`; `None` when it is the
+/// baseline), each folder with the precision it runs at, scored again on
+/// the test split, which took no part in choosing: their profiles and
+/// evaluations.
 fn confirm(
     ctx: &Context,
-    baseline_dir: &Path,
-    chosen_dir: Option<&Path>,
+    (baseline_dir, precision0): (&Path, Precision),
+    chosen: Option<(&Path, Precision)>,
     post: Option<&PostProcess>,
 ) -> Result<(TestConfirmation, Evaluation, Evaluation)> {
     let spec = &ctx.config.values;
-    let test0 = score(ctx, baseline_dir, &ctx.test)?;
+    let test0 = score(ctx, baseline_dir, precision0, &ctx.test)?;
     let (test_eval0, _) = evaluation(ctx, &ctx.test, &test0, None)?;
-    let test_t = match chosen_dir {
+    let test_t = match chosen {
         None => test0,
-        Some(dir) => score(ctx, dir, &ctx.test)?,
+        Some((dir, precision)) => score(ctx, dir, precision, &ctx.test)?,
     };
     let (test_eval_t, _) = evaluation(ctx, &ctx.test, &test_t, post)?;
     let test = TestConfirmation {

@@ -15,7 +15,9 @@ use valor_bert::explain::{
     FaithfulnessConfig, FaithfulnessItem, IgConfig, TokenSequence, faithfulness,
     integrated_gradients, pad_baseline, predict_proba,
 };
-use valor_bert::{BertForSequenceClassification, BertInput, LoadOptions};
+use valor_bert::{
+    Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions, Precision,
+};
 use valor_data::{BatchConfig, Encoded, collate, plan_batches};
 use valor_values::{Evaluation, Profile, ValuesSpec, measure};
 
@@ -38,12 +40,16 @@ pub(super) struct Scored {
     pub(super) faithfulness: Option<f64>,
 }
 
-/// Scores the model in `dir` on `split`: probabilities, timed throughput,
-/// and faithfulness on the first examples when asked for.
-pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scored> {
-    let device = valor_bert::device(ctx.backend)?;
-    let (config, model, _) =
-        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
+/// Scores the model in `dir` on `split`, run at `precision` (see
+/// [`load_model`]): probabilities, timed throughput, and faithfulness on
+/// the first examples when asked for.
+pub(super) fn score(
+    ctx: &Context,
+    dir: &Path,
+    precision: Precision,
+    split: &SplitRows,
+) -> Result<Scored> {
+    let (device, config, model) = load_model(ctx, dir, precision)?;
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
     let mean_len = lengths.iter().sum::<usize>() as f64 / lengths.len().max(1) as f64;
     let gflops_per_example = valor_bert::cost::forward_flops(&config, mean_len) / 1e9;
@@ -51,16 +57,7 @@ pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scor
         .map_err(|e| invalid(dir, format!("reading the weight files: {e}")))?
         as f64
         / 1e6;
-    let plan = plan_batches(
-        &lengths,
-        &BatchConfig {
-            batch_size: ctx.eval_batch_size,
-            window_batches: 50,
-            shuffle: false,
-            seed: 0,
-        },
-        0,
-    );
+    let plan = batch_plan(ctx, &lengths);
     let passes = ctx.config.timing_passes.max(1);
     let (probs, seconds) = timed_probabilities(ctx, &model, &device, dir, split, &plan, passes)?;
     let examples_per_s = split.enc.len() as f64 / seconds;
@@ -78,15 +75,63 @@ pub(super) fn score(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Scor
     })
 }
 
-/// The softmax probabilities (row-major) of the model in `dir` on `split`,
-/// one untimed pass: what post-processing is fitted on.
-pub(super) fn probabilities(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<Vec<f64>> {
-    let device = valor_bert::device(ctx.backend)?;
-    let (_, model, _) =
-        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
+/// The softmax probabilities (row-major) of the model in `dir`, run at
+/// `precision`, on `split`, one untimed pass: what post-processing is
+/// fitted on.
+pub(super) fn probabilities(
+    ctx: &Context,
+    dir: &Path,
+    precision: Precision,
+    split: &SplitRows,
+) -> Result<Vec<f64>> {
+    let (device, _, model) = load_model(ctx, dir, precision)?;
     let lengths: Vec<usize> = split.enc.iter().map(Encoded::len).collect();
-    let plan = plan_batches(
-        &lengths,
+    let plan = batch_plan(ctx, &lengths);
+    Ok(timed_probabilities(ctx, &model, &device, dir, split, &plan, 1)?.0)
+}
+
+/// The precision `valor predict` runs the folder `dir` at on `backend`:
+/// int8 for a quantised folder (`valor quantize`'s `quantization.json`)
+/// on the CPU, where the int8 kernels run its stored integers; fp32
+/// otherwise (elsewhere a quantised folder computes with its dequantised
+/// weights, as predict does there).
+pub(super) fn inference_precision(dir: &Path, backend: Backend) -> Result<Precision> {
+    let quantized = valor_bert::QuantizationReport::read(dir)?.is_some();
+    Ok(if quantized && backend == Backend::Cpu {
+        Precision::Int8
+    } else {
+        Precision::Fp32
+    })
+}
+
+/// The model folder `dir` loaded on the run's device for inference, its
+/// encoder's Linear layers packed for `precision`'s kernels
+/// (`valor_bert::lowp`; nothing changes at fp32).
+fn load_model(
+    ctx: &Context,
+    dir: &Path,
+    precision: Precision,
+) -> Result<(Device, BertConfig, BertForSequenceClassification)> {
+    let device = valor_bert::device(ctx.backend)?;
+    let (config, model, _) =
+        valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
+    if precision != Precision::Fp32 && !valor_bert::lowp::runs_on(&device) {
+        return Err(invalid(
+            dir,
+            format!(
+                "precision {precision} runs on the CPU backend only, not on {}",
+                ctx.backend.name()
+            ),
+        ));
+    }
+    let model = valor_bert::lowp::apply(model, precision)?;
+    Ok((device, config, model))
+}
+
+/// Evaluation batches of `lengths`, in order (no shuffling).
+fn batch_plan(ctx: &Context, lengths: &[usize]) -> Vec<Vec<usize>> {
+    plan_batches(
+        lengths,
         &BatchConfig {
             batch_size: ctx.eval_batch_size,
             window_batches: 50,
@@ -94,8 +139,7 @@ pub(super) fn probabilities(ctx: &Context, dir: &Path, split: &SplitRows) -> Res
             seed: 0,
         },
         0,
-    );
-    Ok(timed_probabilities(ctx, &model, &device, dir, split, &plan, 1)?.0)
+    )
 }
 
 /// The softmax probabilities of `split` (row-major) and the seconds of the

@@ -112,17 +112,40 @@ fn remodel_searches_selects_confirms_and_saves() {
             .contains("<svg")
     );
 
-    // Candidates: the baseline, two retrainings (the second with reweighing),
-    // and one post-processed version of each of the three models.
+    // Candidates: the baseline, two retrainings (the second with reweighing;
+    // no retraining is left for LoRA), one post-processed version of each
+    // of the three models, then int8 copies of the baseline and of the
+    // provisional V_T's model (one copy when that is the baseline), each
+    // post-processed too.
     let labels: Vec<&str> = report.candidates.iter().map(|c| c.label.as_str()).collect();
-    assert_eq!(labels.len(), 6, "{labels:?}");
     assert_eq!(labels[0], "baseline");
     assert!(labels[1].starts_with("equalized_odds<="), "{labels:?}");
     assert!(labels[2].ends_with("+reweighing"), "{labels:?}");
     assert!(
-        labels[3..].iter().all(|l| l.ends_with("+class-offsets")),
+        labels[3..6].iter().all(|l| l.ends_with("+class-offsets")),
         "{labels:?}"
     );
+    let copies = (labels.len() - 6) / 2;
+    assert!(copies == 1 || copies == 2, "{labels:?}");
+    assert_eq!(labels[6], "baseline+int8");
+    assert!(
+        labels[6..6 + copies].iter().all(|l| l.ends_with("+int8")),
+        "{labels:?}"
+    );
+    assert!(
+        labels[6 + copies..]
+            .iter()
+            .all(|l| l.ends_with("+int8+class-offsets")),
+        "{labels:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("no LoRA candidate")),
+        "{notes:?}"
+    );
+    for c in &report.candidates[6..] {
+        assert_eq!(c.settings["compression"], "int8", "{:?}", c.settings);
+        assert_eq!(c.settings["precision"], "int8", "{:?}", c.settings);
+    }
     assert!(
         report
             .pareto_front
