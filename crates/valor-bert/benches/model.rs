@@ -20,7 +20,12 @@
 //! - `base_infer/seqS_bB`, `base_train/seqS_bB`: the BERT-base geometry
 //!   (`BertConfig::preset("base")`, random init), GPU backends only.
 //!
-//! `VALOR_BENCH_BACKEND` picks the device (`cpu`, `wgpu`, `cuda`). Setup (model
+//! `VALOR_BENCH_BACKEND` picks the device (`cpu`, `wgpu`, `cuda`);
+//! `VALOR_BENCH_PRECISION` (`fp32`, `f16`, `bf16`; GPU backends) sets the
+//! device's float dtype first (`valor_bert::configure_precision`), so every
+//! group, the GEMM peak included, runs in it; the GEMM id names the dtype
+//! (`matmul/f16_8192`). On a GPU the model groups run the shapes of
+//! `cargo xtask gpu-check` (batch 32 × seq 128). Setup (model
 //! loading) runs only for the groups the command line asks for, so a process
 //! that runs one id has the peak memory of that workload alone.
 #![allow(clippy::print_stderr)]
@@ -35,9 +40,33 @@ use valor_bert::burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use valor_bert::explain::{IgConfig, TokenSequence, integrated_gradients, pad_baseline};
 use valor_bert::optim::gradients;
 use valor_bert::{
-    AdamW, AdamWConfig, Backend, BertConfig, BertForSequenceClassification, BertInput, LoadOptions,
-    Precision, cross_entropy, load_hf,
+    AdamW, AdamWConfig, Backend, BertConfig, BertForSequenceClassification, BertInput,
+    GpuPrecision, LoadOptions, Precision, cross_entropy, load_hf,
 };
+
+/// The GPU float dtype `VALOR_BENCH_PRECISION` asks for (fp32 when unset).
+fn gpu_precision() -> GpuPrecision {
+    std::env::var("VALOR_BENCH_PRECISION")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().expect("VALOR_BENCH_PRECISION: fp32, f16 or bf16"))
+        .unwrap_or_default()
+}
+
+/// The model shape of the GPU groups, `VALOR_BENCH_GPU_SHAPE=SEQ,BATCH`
+/// (default 128,32; the GPU check's dry run on a software driver takes a
+/// smaller one), and the GEMM size, `VALOR_BENCH_MATMUL_N` (default 8192).
+fn gpu_shape() -> (usize, usize) {
+    let Ok(v) = std::env::var("VALOR_BENCH_GPU_SHAPE") else {
+        return (128, 32);
+    };
+    let parse = |x: Option<&str>| {
+        x.and_then(|x| x.trim().parse().ok())
+            .expect("VALOR_BENCH_GPU_SHAPE: SEQ,BATCH")
+    };
+    let mut parts = v.split(',');
+    (parse(parts.next()), parse(parts.next()))
+}
 
 fn backend() -> Backend {
     std::env::var("VALOR_BENCH_BACKEND")
@@ -175,16 +204,28 @@ fn matmul(c: &mut Criterion) {
     }
     let backend = backend();
     let device = valor_bert::device(backend).expect("backend compiled in");
-    let n = if backend == Backend::Cpu { 2048 } else { 8192 };
+    let n = match std::env::var("VALOR_BENCH_MATMUL_N") {
+        Ok(n) => n.trim().parse().expect("VALOR_BENCH_MATMUL_N: a size"),
+        Err(_) if backend == Backend::Cpu => 2048,
+        Err(_) => 8192,
+    };
     let a = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), &device);
     let b = Tensor::<2>::random([n, n], Distribution::Uniform(-1.0, 1.0), &device);
     let mut g = c.benchmark_group("matmul");
     g.sample_size(10);
-    g.bench_function(format!("f32_{n}"), |bench| {
+    let dtype = match gpu_precision() {
+        GpuPrecision::Fp32 => "f32",
+        p => p.name(),
+    };
+    g.bench_function(format!("{dtype}_{n}"), |bench| {
         bench.iter(|| {
-            // Reading one element back waits for the GEMM on asynchronous devices.
+            // Reading the sum back waits for the whole GEMM on asynchronous
+            // devices. Not one element: with burn's fusion on (GPU builds),
+            // reading back a 1×1 slice timed a 512 GEMM on lavapipe at an
+            // impossible 843 GFLOP/s on 2 CPU cores (the slice fused into
+            // the product, presumably, so most of it was never computed).
             let out = a.clone().matmul(b.clone());
-            black_box(out.slice([0..1, 0..1]).into_data())
+            black_box(out.sum().into_data())
         })
     });
     g.finish();
@@ -295,14 +336,23 @@ fn explain(c: &mut Criterion) {
 }
 
 fn minilm(c: &mut Criterion) {
-    let shapes = [(64, 1), (128, 1), (64, 32), (128, 32)];
-    inference(c, "minilm", Precision::Fp32, &shapes);
+    let gpu = [gpu_shape()];
+    let shapes: &[(usize, usize)] = if backend() == Backend::Cpu {
+        &[(64, 1), (128, 1), (64, 32), (128, 32)]
+    } else {
+        &gpu
+    };
+    inference(c, "minilm", Precision::Fp32, shapes);
     if backend() == Backend::Cpu {
         // The low-precision kernels run on the CPU only.
-        inference(c, "minilm", Precision::Bf16, &shapes);
-        inference(c, "minilm", Precision::Int8, &shapes);
+        inference(c, "minilm", Precision::Bf16, shapes);
+        inference(c, "minilm", Precision::Int8, shapes);
     }
-    training(c, "minilm", &[(64, 16), (128, 16)]);
+    if backend() == Backend::Cpu {
+        training(c, "minilm", &[(64, 16), (128, 16)]);
+    } else {
+        training(c, "minilm", &gpu);
+    }
     explain(c);
 }
 
@@ -310,8 +360,8 @@ fn base(c: &mut Criterion) {
     if backend() == Backend::Cpu {
         return;
     }
-    inference(c, "base", Precision::Fp32, &[(128, 32)]);
-    training(c, "base", &[(128, 32)]);
+    inference(c, "base", Precision::Fp32, &[gpu_shape()]);
+    training(c, "base", &[gpu_shape()]);
 }
 
 criterion_group!(benches, matmul, minilm, base);
@@ -319,6 +369,19 @@ criterion_group!(benches, matmul, minilm, base);
 // `criterion_main!` with the allocator tuned first, as the `valor` binary does.
 fn main() {
     valor_bert::tune_host_allocator();
+    let precision = gpu_precision();
+    if precision != GpuPrecision::Fp32 || backend() != Backend::Cpu {
+        let device = valor_bert::device(backend()).expect("backend compiled in");
+        if let Err(e) = valor_bert::configure_precision(&device, precision) {
+            eprintln!("VALOR_BENCH_PRECISION={precision}: {e}");
+            std::process::exit(2);
+        }
+        eprintln!(
+            "device `{}`, float dtype {:?}",
+            valor_bert::device_name(&device),
+            device.settings().float_dtype
+        );
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -18,22 +18,13 @@
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use valor_bert::Backend;
 use valor_bert::burn::tensor::{Distribution, Tensor};
 
-fn best(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..9)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[0]
+/// Best of 9 after a warm-up.
+fn best(f: impl FnMut()) -> f64 {
+    valor_testkit::timings(9, f)[0]
 }
 
 fn line(what: &str, shape: &str, t: f64, flop: f64) {

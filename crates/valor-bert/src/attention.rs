@@ -22,15 +22,22 @@ use crate::packed::{Group, Layout};
 use crate::{fused, host, init, lora};
 
 /// The additive attention bias `[batch, 1, 1, seq_len]`: 0 where
-/// `attention_mask` is 1, `f32::MIN` (PyTorch's `torch.finfo(float32).min`,
-/// as HF) where it is 0.
+/// `attention_mask` is 1, the float dtype's minimum (PyTorch's
+/// `torch.finfo(dtype).min`, as HF; `f32::MIN` in f32) where it is 0.
 pub fn mask_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
     let [batch, seq_len] = attention_mask.dims();
-    attention_mask
-        .float()
-        .neg()
+    let keep = attention_mask.float();
+    // The minimum of the device's float dtype (`torch.finfo(dtype).min`, as
+    // HF takes it): f32::MIN rounds to -inf in f16 and bf16, and 0 × -inf
+    // would make every kept key NaN (`--precision f16|bf16` on a GPU).
+    let min = match keep.dtype() {
+        burn::tensor::DType::F16 => burn::tensor::f16::MIN.to_f32(),
+        burn::tensor::DType::BF16 => burn::tensor::bf16::MIN.to_f32(),
+        _ => f32::MIN,
+    };
+    keep.neg()
         .add_scalar(1.0)
-        .mul_scalar(f32::MIN)
+        .mul_scalar(min)
         .reshape([batch, 1, 1, seq_len])
 }
 
@@ -72,28 +79,18 @@ impl BertAttention {
         }
     }
 
-    /// `x`: `[batch · seq_len, hidden]` (rows grouped by sequence), `dims`:
-    /// `[batch, seq_len]`, `bias`: from [`mask_bias`]. Returns the block
-    /// output (same shape as `x`) and, when asked, the attention
-    /// probabilities `[batch, heads, seq_len, seq_len]` (before dropout, as
-    /// HF returns them).
+    /// `x`: the layer's rows `[rows, hidden]`, padded (`[batch · seq_len,
+    /// hidden]`, rows grouped by sequence, the layout's one group holding
+    /// the [`mask_bias`]) or packed (see [`crate::packed`]). Returns the
+    /// block output (same shape as `x`) and, when asked (padded only), the
+    /// attention probabilities `[batch, heads, seq_len, seq_len]` (before
+    /// dropout, as HF returns them). The projections run on `x`'s rows as
+    /// they are; attention on the layout's padded view, or on the CPU
+    /// without autodiff straight from packed rows.
     ///
     /// Activations stay two-dimensional so that every projection is one
-    /// `[batch · seq_len, hidden] × [hidden, hidden]` product (one packed
-    /// weight, all threads) rather than a batch of small ones.
-    pub fn forward(
-        &self,
-        x: Tensor<2>,
-        bias: Tensor<4>,
-        [batch, seq_len]: [usize; 2],
-        want_probs: bool,
-    ) -> (Tensor<2>, Option<Tensor<4>>) {
-        self.forward_layout(x, &Layout::padded(batch, seq_len, bias), want_probs)
-    }
-
-    /// [`forward`](Self::forward) on padded or packed rows (see
-    /// [`crate::packed`]): the projections run on `x`'s rows as they are,
-    /// the attention products on the layout's padded view.
+    /// `[rows, hidden] × [hidden, hidden]` product (one packed weight, all
+    /// threads) rather than a batch of small ones.
     pub(crate) fn forward_layout(
         &self,
         x: Tensor<2>,
@@ -103,9 +100,19 @@ impl BertAttention {
         let q = lora::linear(&self.query, x.clone());
         let k = lora::linear(&self.key, x.clone());
         let v = lora::linear(&self.value, x.clone());
-        let (context, probs) = match (layout.groups.as_slice(), &layout.unpad) {
-            ([group], None) => self.attend(q, k, v, group, want_probs),
-            (groups, unpad) => {
+        // Packed rows on the CPU: every head straight from the rows.
+        let qkv = match want_probs || layout.sequences.is_empty() {
+            true => Err(Box::new([q, k, v])),
+            false => host::packed_attention([q, k, v], &layout.sequences, self.num_heads),
+        };
+        let (context, probs) = match (qkv, layout.groups.as_slice(), &layout.unpad) {
+            (Ok(context), _, _) => (context, None),
+            (Err(qkv), [group], None) => {
+                let [q, k, v] = *qkv;
+                self.attend(q, k, v, group, want_probs)
+            }
+            (Err(qkv), groups, unpad) => {
+                let [q, k, v] = *qkv;
                 let contexts = groups
                     .iter()
                     .map(|g| self.attend(q.clone(), k.clone(), v.clone(), g, false).0)

@@ -35,6 +35,92 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     }
 }
 
+/// Attention of packed sequences on the flex device without autodiff:
+/// `q`, `k`, `v` are `[tokens, hidden]` rows, `sequences` each sequence's
+/// `(first row, length)` in row order, laid end to end. Every head of every
+/// sequence runs [`kernels::attend_head`] on the rows as they are, in
+/// parallel, so attention pads nothing and gathers nothing; the result is
+/// the `[tokens, hidden]` context. On any other device, with autodiff, or
+/// for a dtype other than f32 the rows come back (`Err`, boxed: three
+/// tensors) and the caller runs the padded groups.
+pub(crate) fn packed_attention(
+    [q, k, v]: [Tensor<2>; 3],
+    sequences: &[(usize, usize)],
+    heads: usize,
+) -> Result<Tensor<2>, Box<[Tensor<2>; 3]>> {
+    let device = q.device();
+    let [tokens, hidden] = q.dims();
+    let applies = is_flex(&device)
+        && !device.is_autodiff()
+        && [&q, &k, &v]
+            .iter()
+            .all(|t| t.dtype() == burn::tensor::DType::F32 && t.dims() == [tokens, hidden])
+        && heads > 0
+        && hidden % heads == 0
+        && sequences.iter().map(|s| s.1).sum::<usize>() == tokens;
+    if !applies {
+        return Err(Box::new([q, k, v]));
+    }
+    let d = hidden / heads;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    // Linear outputs nothing else holds: taking their data copies nothing.
+    let (qd, kd, vd) = (q.into_data(), k.into_data(), v.into_data());
+    let (Ok(qs), Ok(ks), Ok(vs)) = (
+        qd.as_slice::<f32>(),
+        kd.as_slice::<f32>(),
+        vd.as_slice::<f32>(),
+    ) else {
+        let back = |data: TensorData| Tensor::from_data(data, &device);
+        return Err(Box::new([back(qd), back(kd), back(vd)]));
+    };
+    // Head-major `[heads, tokens, d]`, so each (head, sequence) writes one
+    // contiguous block; transposed to `[tokens, hidden]` at the end.
+    let mut by_head = vec![0f32; tokens * hidden];
+    let mut items = Vec::with_capacity(heads * sequences.len());
+    for (h, block) in by_head.chunks_mut(tokens * d).enumerate() {
+        let mut rest = block;
+        for &(first, len) in sequences {
+            let (mine, tail) = rest.split_at_mut(len * d);
+            items.push((h, first, len, mine));
+            rest = tail;
+        }
+    }
+    items.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(kt, scores), (h, first, len, out)| {
+            let keys = len.div_ceil(kernels::LANES) * kernels::LANES;
+            kt.resize(d * keys, 0.0);
+            scores.resize(keys, 0.0);
+            let rows = first * hidden..(first + len) * hidden;
+            kernels::attend_head(
+                &qs[rows.clone()],
+                &ks[rows.clone()],
+                &vs[rows],
+                hidden,
+                h * d,
+                d,
+                scale,
+                out,
+                kt,
+                scores,
+            );
+        },
+    );
+    let mut context = vec![0f32; tokens * hidden];
+    context
+        .par_chunks_mut(hidden)
+        .enumerate()
+        .for_each(|(t, row)| {
+            for (h, part) in row.chunks_exact_mut(d).enumerate() {
+                part.copy_from_slice(&by_head[(h * tokens + t) * d..][..d]);
+            }
+        });
+    Ok(Tensor::from_data(
+        TensorData::new(context, [tokens, hidden]),
+        &device,
+    ))
+}
+
 /// `layer.forward(x)` with a mask made in parallel on the flex device.
 ///
 /// As burn's `Dropout`, it acts only in training mode on an autodiff device

@@ -29,7 +29,7 @@ pub(crate) const CHUNK: usize = 1 << 14;
 
 /// Accumulators per reduction: a fixed order of additions that fills one
 /// AVX-512 register (two AVX2 ones).
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `Σ f(i)` for `i < n`, over [`LANES`] accumulators.
 #[inline(always)]
@@ -179,6 +179,68 @@ pub(crate) fn softmax_rows<S: Simd>(
             *o = exp(*o - m);
         }
         let total = sum_by(o.len(), |j| o[j]);
+        for o in o.iter_mut() {
+            *o /= total;
+        }
+    }
+}
+
+/// Scaled dot-product attention of one head of one unpadded sequence, for
+/// the packed forward's CPU path: `q`, `k` and `v` hold the sequence's
+/// rows of `stride` elements (the head is the `d` columns from `col`), and
+/// row `i` of `out` (`rows × d`, `rows = q.len() / stride`) receives
+/// `Σ_j softmax_j(scale · q_i·k_j) v_j`. `kt` (at least `d × keys`, with
+/// `keys` = `rows` rounded up to [`LANES`]) and `scores` (at least `keys`)
+/// are scratch. Each score sums over the head's columns in order and each
+/// output element over the keys in order, on every instruction set.
+#[macerator::with_simd]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_head<S: Simd>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    col: usize,
+    d: usize,
+    scale: f32,
+    out: &mut [f32],
+    kt: &mut [f32],
+    scores: &mut [f32],
+) {
+    let rows = q.len() / stride;
+    let keys = rows.div_ceil(LANES) * LANES;
+    let (kt, scores) = (&mut kt[..d * keys], &mut scores[..keys]);
+    // Kᵀ with the scale, the padding keys zero (their scores are dropped).
+    kt.fill(0.0);
+    for j in 0..rows {
+        for (c, &x) in k[j * stride + col..][..d].iter().enumerate() {
+            kt[c * keys + j] = x * scale;
+        }
+    }
+    for (i, o) in out.chunks_exact_mut(d).take(rows).enumerate() {
+        let qi = &q[i * stride + col..][..d];
+        for (block, s) in scores.chunks_exact_mut(LANES).enumerate() {
+            let mut acc = [0f32; LANES];
+            for (c, &x) in qi.iter().enumerate() {
+                let kr = &kt[c * keys + block * LANES..][..LANES];
+                for (a, &y) in acc.iter_mut().zip(kr) {
+                    *a += x * y;
+                }
+            }
+            s.copy_from_slice(&acc);
+        }
+        let real = &mut scores[..rows];
+        let m = max(real);
+        for s in real.iter_mut() {
+            *s = exp(*s - m);
+        }
+        let total = sum_by(rows, |j| real[j]);
+        o.fill(0.0);
+        for (j, &p) in real.iter().enumerate() {
+            for (o, &y) in o.iter_mut().zip(&v[j * stride + col..][..d]) {
+                *o += p * y;
+            }
+        }
         for o in o.iter_mut() {
             *o /= total;
         }
@@ -412,6 +474,72 @@ mod tests {
                 "φ({x}) = {pdf}, exact {exact_pdf}"
             );
             x += 0.00731;
+        }
+    }
+
+    #[test]
+    fn attend_head_matches_an_f64_reference_on_ragged_shapes() {
+        // Rows around the lane width, heads of several widths, a head that
+        // is not the first, and scores large enough that the max matters.
+        for (rows, heads, d) in [
+            (1, 1, 4),
+            (15, 2, 8),
+            (16, 3, 32),
+            (17, 2, 32),
+            (35, 12, 32),
+            (130, 2, 64),
+        ] {
+            let stride = heads * d;
+            let value =
+                |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 253.25 - 2.0;
+            let q: Vec<f32> = (0..rows * stride).map(|i| value(i, 1)).collect();
+            let k: Vec<f32> = (0..rows * stride).map(|i| value(i, 2)).collect();
+            let v: Vec<f32> = (0..rows * stride).map(|i| value(i, 3)).collect();
+            let scale = 1.0 / (d as f32).sqrt();
+            let keys = rows.div_ceil(LANES) * LANES;
+            let (mut kt, mut scores) = (vec![f32::NAN; d * keys], vec![f32::NAN; keys]);
+            for h in [0, heads - 1] {
+                let col = h * d;
+                let mut out = vec![f32::NAN; rows * d];
+                attend_head(
+                    &q,
+                    &k,
+                    &v,
+                    stride,
+                    col,
+                    d,
+                    scale,
+                    &mut out,
+                    &mut kt,
+                    &mut scores,
+                );
+                for i in 0..rows {
+                    let s: Vec<f64> = (0..rows)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| {
+                                    f64::from(q[i * stride + col + c])
+                                        * f64::from(k[j * stride + col + c])
+                                })
+                                .sum::<f64>()
+                                * f64::from(scale)
+                        })
+                        .collect();
+                    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for c in 0..d {
+                        let exact: f64 = (0..rows)
+                            .map(|j| e[j] / total * f64::from(v[j * stride + col + c]))
+                            .sum();
+                        let ours = f64::from(out[i * d + c]);
+                        assert!(
+                            (ours - exact).abs() <= 1e-5 * exact.abs().max(1.0),
+                            "rows {rows}, d {d}, head {h}, row {i}, column {c}: {ours} vs {exact}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -3,8 +3,6 @@
 //! per product, shape and instruction set (median of 9 runs).
 #![allow(clippy::print_stdout)]
 
-use std::time::Instant;
-
 use valor_kernels::{Isa, PackedBf16, PackedI8};
 
 fn values(len: usize) -> Vec<f32> {
@@ -13,17 +11,9 @@ fn values(len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn median(mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..9)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[4]
+/// Median of 9 after a warm-up.
+fn median(f: impl FnMut()) -> f64 {
+    valor_testkit::timings(9, f)[4]
 }
 
 fn main() {

@@ -3,8 +3,9 @@
 //!
 //! Owns: [`assert_close`] and [`assert_all_close`], the one way parity tests
 //! compare numbers with the Python peers; [`shared_dir`], the read-only
-//! shared folder (datasets, models, fixtures); and the attributes that stand
-//! in for `#[test]` on tests that cannot always run:
+//! shared folder (datasets, models, fixtures); [`timings`], the one timer of
+//! the examples that profile kernels; and the attributes that stand in for
+//! `#[test]` on tests that cannot always run:
 //! - [`shared_test`]: the test reads [`shared_dir`]. The folder is
 //!   `VALOR_SHARED_DIR` when set (relative: from the workspace root), else
 //!   `../shared` beside the workspace root. When neither exists at build
@@ -38,6 +39,12 @@ pub const SHARED_DIR_ENV: &str = "VALOR_SHARED_DIR";
 /// Environment variable that turns on slow tests (set to `1`). `.ci/run` sets it.
 pub const SLOW_TESTS_ENV: &str = "VALOR_SLOW_TESTS";
 
+/// Environment variable read when the tests run: an absolute folder that
+/// replaces the build-time one, for a prebuilt test binary run on another
+/// machine (`cargo xtask gpu-check`). Whether a `#[shared_test]` is ignored
+/// was still decided at build time.
+pub const RUN_SHARED_DIR_ENV: &str = "VALOR_RUN_SHARED_DIR";
+
 /// The shared folder as resolved when the tests were built.
 const BUILD_TIME_SHARED_DIR: &str = valor_testkit_macros::build_time_shared_dir!();
 /// Whether `CI` was set when the tests were built.
@@ -47,7 +54,8 @@ const BUILD_TIME_CI: bool = valor_testkit_macros::build_time_ci!();
 /// (a relative path taken from the workspace root), else `../shared` beside
 /// the workspace root, as resolved when the tests were built (cargo rebuilds
 /// them when `VALOR_SHARED_DIR` changes), so it is the folder the
-/// `#[shared_test]` decision looked at.
+/// `#[shared_test]` decision looked at; `VALOR_RUN_SHARED_DIR` at run time
+/// replaces it ([`RUN_SHARED_DIR_ENV`]).
 ///
 /// Panics, naming the folder, when it does not exist: a test that reaches
 /// this without the folder was asked to run (CI, `--ignored`, or an
@@ -61,7 +69,9 @@ const BUILD_TIME_CI: bool = valor_testkit_macros::build_time_ci!();
 /// ```
 #[track_caller]
 pub fn shared_dir() -> PathBuf {
-    let dir = PathBuf::from(BUILD_TIME_SHARED_DIR);
+    let dir = std::env::var_os(RUN_SHARED_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(BUILD_TIME_SHARED_DIR), PathBuf::from);
     assert!(
         dir.is_dir(),
         "the shared folder {} does not exist{}: put the shared datasets, models and fixtures \
@@ -177,6 +187,23 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, |m, d| if d.is_nan() || d > m { d } else { m })
+}
+
+/// Seconds of `runs` calls of `f` after one warm-up call, fastest first:
+/// `[0]` is the run nothing interrupted (on a shared machine, the one to
+/// compare), `[runs / 2]` the median. For examples that profile kernels;
+/// speed claims live in `cargo xtask bench`, never in tests.
+pub fn timings(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+    f();
+    let mut t: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let start = std::time::Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
 }
 
 #[cfg(test)]
