@@ -35,11 +35,11 @@
 
 mod audit_stream;
 mod peers;
-mod report;
+pub(crate) mod report;
 mod serve;
 mod sys;
 mod valor;
-mod workloads;
+pub(crate) mod workloads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

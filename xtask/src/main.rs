@@ -2,10 +2,11 @@
 //! shells out to cargo (through the `CARGO` variable cargo sets), so the heavy
 //! crates are built once, with the features the user asked for.
 //!
-//! Tasks: `train` (the README's main job), `bench`, `ci`.
+//! Tasks: `train` (the README's main job), `bench`, `gpu-check`, `ci`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod gpu_check;
 mod tidy;
 mod train;
 
@@ -25,6 +26,10 @@ tasks:
   bench   run the benchmarks and the side-by-side comparisons with the Python
           peers; writes bench/results.md and bench/results.json.
           --quick, --filter NAME, --backend cpu|wgpu|cuda, --no-peers
+  gpu-check  prepare: build the GPU check's binaries here (wgpu) into gpu-check/;
+          run (gpu-check/run.sh on the GPU machine): the valor-bert tests on
+          wgpu, the MiniLM/BERT-base rows in fp32/f16/bf16 and the PyTorch peer
+          on CUDA, into gpu-check/results.md (README, section The GPU check)
   ci      the core of .ci/run: cargo fmt --check, clippy -D warnings, the tests
           on the CPU (.ci/run also runs the wgpu tests and checks cuda).
 ";
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         }
         Some("train") => train::run(&rest),
         Some("bench") => bench::run(&rest),
+        Some("gpu-check") => gpu_check::run(&rest),
         Some("ci") => ci(&rest),
         Some(other) => Err(anyhow::anyhow!("unknown task `{other}`\n\n{TASKS}")),
     };

@@ -212,6 +212,142 @@ pub(crate) fn available(count: usize) -> String {
     }
 }
 
+/// The float dtype a GPU device computes in: `--precision` on `wgpu` and
+/// `cuda` ([`configure_precision`]). Whole-model: parameters, activations,
+/// gradients and optimizer state all take the device's float dtype (burn 0.22
+/// has no automatic mixed precision, so there are no f32 master weights);
+/// model files are still read and written as f32. The CPU's low-precision
+/// path is [`crate::Precision`] (packed bf16/int8 Linear kernels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GpuPrecision {
+    /// f32 everywhere (the device's default).
+    #[default]
+    Fp32,
+    /// IEEE half precision (5-bit exponent: overflows above 65,504).
+    F16,
+    /// bfloat16 (f32's exponent, 8-bit significand).
+    Bf16,
+}
+
+impl GpuPrecision {
+    /// Every GPU precision.
+    pub const ALL: [GpuPrecision; 3] = [GpuPrecision::Fp32, GpuPrecision::F16, GpuPrecision::Bf16];
+
+    /// The name `--precision` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuPrecision::Fp32 => "fp32",
+            GpuPrecision::F16 => "f16",
+            GpuPrecision::Bf16 => "bf16",
+        }
+    }
+
+    /// burn's float dtype for it.
+    pub fn dtype(self) -> burn::tensor::FloatDType {
+        use burn::tensor::FloatDType;
+        match self {
+            GpuPrecision::Fp32 => FloatDType::F32,
+            GpuPrecision::F16 => FloatDType::F16,
+            GpuPrecision::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+impl fmt::Display for GpuPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for GpuPrecision {
+    type Err = Error;
+
+    /// Parses `fp32` (alias `f32`), `f16` (alias `fp16`) or `bf16`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(GpuPrecision::Fp32),
+            "f16" | "fp16" => Ok(GpuPrecision::F16),
+            "bf16" => Ok(GpuPrecision::Bf16),
+            _ => Err(Error::UnknownPrecision {
+                given: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// How the device names itself (`NVIDIA H100 PCIe`, `llvmpipe (LLVM 19.1.7,
+/// 256 bits)`), else burn's description of it.
+pub fn device_name(device: &Device) -> String {
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if !is_cpu(device)
+        && let Some(identity) = device.clone().without_autodiff().identity()
+    {
+        return identity.name;
+    }
+    format!("{device:?}")
+}
+
+/// Makes `precision` the float dtype of `device` for the rest of the
+/// process: tensors created on it afterwards (model parameters loaded or
+/// initialised, activations, optimizer state) are in that dtype. burn keeps
+/// one setting per device and locks it at the device's first tensor, so
+/// call this before anything is created on the device; every handle to the
+/// same device (`device(backend)` again, its autodiff form) then sees it.
+///
+/// Errors, each naming the device and the dtype: a CPU device
+/// ([`Error::PrecisionBackend`]: the CPU's low precision is the packed
+/// Linear kernels, [`crate::Precision`]); a device that cannot compute in the
+/// dtype ([`Error::PrecisionUnsupported`], from burn's `supports_dtype`, e.g.
+/// bf16 on a Vulkan driver without bf16 arithmetic); a device already in use
+/// with another dtype ([`Error::PrecisionLocked`]). [`GpuPrecision::Fp32`]
+/// on a device already in f32 is a no-op.
+pub fn configure_precision(device: &Device, precision: GpuPrecision) -> Result<()> {
+    let dtype = precision.dtype();
+    // The setting is the device's (by id), whichever handle configures it.
+    let mut device = device.clone().without_autodiff();
+    if is_cpu(&device) {
+        return match precision {
+            GpuPrecision::Fp32 => Ok(()),
+            _ => Err(Error::PrecisionBackend {
+                precision: precision.name(),
+            }),
+        };
+    }
+    if !device.supports_dtype(dtype) {
+        return Err(Error::PrecisionUnsupported {
+            device: device_name(&device),
+            precision: precision.name(),
+            dtype: format!("{dtype:?}"),
+        });
+    }
+    let locked = |device: &Device, message: String| Error::PrecisionLocked {
+        device: device_name(device),
+        precision: precision.name(),
+        current: format!("{:?}", device.settings().float_dtype),
+        message,
+    };
+    // fp32 is the default: nothing to set (and nothing locked), as long as
+    // nobody set another dtype before.
+    if precision == GpuPrecision::Fp32 {
+        return if device.settings().float_dtype == dtype {
+            Ok(())
+        } else {
+            Err(locked(&device, "set earlier in this process".into()))
+        };
+    }
+    match device.configure(dtype) {
+        Ok(()) => Ok(()),
+        // Already locked: fine when it is locked to the dtype asked for.
+        Err(_) if device.settings().float_dtype == dtype => Ok(()),
+        Err(e) => Err(locked(&device, e.to_string())),
+    }
+}
+
+/// Whether `device` is the CPU (flex) device, with or without autodiff.
+fn is_cpu(device: &Device) -> bool {
+    crate::host::is_flex(device)
+}
+
 /// The training device for `backend`: [`device`] with autodiff enabled.
 pub fn autodiff_device(backend: Backend) -> Result<Device> {
     Ok(device(backend)?.autodiff())
@@ -251,6 +387,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gpu_precisions_parse_and_name_their_dtype() {
+        use burn::tensor::FloatDType;
+        assert_eq!("F16".parse::<GpuPrecision>().unwrap(), GpuPrecision::F16);
+        assert_eq!("fp16".parse::<GpuPrecision>().unwrap(), GpuPrecision::F16);
+        assert_eq!(" bf16".parse::<GpuPrecision>().unwrap(), GpuPrecision::Bf16);
+        assert_eq!("f32".parse::<GpuPrecision>().unwrap(), GpuPrecision::Fp32);
+        for p in GpuPrecision::ALL {
+            assert_eq!(p.name().parse::<GpuPrecision>().unwrap(), p);
+        }
+        assert_eq!(GpuPrecision::Bf16.dtype(), FloatDType::BF16);
+        let e = "int8".parse::<GpuPrecision>().unwrap_err().to_string();
+        assert!(e.contains("int8") && e.contains("fp32, f16, bf16"), "{e}");
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn gpu_precision_on_the_cpu_points_to_the_cpu_kernels() {
+        let d = device(Backend::Cpu).unwrap();
+        configure_precision(&d, GpuPrecision::Fp32).unwrap();
+        let e = configure_precision(&d.autodiff(), GpuPrecision::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--precision f16") && e.contains("GPU backends") && e.contains("bf16|int8"),
+            "{e}"
+        );
     }
 
     #[cfg(feature = "flex")]

@@ -87,6 +87,36 @@ pub enum Error {
         backend: &'static str,
         feature: &'static str,
     },
+    /// An unknown `--precision` name for a GPU device.
+    #[error("unknown GPU precision `{given}`; choose one of: fp32, f16, bf16")]
+    UnknownPrecision { given: String },
+    /// A GPU precision asked of the CPU backend.
+    #[error(
+        "--precision {precision} as the device's float dtype runs on GPU backends (wgpu, cuda); \
+         on the CPU, --precision bf16|int8 picks the encoder's Linear kernels instead"
+    )]
+    PrecisionBackend { precision: &'static str },
+    /// The device cannot compute in the dtype asked for.
+    #[error(
+        "the device `{device}` does not support {precision} ({dtype}) arithmetic \
+         (burn's supports_dtype); use --precision fp32"
+    )]
+    PrecisionUnsupported {
+        device: String,
+        precision: &'static str,
+        dtype: String,
+    },
+    /// The device already computes in another float dtype.
+    #[error(
+        "the device `{device}` already computes in {current}, so it cannot switch to \
+         {precision}: a device's float dtype is set once per process, before its first tensor ({message})"
+    )]
+    PrecisionLocked {
+        device: String,
+        precision: &'static str,
+        current: String,
+        message: String,
+    },
     /// More devices, or a device index, than the backend has.
     #[error("the {backend} backend has {available}; {asked}{hint}")]
     DeviceUnavailable {

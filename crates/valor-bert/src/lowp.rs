@@ -173,21 +173,7 @@ pub fn apply(
 
 /// How many Linear weights of `model` carry a packed copy.
 pub fn packed_count(model: &BertForSequenceClassification) -> usize {
-    model
-        .bert
-        .encoder
-        .layers
-        .iter()
-        .flat_map(|l| {
-            [
-                &l.attention.query,
-                &l.attention.key,
-                &l.attention.value,
-                &l.attention.output,
-                &l.intermediate,
-                &l.output,
-            ]
-        })
+    crate::quant::encoder_linears(model)
         .filter(|lin| lin.weight.reparameterization::<LowpWeight>().is_some())
         .count()
 }

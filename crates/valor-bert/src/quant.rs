@@ -222,26 +222,31 @@ pub fn stored_int8_count(model: &BertForSequenceClassification) -> usize {
 
 /// The stored int8 forms of `model`'s Linear weights, by parameter id.
 fn stored_by_id(model: &BertForSequenceClassification) -> HashMap<ParamId, Arc<Int8Weight>> {
-    let mut stored = HashMap::new();
-    let mut visit = |lin: &burn::nn::Linear| {
-        if let Some(s) = lin.weight.reparameterization::<StoredInt8>() {
-            stored.insert(lin.weight.id, s.weight.clone());
-        }
-    };
-    for l in &model.bert.encoder.layers {
-        for lin in [
+    encoder_linears(model)
+        .chain([&model.bert.pooler.dense])
+        .filter_map(|lin| {
+            let s = lin.weight.reparameterization::<StoredInt8>()?;
+            Some((lin.weight.id, s.weight.clone()))
+        })
+        .collect()
+}
+
+/// The encoder's Linear layers, layer by layer: query, key, value,
+/// attention output, intermediate, output (what quantisation and the
+/// low-precision kernels act on, with the pooler's for quantisation).
+pub(crate) fn encoder_linears(
+    model: &BertForSequenceClassification,
+) -> impl Iterator<Item = &burn::nn::Linear> {
+    model.bert.encoder.layers.iter().flat_map(|l| {
+        [
             &l.attention.query,
             &l.attention.key,
             &l.attention.value,
             &l.attention.output,
             &l.intermediate,
             &l.output,
-        ] {
-            visit(lin);
-        }
-    }
-    visit(&model.bert.pooler.dense);
-    stored
+        ]
+    })
 }
 
 /// Takes the [`StoredInt8`] forms off `model`'s weights (their values, the

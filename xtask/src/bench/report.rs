@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::root;
 
 /// `HEAD`, with `-dirty` when tracked files changed.
-pub(super) fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -32,7 +32,7 @@ pub(super) fn git_commit() -> String {
 }
 
 /// The current time, UTC, ISO 8601.
-pub(super) fn date_utc() -> String {
+pub(crate) fn date_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
         .output()

@@ -74,18 +74,18 @@ impl PeerRun {
 
 /// Model geometry for the FLOP count.
 #[derive(Clone, Copy)]
-struct Geometry {
+pub(crate) struct Geometry {
     layers: f64,
     hidden: f64,
     intermediate: f64,
 }
 
-const MINILM: Geometry = Geometry {
+pub(crate) const MINILM: Geometry = Geometry {
     layers: 6.0,
     hidden: 384.0,
     intermediate: 1536.0,
 };
-const BASE: Geometry = Geometry {
+pub(crate) const BASE: Geometry = Geometry {
     layers: 12.0,
     hidden: 768.0,
     intermediate: 3072.0,
@@ -96,7 +96,7 @@ const BASE: Geometry = Geometry {
 /// plus attention scores and context (2·2·seq·h). Embedding look-ups, layer
 /// norms, softmax and the head are left out (< 1%). A training step counts
 /// 3× (backward ≈ 2× forward), the usual MFU convention.
-fn bert_flops(g: Geometry, seq: usize, batch: usize) -> f64 {
+pub(crate) fn bert_flops(g: Geometry, seq: usize, batch: usize) -> f64 {
     let (s, h, i) = (seq as f64, g.hidden, g.intermediate);
     batch as f64 * s * g.layers * (8.0 * h * h + 4.0 * h * i + 4.0 * s * h)
 }

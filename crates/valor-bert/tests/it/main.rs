@@ -8,6 +8,7 @@
 mod common;
 mod explain;
 mod files;
+mod half;
 mod lora;
 mod lowp;
 mod model;
