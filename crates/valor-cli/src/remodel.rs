@@ -99,6 +99,9 @@ impl RemodelArgs {
                 .with_context(|| format!("reading {}", path.display()))?,
             None => ValuesSpec::default(),
         };
+        for warning in values.warnings() {
+            eprintln!("warning: {warning}");
+        }
         anyhow::ensure!(self.epochs >= 1, "--epochs must be at least 1");
         if let Some(lr) = self.lr {
             anyhow::ensure!(

@@ -22,7 +22,10 @@
 //!   spent, or `V_D` is out of reach (`patience` candidates in a row did not
 //!   get closer to `V_D`).
 //!
-//! [`Planner::next_lambda`] then picks the lever setting whose predicted
+//! `valor remodel` turns the search point into a lever setting directly: its
+//! fairness coordinate `f` becomes the constraint bound `gap <= 1 - f` of a
+//! constrained retraining. For a lever with a grid of settings instead,
+//! [`Planner::next_lambda`] picks the setting whose predicted
 //! profile is nearest the search point: profiles measured at the tried
 //! fairness-penalty weights `λ` are interpolated linearly in `λ` (and
 //! extrapolated from the two outermost), and the untried `λ` of the grid
@@ -40,11 +43,12 @@
 //! loop {
 //!     proposal = planner.propose()?
 //!     if proposal.status != Search { break }
-//!     λ = planner.next_lambda(&proposal.search_point, &tried, &spec.search().lambdas)?
-//!         (None: the grid is spent; try reweighing / thresholds from the anchor, or stop)
-//!     train from the anchor's checkpoint with λ; measure on validation
-//!     planner.record(space.vector(&profile)?)?; tried.push((λ, vector))
+//!     f = the search point's fairness; bound = 1 - f (never under V_D's own gap)
+//!         (a bound already tried: step halfway to V_D's gap, or stop)
+//!     train from the anchor's checkpoint with the constraint `gap <= bound`;
+//!     measure on validation; planner.record(space.vector(&profile)?)?
 //! }
+//! reweighing / thresholds from the anchor
 //! selection = select(&spec, &p0, &candidates)?        V_T, Pareto front, hull bound
 //! confirm on test; RemodelReport::new(&selection, test, planner.history(), provenance)
 //! ```

@@ -97,8 +97,6 @@ pub struct SearchConfig {
     pub max_candidates: usize,
     /// Candidates in a row without progress before giving up, `>= 1`.
     pub patience: usize,
-    /// Fairness-penalty weights to try, sorted ascending without duplicates.
-    pub lambdas: Vec<f64>,
     /// Whether to try reweighing.
     pub reweighing: bool,
     /// Whether to try post-processing thresholds.
@@ -115,7 +113,6 @@ impl Default for SearchConfig {
             tolerance: 0.01,
             max_candidates: 12,
             patience: 3,
-            lambdas: vec![0.0, 0.1, 0.3, 1.0, 3.0, 10.0],
             reweighing: true,
             postprocess_thresholds: true,
             select: SelectRule::ParetoNearest,
@@ -184,6 +181,8 @@ pub struct ValuesSpec {
     efficiency: EfficiencyBudget,
     search: SearchConfig,
     train: TrainSettings,
+    /// Keys that are read but no longer mean anything, with what to do.
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -239,7 +238,9 @@ struct RawSearch {
     tolerance: Option<f64>,
     max_candidates: Option<usize>,
     patience: Option<usize>,
-    lambdas: Option<Vec<f64>>,
+    /// Retired: `valor remodel` searches constraint bounds, not a λ grid.
+    /// Accepted (any value) with a warning so older files still load.
+    lambdas: Option<toml::Value>,
     reweighing: Option<bool>,
     postprocess_thresholds: Option<bool>,
     select: Option<String>,
@@ -487,6 +488,10 @@ impl ValuesSpec {
             });
         }
 
+        let mut warnings = Vec::new();
+        if raw.search.lambdas.is_some() {
+            warnings.push(format!("{file}: {RETIRED_LAMBDAS}"));
+        }
         let search = validate_search(&file, raw.search)?;
         let train = validate_train(&file, raw.train)?;
         Ok(Self {
@@ -497,7 +502,15 @@ impl ValuesSpec {
             efficiency,
             search,
             train,
+            warnings,
         })
+    }
+
+    /// What the file sets that is accepted but has no effect, one message
+    /// per key, each saying what to do (today: a retired
+    /// `search.lambdas`). The CLI prints them as warnings.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// Where the spec came from (file path or a label).
@@ -677,6 +690,9 @@ fn validate_train(file: &str, raw: RawTrain) -> Result<TrainSettings> {
     })
 }
 
+/// The warning for a `search.lambdas` key (after the file name).
+const RETIRED_LAMBDAS: &str = "`search.lambdas` is no longer read and is ignored: `valor remodel` no longer walks a grid of penalty weights but retrains with fairness constraints at the bounds V_D's fairness target translates into (`remodel.json`'s `provenance.bound_search` lists them); delete the key";
+
 fn validate_search(file: &str, raw: RawSearch) -> Result<SearchConfig> {
     let d = SearchConfig::default();
     let invalid = |key: &str, value: String, reason: &str| Error::InvalidSetting {
@@ -721,16 +737,6 @@ fn validate_search(file: &str, raw: RawSearch) -> Result<SearchConfig> {
     if patience == 0 {
         return Err(invalid("patience", "0".into(), "patience must be >= 1"));
     }
-    let mut lambdas = raw.lambdas.unwrap_or(d.lambdas);
-    if let Some(bad) = lambdas.iter().find(|l| !(l.is_finite() && **l >= 0.0)) {
-        return Err(invalid(
-            "lambdas",
-            bad.to_string(),
-            "every lambda must be finite and >= 0",
-        ));
-    }
-    lambdas.sort_by(f64::total_cmp);
-    lambdas.dedup();
     let select = match raw.select.as_deref() {
         None => d.select,
         Some("pareto_nearest") => SelectRule::ParetoNearest,
@@ -749,20 +755,12 @@ fn validate_search(file: &str, raw: RawSearch) -> Result<SearchConfig> {
     let postprocess_thresholds = raw
         .postprocess_thresholds
         .unwrap_or(d.postprocess_thresholds);
-    if lambdas.is_empty() && !reweighing && !postprocess_thresholds {
-        return Err(invalid(
-            "lambdas",
-            "[]".into(),
-            "nothing to search: give lambdas or enable reweighing or postprocess_thresholds",
-        ));
-    }
     Ok(SearchConfig {
         alpha,
         eta,
         tolerance,
         max_candidates,
         patience,
-        lambdas,
         reweighing,
         postprocess_thresholds,
         select,

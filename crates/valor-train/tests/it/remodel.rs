@@ -23,8 +23,6 @@ efficiency = 0.5
 budget_examples_per_s = 1000000.0
 budget_gflops_per_example = 1.0
 budget_weight_mb = 100.0
-[search]
-lambdas = [0.0, 1.0, 3.0]
 "#;
 
 /// Trains the plain baseline (no penalty, no reweighing) into `dir/run`.

@@ -42,6 +42,10 @@ fn settings(lambda: f64, reweighing: bool) -> BTreeMap<String, Value> {
     .collect()
 }
 
+/// The grid of penalty weights this simulation walks (valor remodel itself
+/// searches constraint bounds; `Planner::next_lambda` serves any lever grid).
+const LAMBDA_GRID: [f64; 6] = [0.0, 0.1, 0.3, 1.0, 3.0, 10.0];
+
 struct Run {
     p0: Profile,
     candidates: Vec<Candidate>,
@@ -76,7 +80,7 @@ fn remodel(spec: &ValuesSpec) -> Run {
             break;
         }
         let Some(lambda) = planner
-            .next_lambda(&proposal.search_point, &tried, &spec.search().lambdas)
+            .next_lambda(&proposal.search_point, &tried, &LAMBDA_GRID)
             .unwrap()
         else {
             break;

@@ -63,7 +63,6 @@ fn default_values_toml_parses_to_the_documented_defaults() {
     let s = spec.search();
     assert_eq!((s.alpha, s.eta, s.tolerance), (0.5, 0.5, 0.01));
     assert_eq!((s.max_candidates, s.patience), (12, 3));
-    assert_eq!(s.lambdas, [0.0, 0.1, 0.3, 1.0, 3.0, 10.0]);
     assert!(s.reweighing && s.postprocess_thresholds);
     assert_eq!(s.select, SelectRule::ParetoNearest);
     assert!(spec.dimensions().iter().all(|d| d.weight == 1.0));
@@ -75,6 +74,11 @@ fn the_shipped_file_is_the_default() {
     let from_file = ValuesSpec::from_path(&path).unwrap();
     assert_eq!(from_file.targets(), ValuesSpec::default().targets());
     assert!(from_file.origin().ends_with("values.toml"));
+    assert!(
+        from_file.warnings().is_empty(),
+        "the shipped file sets no retired key: {:?}",
+        from_file.warnings()
+    );
 }
 
 #[test]
@@ -86,7 +90,7 @@ fn minimal_file_uses_defaults() {
         "integer targets are accepted"
     );
     assert_eq!(spec.distance(), DistanceMetric::L2);
-    assert_eq!(spec.search().lambdas, [0.0, 0.1, 0.3, 1.0, 3.0, 10.0]);
+    assert!(spec.warnings().is_empty());
     assert_eq!(spec.space().names(), ["accuracy", "fairness"]);
 }
 
@@ -106,7 +110,6 @@ calibration = "1-extra.expected_calibration_error"
 [dimensions.calibration]
 description = "1 - expected calibration error"
 [search]
-lambdas = [3.0, 0.0, 1.0, 1.0]
 select = "nearest"
 "#,
         FILE,
@@ -125,11 +128,6 @@ select = "nearest"
     assert_eq!(spec.dimension("fairness").unwrap().weight, 1.0);
     assert_eq!(spec.space().weights(), [3.0, 1.0]);
     assert_eq!(spec.space().metric(), DistanceMetric::Linf);
-    assert_eq!(
-        spec.search().lambdas,
-        [0.0, 1.0, 3.0],
-        "sorted, duplicates removed"
-    );
     assert_eq!(spec.search().select, SelectRule::Nearest);
 }
 
@@ -335,14 +333,6 @@ fn search_settings_are_validated() {
         "`search.patience` = 0 is invalid",
     );
     check(&format!("{base}max_candidates = -3\n"), "max_candidates");
-    check(
-        &format!("{base}lambdas = [0.1, -1.0]\n"),
-        "`search.lambdas` = -1 is invalid",
-    );
-    check(
-        &format!("{base}lambdas = []\nreweighing = false\npostprocess_thresholds = false\n"),
-        "nothing to search",
-    );
     // alpha = 1 is allowed: aim at V_D at once.
     ValuesSpec::parse(&format!("{base}alpha = 1\n"), FILE).unwrap();
 }
@@ -394,5 +384,45 @@ fn unavailable_faithfulness_is_reported_or_refused_per_policy() {
     assert!(
         err.contains("none of the target dimensions can be measured"),
         "{err}"
+    );
+}
+
+/// `search.lambdas` (the λ grid remodel no longer walks) is accepted with
+/// a warning that names the file and says what replaced it; the rest of the
+/// file is read as without it, and an unknown key stays an error.
+#[test]
+fn retired_lambdas_load_with_a_warning() {
+    let with = ValuesSpec::parse(
+        "[target]\nfairness = 0.9\n[search]\nlambdas = [0.0, 0.1, 1.0]\npatience = 5\n",
+        FILE,
+    )
+    .unwrap();
+    let without =
+        ValuesSpec::parse("[target]\nfairness = 0.9\n[search]\npatience = 5\n", FILE).unwrap();
+    assert_eq!(with.search(), without.search());
+    assert_eq!(with.targets(), without.targets());
+    assert!(without.warnings().is_empty());
+    let [warning] = with.warnings() else {
+        panic!("one warning expected: {:?}", with.warnings());
+    };
+    for want in [
+        FILE,
+        "`search.lambdas` is no longer read",
+        "bound",
+        "delete the key",
+    ] {
+        assert!(warning.contains(want), "{want}: {warning}");
+    }
+    // Whatever it held: a retired key is not validated any more.
+    assert_eq!(
+        ValuesSpec::parse("[target]\nfairness = 0.9\n[search]\nlambdas = []\nreweighing = false\npostprocess_thresholds = false\n", FILE)
+            .unwrap()
+            .warnings()
+            .len(),
+        1
+    );
+    check(
+        "[target]\nfairness = 0.9\n[search]\nlambda = [1.0]\n",
+        "lambda",
     );
 }
