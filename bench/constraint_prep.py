@@ -1,0 +1,86 @@
+"""Split files for `bench/constraint.md`: Valor (`valor train --train/--valid/--test`) and
+fairlearn's ExponentiatedGradient (`../shared/bench/bench_reductions.py --train/--test`) are
+measured on identical rows. Nothing is copied into the repository: the files go to --out.
+
+Usage (the peers' Python, which has pandas and numpy):
+  ~/.cache/valor-peers-venv/bin/python bench/constraint_prep.py --valor target/debug/valor \
+      --adult ../shared/datasets/adult --out /tmp/constraint-bench
+
+Writes, under --out:
+  builtin/{train,valid,test}.csv  `valor data gen --rows 6000 --seed 1`, plus `label_bin`
+                                  (`growth` or `rest`); rows dealt by a seeded permutation
+                                  (numpy default_rng(7)) 70% / 10% / 20%.
+  adult/{train,valid,test}.csv    UCI Adult: train and valid drawn without overlap from
+                                  adult.data (8,000 and 2,000 rows), test from adult.test
+                                  (5,000 rows), numpy default_rng(7); columns with `_` for `-`,
+                                  surrounding spaces and adult.test's trailing `.` removed, `?`
+                                  kept as a value; `income` is `>50K` or `<=50K`.
+  */peer_train.csv                train + valid (the peer selects nothing, so it trains on both).
+  */all.csv                       the three files' rows with a `split` column (train, valid,
+                                  test), for `valor train --split-col split`: the same rows.
+"""
+import argparse
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+
+ADULT_COLUMNS = [
+    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status",
+    "occupation", "relationship", "race", "sex", "capital_gain", "capital_loss",
+    "hours_per_week", "native_country", "income",
+]
+
+
+def write_splits(out, train, valid, test):
+    os.makedirs(out, exist_ok=True)
+    for name, frame in [("train", train), ("valid", valid), ("test", test)]:
+        frame.to_csv(os.path.join(out, f"{name}.csv"), index=False)
+    pd.concat([train, valid]).to_csv(os.path.join(out, "peer_train.csv"), index=False)
+    # The same rows in one file with a split column (`valor train --split-col split`).
+    pd.concat([train.assign(split="train"), valid.assign(split="valid"),
+               test.assign(split="test")]).to_csv(os.path.join(out, "all.csv"), index=False)
+    print(f"{out}: train {len(train)}, valid {len(valid)}, test {len(test)} rows")
+
+
+def builtin(valor, out):
+    raw = os.path.join(out, "builtin-6000.csv")
+    subprocess.run([valor, "data", "gen", "--rows", "6000", "--seed", "1", "--out", raw,
+                    "--overwrite"], check=True)
+    data = pd.read_csv(raw, dtype=str, keep_default_na=False)
+    data["label_bin"] = np.where(data["label"] == "growth", "growth", "rest")
+    order = np.random.default_rng(7).permutation(len(data))
+    n_train, n_valid = int(0.7 * len(data)), int(0.1 * len(data))
+    parts = np.split(order, [n_train, n_train + n_valid])
+    write_splits(os.path.join(out, "builtin"), *(data.iloc[np.sort(p)] for p in parts))
+
+
+def adult(folder, out):
+    def read(name, skip):
+        frame = pd.read_csv(os.path.join(folder, name), header=None, names=ADULT_COLUMNS,
+                            skiprows=skip, dtype=str, skipinitialspace=True,
+                            keep_default_na=False)
+        frame = frame[frame["income"].str.len() > 0]  # a blank last line
+        frame["income"] = frame["income"].str.rstrip(".")
+        return frame.reset_index(drop=True)
+
+    data, test = read("adult.data", 0), read("adult.test", 1)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(data))
+    train_rows, valid_rows = np.sort(order[:8000]), np.sort(order[8000:10000])
+    test_rows = np.sort(rng.permutation(len(test))[:5000])
+    write_splits(os.path.join(out, "adult"), data.iloc[train_rows], data.iloc[valid_rows],
+                 test.iloc[test_rows])
+
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--valor", help="the valor binary (for `valor data gen`; without it the built-in "
+                "data is skipped)")
+ap.add_argument("--adult", required=True, help="folder with adult.data and adult.test")
+ap.add_argument("--out", required=True)
+args = ap.parse_args()
+os.makedirs(args.out, exist_ok=True)
+if args.valor:
+    builtin(args.valor, args.out)
+adult(args.adult, args.out)
