@@ -83,6 +83,10 @@ pub enum Error {
     Tokenizer { origin: String, message: String },
     #[error("split: {0}")]
     Split(String),
+    /// A problem with the three files of explicit splits (`--train`,
+    /// `--valid`, `--test`): `path` is the file at fault.
+    #[error("{path}: {message}")]
+    SplitFiles { path: PathBuf, message: String },
 }
 
 /// `Result` with [`Error`] as the default error.

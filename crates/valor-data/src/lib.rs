@@ -6,7 +6,8 @@
 //! describing a dataset by a spec of columns ([`spec`]);
 //! validating it into a [`Dataset`] whose errors name file, row and column
 //! ([`dataset`]); readers for real public datasets ([`real`]); seeded,
-//! stratified splits ([`split`]); the built-in synthetic finance dataset
+//! stratified splits ([`split`]) or splits given as three files
+//! ([`split_files`]); the built-in synthetic finance dataset
 //! ([`synth`]); tokenization with Hugging Face `tokenizers` ([`tokenize`]);
 //! length-bucketed, dynamically padded batches ([`batch`]); and the numbers
 //! `valor data inspect` prints ([`inspect`]).
@@ -29,6 +30,7 @@ pub mod inspect;
 pub mod real;
 pub mod spec;
 pub mod split;
+pub mod split_files;
 pub mod synth;
 pub mod table;
 pub mod tokenize;
@@ -40,6 +42,7 @@ pub use inputs::expand_inputs;
 pub use inspect::{InspectReport, inspect};
 pub use spec::{DatasetSpec, Preset, SpecArgs, TextSource};
 pub use split::{SplitConfig, Splits, split};
+pub use split_files::{SplitFileRecord, SplitFiles, SplitFilesData, load_split_files};
 pub use synth::{SynthConfig, SynthData, builtin_spec, generate};
 pub use table::{
     ColumnData, Format, Table, TextColumn, read_table, stream_table, write_atomic, write_table,

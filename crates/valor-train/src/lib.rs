@@ -69,7 +69,8 @@ pub use metrics::{EvalCounts, EvalMetrics};
 pub use observe::{Control, Event, Observer, Silent, StopAfter};
 pub use progress::ProgressBars;
 pub use report::{
-    ConstraintsReport, Provenance, REPORT_SCHEMA, SplitIds, SplitRows, Summary, TrainReport,
+    ConstraintsReport, Provenance, REPORT_SCHEMA, SplitFilesProvenance, SplitIds, SplitRows,
+    Summary, TrainReport,
 };
 pub use schedule::LrSchedule;
 pub use trainer::{GIT_COMMIT, Outcome, RunConfigFile, RunDir, read_run_config, resume, train};

@@ -80,19 +80,33 @@ pub struct Provenance {
     /// The fairness penalty weight actually used.
     pub fairness_lambda: f64,
     pub total_steps: u64,
-    /// With a split column: the column and the ids of the validation and
+    /// With a split column or split files: the ids of the validation and
     /// test rows (every other row trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_ids: Option<SplitIds>,
+    /// With split files: the file each split came from, with its SHA-256
+    /// and rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_files: Option<SplitFilesProvenance>,
 }
 
-/// The rows a split column chose.
+/// The rows a split column or the split files chose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SplitIds {
-    pub column: String,
+    /// The split column (absent with split files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
     /// Row ids (the id column, or the 1-based row number).
     pub valid: Vec<String>,
     pub test: Vec<String>,
+}
+
+/// The three files of a run with split files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitFilesProvenance {
+    pub train: valor_data::SplitFileRecord,
+    pub valid: valor_data::SplitFileRecord,
+    pub test: valor_data::SplitFileRecord,
 }
 
 /// `report.json`.

@@ -1,9 +1,12 @@
 //! A run's train/validation/test rows: drawn by valor-data's stratified
-//! [`split`] from the configured fractions and seed, or read from a split
-//! column of the data file (`TrainConfig::split_column`), row for row, so
-//! that Valor and a peer tool can be measured on identical rows.
+//! [`split`] from the configured fractions and seed, read from a split
+//! column of the data file (`TrainConfig::split_column`), or given as three
+//! files (`TrainConfig::split_files`), row for row, so that Valor and a
+//! peer tool can be measured on identical rows.
 
-use valor_data::{Dataset, Splits, read_table, split};
+use valor_data::{
+    Dataset, SplitFileRecord, Splits, Warning, load_dataset, load_split_files, read_table, split,
+};
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -15,14 +18,68 @@ pub const SPLIT_VALUES: [(&str, &[&str]); 3] = [
     ("test", &["test"]),
 ];
 
-/// The run's splits: from the split column when the configuration names
-/// one, else from the fractions and the split seed.
+/// A run's data and its splits.
+#[derive(Debug)]
+pub struct RunData {
+    /// Every row of the run (with split files: the training file's rows,
+    /// then the validation file's, then the test file's).
+    pub data: Dataset,
+    /// Row indices into `data`, `held_out_rows` removed.
+    pub splits: Splits,
+    pub warnings: Vec<Warning>,
+    /// With split files: each file (train, valid, test) as read.
+    pub files: Option<[SplitFileRecord; 3]>,
+}
+
+/// Loads the run's data and splits it: from the three split files when the
+/// configuration gives them, else the data file split by [`run_splits`].
+pub fn load_run_data(config: &TrainConfig) -> Result<RunData> {
+    match &config.split_files {
+        Some(files) => {
+            let loaded = load_split_files(&config.data, files)?;
+            let mut splits = loaded.splits;
+            remove_held_out(config, &mut splits);
+            Ok(RunData {
+                data: loaded.data,
+                splits,
+                warnings: loaded.warnings,
+                files: Some(loaded.files),
+            })
+        }
+        None => {
+            let (data, warnings) = load_dataset(&config.data)?;
+            let splits = run_splits(config, &data)?;
+            Ok(RunData {
+                data,
+                splits,
+                warnings,
+                files: None,
+            })
+        }
+    }
+}
+
+/// The splits of a run's data file: from the split column when the
+/// configuration names one, else from the fractions and the split seed.
 /// Rows in `config.held_out_rows` are then removed from every split.
+/// (Split files are read by [`load_run_data`].)
 pub fn run_splits(config: &TrainConfig, data: &Dataset) -> Result<Splits> {
+    if config.split_files.is_some() {
+        return Err(Error::config(
+            "split_files",
+            "a run with split files is loaded with load_run_data, which reads the three files",
+        ));
+    }
     let mut splits = match &config.split_column {
         None => split(data, &config.split)?,
         Some(column) => splits_from_column(data, column)?,
     };
+    remove_held_out(config, &mut splits);
+    Ok(splits)
+}
+
+/// Removes `config.held_out_rows` from every split.
+fn remove_held_out(config: &TrainConfig, splits: &mut Splits) {
     if !config.held_out_rows.is_empty() {
         let held: std::collections::BTreeSet<usize> =
             config.held_out_rows.iter().copied().collect();
@@ -30,7 +87,6 @@ pub fn run_splits(config: &TrainConfig, data: &Dataset) -> Result<Splits> {
             part.retain(|i| !held.contains(i));
         }
     }
-    Ok(splits)
 }
 
 /// Each row's split from column `column` of the data file (rows in file
@@ -175,5 +231,59 @@ mod tests {
         assert_eq!(kept.train, all.train[1..]);
         assert_eq!(kept.valid, all.valid[2..]);
         assert_eq!(kept.test, all.test[1..]);
+    }
+
+    /// Split files: each file's rows are its split (train, then valid,
+    /// then test, in file order), `held_out_rows` index the combined rows,
+    /// and `run_splits` refuses such a configuration instead of drawing.
+    #[test]
+    fn split_files_give_the_splits_less_held_out_rows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("finance.csv");
+        let data = valor_data::generate(&valor_data::SynthConfig {
+            rows: 30,
+            ..valor_data::SynthConfig::default()
+        });
+        data.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        let header = lines.next().unwrap();
+        let rows: Vec<&str> = lines.collect();
+        let write = |name: &str, part: &[&str]| {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, format!("{header}\n{}\n", part.join("\n"))).unwrap();
+            p
+        };
+        let files = valor_data::SplitFiles {
+            train: write("train.csv", &rows[..20]),
+            valid: write("valid.csv", &rows[20..24]),
+            test: write("test.csv", &rows[24..]),
+        };
+        let mut config = TrainConfig::scratch(valor_data::builtin_spec(&files.train), "tiny");
+        config.split_files = Some(files.clone());
+        config.validate().unwrap();
+        let run = load_run_data(&config).unwrap();
+        assert_eq!(run.splits.train, (0..20).collect::<Vec<_>>());
+        assert_eq!(run.splits.valid, (20..24).collect::<Vec<_>>());
+        assert_eq!(run.splits.test, (24..30).collect::<Vec<_>>());
+        let (whole, _) = valor_data::load_dataset(&valor_data::builtin_spec(&path)).unwrap();
+        assert_eq!(run.data.ids, whole.ids);
+        assert_eq!(run.data.texts, whole.texts);
+        assert_eq!(run.files.as_ref().unwrap()[1].path, files.valid);
+
+        config.held_out_rows = vec![0, 21];
+        let kept = load_run_data(&config).unwrap().splits;
+        assert_eq!(kept.train, (1..20).collect::<Vec<_>>());
+        assert_eq!(kept.valid, [20, 22, 23]);
+        assert!(run_splits(&config, &run.data).is_err());
+
+        // A split column beside them, or a data path that is not the
+        // training file, is refused.
+        let mut both = config.clone();
+        both.split_column = Some("split".into());
+        assert!(both.validate().is_err());
+        let mut other = config.clone();
+        other.data.path = path.clone();
+        assert!(other.validate().is_err());
     }
 }

@@ -38,6 +38,9 @@ fn help_lists_the_flags() {
         "--train-bound-ratio",
         "--constraint-batch-size",
         "--split-col",
+        "--train",
+        "--valid",
+        "--test",
         "--reweigh",
         "--weighting",
         "--select-metric",
@@ -680,4 +683,178 @@ fn values_file_sets_constraints() {
         assert!(stderr.contains(want), "{want}: {stderr}");
     }
     assert!(!refused.exists());
+}
+
+/// `valor train --train A --valid B --test C` with `tiny_train`'s quick
+/// settings into `out`, and `extra` flags.
+fn train_on_files(files: [&Path; 3], out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let [train, valid, test] = files.map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec![
+        "train",
+        "--train",
+        &train,
+        "--valid",
+        &valid,
+        "--test",
+        &test,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--max-len",
+        "32",
+        "--vocab-size",
+        "300",
+        "--batch-size",
+        "16",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    valor(&args)
+}
+
+/// `--train/--valid/--test`: each file's rows are exactly its split, row
+/// for row (report.json's provenance lists the validation and test ids and
+/// each split's file, with its rows and SHA-256; the test file's columns
+/// may come in another order), config.json records the files and
+/// `--resume` reads them again, a changed file stops the resume naming it;
+/// a missing file flag, `--data` beside them and a column one file lacks
+/// are clear errors.
+#[test]
+fn split_files_are_honoured_row_for_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = gen_data(tmp.path());
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    let columns: Vec<&str> = header.split(',').collect();
+    assert_eq!(columns[0], "id", "{header}");
+    let (mut train, mut valid, mut test) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ids: [Vec<String>; 3] = Default::default();
+    for (i, line) in lines.enumerate() {
+        let id = line.split(',').next().unwrap().to_string();
+        // An irregular pattern no stratified draw would produce.
+        let which = match (i * 7) % 10 {
+            0 | 3 => 1,
+            1 => 2,
+            _ => 0,
+        };
+        [&mut train, &mut valid, &mut test][which].push(line.to_string());
+        ids[which].push(id);
+    }
+    // The test file puts the id column last: same columns, another order.
+    let rotate = |line: &str| -> String {
+        let (first, rest) = line.split_once(',').unwrap();
+        format!("{rest},{first}")
+    };
+    let write = |name: &str, head: &str, rows: &[String]| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, format!("{head}\n{}\n", rows.join("\n"))).unwrap();
+        path
+    };
+    let train_csv = write("train.csv", &header, &train);
+    let valid_csv = write("valid.csv", &header, &valid);
+    let test_rows: Vec<String> = test.iter().map(|l| rotate(l)).collect();
+    let test_csv = write("test.csv", &rotate(&header), &test_rows);
+    let files = [train_csv.as_path(), valid_csv.as_path(), test_csv.as_path()];
+
+    let run = tmp.path().join("run");
+    let (code, stdout, stderr) = train_on_files(files, &run, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    for want in ["splits from files:", "train.csv", "valid.csv", "test.csv"] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let report = read_json(&run.join("report.json"));
+    let p = &report["provenance"];
+    assert_eq!(p["split_ids"]["valid"], json!(ids[1]));
+    assert_eq!(p["split_ids"]["test"], json!(ids[2]));
+    assert!(p["split_ids"].get("column").is_none(), "{p}");
+    let counts = ids.clone().map(|v| v.len());
+    assert_eq!(
+        report["rows"],
+        json!({"train": counts[0], "valid": counts[1], "test": counts[2]})
+    );
+    assert_eq!(report["test"]["rows"], json!(counts[2]));
+    for ((split, path), rows) in ["train", "valid", "test"].iter().zip(files).zip(counts) {
+        let f = &p["split_files"][split];
+        assert_eq!(f["path"], json!(path.to_str().unwrap()), "{split}");
+        assert_eq!(f["rows"], json!(rows), "{split}");
+        assert_eq!(f["sha256"].as_str().unwrap().len(), 64, "{split}");
+    }
+    let config = read_json(&run.join("config.json"))["config"].clone();
+    assert_eq!(
+        config["split_files"],
+        json!({
+            "train": train_csv.to_str().unwrap(),
+            "valid": valid_csv.to_str().unwrap(),
+            "test": test_csv.to_str().unwrap(),
+        })
+    );
+
+    // --resume reads the same files and tests on the same rows.
+    let (code, _, stderr) = valor(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let again = read_json(&run.join("report.json"));
+    assert_eq!(again["provenance"]["split_ids"], p["split_ids"]);
+    assert_eq!(again["provenance"]["split_files"], p["split_files"]);
+    // ... and stops, naming the file, when one changed.
+    let mut changed = valid.clone();
+    changed.pop();
+    std::fs::write(&valid_csv, format!("{header}\n{}\n", changed.join("\n"))).unwrap();
+    let (code, _, stderr) = valor(&["train", "--resume", run.to_str().unwrap(), "--quiet"]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("valid.csv") && stderr.contains("changed since the run started"),
+        "{stderr}"
+    );
+    std::fs::write(&valid_csv, format!("{header}\n{}\n", valid.join("\n"))).unwrap();
+
+    // Three files or none; never with --data or another split.
+    for (extra, want) in [
+        (vec!["--data", data.as_str()], "drop --data"),
+        (vec!["--split-col", "label"], "drop --split-col"),
+        (vec!["--split", "0.8,0.1,0.1"], "drop --split"),
+    ] {
+        let out = tmp.path().join("refused");
+        let (code, _, stderr) = train_on_files(files, &out, &extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
+        assert!(!out.exists());
+    }
+    let out = tmp.path().join("two-files");
+    let (code, _, stderr) = valor(&[
+        "train",
+        "--train",
+        train_csv.to_str().unwrap(),
+        "--test",
+        test_csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--valid missing"), "{stderr}");
+    assert!(!out.exists());
+
+    // A column the test file lacks: the error names the file and the column.
+    // (The last column: quoted texts with commas come before it.)
+    let last = *columns.last().unwrap();
+    let drop_last = |line: &str| -> String { line.rsplit_once(',').unwrap().0.to_string() };
+    let short: Vec<String> = test.iter().map(|l| drop_last(l)).collect();
+    let short_csv = write("short-test.csv", &drop_last(&header), &short);
+    let out = tmp.path().join("short");
+    let (code, _, stderr) = train_on_files(
+        [
+            train_csv.as_path(),
+            valid_csv.as_path(),
+            short_csv.as_path(),
+        ],
+        &out,
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    let missing = format!("no column `{last}`");
+    for want in ["short-test.csv", missing.as_str(), "train.csv"] {
+        assert!(stderr.contains(want), "{want}: {stderr}");
+    }
+    assert!(!out.exists());
 }

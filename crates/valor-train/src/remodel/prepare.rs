@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use valor_bert::Backend;
-use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset};
+use valor_data::{Dataset, Encoded, TextTokenizer};
 
 use super::{RemodelConfig, invalid, io_err};
 use crate::checkpoint::write_atomic;
@@ -166,8 +166,7 @@ pub(super) fn prepare(config: &RemodelConfig) -> Result<Context> {
             "has no trained model (model/config.json); finish the run first",
         ));
     }
-    let (data, _) = load_dataset(&base.data)?;
-    let splits = crate::splits::run_splits(&base, &data)?;
+    let crate::splits::RunData { data, splits, .. } = crate::splits::load_run_data(&base)?;
     if splits.valid.is_empty() || splits.test.is_empty() {
         return Err(invalid(
             &data.source,
@@ -353,6 +352,7 @@ mod tests {
             fairness_lambda: 0.0,
             total_steps: 0,
             split_ids: None,
+            split_files: None,
         };
         let file = crate::trainer::RunConfigFile::new(
             TrainConfig::scratch(valor_data::builtin_spec(Path::new("data.csv")), "tiny"),

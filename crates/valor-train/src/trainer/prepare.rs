@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use valor_bert::BertConfig;
-use valor_data::{Dataset, Encoded, TextTokenizer, load_dataset};
+use valor_data::{Dataset, Encoded, TextTokenizer};
 
 use super::GIT_COMMIT;
 use super::devices::resolve_devices;
@@ -15,9 +15,9 @@ use super::run_dir::RunDir;
 use crate::checkpoint::write_atomic;
 use crate::config::{ModelSource, TrainConfig, Weighting};
 use crate::error::{Error, Result};
-use crate::report::{Provenance, SplitIds, SplitRows};
+use crate::report::{Provenance, SplitFilesProvenance, SplitIds, SplitRows};
 use crate::schedule::LrSchedule;
-use crate::splits::run_splits;
+use crate::splits::{RunData, load_run_data};
 use crate::weights::{example_weights, joint_groups};
 
 /// One split: its rows, encodings and group ids.
@@ -96,8 +96,13 @@ pub(super) fn prepare(
 ) -> Result<Context> {
     let (plain, shard_devices) = resolve_devices(&config)?;
     let ad = shard_devices[0].clone();
-    let (data, warnings) = load_checked(&config, resumed)?;
-    let splits = run_splits(&config, &data)?;
+    let RunData {
+        data,
+        splits,
+        warnings,
+        files,
+    } = load_checked(&config, resumed)?;
+    let warnings = warnings.iter().map(ToString::to_string).collect();
     if splits.train.is_empty() {
         return Err(Error::Data {
             path: data.source.clone(),
@@ -142,11 +147,12 @@ pub(super) fn prepare(
         model_parameters: parameter_count(&bert_config),
         fairness_lambda: config.fairness.lambda,
         total_steps,
-        split_ids: config.split_column.as_ref().map(|column| SplitIds {
-            column: column.clone(),
+        split_ids: (config.split_column.is_some() || files.is_some()).then(|| SplitIds {
+            column: config.split_column.clone(),
             valid: splits.valid.iter().map(|&i| data.ids[i].clone()).collect(),
             test: splits.test.iter().map(|&i| data.ids[i].clone()).collect(),
         }),
+        split_files: files.map(|[train, valid, test]| SplitFilesProvenance { train, valid, test }),
     };
     let fair_index = fairness_groups
         .iter()
@@ -186,14 +192,12 @@ pub(super) fn prepare(
     })
 }
 
-/// The dataset with its warnings, checked to hold two or more labels and,
-/// on resume, to be the file the run started with.
-fn load_checked(
-    config: &TrainConfig,
-    resumed: Option<&Provenance>,
-) -> Result<(Dataset, Vec<String>)> {
-    let (data, data_warnings) = load_dataset(&config.data)?;
-    let warnings = data_warnings.iter().map(ToString::to_string).collect();
+/// The data and its splits with the warnings as text, checked to hold two
+/// or more labels and, on resume, to be the file (or split files) the run
+/// started with.
+fn load_checked(config: &TrainConfig, resumed: Option<&Provenance>) -> Result<RunData> {
+    let loaded = load_run_data(config)?;
+    let data = &loaded.data;
     if data.num_labels() < 2 {
         return Err(Error::Data {
             path: data.source.clone(),
@@ -206,15 +210,28 @@ fn load_checked(
     if let Some(p) = resumed
         && p.dataset_sha256 != data.sha256
     {
+        // With split files, name the file that changed.
+        let changed = match (&p.split_files, &loaded.files) {
+            (Some(then), Some(now)) => [&then.train, &then.valid, &then.test]
+                .into_iter()
+                .zip(now)
+                .find(|(a, b)| a.sha256 != b.sha256)
+                .map(|(a, b)| (b.path.clone(), a.sha256.clone(), b.sha256.clone())),
+            _ => None,
+        };
+        let (path, then, now) = changed.unwrap_or((
+            data.source.clone(),
+            p.dataset_sha256.clone(),
+            data.sha256.clone(),
+        ));
         return Err(Error::Data {
-            path: data.source.clone(),
+            path,
             message: format!(
-                "the file changed since the run started (SHA-256 {} then, {} now); resume needs the same data",
-                p.dataset_sha256, data.sha256
+                "the file changed since the run started (SHA-256 {then} then, {now} now); resume needs the same data"
             ),
         });
     }
-    Ok((data, warnings))
+    Ok(loaded)
 }
 
 /// The group columns of the fairness objective: the configured ones, else
