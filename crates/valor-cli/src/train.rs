@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use valor_bert::Backend;
+use valor_data::SplitFiles;
 use valor_train::{
     AUTO_CONSTRAINT_BOUND, Constraint, ConstraintKind, Control, Decay, Devices, Event, ModelSource,
     Observer, Outcome as TrainOutcome, Penalty, ProgressBars, SelectMetric, SettingSource,
@@ -126,6 +127,23 @@ pub struct TrainArgs {
     /// and test row ids), so another tool can be measured on the same rows.
     #[arg(long, value_name = "COL", conflicts_with_all = ["split", "split_seed"])]
     pub split_col: Option<String>,
+    /// The training split as a file of its own, with --valid and --test:
+    /// every row of each file is exactly that split (no row is drawn or
+    /// moved), read with the same column flags; the three files need the
+    /// same columns. Replaces --data, --split, --split-seed and
+    /// --split-col. config.json records the files (so --resume reads them
+    /// again) and report.json's provenance says which file each split came
+    /// from, with its SHA-256.
+    #[arg(long = "train", value_name = "FILE")]
+    pub train_file: Option<PathBuf>,
+    /// The validation split's file (with --train and --test): the epoch is
+    /// selected on its rows.
+    #[arg(long = "valid", value_name = "FILE")]
+    pub valid_file: Option<PathBuf>,
+    /// The test split's file (with --train and --valid): the chosen model
+    /// is tested on its rows.
+    #[arg(long = "test", value_name = "FILE")]
+    pub test_file: Option<PathBuf>,
 
     /// Take the fairness objective from the [train] table of this
     /// values.toml: `fairness_lambda` (λ) and `fairness_penalty`. The flags
@@ -339,6 +357,9 @@ impl TrainArgs {
             ("--split", self.split.is_some()),
             ("--split-seed", self.split_seed.is_some()),
             ("--split-col", self.split_col.is_some()),
+            ("--train", self.train_file.is_some()),
+            ("--valid", self.valid_file.is_some()),
+            ("--test", self.test_file.is_some()),
             ("--fairness-lambda", self.fairness_lambda.is_some()),
             ("--fairness-penalty", self.fairness_penalty.is_some()),
             ("--fairness-group", !self.fairness_groups.is_empty()),
@@ -370,9 +391,56 @@ impl TrainArgs {
         .collect()
     }
 
+    /// The split files of --train, --valid and --test: all three or none,
+    /// and never with --data or another way of splitting.
+    fn split_files(&self) -> Result<Option<SplitFiles>> {
+        let given = [
+            ("--train", &self.train_file),
+            ("--valid", &self.valid_file),
+            ("--test", &self.test_file),
+        ];
+        if given.iter().all(|(_, f)| f.is_none()) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = given
+            .iter()
+            .filter(|(_, f)| f.is_none())
+            .map(|(name, _)| *name)
+            .collect();
+        anyhow::ensure!(
+            missing.is_empty(),
+            "split files come as three: --train, --valid and --test; {} missing",
+            missing.join(" and ")
+        );
+        let other: Vec<&str> = [
+            ("--data", self.data.is_some()),
+            ("--split", self.split.is_some()),
+            ("--split-seed", self.split_seed.is_some()),
+            ("--split-col", self.split_col.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
+        anyhow::ensure!(
+            other.is_empty(),
+            "--train, --valid and --test give the data and its splits, row for row; drop {} (the column flags and --spec still say which column is what)",
+            other.join(", ")
+        );
+        let file = |f: &Option<PathBuf>| f.clone().expect("checked above");
+        Ok(Some(SplitFiles {
+            train: file(&self.train_file),
+            valid: file(&self.valid_file),
+            test: file(&self.test_file),
+        }))
+    }
+
     /// The validated run configuration the flags describe.
     pub fn to_config(&self) -> Result<TrainConfig> {
-        let spec = self.columns.resolve(self.data.clone(), "--data")?;
+        let split_files = self.split_files()?;
+        let spec = match &split_files {
+            Some(files) => self.columns.resolve(Some(files.train.clone()), "--train")?,
+            None => self.columns.resolve(self.data.clone(), "--data")?,
+        };
         let mut c = match &self.model {
             Some(dir) => TrainConfig::pretrained(spec, dir.clone()),
             None => TrainConfig::scratch(spec, self.arch.as_deref().unwrap_or("tiny")),
@@ -415,6 +483,7 @@ impl TrainArgs {
             c.lora = Some(valor_bert::lora::LoraConfig::parse(spec).context("--lora")?);
         }
         c.split_column.clone_from(&self.split_col);
+        c.split_files = split_files;
         if let Some(s) = &self.split {
             anyhow::ensure!(
                 s.len() == 3,
@@ -426,6 +495,9 @@ impl TrainArgs {
         if let Some(path) = &self.values {
             let spec = ValuesSpec::from_path(path)
                 .with_context(|| format!("reading --values {}", path.display()))?;
+            for warning in spec.warnings() {
+                eprintln!("warning: {warning}");
+            }
             let t = spec.train();
             anyhow::ensure!(
                 t.fairness_lambda.is_some()
@@ -600,6 +672,14 @@ impl Observer for CliObserver {
                     "training on {train_rows} rows ({valid_rows} validation, {test_rows} test){devices}, {total_steps} optimizer steps, run folder {}{from}",
                     run_dir.display()
                 );
+                if let Some(files) = &config.split_files {
+                    eprintln!(
+                        "splits from files: train {}, validation {}, test {}",
+                        files.train.display(),
+                        files.valid.display(),
+                        files.test.display()
+                    );
+                }
                 if let Some(lora) = &config.lora {
                     eprintln!(
                         "LoRA r={} alpha={} dropout={} on {}: only the adapters and the head train",
@@ -792,6 +872,17 @@ fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {
         }
     }
     writeln!(out, "  {:<44} {:.0}", "training time, s", r.train_seconds)?;
+    if let Some(f) = &r.provenance.split_files {
+        writeln!(out, "splits from files:")?;
+        for (split, file) in [("train", &f.train), ("valid", &f.valid), ("test", &f.test)] {
+            writeln!(
+                out,
+                "  {split:<6} {} ({} rows)",
+                file.path.display(),
+                file.rows
+            )?;
+        }
+    }
     if let Some(c) = &r.constraints {
         writeln!(
             out,

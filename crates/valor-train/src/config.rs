@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use valor_bert::Backend;
-use valor_data::{DatasetSpec, SplitConfig};
+use valor_data::{DatasetSpec, SplitConfig, SplitFiles};
 
 use crate::constraint::Constraint;
 use crate::error::{Error, Result};
@@ -433,6 +433,11 @@ pub struct TrainConfig {
     /// `valid`, `test`) instead of drawing it from `split`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_column: Option<String>,
+    /// Take the splits from three files instead (`--train`, `--valid`,
+    /// `--test`), row for row: `data` holds the columns (its `path` is the
+    /// training file) and every file is read with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_files: Option<SplitFiles>,
     /// Data rows (0-based, file order) this run leaves out of every split:
     /// `valor remodel`'s retrainings leave out the validation rows it keeps
     /// for choosing among its candidates, so they choose their epoch on
@@ -521,6 +526,7 @@ impl TrainConfig {
             data,
             split: SplitConfig::default(),
             split_column: None,
+            split_files: None,
             held_out_rows: Vec::new(),
             model: ModelSource::Scratch(ScratchModel::preset(preset)),
             max_len: 128,
@@ -638,6 +644,7 @@ impl TrainConfig {
         non_negative("fairness.lambda", self.fairness.lambda)?;
         non_negative("early_stopping_min_delta", self.early_stopping_min_delta)?;
         self.validate_constraints()?;
+        self.validate_split_files()?;
         if !(self.adam_eps.is_finite() && self.adam_eps > 0.0) {
             return Err(Error::config(
                 "adam_eps",
@@ -714,6 +721,33 @@ impl TrainConfig {
                     return Err(Error::config(field, "must be at least 1"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Split files exclude a split column, and the data's path is the
+    /// training file.
+    fn validate_split_files(&self) -> Result<()> {
+        let Some(files) = &self.split_files else {
+            return Ok(());
+        };
+        if let Some(column) = &self.split_column {
+            return Err(Error::config(
+                "split_files",
+                format!(
+                    "are given together with the split column `{column}`; take the splits from the files or from the column, not both"
+                ),
+            ));
+        }
+        if self.data.path != files.train {
+            return Err(Error::config(
+                "data.path",
+                format!(
+                    "is {} but the training split file is {}; with split files the data path is the training file",
+                    self.data.path.display(),
+                    files.train.display()
+                ),
+            ));
         }
         Ok(())
     }
