@@ -343,6 +343,34 @@ pub fn configure_precision(device: &Device, precision: GpuPrecision) -> Result<(
     }
 }
 
+/// Readies the devices of `backend` for a model run at `precision`, before
+/// anything is loaded or created on them: on `wgpu` and `cuda`, each device's
+/// float dtype ([`Precision::gpu`](crate::Precision::gpu) through
+/// [`configure_precision`]; int8 is refused, its kernels are the CPU's); on
+/// the CPU nothing but a check (f16 is refused; bf16 and int8 pack the
+/// encoder's Linear weights after loading, [`crate::lowp::apply`]).
+pub fn prepare_precision(
+    backend: Backend,
+    devices: &[Device],
+    precision: crate::Precision,
+) -> Result<()> {
+    if backend == Backend::Cpu {
+        return match precision {
+            crate::Precision::F16 => Err(Error::PrecisionBackend {
+                precision: precision.name(),
+            }),
+            _ => Ok(()),
+        };
+    }
+    let gpu = precision.gpu().ok_or(Error::PrecisionCpuOnly {
+        precision: precision.name(),
+        backend: backend.name(),
+    })?;
+    devices
+        .iter()
+        .try_for_each(|device| configure_precision(device, gpu))
+}
+
 /// Whether `device` is the CPU (flex) device, with or without autodiff.
 fn is_cpu(device: &Device) -> bool {
     crate::host::is_flex(device)

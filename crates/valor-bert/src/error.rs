@@ -96,6 +96,15 @@ pub enum Error {
          on the CPU, --precision bf16|int8 picks the encoder's Linear kernels instead"
     )]
     PrecisionBackend { precision: &'static str },
+    /// A CPU kernel precision (int8) asked of a GPU backend.
+    #[error(
+        "--precision {precision} runs on the CPU backend's kernels, not on {backend}; \
+         on a GPU backend choose fp32, bf16 or f16 (the device's float dtype)"
+    )]
+    PrecisionCpuOnly {
+        precision: &'static str,
+        backend: &'static str,
+    },
     /// The device cannot compute in the dtype asked for.
     #[error(
         "the device `{device}` does not support {precision} ({dtype}) arithmetic \

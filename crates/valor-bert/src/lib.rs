@@ -64,7 +64,7 @@ mod save;
 pub use attention::{BertAttention, mask_bias};
 pub use backend::{
     Backend, GpuPrecision, TEST_BACKEND_ENV, autodiff_device, configure_precision, device,
-    device_count, device_name, devices, with_device_rng,
+    device_count, device_name, devices, prepare_precision, with_device_rng,
 };
 pub use classifier::{BertForSequenceClassification, cross_entropy};
 pub use config::{Activation, BertConfig, DEFAULT_NUM_LABELS};

@@ -49,8 +49,13 @@ pub enum Precision {
     /// f32 weights and products (burn's GEMM): the reference.
     #[default]
     Fp32,
-    /// bf16 weights and activations, f32 accumulation.
+    /// On the CPU, bf16 weights and activations with f32 accumulation in
+    /// the encoder's Linear layers; on a GPU backend, the device's float
+    /// dtype ([`crate::GpuPrecision::Bf16`]).
     Bf16,
+    /// The device's float dtype f16 on a GPU backend
+    /// ([`crate::GpuPrecision::F16`]); refused on the CPU.
+    F16,
     /// int8 weights per output channel, int8 activations per row, i32
     /// accumulation.
     Int8,
@@ -62,16 +67,31 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
             Precision::Int8 => "int8",
         }
     }
 
-    /// The instruction set its kernels run on here (`burn` for f32).
+    /// The instruction set its CPU kernels run on here (`burn-flex` for
+    /// f32; f16 has none: it is a GPU precision).
     pub fn kernel(self) -> &'static str {
         match self {
             Precision::Fp32 => "burn-flex",
             Precision::Bf16 => valor_kernels::Isa::detect_bf16().name(),
+            Precision::F16 => "none (a GPU precision)",
             Precision::Int8 => valor_kernels::Isa::detect_int8().name(),
+        }
+    }
+
+    /// The float dtype it selects on a GPU backend: fp32, bf16 and f16 are
+    /// the device's whole-model dtype ([`crate::configure_precision`]);
+    /// int8 has none (its kernels are the CPU's).
+    pub fn gpu(self) -> Option<crate::GpuPrecision> {
+        match self {
+            Precision::Fp32 => Some(crate::GpuPrecision::Fp32),
+            Precision::Bf16 => Some(crate::GpuPrecision::Bf16),
+            Precision::F16 => Some(crate::GpuPrecision::F16),
+            Precision::Int8 => None,
         }
     }
 }
@@ -89,9 +109,10 @@ impl std::str::FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" => Ok(Precision::Fp32),
             "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
             "int8" => Ok(Precision::Int8),
             _ => Err(format!(
-                "unknown precision `{s}`; expected fp32, bf16 or int8"
+                "unknown precision `{s}`; expected fp32, bf16, f16 (GPU backends) or int8 (CPU)"
             )),
         }
     }
@@ -153,8 +174,14 @@ pub fn apply(
     model: BertForSequenceClassification,
     precision: Precision,
 ) -> Result<BertForSequenceClassification> {
-    if precision == Precision::Fp32 {
-        return Ok(model);
+    match precision {
+        Precision::Fp32 => return Ok(model),
+        Precision::F16 => {
+            return Err(Error::PrecisionBackend {
+                precision: precision.name(),
+            });
+        }
+        Precision::Bf16 | Precision::Int8 => {}
     }
     // Weights loaded from a quantised folder carry their stored integers;
     // take them off (burn would keep them over the packed weights).
@@ -240,7 +267,7 @@ impl Reparameterizer for &mut Pack {
             }
             (Precision::Int8, None) => PackedI8::pack(&t, n, k).map(Packed::Int8),
             (Precision::Bf16, _) => PackedBf16::pack(&t, n, k).map(Packed::Bf16),
-            (Precision::Fp32, _) => return (param, None),
+            (Precision::Fp32 | Precision::F16, _) => return (param, None),
         };
         match packed {
             Ok(p) => (

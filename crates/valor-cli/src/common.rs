@@ -218,3 +218,16 @@ impl MonitorFlags {
         out
     }
 }
+
+/// What `--precision` means on `backend`, for the line a command prints
+/// when it runs in another precision than fp32.
+pub fn precision_note(backend: valor_bert::Backend, precision: valor_bert::Precision) -> String {
+    if backend == valor_bert::Backend::Cpu {
+        format!("encoder Linear layers on {} kernels", precision.kernel())
+    } else {
+        format!(
+            "the {} device computes the whole model in {precision} (its float dtype)",
+            backend.name()
+        )
+    }
+}

@@ -116,6 +116,12 @@ pub struct ExplainArgs {
     /// Compute backend: cpu, wgpu, cuda.
     #[arg(long, value_name = "NAME", default_value = "cpu")]
     pub backend: Backend,
+    /// Arithmetic, as `valor predict --precision`: on wgpu and cuda fp32,
+    /// bf16 or f16 (the device's float dtype, gradients included); on the
+    /// CPU fp32 for integrated gradients (the bf16 and int8 kernels have
+    /// no gradients) and fp32, bf16 or int8 for rollout and occlusion.
+    #[arg(long, value_name = "P", default_value = "fp32")]
+    pub precision: valor_bert::Precision,
     /// Maximum tokens per text.
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_len: usize,
@@ -447,13 +453,21 @@ pub fn run(args: ExplainArgs) -> Result<Outcome> {
         let inputs: Vec<&Path> = args.input.iter().map(PathBuf::as_path).collect();
         crate::common::check_output(out, &inputs, args.overwrite)?;
     }
-    let clf = Classifier::load_with_adapter(
+    let clf = Classifier::load_at(
         &args.model,
         args.adapter.as_deref(),
         args.backend,
         args.max_len,
         args.method == Method::Ig,
+        args.precision,
     )?;
+    if args.precision != valor_bert::Precision::Fp32 {
+        eprintln!(
+            "precision {}: {}",
+            args.precision,
+            crate::common::precision_note(args.backend, args.precision)
+        );
+    }
     let labels = clf.labels().to_vec();
     let mut exps = Vec::new();
     if let Some(text) = &args.text {

@@ -75,9 +75,11 @@ pub struct PredictArgs {
     /// where the CPU has it) or int8 (weights int8 per output channel,
     /// activations int8 per row, as PyTorch's dynamic quantisation;
     /// AVX512-VNNI where the CPU has it). Faster, and within a small
-    /// tolerance of fp32 (README). Not with --explain. Default: int8 for a
-    /// folder `valor quantize` wrote (its stored int8 weights on the int8
-    /// kernels; fp32 computes with them dequantised), fp32 otherwise.
+    /// tolerance of fp32 (README). Not with --explain on the CPU. On wgpu
+    /// and cuda: fp32, bf16 or f16, the device's float dtype for the whole
+    /// model. Default: int8 for a folder `valor quantize` wrote (its stored
+    /// int8 weights on the int8 kernels; fp32 computes with them
+    /// dequantised), fp32 otherwise.
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,
     /// Texts per forward pass.
@@ -340,14 +342,14 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
             args.adapter.is_none() && !args.explain,
         )?,
     };
-    let clf = Classifier::load_with_adapter(
+    let clf = Classifier::load_at(
         &args.model,
         args.adapter.as_deref(),
         args.backend,
         args.max_len,
         args.explain,
-    )?
-    .with_precision(precision)?;
+        precision,
+    )?;
     if precision != Precision::Fp32 {
         let why = if args.precision.is_none() {
             " (the default for a folder `valor quantize` wrote: its stored int8 weights; \
@@ -356,8 +358,8 @@ pub fn run(args: PredictArgs) -> Result<Outcome> {
             ""
         };
         eprintln!(
-            "precision {precision}{why}: encoder Linear layers on {} kernels",
-            precision.kernel()
+            "precision {precision}{why}: {}",
+            crate::common::precision_note(args.backend, precision)
         );
     }
     let labels = clf.labels().to_vec();

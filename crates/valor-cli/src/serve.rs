@@ -41,8 +41,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", default_value = "cpu")]
     pub backend: Backend,
     /// Arithmetic of the encoder's Linear layers for decisions, as `valor
-    /// predict --precision`: fp32, bf16 or int8 (CPU backend only;
-    /// explanations stay fp32). `/info`'s model_dtype names it. Default:
+    /// predict --precision`: fp32, bf16 or int8 on the CPU (explanations
+    /// stay fp32); fp32, bf16 or f16 on wgpu and cuda (the device's float
+    /// dtype, explanations included). `/info`'s model_dtype names it. Default:
     /// int8 for a folder `valor quantize` wrote (its stored int8 weights,
     /// as `valor predict` runs it), fp32 otherwise.
     #[arg(long, value_name = "P")]

@@ -243,6 +243,11 @@ pub struct TrainArgs {
     /// [default: cpu].
     #[arg(long, value_name = "NAME")]
     pub backend: Option<Backend>,
+    /// The training devices' float dtype: fp32, or bf16/f16 on wgpu and
+    /// cuda (the whole model, optimizer state included, in that dtype: burn
+    /// has no mixed precision). The CPU trains in fp32 [default: fp32].
+    #[arg(long, value_name = "P")]
+    pub precision: Option<valor_bert::Precision>,
     /// Data-parallel training: N (the backend's first N devices) or a list
     /// of device indices (0,1; one index as `1,`). Each micro-batch is
     /// split across the devices, every device runs forward and backward on
@@ -382,6 +387,7 @@ impl TrainArgs {
             ("--checkpoint-every", self.checkpoint_every.is_some()),
             ("--keep-last", self.keep_last.is_some()),
             ("--backend", self.backend.is_some()),
+            ("--precision", self.precision.is_some()),
             ("--devices", self.devices.is_some()),
             ("--lora", self.lora.is_some()),
             ("--values", self.values.is_some()),
@@ -465,6 +471,7 @@ impl TrainArgs {
         set(&mut c.keep_last, self.keep_last);
         set(&mut c.early_stopping_min_delta, self.min_delta);
         set(&mut c.backend, self.backend);
+        set(&mut c.precision, self.precision);
         set(&mut c.devices, self.devices.clone());
         if let Some(d) = self.schedule {
             c.decay = match d {

@@ -38,8 +38,9 @@ pub struct EngineConfig {
     /// A PEFT LoRA adapter folder on top of `model_dir`.
     pub adapter: Option<PathBuf>,
     pub backend: Backend,
-    /// Arithmetic of the encoder's Linear layers for decisions
-    /// (explanations stay fp32: they need gradients).
+    /// Arithmetic of the encoder's Linear layers for decisions on the CPU
+    /// (explanations stay fp32: they need gradients); on a GPU backend the
+    /// device's float dtype, for decisions and explanations alike.
     pub precision: Precision,
     /// Maximum tokens per text.
     pub max_len: usize,
@@ -197,8 +198,17 @@ type Loaded = (Classifier, Option<Classifier>, ModelInfo);
 fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
     let dir = &config.model_dir;
     let adapter = config.adapter.as_deref();
-    let model = Classifier::load_with_adapter(dir, adapter, config.backend, config.max_len, false)?
-        .with_precision(config.precision)?;
+    let model = Classifier::load_at(
+        dir,
+        adapter,
+        config.backend,
+        config.max_len,
+        false,
+        config.precision,
+    )?;
+    // The explainer is differentiated: fp32 on the CPU (its low-precision
+    // kernels have no gradients); on a GPU it shares the device, and with it
+    // the device's float dtype.
     let explainer = if config.explain {
         Some(Classifier::load_with_adapter(
             dir,

@@ -744,6 +744,7 @@ async fn info(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
         "model_dtype": match info.precision {
             valor_bert::Precision::Fp32 => "float32",
             valor_bert::Precision::Bf16 => "bfloat16",
+            valor_bert::Precision::F16 => "float16",
             valor_bert::Precision::Int8 => "int8",
         },
         "model_type": {"classifier": {"id2label": id2label, "label2id": label2id}},

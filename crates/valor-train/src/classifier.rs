@@ -140,22 +140,52 @@ impl Classifier {
         })
     }
 
-    /// Runs the encoder's Linear layers in `precision` at inference on the
-    /// CPU (`valor_bert::lowp`: int8 or bf16 kernels, weights packed once
-    /// here); [`Precision::Fp32`](valor_bert::Precision::Fp32) changes
-    /// nothing. Refused on an autodiff device (explanations need f32
-    /// gradients) and on other backends than the CPU, where the kernels do
-    /// not run.
+    /// [`load_with_adapter`](Self::load_with_adapter) at `precision`: on a
+    /// GPU backend the device computes in its float dtype (fp32, bf16 or
+    /// f16, set before the model is loaded: `valor_bert::prepare_precision`);
+    /// on the CPU, bf16 and int8 pack the encoder's Linear weights
+    /// ([`with_precision`](Self::with_precision)).
+    pub fn load_at(
+        dir: &Path,
+        adapter: Option<&Path>,
+        backend: Backend,
+        max_len: usize,
+        autodiff: bool,
+        precision: valor_bert::Precision,
+    ) -> Result<Self> {
+        valor_bert::prepare_precision(backend, &[valor_bert::device(backend)?], precision)?;
+        Self::load_with_adapter(dir, adapter, backend, max_len, autodiff)?.with_precision(precision)
+    }
+
+    /// Runs the model in `precision`. On the CPU: the encoder's Linear
+    /// layers at inference (`valor_bert::lowp`: int8 or bf16 kernels,
+    /// weights packed once here), refused on an autodiff device
+    /// (explanations need f32 gradients) and for f16 (a GPU precision);
+    /// [`Precision::Fp32`](valor_bert::Precision::Fp32) changes nothing. On
+    /// a GPU backend the precision is the device's float dtype, which must
+    /// have been set before loading ([`load_at`](Self::load_at)): this checks
+    /// that it was.
     pub fn with_precision(mut self, precision: valor_bert::Precision) -> Result<Self> {
+        let cpu = valor_bert::lowp::runs_on(&self.device.clone().without_autodiff());
+        if !cpu {
+            let gpu = precision
+                .gpu()
+                .ok_or_else(|| valor_bert::Error::PrecisionCpuOnly {
+                    precision: precision.name(),
+                    backend: "a GPU backend",
+                })?;
+            valor_bert::configure_precision(&self.device, gpu)?;
+            return Ok(self);
+        }
         if precision == valor_bert::Precision::Fp32 {
             return Ok(self);
         }
-        if !valor_bert::lowp::runs_on(&self.device) {
+        if precision != valor_bert::Precision::F16 && self.device.is_autodiff() {
             return Err(Error::Invalid {
                 path: self.dir.clone(),
                 message: format!(
                     "--precision {precision} runs on the CPU backend for predictions only \
-                     (not with explanations or on a GPU); use --precision fp32"
+                     (not with explanations); use --precision fp32"
                 ),
             });
         }

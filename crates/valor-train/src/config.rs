@@ -494,11 +494,21 @@ pub struct TrainConfig {
     /// existed read as one device.
     #[serde(default, skip_serializing_if = "Devices::is_single")]
     pub devices: Devices,
+    /// The float dtype of the training devices: fp32 (the default; the only
+    /// one on the CPU), or bf16/f16 on wgpu and cuda, where the whole model
+    /// (weights, activations, gradients, optimizer state) takes the device's
+    /// dtype (burn 0.22 has no mixed precision, so no f32 master weights).
+    #[serde(default, skip_serializing_if = "is_fp32")]
+    pub precision: valor_bert::Precision,
     /// Train LoRA adapters (and the head) instead of every weight; the run
     /// folder gets the adapter in PEFT's format (`adapter/`) beside the
     /// merged model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<valor_bert::lora::LoraConfig>,
+}
+
+fn is_fp32(p: &valor_bert::Precision) -> bool {
+    *p == valor_bert::Precision::Fp32
 }
 
 mod backend_name {
@@ -554,6 +564,7 @@ impl TrainConfig {
             length_window_batches: 50,
             backend: Backend::Cpu,
             devices: Devices::Count(1),
+            precision: valor_bert::Precision::Fp32,
             lora: None,
         }
     }
@@ -583,6 +594,27 @@ impl TrainConfig {
                 Ok(())
             }
         };
+        match (self.backend, self.precision) {
+            (_, valor_bert::Precision::Fp32) => {}
+            (Backend::Cpu, p) => {
+                return Err(Error::config(
+                    "precision",
+                    format!(
+                        "training on the CPU runs in fp32 ({p} is an inference precision there: \
+                         `valor predict --precision {p}`); bf16 and f16 train on wgpu and cuda, \
+                         as the device's float dtype"
+                    ),
+                ));
+            }
+            (_, valor_bert::Precision::Int8) => {
+                return Err(Error::config(
+                    "precision",
+                    "int8 is an inference precision of the CPU backend; on a GPU backend \
+                     train in fp32, bf16 or f16",
+                ));
+            }
+            (_, valor_bert::Precision::Bf16 | valor_bert::Precision::F16) => {}
+        }
         if let Some(lora) = &self.lora {
             lora.validate()
                 .map_err(|e| Error::config("lora", e.to_string()))?;

@@ -20,7 +20,9 @@
 
 use std::process::Command;
 
-use valor_bert::{Backend, Error, GpuPrecision, LoadOptions, configure_precision};
+use valor_bert::{
+    Backend, Error, GpuPrecision, LoadOptions, Precision, configure_precision, prepare_precision,
+};
 use valor_testkit::shared_dir;
 
 use crate::common::{self, fixture, minilm, read_tensor, reference_input};
@@ -61,12 +63,28 @@ fn half_precision_logits_stay_close_to_the_fp32_fixture() {
             );
         }
         configure_precision(&device, GpuPrecision::Fp32).unwrap();
+        // The CLI's entry (`--precision`): f16 is refused on the CPU; bf16
+        // and int8 are the CPU's packed kernels, applied after loading.
+        let e =
+            prepare_precision(backend, std::slice::from_ref(&device), Precision::F16).unwrap_err();
+        assert!(matches!(e, Error::PrecisionBackend { .. }), "{e}");
+        for p in [Precision::Fp32, Precision::Bf16, Precision::Int8] {
+            prepare_precision(backend, std::slice::from_ref(&device), p).unwrap();
+        }
         return;
     }
     if let Ok(p) = std::env::var(CHILD_ENV) {
         child(p.parse().unwrap());
         return;
     }
+    // int8 is the CPU's kernels: a GPU backend refuses it, naming both,
+    // without touching the device's dtype.
+    let e = prepare_precision(backend, &[common::device()], Precision::Int8).unwrap_err();
+    assert!(matches!(e, Error::PrecisionCpuOnly { .. }), "{e}");
+    assert!(
+        e.to_string().contains("int8") && e.to_string().contains(backend.name()),
+        "{e}"
+    );
     for p in [GpuPrecision::F16, GpuPrecision::Bf16] {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
@@ -92,7 +110,14 @@ fn child(precision: GpuPrecision) {
     let shared = shared_dir();
     let device = common::device();
     let name = valor_bert::device_name(&device);
-    match configure_precision(&device, precision) {
+    // Through the CLI's entry: `--precision f16|bf16` on a GPU backend.
+    let cli_precision = match precision {
+        GpuPrecision::F16 => Precision::F16,
+        GpuPrecision::Bf16 => Precision::Bf16,
+        GpuPrecision::Fp32 => Precision::Fp32,
+    };
+    let backend = Backend::from_env().unwrap();
+    match prepare_precision(backend, std::slice::from_ref(&device), cli_precision) {
         Ok(()) => {}
         Err(e @ Error::PrecisionUnsupported { .. }) => {
             // A refusal must say which device and which dtype.

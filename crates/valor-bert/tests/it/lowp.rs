@@ -110,9 +110,20 @@ fn packed_weights_change_nothing_under_autodiff() {
 
 #[test]
 fn precision_names_parse_and_unknown_ones_are_refused() {
-    for p in [Precision::Fp32, Precision::Bf16, Precision::Int8] {
+    for p in [
+        Precision::Fp32,
+        Precision::Bf16,
+        Precision::F16,
+        Precision::Int8,
+    ] {
         assert_eq!(p.name().parse::<Precision>().unwrap(), p);
     }
-    let err = "fp16".parse::<Precision>().unwrap_err();
-    assert!(err.contains("fp32, bf16 or int8"), "{err}");
+    assert_eq!("FP16".parse::<Precision>().unwrap(), Precision::F16);
+    assert_eq!(Precision::Int8.gpu(), None);
+    assert_eq!(Precision::F16.gpu(), Some(valor_bert::GpuPrecision::F16));
+    let err = "fp8".parse::<Precision>().unwrap_err();
+    assert!(
+        err.contains("fp32, bf16, f16 (GPU backends) or int8"),
+        "{err}"
+    );
 }

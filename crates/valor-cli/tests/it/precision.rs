@@ -137,9 +137,63 @@ fn predict_precision_is_refused_with_explain_and_unknown_names() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--precision int8"), "{stderr}");
     assert!(!out.exists());
-    let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "fp16"]);
+    let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "fp8"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("fp32, bf16 or int8"), "{stderr}");
+    assert!(stderr.contains("fp32, bf16, f16"), "{stderr}");
+    // f16 is a GPU precision (the device's float dtype): the CPU refuses it
+    // and says what its own precisions are.
+    for p in ["f16", "fp16"] {
+        let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", p]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("--precision f16") && stderr.contains("GPU backends"),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+    }
+    // Explanations by integrated gradients need gradients, which the CPU's
+    // low-precision kernels do not have.
+    let (code, _, stderr) = crate::valor(&[
+        "explain",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "the loan was approved",
+        "--precision",
+        "bf16",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--precision bf16") && stderr.contains("explanations"),
+        "{stderr}"
+    );
+    // Training on the CPU is fp32; the message names what bf16 is there.
+    let data = dir.path().join("data.csv");
+    let (code, _, stderr) = crate::valor(&[
+        "data",
+        "gen",
+        "--rows",
+        "200",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = crate::valor(&[
+        "train",
+        "--quiet",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("training on the CPU runs in fp32") && stderr.contains("wgpu and cuda"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("run").exists());
     // The tiny model runs in int8 too (hidden 128: ragged for the kernels'
     // 64-column panels only in the head, which stays f32).
     let (code, _, stderr) = crate::predict_file(&model, &input, &out, &["--precision", "int8"]);

@@ -12,6 +12,9 @@ pub(super) fn resolve_devices(config: &TrainConfig) -> Result<(Device, Vec<Devic
     let indices = config.devices.indices();
     let shard_devices: Vec<Device> =
         valor_bert::devices(config.backend, &indices).map_err(|e| devices_error(config, e))?;
+    // On a GPU backend the precision is each device's float dtype, set
+    // before the first tensor lands on it (fp32 there checks it is unset).
+    valor_bert::prepare_precision(config.backend, &shard_devices, config.precision)?;
     let plain = shard_devices[0].clone();
     Ok((
         plain,
