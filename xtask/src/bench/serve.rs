@@ -17,7 +17,8 @@
 //!   Valor's offline batched forward on the same sentences (`valor predict`
 //!   at batch 32, timed at two sizes so that start-up cancels out) as the
 //!   ceiling serving should reach; and the cost of API keys + the decision
-//!   log (`--keys`, `--log-dir`) at concurrency 1, p50 with minus without.
+//!   log (`--keys`, `--log-dir`): one client alternating requests between a
+//!   server with both and one without, p50 with minus p50 without.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -72,19 +73,16 @@ pub(super) fn run(
     let keys_s = keys.display().to_string();
     let log_s = log_dir.display().to_string();
     let guarded = ValorServer::start(&valor, &model, &["--keys", &keys_s, "--log-dir", &log_s])?;
-    let with_guard = cell(
-        &guarded.addr,
-        &sentences,
-        1,
-        1,
-        Some(&key),
-        max_requests,
-        seconds,
-    );
-    drop(guarded);
     let plain = ValorServer::start(&valor, &model, &[])?;
-    let without = cell(&plain.addr, &sentences, 1, 1, None, max_requests, seconds);
-    drop(plain);
+    let guard = paired_cost(
+        &guarded.addr,
+        &key,
+        &plain.addr,
+        &sentences,
+        max_requests,
+        seconds * 4.0,
+    );
+    drop((guarded, plain));
 
     let peer = match python {
         Err(why) => json!({"not_run": why}),
@@ -97,22 +95,13 @@ pub(super) fn run(
         }
     };
 
-    let p50 = |c: &Value| c["p50_ms"].as_f64();
-    let guard_cost_us = match (p50(&with_guard), p50(&without)) {
-        (Some(a), Some(b)) => Some(round((a - b) * 1000.0, 1)),
-        _ => None,
-    };
     Ok(json!({
         "model": "all-MiniLM-L6-v2 + hf-parity 3-label head",
         "sentences": "Financial PhraseBank (AllAgree), at most 128 tokens",
         "offline_sentences_per_s": round(offline, 1),
         "valor": {"cells": valor_cells},
         "peer": peer,
-        "auth_and_log": {
-            "with_keys_and_log": with_guard,
-            "without": without,
-            "p50_cost_us": guard_cost_us,
-        },
+        "auth_and_log": guard,
         "bounds": {"max_requests_per_cell": max_requests, "seconds_per_cell": seconds},
     }))
 }
@@ -445,6 +434,78 @@ fn cell(
     }
 }
 
+/// The cost of API keys + the decision log per request: two servers of the
+/// same model up at once, one with `--keys` and `--log-dir` (`guarded`,
+/// called with `key`), one without (`plain`), and one client alternating
+/// between them, the same one-sentence request to each in turn, so both
+/// see the same sentences and the same state of the machine (the p50 of
+/// two separate runs differs by more than the cost from drift alone). At
+/// most `pairs` pairs after a warm-up, and at most `seconds`.
+fn paired_cost(
+    guarded: &str,
+    key: &str,
+    plain: &str,
+    sentences: &[String],
+    pairs: usize,
+    seconds: f64,
+) -> Value {
+    let run = || -> Result<Value> {
+        let mut with = Client::connect(guarded)?;
+        let mut without = Client::connect(plain)?;
+        let bodies: Vec<String> = sentences
+            .iter()
+            .map(|s| json!({"inputs": s, "truncate": true}).to_string())
+            .collect();
+        let time = |client: &mut Client, body: &str, key: Option<&str>| -> Result<f64> {
+            let t = Instant::now();
+            let (status, answer) = client.request("POST", "/predict", Some(body), key)?;
+            if status != 200 {
+                bail!("status {status}: {}", String::from_utf8_lossy(&answer));
+            }
+            Ok(t.elapsed().as_secs_f64())
+        };
+        for body in bodies.iter().take(32) {
+            time(&mut with, body, Some(key))?;
+            time(&mut without, body, None)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, body) in bodies.iter().cycle().take(pairs).enumerate() {
+            if Instant::now() >= deadline {
+                break;
+            }
+            // Alternate which goes first, so neither always follows the other.
+            let (x, y) = if i % 2 == 0 {
+                let x = time(&mut with, body, Some(key))?;
+                (x, time(&mut without, body, None)?)
+            } else {
+                let y = time(&mut without, body, None)?;
+                (time(&mut with, body, Some(key))?, y)
+            };
+            a.push(x);
+            b.push(y);
+            d.push(x - y);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        if d.is_empty() {
+            bail!("no pair was timed");
+        }
+        let n = d.len();
+        let (pa, pb, pd) = (median(&mut a), median(&mut b), median(&mut d));
+        Ok(json!({
+            "pairs": n,
+            "with_keys_and_log": {"p50_ms": round(pa * 1e3, 3)},
+            "without": {"p50_ms": round(pb * 1e3, 3)},
+            "p50_cost_us": round((pa - pb) * 1e6, 1),
+            "median_paired_difference_us": round(pd * 1e6, 1),
+        }))
+    };
+    run().unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+}
+
 /// `conc` client threads sending `total` requests in all (or until
 /// `seconds` pass); the latencies of the 200 answers and the count of others.
 fn load(
@@ -640,8 +701,12 @@ pub(super) fn markdown(s: &Value) -> String {
     }
     let a = &s["auth_and_log"];
     md += &format!(
-        "\nAPI keys + decision log at concurrency 1, one sentence: p50 {} ms with, {} ms without: **{} µs** per request.\n",
-        a["with_keys_and_log"]["p50_ms"], a["without"]["p50_ms"], a["p50_cost_us"]
+        "\nAPI keys + decision log, one client alternating one-sentence requests between a server with `--keys --log-dir` and one without ({} pairs): p50 {} ms with, {} ms without, **{} µs** per request (median of the paired differences {} µs).\n",
+        a["pairs"],
+        a["with_keys_and_log"]["p50_ms"],
+        a["without"]["p50_ms"],
+        a["p50_cost_us"],
+        a["median_paired_difference_us"]
     );
     md
 }
