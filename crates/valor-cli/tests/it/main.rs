@@ -92,11 +92,20 @@ pub fn predict_file(
 /// vocabulary, batches of 16, quiet) on `data` into `out`, with `extra`
 /// flags; returns what [`valor`] does.
 pub fn tiny_train(data: &str, out: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    tiny_train_from(&["--data", data], out, extra)
+}
+
+/// [`tiny_train`] with the data given by the flags `source` (`--data
+/// FILE`, or `--train A --valid B --test C`).
+pub fn tiny_train_from(
+    source: &[&str],
+    out: &std::path::Path,
+    extra: &[&str],
+) -> (i32, String, String) {
     let out = out.to_str().expect("a UTF-8 path");
-    let mut args = vec![
-        "train",
-        "--data",
-        data,
+    let mut args = vec!["train"];
+    args.extend_from_slice(source);
+    args.extend_from_slice(&[
         "--out",
         out,
         "--epochs",
@@ -108,7 +117,7 @@ pub fn tiny_train(data: &str, out: &std::path::Path, extra: &[&str]) -> (i32, St
         "--batch-size",
         "16",
         "--quiet",
-    ];
+    ]);
     args.extend_from_slice(extra);
     valor(&args)
 }

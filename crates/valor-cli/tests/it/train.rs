@@ -689,28 +689,11 @@ fn values_file_sets_constraints() {
 /// settings into `out`, and `extra` flags.
 fn train_on_files(files: [&Path; 3], out: &Path, extra: &[&str]) -> (i32, String, String) {
     let [train, valid, test] = files.map(|p| p.to_str().unwrap().to_string());
-    let mut args = vec![
-        "train",
-        "--train",
-        &train,
-        "--valid",
-        &valid,
-        "--test",
-        &test,
-        "--out",
-        out.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--max-len",
-        "32",
-        "--vocab-size",
-        "300",
-        "--batch-size",
-        "16",
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    valor(&args)
+    crate::tiny_train_from(
+        &["--train", &train, "--valid", &valid, "--test", &test],
+        out,
+        extra,
+    )
 }
 
 /// `--train/--valid/--test`: each file's rows are exactly its split, row
