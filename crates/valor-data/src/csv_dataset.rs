@@ -19,9 +19,16 @@
 //! names the file, row and column of the first problem. So this path never
 //! accepts a file the polars path rejects, and where both accept a file they
 //! build the same dataset (a property test checks both over random files).
+//!
+//! A file is not read into memory whole first: [`read_file`] finds the
+//! chunks' starts with small reads, and each rayon task reads its chunk
+//! into a buffer it reuses and parses it there, so the bytes are copied
+//! once, in parallel, into memory that stays in the cache (reading a
+//! 126 MB file into one fresh buffer cost more than parsing it).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 
 use rayon::prelude::*;
 
@@ -31,6 +38,13 @@ use crate::table::Format;
 
 /// Bytes of records per parallel chunk (at most 8 chunks per thread).
 const CHUNK_BYTES: usize = 1 << 20;
+
+/// Bytes of records per chunk read from a file (no bound on their count:
+/// small enough to stay in the cache between the read and the parse).
+const FILE_CHUNK_BYTES: usize = 1 << 20;
+
+/// The first bytes checked for the signs of a binary file.
+const HEAD_BYTES: usize = 8192;
 
 /// Distinct values an [`Interner`] compares one by one before it hashes.
 const LINEAR: usize = 16;
@@ -46,6 +60,175 @@ pub(crate) fn read(
     read_chunked(spec, format, bytes, CHUNK_BYTES)
 }
 
+/// Why [`read_streamed`] gave up on reading chunk by chunk: the file must
+/// be read whole and through [`read`] (an I/O error, a file that changed
+/// while read, a chunk guessed to start inside quotes, an unusual header).
+#[derive(Debug)]
+struct ReadWhole;
+
+/// [`read`] for the file at `spec.path`, which the caller has found to be
+/// CSV/TSV: the same answer, and `Err` exactly where `std::fs::read` of the
+/// file fails, but read chunk by chunk (see the module documentation).
+pub(crate) fn read_file(
+    spec: &DatasetSpec,
+    format: Format,
+) -> std::io::Result<Option<(Dataset, Vec<Warning>)>> {
+    match read_streamed(spec, format, FILE_CHUNK_BYTES) {
+        Ok(found) => Ok(found),
+        Err(ReadWhole) => Ok(read(spec, format, &std::fs::read(&spec.path)?)),
+    }
+}
+
+fn read_streamed(
+    spec: &DatasetSpec,
+    format: Format,
+    chunk_bytes: usize,
+) -> Result<Option<(Dataset, Vec<Warning>)>, ReadWhole> {
+    if !matches!(format, Format::Csv | Format::Tsv) || spec.preset.is_some() {
+        return Ok(None);
+    }
+    let Ok(file) = File::open(&spec.path) else {
+        return Err(ReadWhole);
+    };
+    let len = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return Err(ReadWhole),
+    };
+    let mut head = Vec::new();
+    let head_len = len.min(HEAD_BYTES as u64);
+    if read_at(&file, &mut head, 0, head_len).is_err() || head.len() as u64 != head_len {
+        return Err(ReadWhole);
+    }
+    if looks_binary(&head) {
+        return Ok(None);
+    }
+    // A header longer than the head, or none: the whole-file path decides.
+    let Some(header_end) = head.iter().position(|&b| b == b'\n').map(|k| k + 1) else {
+        return Err(ReadWhole);
+    };
+    let sep = separator(format);
+    let Some(plan) = std::str::from_utf8(&head[..header_end - 1])
+        .ok()
+        .and_then(|h| Plan::new(spec, &header_names(h, sep)?, sep))
+    else {
+        return Ok(None);
+    };
+    let Ok(bounds) = file_chunk_bounds(&file, header_end as u64, len, chunk_bytes) else {
+        return Err(ReadWhole);
+    };
+    let parsed: Vec<Result<Part, Stop>> = bounds
+        .par_windows(2)
+        .map_init(Vec::new, |buf, w| {
+            match read_at(&file, buf, w[0], w[1] - w[0]) {
+                // Shorter than found before: the file changed while read.
+                Ok(()) if buf.len() as u64 == w[1] - w[0] => parse_chunk(buf, &plan),
+                _ => Err(Stop::Io),
+            }
+        })
+        .collect();
+    // A file that grew while read: read it again, whole.
+    if read_at(&file, &mut head, len, 1).map_or(true, |()| !head.is_empty()) {
+        return Err(ReadWhole);
+    }
+    match join(parsed) {
+        Ok(parts) => Ok(build(spec, &plan, parts)),
+        Err(Stop::Decline) => Ok(None),
+        Err(Stop::Unterminated | Stop::Io) => Err(ReadWhole),
+    }
+}
+
+/// Fills `buf` with the `n` bytes of `file` at `offset`, or with fewer
+/// where the file ends first (the caller checks `buf.len()`).
+fn read_at(file: &File, buf: &mut Vec<u8>, offset: u64, n: u64) -> std::io::Result<()> {
+    let n = usize::try_from(n).map_err(std::io::Error::other)?;
+    if buf.capacity() < n {
+        // Not `resize`: growing in place would copy the old bytes first.
+        *buf = Vec::with_capacity(n + n / 8);
+    }
+    buf.resize(n, 0);
+    let mut filled = 0;
+    while filled < n {
+        match read_some_at(file, &mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(k) => filled += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(())
+}
+
+#[cfg(unix)]
+fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_some_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+/// Where the chunks of the body (`from..len` of `file`) start, plus `len`:
+/// [`chunk_bounds`]' rule, each start found by reading from its guess.
+fn file_chunk_bounds(
+    file: &File,
+    from: u64,
+    len: u64,
+    chunk_bytes: usize,
+) -> std::io::Result<Vec<u64>> {
+    let body = len - from;
+    let chunks = (body / chunk_bytes.max(1) as u64).max(1);
+    let mut bounds = Vec::with_capacity(usize::try_from(chunks).map_or(0, |c| c + 1));
+    bounds.push(from);
+    let mut window = Vec::new();
+    for i in 1..chunks {
+        let mut at = (from + body * i / chunks).max(*bounds.last().expect("non-empty"));
+        let start = loop {
+            read_at(file, &mut window, at, 512)?;
+            if let Some(k) = window.iter().position(|&b| b == b'\n') {
+                break at + k as u64 + 1;
+            }
+            if window.is_empty() {
+                break len;
+            }
+            at += window.len() as u64;
+        };
+        bounds.push(start);
+    }
+    bounds.push(len);
+    Ok(bounds)
+}
+
+/// The polars path's checks of the first bytes (binary, other formats).
+fn looks_binary(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PAR1")
+        || bytes.starts_with(b"PK\x03\x04")
+        || bytes.starts_with(&[0x1f, 0x8b])
+        || bytes.starts_with(b"\xef\xbb\xbf")
+        || bytes.iter().take(HEAD_BYTES).any(|&b| b == 0)
+}
+
+fn separator(format: Format) -> u8 {
+    if format == Format::Tsv { b'\t' } else { b',' }
+}
+
+/// The parsed chunks, in order, or why they cannot be used.
+fn join(parsed: Vec<Result<Part, Stop>>) -> Result<Vec<Part>, Stop> {
+    let last = parsed.len() - 1;
+    let mut parts = Vec::with_capacity(parsed.len());
+    for (i, p) in parsed.into_iter().enumerate() {
+        match p {
+            Ok(p) => parts.push(p),
+            // The last chunk ends at the end of the file: an unterminated
+            // quote there is the file's, not a guess's.
+            Err(Stop::Unterminated) if i == last => return Err(Stop::Decline),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(parts)
+}
+
 fn read_chunked(
     spec: &DatasetSpec,
     format: Format,
@@ -55,41 +238,27 @@ fn read_chunked(
     if !matches!(format, Format::Csv | Format::Tsv) || spec.preset.is_some() {
         return None;
     }
-    // The polars path's checks of the first bytes (binary, other formats).
-    if bytes.starts_with(b"PAR1")
-        || bytes.starts_with(b"PK\x03\x04")
-        || bytes.starts_with(&[0x1f, 0x8b])
-        || bytes.starts_with(b"\xef\xbb\xbf")
-        || bytes.iter().take(8192).any(|&b| b == 0)
-    {
+    if looks_binary(bytes) {
         return None;
     }
-    let sep = if format == Format::Tsv { b'\t' } else { b',' };
+    let sep = separator(format);
     let header_end = bytes.iter().position(|&b| b == b'\n')? + 1;
     let header = std::str::from_utf8(&bytes[..header_end - 1]).ok()?;
     let plan = Plan::new(spec, &header_names(header, sep)?, sep)?;
     let body = &bytes[header_end..];
 
     let bounds = chunk_bounds(body, chunk_bytes);
-    let parsed: Vec<Result<Part<'_>, Stop>> = bounds
+    let parsed: Vec<Result<Part, Stop>> = bounds
         .par_windows(2)
         .map(|w| parse_chunk(&body[w[0]..w[1]], &plan))
         .collect();
-    let last = parsed.len() - 1;
-    let mut parts = Vec::with_capacity(parsed.len());
-    for (i, p) in parsed.into_iter().enumerate() {
-        match p {
-            Ok(p) => parts.push(p),
-            // A chunk that ends inside quotes: its end was guessed inside a
-            // quoted field, not at a record's end. Read the records in one.
-            Err(Stop::Unterminated) if i < last => {
-                parts = vec![parse_chunk(body, &plan).ok()?];
-                break;
-            }
-            Err(_) => return None,
-        }
+    match join(parsed) {
+        Ok(parts) => build(spec, &plan, parts),
+        // A chunk that ends inside quotes: its end was guessed inside a
+        // quoted field, not at a record's end. Read the records in one.
+        Err(Stop::Unterminated) => build(spec, &plan, vec![parse_chunk(body, &plan).ok()?]),
+        Err(_) => None,
     }
-    build(spec, &plan, parts)
 }
 
 /// The header's names; `None` unless they are non-empty and distinct.
@@ -199,37 +368,46 @@ enum Stop {
     Unterminated,
     /// Anything else outside the plain dialect, or an invalid value.
     Decline,
+    /// The chunk could not be read from the file.
+    Io,
 }
 
 /// The columns a chunk of records holds, as read.
 #[derive(Debug, Default)]
-struct Part<'a> {
+struct Part {
     rows: usize,
     texts: Vec<String>,
     ids: Vec<String>,
     twins: Vec<String>,
     weights: Vec<f64>,
-    labels: Interner<'a>,
-    reference: Interner<'a>,
-    groups: Vec<Interner<'a>>,
+    labels: Interner,
+    reference: Interner,
+    groups: Vec<Interner>,
 }
 
 /// A column's distinct values in order of first sight, and each row's
 /// position among them.
 #[derive(Debug, Default)]
-struct Interner<'a> {
-    values: Vec<Cow<'a, str>>,
+struct Interner {
+    values: Vec<String>,
     /// Filled once there are more than [`LINEAR`] values.
-    index: HashMap<Cow<'a, str>, u32>,
+    index: HashMap<String, u32>,
     codes: Vec<u32>,
 }
 
-impl<'a> Interner<'a> {
-    fn push(&mut self, v: Cow<'a, str>) {
+impl Interner {
+    fn with_capacity(rows: usize) -> Self {
+        Self {
+            codes: Vec::with_capacity(rows),
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, v: &str) {
         let found = if self.values.len() <= LINEAR {
-            self.values.iter().position(|x| *x == v).map(|i| i as u32)
+            self.values.iter().position(|x| x == v).map(|i| i as u32)
         } else {
-            self.index.get(v.as_ref()).copied()
+            self.index.get(v).copied()
         };
         let code = match found {
             Some(c) => c,
@@ -241,9 +419,9 @@ impl<'a> Interner<'a> {
                             self.index.insert(x.clone(), i as u32);
                         }
                     }
-                    self.index.insert(v.clone(), c);
+                    self.index.insert(v.to_string(), c);
                 }
-                self.values.push(v);
+                self.values.push(v.to_string());
                 c
             }
         };
@@ -252,11 +430,28 @@ impl<'a> Interner<'a> {
 }
 
 /// Reads the whole records of `bytes` (a chunk that starts at a record).
-fn parse_chunk<'a>(bytes: &'a [u8], plan: &Plan) -> Result<Part<'a>, Stop> {
+fn parse_chunk(bytes: &[u8], plan: &Plan) -> Result<Part, Stop> {
     let text = std::str::from_utf8(bytes).map_err(|_| Stop::Decline)?;
+    // At most one record per line: room for all, so that no column grows.
+    let rows = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+    let has = |role: Role| plan.roles.contains(&role);
+    let column = |role: Role| Vec::with_capacity(if has(role) { rows } else { 0 });
+    let interner = |role: Role| {
+        if has(role) {
+            Interner::with_capacity(rows)
+        } else {
+            Interner::default()
+        }
+    };
     let mut part = Part {
-        groups: (0..plan.groups).map(|_| Interner::default()).collect(),
-        ..Part::default()
+        rows: 0,
+        texts: column(Role::Text),
+        ids: column(Role::Id),
+        twins: column(Role::Twin),
+        weights: Vec::with_capacity(if has(Role::Weight) { rows } else { 0 }),
+        labels: interner(Role::Label),
+        reference: interner(Role::Reference),
+        groups: (0..plan.groups).map(|g| interner(Role::Group(g))).collect(),
     };
     let width = plan.roles.len();
     let mut pos = 0;
@@ -349,7 +544,7 @@ fn find_any<const N: usize>(b: &[u8], from: usize, targets: [u8; N]) -> Option<u
 
 /// Files one value under its column's role; a blank or invalid value
 /// declines (the polars path names it).
-fn take<'a>(role: Role, value: Cow<'a, str>, part: &mut Part<'a>) -> Result<(), Stop> {
+fn take(role: Role, value: Cow<'_, str>, part: &mut Part) -> Result<(), Stop> {
     if role == Role::Skip {
         return Ok(());
     }
@@ -361,9 +556,9 @@ fn take<'a>(role: Role, value: Cow<'a, str>, part: &mut Part<'a>) -> Result<(), 
         Role::Text => part.texts.push(value.into_owned()),
         Role::Id => part.ids.push(value.into_owned()),
         Role::Twin => part.twins.push(value.into_owned()),
-        Role::Label => part.labels.push(trimmed(value)),
-        Role::Reference => part.reference.push(trimmed(value)),
-        Role::Group(g) => part.groups[g].push(value),
+        Role::Label => part.labels.push(value.trim()),
+        Role::Reference => part.reference.push(value.trim()),
+        Role::Group(g) => part.groups[g].push(&value),
         Role::Weight => {
             let w: f64 = value.trim().parse().map_err(|_| Stop::Decline)?;
             if !(w.is_finite() && w >= 0.0) {
@@ -375,15 +570,8 @@ fn take<'a>(role: Role, value: Cow<'a, str>, part: &mut Part<'a>) -> Result<(), 
     Ok(())
 }
 
-fn trimmed(value: Cow<'_, str>) -> Cow<'_, str> {
-    match value {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-        Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
-    }
-}
-
 /// Joins the chunks into the dataset `dataset_from_table` would build.
-fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part<'_>>) -> Option<(Dataset, Vec<Warning>)> {
+fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, Vec<Warning>)> {
     let n: usize = parts.iter().map(|p| p.rows).sum();
     if n == 0 {
         return None;
@@ -393,7 +581,7 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part<'_>>) -> Option<(Datas
         None => crate::dataset::label_names_from(
             parts
                 .iter()
-                .flat_map(|p| p.labels.values.iter().map(|v| v.as_ref())),
+                .flat_map(|p| p.labels.values.iter().map(String::as_str)),
         ),
     };
     let label_index: HashMap<&str, u32> = label_names
@@ -401,13 +589,13 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part<'_>>) -> Option<(Datas
         .enumerate()
         .map(|(i, n)| (n.as_str(), i as u32))
         .collect();
-    let encode = |interners: Vec<&Interner<'_>>| -> Option<Vec<LabelId>> {
+    let encode = |interners: Vec<&Interner>| -> Option<Vec<LabelId>> {
         let mut out = Vec::with_capacity(n);
         for it in interners {
             let ids: Vec<u32> = it
                 .values
                 .iter()
-                .map(|v| label_index.get(v.as_ref()).copied())
+                .map(|v| label_index.get(v.as_str()).copied())
                 .collect::<Option<_>>()?;
             out.extend(it.codes.iter().map(|&c| LabelId(ids[c as usize])));
         }
@@ -458,14 +646,14 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part<'_>>) -> Option<(Datas
 
 /// The group column [`GroupColumn::from_values`] builds: distinct values
 /// sorted, ids by position.
-fn group_column<'p, 'a: 'p>(
+fn group_column<'p>(
     name: &str,
-    interners: impl Iterator<Item = &'p Interner<'a>> + Clone,
+    interners: impl Iterator<Item = &'p Interner> + Clone,
     n: usize,
 ) -> GroupColumn {
     let distinct: HashSet<&str> = interners
         .clone()
-        .flat_map(|it| it.values.iter().map(|v| v.as_ref()))
+        .flat_map(|it| it.values.iter().map(String::as_str))
         .collect();
     let mut values: Vec<String> = distinct.into_iter().map(str::to_string).collect();
     values.sort_unstable();
@@ -476,7 +664,7 @@ fn group_column<'p, 'a: 'p>(
         .collect();
     let mut ids = Vec::with_capacity(n);
     for it in interners {
-        let global: Vec<u32> = it.values.iter().map(|v| index[v.as_ref()]).collect();
+        let global: Vec<u32> = it.values.iter().map(|v| index[v.as_str()]).collect();
         ids.extend(it.codes.iter().map(|&c| GroupId(global[c as usize])));
     }
     GroupColumn {
@@ -532,6 +720,32 @@ mod tests {
         read_chunked(spec, Format::from_path(&spec.path).unwrap(), bytes, chunk)
     }
 
+    /// What [`read_streamed`] makes of `bytes` written to a file, and
+    /// whether it had to read the file whole.
+    fn streamed(
+        spec: &DatasetSpec,
+        bytes: &[u8],
+        chunk: usize,
+    ) -> (Option<(Dataset, Vec<Warning>)>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(&spec.path);
+        std::fs::write(&path, bytes).unwrap();
+        let at = DatasetSpec {
+            path: path.clone(),
+            ..spec.clone()
+        };
+        let format = Format::from_path(&path).unwrap();
+        let (found, whole) = match read_streamed(&at, format, chunk) {
+            Ok(found) => (found, false),
+            Err(ReadWhole) => (read(&at, format, &std::fs::read(&path).unwrap()), true),
+        };
+        let found = found.map(|(mut d, w)| {
+            d.source = spec.path.clone();
+            (d, w)
+        });
+        (found, whole)
+    }
+
     #[test]
     fn plain_files_take_the_fast_path_and_match_polars() {
         let csv = "id,t,y,g,w\n\
@@ -552,6 +766,10 @@ mod tests {
         for chunk in [1, 3, 10, 1 << 20] {
             let got = fast(&s, csv.as_bytes(), chunk).expect("plain file");
             assert_eq!(got, want, "chunk {chunk}");
+            let (got, whole) = streamed(&s, csv.as_bytes(), chunk);
+            // Small chunks may start inside the quoted line break.
+            assert!(chunk < 1 << 20 || !whole);
+            assert_eq!(got.expect("plain file"), want, "file, chunk {chunk}");
         }
         let tsv = "t\ty\tg\none\t1\tm\ntwo, or three\t10\tf\nfour\t2\tm\n";
         let s = spec("tsv", args(&["g"]));
@@ -572,6 +790,24 @@ mod tests {
         let got = fast(&s, csv.as_bytes(), 16).expect("plain file");
         assert_eq!(got.0.len(), 2);
         assert_eq!(got, slow(&s, csv.as_bytes()).unwrap());
+        // From a file: read again whole, then the same.
+        let (found, whole) = streamed(&s, csv.as_bytes(), 16);
+        assert!(whole);
+        assert_eq!(found.expect("plain file"), got);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_fails_as_std_fs_read_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [dir.path().join("missing.csv"), dir.path().to_path_buf()] {
+            let s = DatasetSpec {
+                path: path.clone(),
+                ..spec("csv", args(&[]))
+            };
+            let got = read_file(&s, Format::Csv).expect_err("unreadable");
+            let want = std::fs::read(&path).expect_err("unreadable");
+            assert_eq!(got.kind(), want.kind(), "{path:?}");
+        }
     }
 
     #[test]
@@ -591,6 +827,7 @@ mod tests {
             "\u{feff}t,y,g\na,1,m\n",    // byte-order mark
         ] {
             assert!(fast(&s, bad.as_bytes(), 2).is_none(), "{bad:?}");
+            assert!(streamed(&s, bad.as_bytes(), 2).0.is_none(), "{bad:?}");
         }
         let bytes = b"t,y,g\na,1,m\nb\xe9,0,f\n";
         assert!(fast(&s, bytes, 2).is_none());
@@ -668,15 +905,20 @@ mod tests {
     fn the_random_files_often_take_the_fast_path() {
         let mut runner = proptest::test_runner::TestRunner::deterministic();
         let strategy = (random_csv(), random_spec());
-        let taken = (0..1000)
-            .filter(|_| {
-                let (csv, s) = strategy.new_tree(&mut runner).unwrap().current();
-                fast(&s, csv.as_bytes(), 8).is_some()
-            })
-            .count();
+        let (mut taken, mut streamed_taken) = (0, 0);
+        for _ in 0..1000 {
+            let (csv, s) = strategy.new_tree(&mut runner).unwrap().current();
+            taken += usize::from(fast(&s, csv.as_bytes(), 8).is_some());
+            let (found, whole) = streamed(&s, csv.as_bytes(), 8);
+            streamed_taken += usize::from(found.is_some() && !whole);
+        }
         assert!(
             taken > 50,
             "only {taken} of 1000 random files took the fast path"
+        );
+        assert!(
+            streamed_taken > 50,
+            "only {streamed_taken} of 1000 random files were read chunk by chunk"
         );
     }
 
@@ -704,7 +946,9 @@ mod tests {
             s in random_spec(),
             chunk in 1usize..40,
         ) {
-            if let Some(got) = fast(&s, csv.as_bytes(), chunk) {
+            let got = fast(&s, csv.as_bytes(), chunk);
+            prop_assert_eq!(&streamed(&s, csv.as_bytes(), chunk).0, &got, "from a file");
+            if let Some(got) = got {
                 let want = slow(&s, csv.as_bytes());
                 prop_assert!(want.is_ok(), "fast path accepted {csv:?}: {want:?}");
                 prop_assert_eq!(got, want.unwrap());

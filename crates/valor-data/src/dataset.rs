@@ -186,11 +186,10 @@ pub fn read_dataset(spec: &DatasetSpec) -> Result<(Dataset, Vec<Warning>)> {
     if spec.preset.is_none()
         && let Ok(format @ (Format::Csv | Format::Tsv)) = format
     {
-        let bytes = std::fs::read(&spec.path).map_err(|e| Error::io(&spec.path, e))?;
-        if let Some(found) = crate::csv_dataset::read(spec, format, &bytes) {
+        let found = crate::csv_dataset::read_file(spec, format);
+        if let Some(found) = found.map_err(|e| Error::io(&spec.path, e))? {
             return Ok(found);
         }
-        drop(bytes);
     }
     let table = load_table(spec)?;
     dataset_from_table(spec, &table, String::new())
