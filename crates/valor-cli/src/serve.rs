@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// Token budget of one batch: queued requests are batched up to it.
     #[arg(long, value_name = "N", default_value_t = 16384)]
     pub max_batch_tokens: usize,
+    /// Tokens per forward pass: a batch runs as forwards of about this many
+    /// tokens in arrival order, each request answered once its last text is
+    /// scored. Default: 2048 on the CPU (smaller forwards stay in the cache
+    /// and answer sooner), the whole batch on a GPU.
+    #[arg(long, value_name = "N")]
+    pub max_forward_tokens: Option<usize>,
     /// Requests in flight at once; more are answered 429.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_concurrent_requests: usize,
@@ -123,6 +129,7 @@ pub fn run(args: ServeArgs) -> Result<Outcome> {
     };
     config.max_len = args.max_len;
     config.max_batch_tokens = args.max_batch_tokens;
+    config.max_forward_tokens = args.max_forward_tokens;
     config.max_concurrent_requests = args.max_concurrent_requests;
     config.max_client_batch_size = args.max_client_batch_size;
     config.payload_limit = args.payload_limit;

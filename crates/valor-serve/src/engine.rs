@@ -8,14 +8,16 @@
 //! it waits for the rest of those clients as long as they keep arriving
 //! (gaps under 5 ms; at most a quarter of the last batch's time and
 //! 50 ms) — drops the jobs whose client has gone away (the
-//! handler's future was dropped, so nobody waits for the answer), runs one
-//! forward pass over all their texts, applies the model folder's decision
-//! rule job by job in arrival order (the randomised thresholds' draws
-//! continue from job to job, as `valor predict`'s continue from row to
-//! row), explains the jobs that asked for it, and answers each job on its
-//! own channel. While it computes, new jobs queue up and form the next
-//! batch.
+//! handler's future was dropped, so nobody waits for the answer), runs
+//! their texts in arrival order through unpadded forward passes (the whole
+//! batch in one on a GPU, about [`FORWARD_TOKENS`] tokens each on the CPU),
+//! applies the model folder's decision rule job by job in arrival order (the
+//! randomised thresholds' draws continue from job to job, as `valor
+//! predict`'s continue from row to row), explains the jobs that asked for
+//! it, and answers each job on its own channel as soon as its last text is
+//! scored. While it computes, new jobs queue up and form the next batch.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -46,6 +48,9 @@ pub struct EngineConfig {
     pub max_len: usize,
     /// Token budget of one batch.
     pub max_batch_tokens: usize,
+    /// Tokens per forward pass (`None`: [`FORWARD_TOKENS`] on the CPU, the
+    /// whole batch on a GPU).
+    pub max_forward_tokens: Option<usize>,
     /// Jobs that may wait in the queue.
     pub queue_capacity: usize,
     /// Load a differentiable copy of the model for `/decide` with explain.
@@ -355,6 +360,25 @@ fn serve_queue(
     }
 }
 
+/// Tokens in one forward pass on the CPU. A batch is gathered up to
+/// `--max-batch-tokens` (16384, TEI's default, sized for a GPU), but on the
+/// CPU one forward over all of it is slower per text than several smaller
+/// ones (the feed-forward activations of 16k tokens are 100 MB and leave the
+/// cache), and nobody in it is answered before the last text is done. So
+/// the batch runs as forwards of about this many tokens, in arrival order,
+/// and each job is answered as soon as its last text has its scores.
+pub const FORWARD_TOKENS: usize = 2048;
+
+/// Tokens per forward pass: `--max-forward-tokens`, or by default
+/// [`FORWARD_TOKENS`] on the CPU and the whole batch on a GPU.
+fn forward_tokens(config: &EngineConfig) -> usize {
+    match config.max_forward_tokens {
+        Some(n) => n.max(1),
+        None if config.backend == Backend::Cpu => FORWARD_TOKENS,
+        None => config.max_batch_tokens,
+    }
+}
+
 fn run_batch(
     config: &EngineConfig,
     model: &Classifier,
@@ -362,37 +386,70 @@ fn run_batch(
     mut rule: Option<&mut valor_train::ThresholdsPredictor<'_>>,
     batch: Vec<Job>,
 ) {
-    let started = Instant::now();
-    let sizes: Vec<usize> = batch.iter().map(|j| j.encodings.len()).collect();
-    let total: usize = sizes.iter().sum();
-    let mut jobs = Vec::with_capacity(batch.len());
-    let mut all = Vec::with_capacity(total);
-    for mut j in batch {
-        all.append(&mut j.encodings);
-        jobs.push(j);
-    }
+    let total: usize = batch.iter().map(|j| j.encodings.len()).sum();
     metrics::histogram!(m::BATCH_SIZE).record(total as f64);
-    // One unpadded forward for the whole batch: requests arrive in any
-    // order of length, and a padded forward would compute every text to the
-    // longest one's length (see valor_bert's `packed` module).
-    let scores = model.scores(all.clone(), all.len());
-    metrics::histogram!(m::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
-    let mut scores = match scores {
-        Ok(s) => s.into_iter(),
-        Err(e) => {
-            let msg = format!("the model failed on this batch: {e}");
-            for j in jobs {
-                let _ = j.reply.send(Err(msg.clone()));
+    let limit = forward_tokens(config);
+    let mut jobs = batch.into_iter();
+    // Jobs taken into forwards and not answered yet (each with its number
+    // of texts), the texts of the last one still to take, and the scores
+    // (with their texts) of the texts computed and not yet answered.
+    let mut waiting: VecDeque<(Job, usize)> = VecDeque::new();
+    let mut texts: Vec<Encoded> = Vec::new();
+    let mut scored: VecDeque<(Scores, Encoded)> = VecDeque::new();
+    loop {
+        // Fill one forward with texts in arrival order until it holds
+        // `limit` tokens; a job's texts may span several forwards.
+        let mut chunk: Vec<Encoded> = Vec::new();
+        let mut tokens = 0;
+        while tokens < limit {
+            if let Some(e) = texts.pop() {
+                tokens += e.len();
+                chunk.push(e);
+                continue;
             }
+            let Some(mut j) = jobs.next() else { break };
+            if j.reply.is_closed() {
+                // Its client went away while earlier forwards ran.
+                metrics::counter!(m::DROPPED).increment(1);
+                continue;
+            }
+            texts = std::mem::take(&mut j.encodings);
+            texts.reverse();
+            let n = texts.len();
+            waiting.push_back((j, n));
+        }
+        let last = chunk.is_empty();
+        if !last {
+            let started = Instant::now();
+            // One unpadded forward: requests arrive in any order of length,
+            // and a padded forward would compute every text to the longest
+            // one's length (see valor_bert's `packed` module).
+            let result = model.scores(chunk.clone(), chunk.len());
+            metrics::histogram!(m::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(s) => scored.extend(s.into_iter().zip(chunk)),
+                Err(e) => {
+                    // Every job not answered yet fails with this forward.
+                    let msg = format!("the model failed on this batch: {e}");
+                    for j in waiting.into_iter().map(|(j, _)| j).chain(jobs) {
+                        let _ = j.reply.send(Err(msg.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        // Answer every job whose texts all have their scores, in order.
+        while let Some(&(_, n)) = waiting.front()
+            && n <= scored.len()
+        {
+            let (j, _) = waiting.pop_front().expect("front");
+            let (s, encs): (Vec<Scores>, Vec<Encoded>) = scored.drain(..n).unzip();
+            let answer = decide(config, explainer, rule.as_deref_mut(), &j, s, &encs);
+            let _ = j.reply.send(answer);
+        }
+        if last {
             return;
         }
-    };
-    let mut encodings = all.into_iter();
-    for (j, n) in jobs.into_iter().zip(sizes) {
-        let s: Vec<Scores> = scores.by_ref().take(n).collect();
-        let encs: Vec<Encoded> = encodings.by_ref().take(n).collect();
-        let answer = decide(config, explainer, rule.as_deref_mut(), &j, s, &encs);
-        let _ = j.reply.send(answer);
     }
 }
 

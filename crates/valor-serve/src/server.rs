@@ -41,6 +41,9 @@ pub struct ServeConfig {
     /// Maximum tokens per text.
     pub max_len: usize,
     pub max_batch_tokens: usize,
+    /// Tokens per forward pass (`None`: 2048 on the CPU, the whole batch on
+    /// a GPU).
+    pub max_forward_tokens: Option<usize>,
     pub max_concurrent_requests: usize,
     pub max_client_batch_size: usize,
     pub payload_limit: usize,
@@ -77,6 +80,7 @@ impl ServeConfig {
             precision: valor_bert::Precision::Fp32,
             max_len: 128,
             max_batch_tokens: 16384,
+            max_forward_tokens: None,
             max_concurrent_requests: 512,
             max_client_batch_size: 32,
             payload_limit: 2_000_000,
@@ -100,6 +104,7 @@ impl ServeConfig {
             ("--max-client-batch-size", self.max_client_batch_size),
             ("--payload-limit", self.payload_limit),
             ("--ig-steps", self.ig_steps),
+            ("--max-forward-tokens", self.max_forward_tokens.unwrap_or(1)),
         ];
         for (flag, v) in positive {
             if v == 0 {
@@ -234,6 +239,7 @@ impl Server {
                 precision: config.precision,
                 max_len: config.max_len,
                 max_batch_tokens: config.max_batch_tokens,
+                max_forward_tokens: config.max_forward_tokens,
                 queue_capacity: config.max_concurrent_requests,
                 explain: config.explain,
                 ig_steps: config.ig_steps,
