@@ -132,6 +132,15 @@ impl RequestLog {
         if !(DECISION_ROUTES.contains(&route) || (r.status >= 400 && route != "/health")) {
             return;
         }
+        let started = std::time::Instant::now();
+        self.append(ledger, r);
+        metrics::histogram!(crate::metrics::LOG_APPEND_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Queues the request's entries for the writer; on a failed write,
+    /// marks the log failed (see [`RequestLog::failed`]).
+    fn append(&self, ledger: &valor_ledger::Ledger, r: RequestRecord) {
         for entry in self.entries(r) {
             let appended = match ledger.try_append(entry.clone()) {
                 Err(valor_ledger::Error::QueueFull { .. }) => {

@@ -14,6 +14,13 @@ pub const REQUESTS: &str = "valor_requests_total";
 pub const REQUEST_SECONDS: &str = "valor_request_duration_seconds";
 /// Requests refused by authentication, by `reason`.
 pub const AUTH_REFUSED: &str = "valor_auth_refused_total";
+/// Seconds to authenticate a request's key (parse, SHA-256, constant-time
+/// comparison, expiry): the request-path cost of `--keys`.
+pub const AUTH_SECONDS: &str = "valor_auth_duration_seconds";
+/// Seconds to hand a request's records to the decision log's writer: the
+/// request-path cost of `--log-dir` (the writer serialises, chains and
+/// syncs on its own thread).
+pub const LOG_APPEND_SECONDS: &str = "valor_decision_log_append_duration_seconds";
 /// Requests refused by a key's rate limit.
 pub const RATE_LIMITED: &str = "valor_rate_limited_total";
 /// Requests refused because the server was full.
@@ -84,6 +91,11 @@ fn describe() {
     describe_counter!(
         AUTH_REFUSED,
         "Requests refused by authentication, by reason."
+    );
+    describe_histogram!(AUTH_SECONDS, "Seconds to authenticate a request's key.");
+    describe_histogram!(
+        LOG_APPEND_SECONDS,
+        "Seconds to queue a request's records for the decision log's writer."
     );
     describe_counter!(RATE_LIMITED, "Requests refused by a key's rate limit.");
     describe_counter!(OVERLOADED, "Requests refused because the server was full.");

@@ -259,7 +259,10 @@ async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Res
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            let key = match store.authenticate(header, SystemTime::now()) {
+            let started = Instant::now();
+            let authenticated = store.authenticate(header, SystemTime::now());
+            metrics::histogram!(m::AUTH_SECONDS).record(started.elapsed().as_secs_f64());
+            let key = match authenticated {
                 Ok(k) => k,
                 Err(refusal) => {
                     metrics::counter!(m::AUTH_REFUSED, "reason" => refusal.reason()).increment(1);

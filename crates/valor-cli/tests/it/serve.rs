@@ -521,6 +521,11 @@ fn serve_answers_by_scope_and_matches_predict() {
     assert!(metrics.contains("valor_requests_total"), "{metrics}");
     assert!(metrics.contains("route=\"/predict\""), "{metrics}");
     assert!(metrics.contains("valor_auth_refused_total"), "{metrics}");
+    // The request-path cost of --keys, timed per request.
+    assert!(
+        metrics.contains("valor_auth_duration_seconds{quantile=\"0.5\"}"),
+        "{metrics}"
+    );
 
     // 429 from a key's rate limit (2 per second), with Retry-After.
     let mut limited_seen = None;
@@ -858,6 +863,7 @@ fn serve_logs_every_request_in_a_chain_that_verifies_after_sigkill() {
     let model = tiny_model(dir.path());
     let keys = dir.path().join("keys.toml");
     let key = create_key(&keys, "predict,feedback", &[]);
+    let audit = create_key(&keys, "audit:read", &[]);
     let log = dir.path().join("log");
     let stderr = dir.path().join("serve.err");
     let args = [
@@ -883,6 +889,14 @@ fn serve_logs_every_request_in_a_chain_that_verifies_after_sigkill() {
     assert_eq!(s.get("/health", None).0, 200);
     let (_, _, info) = s.get("/info", Some(&key));
     let sha = json_of(&info)["model_sha256"].as_str().unwrap().to_string();
+    // The request-path cost of --log-dir, timed per logged request (a
+    // successful /metrics read is not a decision: not logged).
+    let (code, _, metrics) = s.get("/metrics", Some(&audit));
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("valor_decision_log_append_duration_seconds{quantile=\"0.5\"}"),
+        "{metrics}"
+    );
     assert_eq!(s.stop(), 0);
 
     let report = valor_ledger::verify(&log).unwrap();
