@@ -3,9 +3,9 @@
 //!
 //! The polars path ([`crate::table`] then [`crate::dataset::dataset_from_table`])
 //! copies every value twice (into Arrow buffers, then into the dataset's
-//! `String`s) and allocates a `String` per label and group value. Here the
+//! columns) and allocates a `String` per label and group value. Here the
 //! records are split into chunks that rayon parses in parallel, one pass
-//! each: texts and ids are copied once into their `String`s, labels and
+//! each: texts and ids are copied once into their chunk's [`Strs`], labels and
 //! groups are interned as they are read (borrowed from the file's bytes).
 //!
 //! It reads only the plain dialect that it reads exactly as polars does:
@@ -34,6 +34,7 @@ use rayon::prelude::*;
 
 use crate::dataset::{Dataset, GroupColumn, GroupId, LabelId, Warning, dataset_warnings};
 use crate::spec::{DatasetSpec, TextSource};
+use crate::strs::Strs;
 use crate::table::Format;
 
 /// Bytes of records per parallel chunk (at most 8 chunks per thread).
@@ -376,9 +377,9 @@ enum Stop {
 #[derive(Debug, Default)]
 struct Part {
     rows: usize,
-    texts: Vec<String>,
-    ids: Vec<String>,
-    twins: Vec<String>,
+    texts: Strs,
+    ids: Strs,
+    twins: Strs,
     weights: Vec<f64>,
     labels: Interner,
     reference: Interner,
@@ -435,7 +436,12 @@ fn parse_chunk(bytes: &[u8], plan: &Plan) -> Result<Part, Stop> {
     // At most one record per line: room for all, so that no column grows.
     let rows = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
     let has = |role: Role| plan.roles.contains(&role);
-    let column = |role: Role| Vec::with_capacity(if has(role) { rows } else { 0 });
+    // A column's bytes are at most the chunk's: room for all, reserved but
+    // not touched until written.
+    let column = |role: Role| match has(role) {
+        true => Strs::with_capacity(rows, bytes.len()),
+        false => Strs::new(),
+    };
     let interner = |role: Role| {
         if has(role) {
             Interner::with_capacity(rows)
@@ -553,9 +559,9 @@ fn take(role: Role, value: Cow<'_, str>, part: &mut Part) -> Result<(), Stop> {
     }
     match role {
         Role::Skip => {}
-        Role::Text => part.texts.push(value.into_owned()),
-        Role::Id => part.ids.push(value.into_owned()),
-        Role::Twin => part.twins.push(value.into_owned()),
+        Role::Text => part.texts.push(&value),
+        Role::Id => part.ids.push(&value),
+        Role::Twin => part.twins.push(&value),
         Role::Label => part.labels.push(value.trim()),
         Role::Reference => part.reference.push(value.trim()),
         Role::Group(g) => part.groups[g].push(&value),
@@ -615,16 +621,16 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, 
             .flat_map(|p| p.weights.iter().copied())
             .collect()
     });
-    let mut texts = Vec::with_capacity(n);
-    let mut ids = Vec::with_capacity(if spec.id.is_some() { n } else { 0 });
-    let mut twins = Vec::with_capacity(if spec.twin.is_some() { n } else { 0 });
+    let mut texts = Strs::new();
+    let mut ids = Strs::new();
+    let mut twins = Strs::new();
     for p in parts {
-        texts.extend(p.texts);
-        ids.extend(p.ids);
-        twins.extend(p.twins);
+        texts.append(p.texts);
+        ids.append(p.ids);
+        twins.append(p.twins);
     }
     if spec.id.is_none() {
-        ids = (1..=n).into_par_iter().map(|i| i.to_string()).collect();
+        ids = row_numbers(n);
     }
     let warnings = dataset_warnings(spec, &groups, &labels, &label_names);
     Some((
@@ -642,6 +648,32 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, 
         },
         warnings,
     ))
+}
+
+/// `1`, `2`, … `n`: the ids of a file without an id column (counted up
+/// in decimal digits: formatting each number cost more than the rest of
+/// the column).
+fn row_numbers(n: usize) -> Strs {
+    let mut ids = Strs::with_capacity(n, n * 8);
+    let mut digits = vec![b'0'];
+    for _ in 0..n {
+        let mut k = digits.len();
+        loop {
+            if k == 0 {
+                digits.insert(0, b'1');
+                break;
+            }
+            k -= 1;
+            if digits[k] == b'9' {
+                digits[k] = b'0';
+            } else {
+                digits[k] += 1;
+                break;
+            }
+        }
+        ids.push(std::str::from_utf8(&digits).expect("ASCII digits"));
+    }
+    ids
 }
 
 /// The group column [`GroupColumn::from_values`] builds: distinct values
@@ -683,6 +715,13 @@ mod tests {
     use proptest::prelude::*;
     use proptest::strategy::ValueTree;
     use std::path::Path;
+
+    #[test]
+    fn row_numbers_count_in_decimal() {
+        let want: Vec<String> = (1..=10_001).map(|i| i.to_string()).collect();
+        assert_eq!(row_numbers(10_001), want);
+        assert!(row_numbers(0).is_empty());
+    }
 
     fn spec(ext: &str, args: SpecArgs) -> DatasetSpec {
         DatasetSpec::from_args(
@@ -762,7 +801,7 @@ mod tests {
             },
         );
         let want = slow(&s, csv.as_bytes()).unwrap();
-        assert_eq!(want.0.texts[0], "hello, \"world\"");
+        assert_eq!(&want.0.texts[0], "hello, \"world\"");
         for chunk in [1, 3, 10, 1 << 20] {
             let got = fast(&s, csv.as_bytes(), chunk).expect("plain file");
             assert_eq!(got, want, "chunk {chunk}");

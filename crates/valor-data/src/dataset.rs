@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::spec::{DatasetSpec, TextSource};
+use crate::strs::Strs;
 use crate::table::{Format, Table, read_table};
 
 /// [`LabelId`]: the position of a label's name in [`Dataset::label_names`];
@@ -105,15 +106,15 @@ pub struct Dataset {
     pub source: PathBuf,
     /// SHA-256 of the file's bytes, hex: the provenance of every artifact.
     pub sha256: String,
-    pub texts: Vec<String>,
+    pub texts: Strs,
     pub label_names: Vec<String>,
     pub labels: Vec<LabelId>,
     pub groups: Vec<GroupColumn>,
     /// Row ids (the id column, or the 1-based row number).
-    pub ids: Vec<String>,
+    pub ids: Strs,
     pub weights: Option<Vec<f64>>,
     /// Counterfactual twins: the same text with the group swapped.
-    pub twins: Option<Vec<String>>,
+    pub twins: Option<Strs>,
     /// A second label column in the same label space (e.g. the fair label).
     pub reference_labels: Option<Vec<LabelId>>,
 }
@@ -133,7 +134,7 @@ impl Dataset {
     }
     /// The rows at `indices`, in that order (used for splits).
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let pick = |v: &Vec<String>| indices.iter().map(|&i| v[i].clone()).collect();
+        let pick = |v: &Strs| v.pick(indices);
         Dataset {
             source: self.source.clone(),
             sha256: self.sha256.clone(),
@@ -254,7 +255,7 @@ pub fn dataset_from_table(
         table.require(c, hint)?;
     }
 
-    let texts = build_texts(spec, table)?;
+    let texts = Strs::from(build_texts(spec, table)?);
 
     let raw_labels = required_strings(table, &spec.label, "labels cannot be null")?;
     let label_names = match &spec.labels {
@@ -269,8 +270,8 @@ pub fn dataset_from_table(
         groups.push(GroupColumn::from_values(g, &raw));
     }
 
-    let ids = match &spec.id {
-        Some(c) => required_strings(table, c, "ids cannot be null")?,
+    let ids: Strs = match &spec.id {
+        Some(c) => required_strings(table, c, "ids cannot be null")?.into(),
         None => (1..=table.n_rows()).map(|i| i.to_string()).collect(),
     };
 
@@ -305,7 +306,11 @@ pub fn dataset_from_table(
     };
 
     let twins = match &spec.twin {
-        Some(c) => Some(required_strings(table, c, "twin texts cannot be empty")?),
+        Some(c) => Some(Strs::from(required_strings(
+            table,
+            c,
+            "twin texts cannot be empty",
+        )?)),
         None => None,
     };
 
@@ -579,7 +584,7 @@ mod tests {
             ..Default::default()
         };
         let (d, _) = load("age,job,y\n35,,1\n", a).unwrap();
-        assert_eq!(d.texts[0], "age: 35; job: unknown");
+        assert_eq!(&d.texts[0], "age: 35; job: unknown");
         let a = SpecArgs {
             features: vec!["age".into(), "job".into()],
             template: Some("A {age}-year-old {job}.".into()),
@@ -587,6 +592,6 @@ mod tests {
             ..Default::default()
         };
         let (d, _) = load("age,job,y\n35,nurse,1\n", a).unwrap();
-        assert_eq!(d.texts[0], "A 35-year-old nurse.");
+        assert_eq!(&d.texts[0], "A 35-year-old nurse.");
     }
 }

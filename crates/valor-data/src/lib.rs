@@ -31,6 +31,7 @@ pub mod real;
 pub mod spec;
 pub mod split;
 pub mod split_files;
+pub mod strs;
 pub mod synth;
 pub mod table;
 pub mod tokenize;
@@ -43,6 +44,7 @@ pub use inspect::{InspectReport, inspect};
 pub use spec::{DatasetSpec, Preset, SpecArgs, TextSource};
 pub use split::{SplitConfig, Splits, split};
 pub use split_files::{SplitFileRecord, SplitFiles, SplitFilesData, load_split_files};
+pub use strs::Strs;
 pub use synth::{SynthConfig, SynthData, builtin_spec, generate};
 pub use table::{
     ColumnData, Format, Table, TextColumn, read_table, stream_table, write_atomic, write_table,

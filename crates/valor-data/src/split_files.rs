@@ -25,6 +25,7 @@ use crate::dataset::{
 use crate::error::{Error, Result};
 use crate::spec::DatasetSpec;
 use crate::split::Splits;
+use crate::strs::Strs;
 
 /// The three files of explicit splits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,24 +209,24 @@ fn concatenate(parts: Vec<Dataset>, source: &Path, sha256: String) -> (Dataset, 
     let mut data = Dataset {
         source: source.to_path_buf(),
         sha256,
-        texts: Vec::with_capacity(start),
+        texts: Strs::new(),
         label_names,
         labels: Vec::with_capacity(start),
         groups,
-        ids: Vec::with_capacity(start),
+        ids: Strs::new(),
         weights: with_weights.then(Vec::new),
-        twins: with_twins.then(Vec::new),
+        twins: with_twins.then(Strs::new),
         reference_labels: with_reference.then(Vec::new),
     };
     for p in parts {
-        data.texts.extend(p.texts);
+        data.texts.append(p.texts);
         data.labels.extend(p.labels);
-        data.ids.extend(p.ids);
+        data.ids.append(p.ids);
         if let (Some(all), Some(w)) = (&mut data.weights, p.weights) {
             all.extend(w);
         }
         if let (Some(all), Some(t)) = (&mut data.twins, p.twins) {
-            all.extend(t);
+            all.append(t);
         }
         if let (Some(all), Some(r)) = (&mut data.reference_labels, p.reference_labels) {
             all.extend(r);

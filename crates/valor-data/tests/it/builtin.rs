@@ -102,8 +102,8 @@ fn split_tokenize_batch() {
     let (d, _) = load_dataset(&builtin_spec(&path)).unwrap();
     let s = split(&d, &SplitConfig::default()).unwrap();
     let train = d.subset(&s.train);
-    let tok = TextTokenizer::train_wordpiece(&train.texts, 1500, 96).unwrap();
-    let enc = tok.encode_batch(&train.texts).unwrap();
+    let tok = TextTokenizer::train_wordpiece(&train.texts.as_strs(), 1500, 96).unwrap();
+    let enc = tok.encode_batch(&train.texts.as_strs()).unwrap();
     assert!(enc.iter().all(|e| e.len() <= 96 && e.len() > 10));
     let unk = tok.token_to_id("[UNK]").unwrap();
     let unk_rate = enc

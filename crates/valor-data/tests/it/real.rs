@@ -58,7 +58,7 @@ fn german_credit_counts() {
     assert!(
         d.texts[0].starts_with("checking account: below 0 DM; duration months: 6;"),
         "{}",
-        d.texts[0]
+        &d.texts[0]
     );
     assert!(!d.texts[0].contains("personal status") && !d.texts[0].contains("age:"));
 }

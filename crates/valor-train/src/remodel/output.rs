@@ -120,7 +120,7 @@ fn rows_json(ctx: &Context) -> Value {
             "count": rows.len(),
             "used_for": used_for,
             "rows": rows,
-            "ids": rows.iter().map(|&i| ctx.rows.ids[i].as_str()).collect::<Vec<_>>(),
+            "ids": rows.iter().map(|&i| &ctx.rows.ids[i]).collect::<Vec<_>>(),
         })
     };
     json!({

@@ -37,7 +37,7 @@ pub(super) struct RowUse {
     /// Test rows: the confirmation only.
     pub(super) test: Vec<usize>,
     /// Each data row's id.
-    pub(super) ids: Vec<String>,
+    pub(super) ids: valor_data::Strs,
 }
 
 pub(super) struct Context {
@@ -266,7 +266,7 @@ fn split_rows(
     fair_at: usize,
 ) -> Result<SplitRows> {
     Ok(SplitRows {
-        enc: tokenizer.encode_batch(&sub.texts)?,
+        enc: tokenizer.encode_batch(&sub.texts.as_strs())?,
         labels: sub.labels.iter().map(|l| l.0).collect(),
         groups: (0..sub.len())
             .map(|i| order.iter().map(|&g| sub.groups[g].ids[i].0).collect())

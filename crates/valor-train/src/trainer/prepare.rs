@@ -31,9 +31,9 @@ pub(super) struct SplitData {
 
 impl SplitData {
     fn new(data: Dataset, tokenizer: &TextTokenizer, with_twins: bool) -> Result<Self> {
-        let enc = tokenizer.encode_batch(&data.texts)?;
+        let enc = tokenizer.encode_batch(&data.texts.as_strs())?;
         let twins = match (&data.twins, with_twins) {
-            (Some(t), true) => Some(tokenizer.encode_batch(t)?),
+            (Some(t), true) => Some(tokenizer.encode_batch(&t.as_strs())?),
             _ => None,
         };
         let groups = (0..data.len())
@@ -149,8 +149,8 @@ pub(super) fn prepare(
         total_steps,
         split_ids: (config.split_column.is_some() || files.is_some()).then(|| SplitIds {
             column: config.split_column.clone(),
-            valid: splits.valid.iter().map(|&i| data.ids[i].clone()).collect(),
-            test: splits.test.iter().map(|&i| data.ids[i].clone()).collect(),
+            valid: splits.valid.iter().map(|&i| data.ids[i].to_string()).collect(),
+            test: splits.test.iter().map(|&i| data.ids[i].to_string()).collect(),
         }),
         split_files: files.map(|[train, valid, test]| SplitFilesProvenance { train, valid, test }),
     };
@@ -277,7 +277,7 @@ fn ready_tokenizer(
             }
             None => {
                 let t = TextTokenizer::train_wordpiece(
-                    &train_data.texts,
+                    &train_data.texts.as_strs(),
                     m.vocab_size,
                     config.max_len,
                 )?;

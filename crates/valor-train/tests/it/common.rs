@@ -31,7 +31,7 @@ pub fn shared_tokenizer(data: &Path, vocab: usize) -> PathBuf {
     let path = data.with_file_name(format!("tokenizer-{vocab}.json"));
     if !path.exists() {
         let (d, _) = valor_data::load_dataset(&builtin_spec(data)).unwrap();
-        let t = valor_data::TextTokenizer::train_wordpiece(&d.texts, vocab, 128).unwrap();
+        let t = valor_data::TextTokenizer::train_wordpiece(&d.texts.as_strs(), vocab, 128).unwrap();
         t.save(&path).unwrap();
     }
     path

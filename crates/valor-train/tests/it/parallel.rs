@@ -40,7 +40,7 @@ fn nested_config(data: &Path) -> TrainConfig {
     let tokenizer =
         TextTokenizer::from_file(m.tokenizer.as_ref().unwrap(), c.max_len, true).unwrap();
     let (d, _) = load_dataset(&builtin_spec(data)).unwrap();
-    let enc = tokenizer.encode_batch(&d.texts).unwrap();
+    let enc = tokenizer.encode_batch(&d.texts.as_strs()).unwrap();
     assert!(
         enc.iter().all(|e| e.len() == c.max_len),
         "the test needs every text truncated to max_len"
