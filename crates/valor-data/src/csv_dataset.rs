@@ -267,7 +267,7 @@ fn header_names(header: &str, sep: u8) -> Option<Vec<&str>> {
     let mut names = Vec::new();
     let mut pos = 0;
     loop {
-        let (name, after) = next_field(header, pos, sep).ok()?;
+        let (name, after) = next_field(header, pos, sep, header.contains('\r')).ok()?;
         match name {
             Cow::Borrowed(n) if !n.is_empty() => names.push(n),
             _ => return None,
@@ -391,6 +391,8 @@ struct Part {
 #[derive(Debug, Default)]
 struct Interner {
     values: Vec<String>,
+    /// Each value's [`short_key`], beside it.
+    keys: Vec<Option<u64>>,
     /// Filled once there are more than [`LINEAR`] values.
     index: HashMap<String, u32>,
     codes: Vec<u32>,
@@ -405,8 +407,13 @@ impl Interner {
     }
 
     fn push(&mut self, v: &str) {
+        let key = short_key(v);
         let found = if self.values.len() <= LINEAR {
-            self.values.iter().position(|x| x == v).map(|i| i as u32)
+            match key {
+                Some(_) => self.keys.iter().position(|&k| k == key),
+                None => self.values.iter().position(|x| x == v),
+            }
+            .map(|i| i as u32)
         } else {
             self.index.get(v).copied()
         };
@@ -423,6 +430,7 @@ impl Interner {
                     self.index.insert(v.to_string(), c);
                 }
                 self.values.push(v.to_string());
+                self.keys.push(key);
                 c
             }
         };
@@ -430,11 +438,28 @@ impl Interner {
     }
 }
 
+/// A value of at most 7 bytes as one number (its bytes and its length), so
+/// that the few distinct labels and groups are told apart by comparing
+/// integers, not by calling `memcmp` once per row and value; `None` for a
+/// longer value. Two short values have the same key exactly when they are
+/// equal.
+fn short_key(v: &str) -> Option<u64> {
+    let b = v.as_bytes();
+    // Shifted in register by register: bytes copied into an array and read
+    // back as a word stalled the store buffer on every row.
+    (b.len() <= 7).then(|| {
+        b.iter()
+            .enumerate()
+            .fold((b.len() as u64) << 56, |k, (i, &c)| k | u64::from(c) << (8 * i))
+    })
+}
+
 /// Reads the whole records of `bytes` (a chunk that starts at a record).
 fn parse_chunk(bytes: &[u8], plan: &Plan) -> Result<Part, Stop> {
     let text = std::str::from_utf8(bytes).map_err(|_| Stop::Decline)?;
+    let cr = memchr::memchr(b'\r', bytes).is_some();
     // At most one record per line: room for all, so that no column grows.
-    let rows = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+    let rows = memchr::memchr_iter(b'\n', bytes).count() + 1;
     let has = |role: Role| plan.roles.contains(&role);
     // A column's bytes are at most the chunk's: room for all, reserved but
     // not touched until written.
@@ -464,7 +489,7 @@ fn parse_chunk(bytes: &[u8], plan: &Plan) -> Result<Part, Stop> {
     while pos < bytes.len() {
         let mut field = 0;
         loop {
-            let (value, after) = next_field(text, pos, plan.sep)?;
+            let (value, after) = next_field(text, pos, plan.sep, cr)?;
             take(
                 *plan.roles.get(field).ok_or(Stop::Decline)?,
                 value,
@@ -492,14 +517,18 @@ fn parse_chunk(bytes: &[u8], plan: &Plan) -> Result<Part, Stop> {
 }
 
 /// The field that starts at `pos`, unquoted, and the position just after
-/// it: the end of `text`, a separator or `\n`.
-fn next_field(text: &str, pos: usize, sep: u8) -> Result<(Cow<'_, str>, usize), Stop> {
+/// it: the end of `text`, a separator or `\n`. `cr`: whether `text` holds a
+/// `\r` anywhere (without one, fields are found with `memchr3`, which looks
+/// for three bytes at a time, not four).
+fn next_field(text: &str, pos: usize, sep: u8, cr: bool) -> Result<(Cow<'_, str>, usize), Stop> {
     let b = text.as_bytes();
     if b.get(pos) == Some(&b'"') {
         let mut from = pos + 1;
         let mut escaped = false;
         loop {
-            let q = find_any(b, from, [b'"']).ok_or(Stop::Unterminated)?;
+            let q = memchr::memchr(b'"', &b[from..])
+                .map(|k| from + k)
+                .ok_or(Stop::Unterminated)?;
             if b.get(q + 1) == Some(&b'"') {
                 escaped = true;
                 from = q + 2;
@@ -517,11 +546,33 @@ fn next_field(text: &str, pos: usize, sep: u8) -> Result<(Cow<'_, str>, usize), 
             return Ok((value, q + 1));
         }
     }
-    let end = find_any(b, pos, [sep, b'\n', b'"', b'\r']).unwrap_or(b.len());
+    let end = unquoted_end(b, pos, sep, cr);
     if matches!(b.get(end), Some(b'"' | b'\r')) {
         return Err(Stop::Decline);
     }
     Ok((Cow::Borrowed(&text[pos..end]), end))
+}
+
+/// Where the unquoted field at `pos` ends: the first separator, `\n`, `"`
+/// or `\r` at or after `pos`, or the end of `b`. Most fields are a few
+/// bytes long, so their first bytes are looked at one by one before a
+/// vector search (a `memchr3` call per field cost more than the bytes).
+fn unquoted_end(b: &[u8], pos: usize, sep: u8, cr: bool) -> usize {
+    const HEAD: usize = 16;
+    let head = &b[pos..b.len().min(pos + HEAD)];
+    if let Some(k) = head
+        .iter()
+        .position(|&c| c == sep || c == b'\n' || c == b'"' || c == b'\r')
+    {
+        return pos + k;
+    }
+    let from = pos + head.len();
+    if cr {
+        find_any(b, from, [sep, b'\n', b'"', b'\r'])
+    } else {
+        memchr::memchr3(sep, b'\n', b'"', &b[from..]).map(|k| from + k)
+    }
+    .unwrap_or(b.len())
 }
 
 /// The position of the first byte of `b[from..]` equal to one of `targets`,
@@ -548,13 +599,22 @@ fn find_any<const N: usize>(b: &[u8], from: usize, targets: [u8; N]) -> Option<u
         .map(|k| i + k)
 }
 
+/// Whether `s` is empty or whitespace only (as `str::trim` sees it), told
+/// at the first byte where that is printable ASCII (almost every value).
+fn blank(s: &str) -> bool {
+    match s.as_bytes().first() {
+        Some(b'!'..=b'~') => false,
+        _ => s.trim().is_empty(),
+    }
+}
+
 /// Files one value under its column's role; a blank or invalid value
 /// declines (the polars path names it).
 fn take(role: Role, value: Cow<'_, str>, part: &mut Part) -> Result<(), Stop> {
     if role == Role::Skip {
         return Ok(());
     }
-    if value.trim().is_empty() {
+    if blank(&value) {
         return Err(Stop::Decline);
     }
     match role {
@@ -962,6 +1022,50 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn short_keys_are_equal_exactly_when_the_values_are(
+            a in "[a\u{0}é]{0,8}",
+            b in "[a\u{0}é]{0,8}",
+        ) {
+            let (ka, kb) = (short_key(&a), short_key(&b));
+            prop_assert_eq!(ka.is_some(), a.len() <= 7);
+            if ka.is_some() && kb.is_some() {
+                prop_assert_eq!(ka == kb, a == b);
+            }
+        }
+
+        #[test]
+        fn blank_is_what_trim_calls_empty(s in "[ a!~\t\u{0B}\u{85}\u{3000}é]{0,4}") {
+            prop_assert_eq!(blank(&s), s.trim().is_empty());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn unquoted_ends_are_the_first_special_byte(
+            plain in 0usize..48,
+            tail in prop::collection::vec(
+                prop::sample::select(vec![b'a', b',', b'"', b'\n', b'\r', 0, 0x80]),
+                0..12,
+            ),
+            from in 0usize..60,
+        ) {
+            // Runs of plain bytes longer and shorter than the bytes looked
+            // at one by one, then anything.
+            let mut b = vec![b'a'; plain];
+            b.extend(tail);
+            let from = from.min(b.len());
+            let targets = [b',', b'\n', b'"', b'\r'];
+            let want = b[from..]
+                .iter()
+                .position(|c| targets.contains(c))
+                .map_or(b.len(), |k| from + k);
+            prop_assert_eq!(unquoted_end(&b, from, b',', true), want);
+            if !b.contains(&b'\r') {
+                prop_assert_eq!(unquoted_end(&b, from, b',', false), want);
+            }
+        }
+
         #[test]
         fn find_any_finds_the_first_match(
             b in prop::collection::vec(
