@@ -450,7 +450,9 @@ fn short_key(v: &str) -> Option<u64> {
     (b.len() <= 7).then(|| {
         b.iter()
             .enumerate()
-            .fold((b.len() as u64) << 56, |k, (i, &c)| k | u64::from(c) << (8 * i))
+            .fold((b.len() as u64) << 56, |k, (i, &c)| {
+                k | u64::from(c) << (8 * i)
+            })
     })
 }
 

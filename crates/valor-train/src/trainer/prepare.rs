@@ -149,8 +149,16 @@ pub(super) fn prepare(
         total_steps,
         split_ids: (config.split_column.is_some() || files.is_some()).then(|| SplitIds {
             column: config.split_column.clone(),
-            valid: splits.valid.iter().map(|&i| data.ids[i].to_string()).collect(),
-            test: splits.test.iter().map(|&i| data.ids[i].to_string()).collect(),
+            valid: splits
+                .valid
+                .iter()
+                .map(|&i| data.ids[i].to_string())
+                .collect(),
+            test: splits
+                .test
+                .iter()
+                .map(|&i| data.ids[i].to_string())
+                .collect(),
         }),
         split_files: files.map(|[train, valid, test]| SplitFilesProvenance { train, valid, test }),
     };
