@@ -637,7 +637,7 @@ fn take(role: Role, value: Cow<'_, str>, part: &mut Part) -> Result<(), Stop> {
 }
 
 /// Joins the chunks into the dataset `dataset_from_table` would build.
-fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, Vec<Warning>)> {
+fn build(spec: &DatasetSpec, plan: &Plan, mut parts: Vec<Part>) -> Option<(Dataset, Vec<Warning>)> {
     let n: usize = parts.iter().map(|p| p.rows).sum();
     if n == 0 {
         return None;
@@ -656,16 +656,16 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, 
         .map(|(i, n)| (n.as_str(), i as u32))
         .collect();
     let encode = |interners: Vec<&Interner>| -> Option<Vec<LabelId>> {
-        let mut out = Vec::with_capacity(n);
+        let mut jobs = Vec::with_capacity(interners.len());
         for it in interners {
             let ids: Vec<u32> = it
                 .values
                 .iter()
                 .map(|v| label_index.get(v.as_str()).copied())
                 .collect::<Option<_>>()?;
-            out.extend(it.codes.iter().map(|&c| LabelId(ids[c as usize])));
+            jobs.push((it.codes.as_slice(), ids));
         }
-        Some(out)
+        Some(remap(n, jobs).into_iter().map(LabelId).collect())
     };
     let labels = encode(parts.iter().map(|p| &p.labels).collect())?;
     let reference_labels = match spec.reference_label {
@@ -681,17 +681,43 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, 
             .flat_map(|p| p.weights.iter().copied())
             .collect()
     });
-    let mut texts = Strs::new();
-    let mut ids = Strs::new();
-    let mut twins = Strs::new();
-    for p in parts {
-        texts.append(p.texts);
-        ids.append(p.ids);
-        twins.append(p.twins);
-    }
-    if spec.id.is_none() {
-        ids = row_numbers(n);
-    }
+    let ids = match spec.id {
+        Some(_) => Strs::par_concat(
+            parts
+                .iter_mut()
+                .map(|p| std::mem::take(&mut p.ids))
+                .collect(),
+        ),
+        None => {
+            let firsts: Vec<usize> = parts
+                .iter()
+                .scan(1, |next, p| {
+                    let first = *next;
+                    *next += p.rows;
+                    Some(first)
+                })
+                .collect();
+            Strs::par_concat(
+                parts
+                    .par_iter()
+                    .zip(firsts)
+                    .map(|(p, first)| row_numbers(first, p.rows))
+                    .collect(),
+            )
+        }
+    };
+    let texts = Strs::par_concat(
+        parts
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.texts))
+            .collect(),
+    );
+    let twins = Strs::par_concat(
+        parts
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.twins))
+            .collect(),
+    );
     let warnings = dataset_warnings(spec, &groups, &labels, &label_names);
     Some((
         Dataset {
@@ -710,13 +736,13 @@ fn build(spec: &DatasetSpec, plan: &Plan, parts: Vec<Part>) -> Option<(Dataset, 
     ))
 }
 
-/// `1`, `2`, … `n`: the ids of a file without an id column (counted up
-/// in decimal digits: formatting each number cost more than the rest of
-/// the column).
-fn row_numbers(n: usize) -> Strs {
-    let mut ids = Strs::with_capacity(n, n * 8);
-    let mut digits = vec![b'0'];
-    for _ in 0..n {
+/// `first`, `first + 1`, … (`count` numbers): ids of a file without an id
+/// column (counted up in decimal digits: formatting each number cost more
+/// than the rest of the column).
+fn row_numbers(first: usize, count: usize) -> Strs {
+    let mut ids = Strs::with_capacity(count, count * 8);
+    let mut digits = (first.max(1) - 1).to_string().into_bytes();
+    for _ in 0..count {
         let mut k = digits.len();
         loop {
             if k == 0 {
@@ -754,16 +780,38 @@ fn group_column<'p>(
         .enumerate()
         .map(|(i, v)| (v.as_str(), i as u32))
         .collect();
-    let mut ids = Vec::with_capacity(n);
-    for it in interners {
-        let global: Vec<u32> = it.values.iter().map(|v| index[v.as_str()]).collect();
-        ids.extend(it.codes.iter().map(|&c| GroupId(global[c as usize])));
-    }
+    let jobs = interners
+        .map(|it| {
+            let global: Vec<u32> = it.values.iter().map(|v| index[v.as_str()]).collect();
+            (it.codes.as_slice(), global)
+        })
+        .collect();
     GroupColumn {
         name: name.to_string(),
         values,
-        ids,
+        ids: remap(n, jobs).into_iter().map(GroupId).collect(),
     }
+}
+
+/// One column of `n` ids from the parts' codes, each part's codes mapped
+/// through its own table (`jobs`: codes and table, in row order), the parts
+/// written in parallel into memory allocated zeroed (so that the pages are
+/// first touched by the threads that fill them, not by one).
+fn remap(n: usize, jobs: Vec<(&[u32], Vec<u32>)>) -> Vec<u32> {
+    let mut out = vec![0u32; n];
+    let mut rest = out.as_mut_slice();
+    let mut tasks = Vec::with_capacity(jobs.len());
+    for (codes, table) in jobs {
+        let (here, after) = rest.split_at_mut(codes.len());
+        tasks.push((here, codes, table));
+        rest = after;
+    }
+    tasks.into_par_iter().for_each(|(out, codes, table)| {
+        for (o, &c) in out.iter_mut().zip(codes) {
+            *o = table[c as usize];
+        }
+    });
+    out
 }
 
 #[cfg(test)]
@@ -779,8 +827,9 @@ mod tests {
     #[test]
     fn row_numbers_count_in_decimal() {
         let want: Vec<String> = (1..=10_001).map(|i| i.to_string()).collect();
-        assert_eq!(row_numbers(10_001), want);
-        assert!(row_numbers(0).is_empty());
+        assert_eq!(row_numbers(1, 10_001), want);
+        assert_eq!(row_numbers(998, 5), ["998", "999", "1000", "1001", "1002"]);
+        assert!(row_numbers(1, 0).is_empty());
     }
 
     fn spec(ext: &str, args: SpecArgs) -> DatasetSpec {

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::ops::Index;
 
+use rayon::prelude::*;
 use serde::{Serialize, Serializer};
 
 /// A column of strings: row `i` is `&strs[i]`.
@@ -118,6 +119,38 @@ impl Strs {
         for p in parts {
             out.append(p);
         }
+        out
+    }
+
+    /// [`Strs::concat`], with the parts' row ends written in parallel into
+    /// memory allocated zeroed (so that its pages are first touched by the
+    /// threads that fill them).
+    pub fn par_concat(parts: Vec<Strs>) -> Strs {
+        let n = parts.iter().map(Strs::len).sum();
+        let mut ends = vec![0usize; n];
+        let mut rest = ends.as_mut_slice();
+        let mut out = Strs::new();
+        let mut tasks = Vec::with_capacity(parts.len());
+        let mut base = 0;
+        for p in parts {
+            let (here, after) = rest.split_at_mut(p.len());
+            rest = after;
+            for (chunk, start) in p.chunks.into_iter().zip(p.chunk_starts) {
+                if !chunk.is_empty() {
+                    out.chunks.push(chunk);
+                    out.chunk_starts.push(base + start);
+                }
+            }
+            let bytes = p.ends.last().copied().unwrap_or(0);
+            tasks.push((here, p.ends, base));
+            base += bytes;
+        }
+        tasks.into_par_iter().for_each(|(here, ends, base)| {
+            for (e, &x) in here.iter_mut().zip(&ends) {
+                *e = base + x;
+            }
+        });
+        out.ends = ends;
         out
     }
 
@@ -279,7 +312,14 @@ mod tests {
     use super::*;
 
     fn chunked(rows: &[&[&str]]) -> Strs {
-        Strs::concat(rows.iter().map(|r| Strs::from(*r)))
+        let parts = || rows.iter().map(|r| Strs::from(*r));
+        let s = Strs::concat(parts());
+        let p = Strs::par_concat(parts().collect());
+        assert_eq!(
+            (&s.chunks, &s.chunk_starts, &s.ends),
+            (&p.chunks, &p.chunk_starts, &p.ends)
+        );
+        s
     }
 
     #[test]
