@@ -5,7 +5,8 @@
 //! ([`table`]), one file or a folder or glob of them ([`inputs`]);
 //! describing a dataset by a spec of columns ([`spec`]);
 //! validating it into a [`Dataset`] whose errors name file, row and column
-//! ([`dataset`]); readers for real public datasets ([`real`]); seeded,
+//! ([`dataset`]), its texts and ids kept as [`Strs`] columns, rows in a few
+//! large buffers ([`strs`]); readers for real public datasets ([`real`]); seeded,
 //! stratified splits ([`split`]) or splits given as three files
 //! ([`split_files`]); the built-in synthetic finance dataset
 //! ([`synth`]); tokenization with Hugging Face `tokenizers` ([`tokenize`]);
@@ -18,7 +19,7 @@
 //!
 //! Main types: [`Table`] (a file's columns, read as text), [`DatasetSpec`]
 //! (which column is what), [`Dataset`] (validated texts, [`LabelId`]s and
-//! [`GroupColumn`]s), [`Splits`], [`TextTokenizer`] and [`Encoded`],
+//! [`GroupColumn`]s), [`Strs`], [`Splits`], [`TextTokenizer`] and [`Encoded`],
 //! [`Batch`], [`SynthConfig`]/[`SynthData`], [`InspectReport`].
 
 pub mod batch;
