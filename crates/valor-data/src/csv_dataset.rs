@@ -682,12 +682,7 @@ fn build(spec: &DatasetSpec, plan: &Plan, mut parts: Vec<Part>) -> Option<(Datas
             .collect()
     });
     let ids = match spec.id {
-        Some(_) => Strs::par_concat(
-            parts
-                .iter_mut()
-                .map(|p| std::mem::take(&mut p.ids))
-                .collect(),
-        ),
+        Some(_) => concat_column(&mut parts, |p| &mut p.ids),
         None => {
             let firsts: Vec<usize> = parts
                 .iter()
@@ -706,18 +701,8 @@ fn build(spec: &DatasetSpec, plan: &Plan, mut parts: Vec<Part>) -> Option<(Datas
             )
         }
     };
-    let texts = Strs::par_concat(
-        parts
-            .iter_mut()
-            .map(|p| std::mem::take(&mut p.texts))
-            .collect(),
-    );
-    let twins = Strs::par_concat(
-        parts
-            .iter_mut()
-            .map(|p| std::mem::take(&mut p.twins))
-            .collect(),
-    );
+    let texts = concat_column(&mut parts, |p| &mut p.texts);
+    let twins = concat_column(&mut parts, |p| &mut p.twins);
     let warnings = dataset_warnings(spec, &groups, &labels, &label_names);
     Some((
         Dataset {
@@ -734,6 +719,16 @@ fn build(spec: &DatasetSpec, plan: &Plan, mut parts: Vec<Part>) -> Option<(Datas
         },
         warnings,
     ))
+}
+
+/// One string column of the whole file, taken out of the parts.
+fn concat_column(parts: &mut [Part], column: fn(&mut Part) -> &mut Strs) -> Strs {
+    Strs::par_concat(
+        parts
+            .iter_mut()
+            .map(|p| std::mem::take(column(p)))
+            .collect(),
+    )
 }
 
 /// `first`, `first + 1`, … (`count` numbers): ids of a file without an id

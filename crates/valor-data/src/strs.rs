@@ -113,18 +113,10 @@ impl Strs {
     }
 
     /// The rows of `parts` one after another, each part's chunks kept as
-    /// they are (nothing is copied but the row ends).
-    pub fn concat(parts: impl IntoIterator<Item = Strs>) -> Strs {
-        let mut out = Strs::new();
-        for p in parts {
-            out.append(p);
-        }
-        out
-    }
-
-    /// [`Strs::concat`], with the parts' row ends written in parallel into
-    /// memory allocated zeroed (so that its pages are first touched by the
-    /// threads that fill them).
+    /// they are (nothing is copied but the row ends), as [`Strs::append`]
+    /// of each would give; the row ends are written in parallel into memory
+    /// allocated zeroed (so that its pages are first touched by the threads
+    /// that fill them).
     pub fn par_concat(parts: Vec<Strs>) -> Strs {
         let n = parts.iter().map(Strs::len).sum();
         let mut ends = vec![0usize; n];
@@ -135,13 +127,8 @@ impl Strs {
         for p in parts {
             let (here, after) = rest.split_at_mut(p.len());
             rest = after;
-            for (chunk, start) in p.chunks.into_iter().zip(p.chunk_starts) {
-                if !chunk.is_empty() {
-                    out.chunks.push(chunk);
-                    out.chunk_starts.push(base + start);
-                }
-            }
-            let bytes = p.ends.last().copied().unwrap_or(0);
+            let bytes = p.total_bytes();
+            out.take_chunks(p.chunks, p.chunk_starts, base);
             tasks.push((here, p.ends, base));
             base += bytes;
         }
@@ -157,16 +144,21 @@ impl Strs {
     /// Appends the rows of `other`, keeping its chunks.
     pub fn append(&mut self, other: Strs) {
         let base = self.total_bytes();
-        // Trailing chunk bytes past the last row (none are ever written)
-        // would shift the rows after them: chunks hold rows only.
-        for (chunk, start) in other.chunks.into_iter().zip(other.chunk_starts) {
-            if chunk.is_empty() {
-                continue;
-            }
-            self.chunks.push(chunk);
-            self.chunk_starts.push(base + start);
-        }
+        self.take_chunks(other.chunks, other.chunk_starts, base);
         self.ends.extend(other.ends.into_iter().map(|e| base + e));
+    }
+
+    /// Moves another column's non-empty chunks to the end of this one's,
+    /// their starts shifted by `base` (the bytes before them). Chunks hold
+    /// rows only (no bytes are ever written past a row), so nothing after
+    /// them shifts.
+    fn take_chunks(&mut self, chunks: Vec<String>, starts: Vec<usize>, base: usize) {
+        for (chunk, start) in chunks.into_iter().zip(starts) {
+            if !chunk.is_empty() {
+                self.chunks.push(chunk);
+                self.chunk_starts.push(base + start);
+            }
+        }
     }
 }
 
@@ -313,7 +305,10 @@ mod tests {
 
     fn chunked(rows: &[&[&str]]) -> Strs {
         let parts = || rows.iter().map(|r| Strs::from(*r));
-        let s = Strs::concat(parts());
+        let mut s = Strs::new();
+        for p in parts() {
+            s.append(p);
+        }
         let p = Strs::par_concat(parts().collect());
         assert_eq!(
             (&s.chunks, &s.chunk_starts, &s.ends),
