@@ -168,11 +168,13 @@ pub struct TrainArgs {
     /// demographic_parity, equalized_odds or equal_opportunity (gaps as
     /// fairlearn defines them for two labels, the largest over classes for
     /// more); repeat for several. Each applies to every --fairness-group
-    /// column. Trains with one multiplier per constraint and column
-    /// (proxy-Lagrangian): the loss adds each multiplier times a
-    /// differentiable surrogate of its gap, and after every step each
-    /// multiplier rises or falls with the gap of hard predictions on a
-    /// constraint batch of other training rows. The tested model is the
+    /// column. Trains with one multiplier per signed rate difference
+    /// between two groups (proxy-Lagrangian with fairlearn's cost-sensitive
+    /// reduction): under the multipliers each row's cross-entropy target
+    /// and weight follow its Lagrangian costs, raising the lower group's
+    /// rate and lowering the higher one's, and after every step each
+    /// multiplier rises or falls with the difference of hard predictions on
+    /// a constraint batch of other training rows. The tested model is the
     /// best validation epoch among those whose gaps meet the bounds with
     /// the margin of --constraint-confidence; if none does, `valor train`
     /// exits with 1. Replaces --fairness-lambda [default: the --values
@@ -186,11 +188,17 @@ pub struct TrainArgs {
     /// [default: 0.8].
     #[arg(long, value_name = "LEVEL", requires = "constraints")]
     pub constraint_confidence: Option<f64>,
-    /// Step size of the multipliers of --constraint: after each step a
-    /// multiplier moves by this times its measured gap minus its bound
-    /// [default: 0.5].
+    /// Step size of the multipliers of --constraint (integral gain): after
+    /// each step a multiplier moves by this times its measured difference
+    /// minus its training bound [default: 0.02].
     #[arg(long, value_name = "ETA", requires = "constraints")]
     pub multiplier_lr: Option<f64>,
+    /// Proportional gain of the multipliers of --constraint: the loss uses
+    /// each multiplier plus this times its last measured difference minus
+    /// its training bound (never below 0), which damps the overshoot of the
+    /// integral alone; 0 turns it off [default: 1.5].
+    #[arg(long, value_name = "GAIN", requires = "constraints")]
+    pub multiplier_gain: Option<f64>,
     /// Share of each --constraint bound the multipliers aim at during
     /// training: they rise while the measured training gap exceeds this
     /// times the bound, leaving room for the gap on unseen rows; 1 trains
@@ -374,6 +382,7 @@ impl TrainArgs {
                 self.constraint_confidence.is_some(),
             ),
             ("--multiplier-lr", self.multiplier_lr.is_some()),
+            ("--multiplier-gain", self.multiplier_gain.is_some()),
             ("--train-bound-ratio", self.train_bound_ratio.is_some()),
             (
                 "--constraint-batch-size",
@@ -587,6 +596,7 @@ impl TrainArgs {
             self.constraint_confidence,
         );
         set(&mut settings.multiplier_lr, self.multiplier_lr);
+        set(&mut settings.multiplier_gain, self.multiplier_gain);
         set(&mut settings.train_bound_ratio, self.train_bound_ratio);
         set(
             &mut settings.constraint_batch_size,

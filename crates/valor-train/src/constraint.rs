@@ -5,17 +5,31 @@
 //! compares with the bound.
 //!
 //! The method is the proxy-Lagrangian of Cotter, Jiang & Sridharan (2019,
-//! "Two-Player Games for Efficient Non-Convex Constrained Optimization"):
-//! the model player minimises `loss + Σ_j μ_j · s_j(θ)`, where `s_j` is a
-//! differentiable surrogate of constraint `j`'s gap (see
-//! [`crate::penalty::constraint_surrogate`]); the multiplier player raises
-//! `μ_j` by projected gradient ascent on the *measured* violation `g_j(θ) −
-//! b_j`, where `g_j` is the gap of hard (argmax) predictions on
-//! constraint batches drawn from training rows outside the gradient batch
-//! ([`dual_update`]; the batches' counts are decayed over steps, see
-//! [`decay_and_add`]). Because the multipliers see the gap that will be
-//! reported (not its relaxation), they keep rising until the real gap
-//! meets the bound.
+//! "Two-Player Games for Efficient Non-Convex Constrained Optimization")
+//! with the model player's side of Agarwal et al.'s reductions (2018,
+//! fairlearn's `ExponentiatedGradient`). A constraint's gap on a group
+//! column is the largest of signed rate differences between two groups
+//! ([`constraint_terms`]: for demographic parity `P(ŷ = c | g) − P(ŷ = c |
+//! h)` for every class `c` and ordered pair of groups), so the constraint
+//! is the same as every term `<= bound`, and each term gets a multiplier
+//! `μ_t >= 0`. The Lagrangian `error + Σ_t μ_t · term_t` is linear in the
+//! predictions, so it is a cost per row and prediction
+//! ([`prediction_costs`]: the row's weighted error, plus `μ_t / share` on
+//! the term's class for rows of its high group and minus that for rows of
+//! its low group); the model player minimises the cross-entropy of each
+//! row's cheapest predictions, weighted by how much cheaper they are
+//! ([`cost_target`]: the reduction of cost-sensitive to weighted
+//! classification, which relabels a high group's positives and a low
+//! group's negatives once their multiplier outweighs their error). Unlike
+//! a penalty on a relaxed gap, this keeps raising the low group's rate, so
+//! the model does not escape to a constant predictor (whose gap is 0). The
+//! multiplier player raises `μ_t` by projected gradient ascent on the
+//! *measured* violation `term_t(θ) − b`, where the term is computed from
+//! hard (argmax) predictions on constraint batches drawn from training rows
+//! outside the gradient batch ([`dual_update`]; the batches' counts are
+//! decayed over steps, see [`decay_and_add`]). Because the multipliers see
+//! the gap that will be reported (not its relaxation), they keep rising
+//! until the real gap meets the bound.
 //!
 //! Gaps follow valor-fair's definitions (`max − min` over groups, the
 //! largest over classes for several labels):
@@ -243,6 +257,174 @@ pub fn dual_update(multipliers: &mut [f64], gaps: &[Option<f64>], bounds: &[f64]
     }
 }
 
+/// The rows a rate is taken over: every row (selection rate), the rows of
+/// one true label (true-positive rate of that class), or the rows of every
+/// other label (its false-positive rate, one-vs-rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSet {
+    All,
+    Label(usize),
+    NotLabel(usize),
+}
+
+impl RowSet {
+    /// Whether a row of true label `y` is in the set.
+    pub fn contains(self, y: usize) -> bool {
+        match self {
+            RowSet::All => true,
+            RowSet::Label(l) => y == l,
+            RowSet::NotLabel(l) => y != l,
+        }
+    }
+}
+
+/// One signed rate difference of a constraint on one group column:
+/// `P(ŷ = class | rows, group high) − P(ŷ = class | rows, group low)`.
+/// A constraint's gap is the largest of its terms ([`constraint_terms`]),
+/// so `gap <= bound` is the same as every term `<= bound`; each term gets
+/// its own multiplier, which is what lets the model player push the two
+/// groups' rates towards each other instead of only shrinking a spread
+/// (a max − min whose sub-gradient changes sides when the groups swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateTerm {
+    pub class: usize,
+    pub rows: RowSet,
+    pub high: usize,
+    pub low: usize,
+}
+
+/// The terms of a constraint of `kind` with `k` labels over `groups`
+/// groups, every ordered pair of distinct groups for each rate the gap
+/// spans ([`gap_of_cells`]): demographic parity, the selection rate of
+/// each class (of the positive label only for two labels, whose two
+/// classes have the same gap); equalized odds, each class's true- and
+/// false-positive rates (the positive label's for two labels: those of
+/// the other label are one minus them); equal opportunity, the true-positive
+/// rate of the positive label (two labels) or of every class.
+pub fn constraint_terms(
+    kind: ConstraintKind,
+    k: usize,
+    positive: Option<usize>,
+    groups: usize,
+) -> Vec<RateTerm> {
+    let classes: Vec<usize> = match positive {
+        Some(p) if k == 2 => vec![p],
+        _ => (0..k).collect(),
+    };
+    let mut out = Vec::new();
+    for c in classes {
+        let sets: &[RowSet] = match kind {
+            ConstraintKind::DemographicParity => &[RowSet::All],
+            ConstraintKind::EqualizedOdds => &[RowSet::Label(c), RowSet::NotLabel(c)],
+            ConstraintKind::EqualOpportunity => &[RowSet::Label(c)],
+        };
+        for &rows in sets {
+            for high in 0..groups {
+                for low in (0..groups).filter(|&l| l != high) {
+                    out.push(RateTerm {
+                        class: c,
+                        rows,
+                        high,
+                        low,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A term's value on (possibly decayed) counts, one row-major `k × k`
+/// (true × predicted) vector of cells per group; `None` when either group
+/// has no row in the term's set.
+pub fn term_gap(term: &RateTerm, groups: &[Vec<f64>], k: usize) -> Option<f64> {
+    let rate = |g: &[f64]| -> Option<f64> {
+        let (mut hit, mut all) = (0.0, 0.0);
+        for t in (0..k).filter(|&t| term.rows.contains(t)) {
+            hit += g[t * k + term.class];
+            all += g[t * k..(t + 1) * k].iter().sum::<f64>();
+        }
+        (all > 0.0).then(|| hit / all)
+    };
+    Some(rate(groups.get(term.high)?)? - rate(groups.get(term.low)?)?)
+}
+
+/// The Lagrangian's cost of each prediction for one training row (the
+/// cost-sensitive reduction of Agarwal et al. 2018, fairlearn's
+/// `ExponentiatedGradient`): the row's weighted error `weight · [c ≠ y]`
+/// plus, for every term whose rows include it, `μ / share` on the term's
+/// class when the row is in its high group and `− μ / share` when in its
+/// low group, where `share` is that group's share of the training rows in
+/// the term's set (so `Σ μ · (rate_high − rate_low)` over the training
+/// rows is the sum of these costs over rows, divided by their number).
+/// `terms` pairs each term with its multiplier and its two groups' shares.
+pub fn prediction_costs(
+    k: usize,
+    label: usize,
+    weight: f64,
+    group: usize,
+    terms: impl Iterator<Item = (RateTerm, f64, (f64, f64))>,
+) -> Vec<f64> {
+    let mut costs: Vec<f64> = (0..k)
+        .map(|c| if c == label { 0.0 } else { weight })
+        .collect();
+    for (term, mu, (high_share, low_share)) in terms {
+        if mu <= 0.0 || !term.rows.contains(label) {
+            continue;
+        }
+        if group == term.high && high_share > 0.0 {
+            costs[term.class] += mu / high_share;
+        } else if group == term.low && low_share > 0.0 {
+            costs[term.class] -= mu / low_share;
+        }
+    }
+    costs
+}
+
+/// The cross-entropy target and weight that carry a row's prediction
+/// costs: the cheapest predictions share the target's mass equally, and
+/// the weight is how much cheaper they are than the next cheapest (the
+/// reduction of cost-sensitive to weighted classification; the log-loss
+/// is its surrogate). A row with costs `weight · [c ≠ y]` keeps target
+/// `y` and weight `weight`; equal costs give weight 0.
+pub fn cost_target(costs: &[f64]) -> (Vec<f64>, f64) {
+    let min = costs.iter().copied().fold(f64::INFINITY, f64::min);
+    let tie = |c: f64| c - min <= 1e-12 * (1.0 + min.abs());
+    let cheapest = costs.iter().filter(|&&c| tie(c)).count();
+    let next = costs
+        .iter()
+        .copied()
+        .filter(|&c| !tie(c))
+        .fold(f64::INFINITY, f64::min);
+    let target = costs
+        .iter()
+        .map(|&c| if tie(c) { 1.0 / cheapest as f64 } else { 0.0 })
+        .collect();
+    let weight = if next.is_finite() { next - min } else { 0.0 };
+    (target, weight)
+}
+
+/// The multipliers the loss uses: `max(0, μ_j + gain · (g_j − b_j))`, the
+/// integral `μ_j` of [`dual_update`] plus a proportional answer to the
+/// last measured violation (`None` leaves `μ_j`). With `gain` 0 these are
+/// the multipliers themselves.
+pub fn applied_multipliers(
+    multipliers: &[f64],
+    gaps: &[Option<f64>],
+    bounds: &[f64],
+    gain: f64,
+) -> Vec<f64> {
+    multipliers
+        .iter()
+        .zip(gaps)
+        .zip(bounds)
+        .map(|((&mu, gap), bound)| match gap {
+            Some(g) => (mu + gain * (g - bound)).max(0.0),
+            None => mu,
+        })
+        .collect()
+}
+
 /// A gap measured on a split, with its bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GapInterval {
@@ -467,6 +649,129 @@ mod tests {
         assert!((x_avg - 0.5).abs() < 1e-3, "x = {x_avg}");
         assert!((mu_avg - 1.0).abs() < 1e-2, "μ = {mu_avg}");
         assert!(mu[0] > 0.0);
+    }
+
+    /// A constraint's gap is the largest of its terms, on random counts
+    /// with two and three labels and two to four groups (some groups
+    /// missing labels), for every kind.
+    #[test]
+    fn the_terms_span_the_gap() {
+        let mut rng = SplitMix64::new(11);
+        for trial in 0..400 {
+            let k = 2 + trial % 2;
+            let groups = 2 + (trial / 2) % 3;
+            let positive = (k == 2).then_some(1);
+            let cells: Vec<Vec<f64>> = (0..groups)
+                .map(|_| {
+                    (0..k * k)
+                        .map(|_| match rng.next() % 5 {
+                            0 => 0.0,
+                            r => (rng.next() % 50) as f64 * r as f64 * 0.37,
+                        })
+                        .collect()
+                })
+                .collect();
+            for kind in ConstraintKind::ALL {
+                let terms = constraint_terms(kind, k, positive, groups);
+                let by_terms = terms
+                    .iter()
+                    .filter_map(|t| term_gap(t, &cells, k))
+                    .reduce(f64::max);
+                let gap = gap_of_cells(kind, &cells, k, positive);
+                match (by_terms, gap) {
+                    (Some(a), Some(b)) => assert!((a - b).abs() < 1e-12, "{kind:?} {a} {b}"),
+                    (a, b) => assert_eq!(a, b, "{kind:?} {cells:?}"),
+                }
+            }
+        }
+        let t = constraint_terms(ConstraintKind::EqualizedOdds, 2, Some(1), 2);
+        assert_eq!(t.len(), 4, "TPR and FPR of the positive label, both orders");
+        assert_eq!(
+            constraint_terms(ConstraintKind::DemographicParity, 3, None, 3).len(),
+            18
+        );
+    }
+
+    /// Binary demographic parity, group 0 selected more than group 1
+    /// (shares 0.6 and 0.4): with μ on "rate 0 − rate 1", group 0's
+    /// positives cost `μ / 0.6` more to predict positive and group 1's
+    /// `μ / 0.4` less; past the row's own error weight, the target flips
+    /// (group 0's positives to negative, group 1's negatives to positive).
+    #[test]
+    fn multipliers_move_targets_between_labels() {
+        let term = constraint_terms(ConstraintKind::DemographicParity, 2, Some(1), 2)[0];
+        assert_eq!((term.high, term.low, term.class), (0, 1, 1));
+        let costs = |label, group, mu| {
+            prediction_costs(2, label, 1.0, group, [(term, mu, (0.6, 0.4))].into_iter())
+        };
+        assert_eq!(cost_target(&costs(1, 0, 0.0)), (vec![0.0, 1.0], 1.0));
+        let (t, w) = cost_target(&costs(1, 0, 0.3));
+        assert_eq!(t, vec![0.0, 1.0]);
+        assert!((w - 0.5).abs() < 1e-12, "{w}");
+        let (t, w) = cost_target(&costs(1, 0, 0.9));
+        assert_eq!(t, vec![1.0, 0.0], "a positive of the high group relabelled");
+        assert!((w - 0.5).abs() < 1e-12, "{w}");
+        let (t, w) = cost_target(&costs(0, 1, 0.6));
+        assert_eq!(t, vec![0.0, 1.0], "a negative of the low group relabelled");
+        assert!((w - 0.5).abs() < 1e-12, "{w}");
+        // The low group's positives only get surer; other rows' groups
+        // and a zero multiplier change nothing.
+        assert_eq!(cost_target(&costs(1, 1, 0.6)).0, vec![0.0, 1.0]);
+        assert_eq!(costs(0, 2, 5.0), vec![0.0, 1.0]);
+        // Equal costs: no target to prefer, weight 0.
+        let (t, w) = cost_target(&[0.5, 0.5, 0.5]);
+        assert_eq!((t.iter().sum::<f64>(), w), (1.0, 0.0));
+        // An equal-opportunity term only touches the rows of its label.
+        let eop = constraint_terms(ConstraintKind::EqualOpportunity, 2, Some(1), 2)[0];
+        let c = prediction_costs(2, 0, 1.0, 0, [(eop, 2.0, (0.3, 0.3))].into_iter());
+        assert_eq!(c, vec![0.0, 1.0]);
+    }
+
+    /// A gap that follows its multiplier with a lag (first order, 50
+    /// steps; the gap closes at a multiplier of 0.42) and is measured
+    /// through decayed counts, as a model's is: the integral alone
+    /// overshoots to the other side of the bound; with the proportional
+    /// term the gap settles within 0.01 of the target and never crosses
+    /// below −0.01.
+    #[test]
+    fn a_proportional_term_damps_the_overshoot() {
+        let run = |lr: f64, gain: f64| {
+            let (target, mut gap, mut measured) = (0.015, 0.25, 0.25);
+            let mut mu = [0.0, 0.0];
+            let mut path = Vec::new();
+            for _ in 0..400 {
+                let gaps = [Some(measured), Some(-measured)];
+                let applied = applied_multipliers(&mu, &gaps, &[target; 2], gain);
+                let lambda = applied[0] - applied[1];
+                gap += (0.25 - 0.6 * lambda - gap) / 50.0;
+                measured = 0.97 * measured + 0.03 * gap;
+                dual_update(
+                    &mut mu,
+                    &[Some(measured), Some(-measured)],
+                    &[target; 2],
+                    lr,
+                );
+                path.push(gap);
+            }
+            path
+        };
+        let integral = run(0.02, 0.0);
+        assert!(
+            integral.iter().copied().fold(f64::MAX, f64::min) < -0.03,
+            "the integral alone crosses over"
+        );
+        let pi = run(0.02, 1.5);
+        assert!(pi.iter().all(|&g| g > -0.01), "{pi:?}");
+        assert!((pi[399] - 0.015).abs() < 0.01, "{}", pi[399]);
+        assert_eq!(
+            applied_multipliers(
+                &[0.2, 0.0, 0.3],
+                &[Some(0.1), Some(-0.1), None],
+                &[0.05; 3],
+                2.0
+            ),
+            vec![0.2 + 2.0 * 0.05, 0.0, 0.3]
+        );
     }
 
     #[test]

@@ -13,7 +13,6 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::Penalty;
-use crate::constraint::ConstraintKind;
 
 /// `[rows.len(), batch]` averaging matrix: row `k` holds `1/|S_k|` on the
 /// members of set `S_k`.
@@ -93,60 +92,4 @@ pub fn fairness_penalty(
         })
         .collect();
     (!terms.is_empty()).then(|| Tensor::cat(terms, 0).mean())
-}
-
-/// The differentiable surrogate of a constraint's gap on one group column
-/// (constrained training, see [`crate::constraint`]): the same `max − min`
-/// over groups of mean predicted probabilities as the penalties above, but
-/// the *largest* over classes (and true labels), as the measured gap is,
-/// so the sub-gradient flows to the worst class:
-/// * demographic parity: over classes `c`, the gap of the mean P(c);
-/// * equalized odds: over true labels `y` and classes `c`, the gap of the
-///   mean P(c) among the rows of label `y` (for two labels: the TPR and
-///   FPR gaps relaxed);
-/// * equal opportunity: the gap of the mean P(y) among the rows of label
-///   `y`, for the positive label `positive` (two labels) or every label.
-///
-/// `None` when no class has two groups with the rows it needs.
-pub fn constraint_surrogate(
-    kind: ConstraintKind,
-    probs: &Tensor<2>,
-    groups: &[u32],
-    labels: &[u32],
-    positive: Option<u32>,
-) -> Option<Tensor<1>> {
-    let [_, k] = probs.dims();
-    let terms: Vec<Tensor<1>> = match kind {
-        ConstraintKind::DemographicParity => {
-            let sets = members_by_group(groups, 0..groups.len());
-            (sets.len() >= 2)
-                .then(|| gaps(probs, &sets).max())
-                .into_iter()
-                .collect()
-        }
-        ConstraintKind::EqualizedOdds | ConstraintKind::EqualOpportunity => {
-            let mut ys: Vec<u32> = labels.to_vec();
-            ys.sort_unstable();
-            ys.dedup();
-            ys.into_iter()
-                .filter(|&y| {
-                    kind == ConstraintKind::EqualizedOdds || positive.is_none_or(|p| p == y)
-                })
-                .filter_map(|y| {
-                    let sets =
-                        members_by_group(groups, (0..labels.len()).filter(|&i| labels[i] == y));
-                    (sets.len() >= 2).then(|| {
-                        let g = gaps(probs, &sets);
-                        if kind == ConstraintKind::EqualizedOdds {
-                            g.max()
-                        } else {
-                            let y = (y as usize).min(k - 1);
-                            g.slice([0..1, y..y + 1]).reshape([1])
-                        }
-                    })
-                })
-                .collect()
-        }
-    };
-    (!terms.is_empty()).then(|| Tensor::cat(terms, 0).max())
 }

@@ -35,6 +35,7 @@ fn help_lists_the_flags() {
         "--constraint",
         "--constraint-confidence",
         "--multiplier-lr",
+        "--multiplier-gain",
         "--train-bound-ratio",
         "--constraint-batch-size",
         "--split-col",
@@ -365,8 +366,9 @@ fn read_json(path: &Path) -> Value {
 
 /// `--constraint 'demographic_parity <= 0.05'` on the built-in data (3,000
 /// rows, 3 labels; unconstrained, this `tiny` model's gender gap is about
-/// 0.45): the multiplier rises, every step's line in metrics.jsonl
-/// records the multiplier and both gaps, and the tested epoch meets the
+/// 0.45): a multiplier rises and moves some rows' targets, every step's
+/// line in metrics.jsonl records the gap, each multiplier and its
+/// difference, and the tested epoch meets the
 /// bound on validation with the selection margin (its bootstrap upper
 /// bound) while still predicting more than one class; the report gives
 /// the test gap with its 95% interval.
@@ -396,6 +398,13 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
         "--quiet",
         "--constraint",
         "demographic_parity <= 0.05",
+        // `tiny` from scratch at lr 1e-3 changes its gap within tens of
+        // steps; the default multiplier step (0.02, set for fine-tuning a
+        // pretrained model) follows it too slowly on this small run: on
+        // seeds 5–7 it met the margin in 2 of 3 runs without the
+        // proportional term and 1 of 3 with it; 0.1 met it on seeds 3–7.
+        "--multiplier-lr",
+        "0.1",
     ]);
     assert_eq!(code, 0, "{stderr}\n{stdout}");
     assert!(
@@ -428,16 +437,46 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
     for (i, s) in steps.iter().enumerate() {
         assert_eq!(s["step"], json!(i + 1));
         assert_eq!(s["names"], json!(["demographic_parity <= 0.05 @ gender"]));
-        assert!(s["multipliers"][0].as_f64().unwrap() >= 0.0, "{s}");
-        assert!(s["measured_gap"][0].is_number(), "{s}");
+        let terms = s["terms"].as_array().unwrap();
+        assert_eq!(terms.len(), s["multipliers"].as_array().unwrap().len());
+        assert!(!terms.is_empty());
+        assert!(
+            terms.iter().all(|t| t
+                .as_str()
+                .unwrap()
+                .starts_with("demographic_parity <= 0.05 @ gender: P(ŷ=")),
+            "{s}"
+        );
+        let gap = s["measured_gap"][0].as_f64().unwrap();
+        let largest_term = s["term_gap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_f64)
+            .fold(f64::MIN, f64::max);
+        assert!((gap - largest_term).abs() < 1e-12, "{s}");
+        assert!(
+            s["multipliers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m.as_f64().unwrap() >= 0.0),
+            "{s}"
+        );
         assert_eq!(s["constraint_rows"], json!(32));
     }
     let peak = steps
         .iter()
-        .map(|s| s["multipliers"][0].as_f64().unwrap())
+        .flat_map(|s| s["multipliers"].as_array().unwrap().clone())
+        .map(|m| m.as_f64().unwrap())
         .fold(0.0, f64::max);
-    assert!(peak > 0.5, "the multiplier never rose: {peak}");
-    assert!(steps.iter().any(|s| s["surrogate_gap"][0].is_number()));
+    assert!(peak > 0.05, "no multiplier rose: {peak}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["relabelled_rows"].as_u64().unwrap() > 0),
+        "no row's target moved"
+    );
 
     let report = read_json(&run.join("report.json"));
     let c = &report["constraints"];
@@ -514,15 +553,17 @@ fn unmet_or_malformed_constraints_are_reported() {
     let c = &report["constraints"];
     assert_eq!(c["met_on_validation"], json!(false));
     assert_eq!(c["test"].as_array().unwrap().len(), 2);
-    let mut names: Vec<&String> = c["multipliers"].as_object().unwrap().keys().collect();
-    names.sort();
-    assert_eq!(
-        names,
-        [
-            "equal_opportunity <= 0.2 @ gender",
-            "equalized_odds <= 0.1 @ gender"
-        ]
-    );
+    // One multiplier per signed rate difference between two groups: for
+    // each of the 3 labels, equal opportunity bounds its true-positive
+    // rate, equalized odds its true- and false-positive rates.
+    let names: Vec<&String> = c["multipliers"].as_object().unwrap().keys().collect();
+    let groups = report["provenance"]["fairness_groups"].clone();
+    assert_eq!(groups, json!(["gender"]));
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    let pairs = count("equal_opportunity <= 0.2 @ gender: P(ŷ=") / 3;
+    assert!(pairs >= 2, "{names:?}");
+    assert_eq!(count("equalized_odds <= 0.1 @ gender: P(ŷ="), 6 * pairs);
+    assert_eq!(names.len(), 9 * pairs);
 
     for (extra, want) in [
         (

@@ -7,8 +7,11 @@
 //! selection margin; the tested model's constraints are reported on test
 //! with 95% bootstrap intervals.
 //!
-//! Multipliers are indexed constraint-major over the fairness group
-//! columns: `j = constraint · columns + column`.
+//! Multipliers are one per [`Slot`]: a signed rate difference between two
+//! groups of one fairness column ([`RateTerm`]), constraint-major, then
+//! column, then the order of [`constraint_terms`]. The model player's side
+//! (each row's prediction costs, carried by its cross-entropy target and
+//! weight) is [`row_target`].
 
 use serde::Serialize;
 use valor_base::splitmix::SplitMix64;
@@ -19,16 +22,137 @@ use super::prepare::Context;
 use super::step::mix;
 use crate::checkpoint::ConstraintCheck;
 use crate::checkpoint::TrainState;
-use crate::constraint::{bootstrap_gap, decay_and_add, dual_update, gap_of_cells};
+use crate::constraint::{
+    RateTerm, RowSet, applied_multipliers, bootstrap_gap, constraint_terms, cost_target,
+    decay_and_add, dual_update, gap_of_cells, prediction_costs, term_gap,
+};
 use crate::error::Result;
 use crate::metrics::EvalCounts;
+
+/// Gaps, one per (constraint, column) or per multiplier; `None` where
+/// undefined.
+type Gaps = Vec<Option<f64>>;
 
 /// Stream tag of the constraint batches' seeds.
 const CONSTRAINT_STREAM: u64 = 0xC057_47A1;
 
+/// One multiplier's place: constraint `constraint` (index into the
+/// configured constraints) on fairness column `column`, term `term`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Slot {
+    pub(super) constraint: usize,
+    pub(super) column: usize,
+    pub(super) term: RateTerm,
+}
+
+/// What constrained training needs beyond the configuration: the
+/// multipliers' slots, and per fairness column the share of training rows
+/// of each (group, label).
+#[derive(Debug, Default)]
+pub(super) struct Setup {
+    pub(super) slots: Vec<Slot>,
+    shares: Vec<Vec<Vec<f64>>>,
+}
+
+impl Setup {
+    /// Empty without constraints.
+    pub(super) fn new(
+        constraints: &[crate::constraint::Constraint],
+        fair_columns: &[Vec<u32>],
+        groups_per_column: &[usize],
+        labels: &[u32],
+        k: usize,
+        positive: Option<u32>,
+    ) -> Self {
+        if constraints.is_empty() {
+            return Self::default();
+        }
+        let n = labels.len().max(1) as f64;
+        let shares = fair_columns
+            .iter()
+            .zip(groups_per_column)
+            .map(|(column, &groups)| {
+                let mut s = vec![vec![0.0; k]; groups];
+                for (&g, &y) in column.iter().zip(labels) {
+                    s[g as usize][y as usize] += 1.0 / n;
+                }
+                s
+            })
+            .collect();
+        let mut slots = Vec::new();
+        for (ci, c) in constraints.iter().enumerate() {
+            for (column, &groups) in groups_per_column.iter().enumerate() {
+                for term in constraint_terms(c.kind, k, positive.map(|p| p as usize), groups) {
+                    slots.push(Slot {
+                        constraint: ci,
+                        column,
+                        term,
+                    });
+                }
+            }
+        }
+        Setup { slots, shares }
+    }
+
+    /// The share of training rows in `group` of `column` whose label is
+    /// in `rows`.
+    fn share(&self, column: usize, group: usize, rows: RowSet) -> f64 {
+        self.shares[column][group]
+            .iter()
+            .enumerate()
+            .filter(|&(y, _)| rows.contains(y))
+            .map(|(_, s)| s)
+            .sum()
+    }
+}
+
 /// Number of multipliers of the run (0 without constraints).
 pub(super) fn multiplier_count(ctx: &Context) -> usize {
-    ctx.config.fairness.constraints.len() * ctx.fair_columns.len()
+    ctx.constraints.slots.len()
+}
+
+/// The cross-entropy target (a distribution over labels) and weight of
+/// training row `i` under the multipliers: its label and example weight
+/// when no multiplier touches it, else the cheapest predictions of its
+/// Lagrangian costs ([`prediction_costs`], [`cost_target`]).
+pub(super) fn row_target(ctx: &Context, i: usize, multipliers: &[f64]) -> (Vec<f64>, f64) {
+    let k = ctx.labels.len();
+    let label = ctx.train.data.labels[i].0 as usize;
+    let weight = ctx.weights[i];
+    let setup = &ctx.constraints;
+    let mut costs: Option<Vec<f64>> = None;
+    for column in 0..ctx.fair_columns.len() {
+        let group = ctx.fair_columns[column][i] as usize;
+        let terms = setup
+            .slots
+            .iter()
+            .zip(multipliers)
+            .filter(|(s, _)| s.column == column)
+            .map(|(s, &mu)| {
+                let shares = (
+                    setup.share(column, s.term.high, s.term.rows),
+                    setup.share(column, s.term.low, s.term.rows),
+                );
+                (s.term, mu, shares)
+            });
+        let extra = prediction_costs(k, label, 0.0, group, terms);
+        let costs = costs.get_or_insert_with(|| {
+            (0..k)
+                .map(|c| if c == label { 0.0 } else { weight })
+                .collect()
+        });
+        for (c, e) in costs.iter_mut().zip(extra) {
+            *c += e;
+        }
+    }
+    match costs {
+        Some(c) => cost_target(&c),
+        None => {
+            let mut t = vec![0.0; k];
+            t[label] = 1.0;
+            (t, weight)
+        }
+    }
 }
 
 /// One step's line of `metrics.jsonl` (`"event": "constraints"`).
@@ -36,26 +160,60 @@ pub(super) fn multiplier_count(ctx: &Context) -> usize {
 pub(super) struct StepRecord {
     pub(super) event: &'static str,
     pub(super) step: u64,
-    /// `demographic_parity <= 0.05 @ gender`, one per multiplier.
+    /// `demographic_parity <= 0.05 @ gender`, one per (constraint,
+    /// column).
     pub(super) names: Vec<String>,
-    /// The multipliers after this step's ascent.
-    pub(super) multipliers: Vec<f64>,
-    /// The differentiable surrogate on the gradient batch (mean over its
-    /// micro-batches), the gap the model player descends.
-    pub(super) surrogate_gap: Vec<Option<f64>>,
-    /// The gap of hard predictions on the decayed counts of the constraint
-    /// batches, the one the multipliers ascend.
+    /// Each (constraint, column)'s gap of hard predictions on the decayed
+    /// counts of the constraint batches.
     pub(super) measured_gap: Vec<Option<f64>>,
+    /// The multipliers' names ([`multiplier_names`]).
+    pub(super) terms: Vec<String>,
+    /// The multipliers after this step's ascent (the integral part).
+    pub(super) multipliers: Vec<f64>,
+    /// The multipliers the next step's loss uses (with the proportional
+    /// part).
+    pub(super) applied: Vec<f64>,
+    /// Each multiplier's signed rate difference on the same counts, the
+    /// value it ascends on.
+    pub(super) term_gap: Vec<Option<f64>>,
+    /// Rows of the step's gradient batch whose cross-entropy target was
+    /// not (only) their label.
+    pub(super) relabelled_rows: usize,
     pub(super) constraint_rows: usize,
 }
 
-/// The names of the multipliers, in their order.
-pub(super) fn multiplier_names(ctx: &Context) -> Vec<String> {
+/// The (constraint, column) names, in the order of [`StepRecord::names`].
+pub(super) fn gap_names(ctx: &Context) -> Vec<String> {
     ctx.config
         .fairness
         .constraints
         .iter()
         .flat_map(|c| ctx.fair_names.iter().map(move |g| format!("{c} @ {g}")))
+        .collect()
+}
+
+/// The names of the multipliers, in their order: `demographic_parity <=
+/// 0.05 @ gender: P(ŷ=growth | female) − P(ŷ=growth | male)`, with `y=L` or
+/// `y≠L` in the condition for true- and false-positive rates.
+pub(super) fn multiplier_names(ctx: &Context) -> Vec<String> {
+    ctx.constraints
+        .slots
+        .iter()
+        .map(|s| {
+            let c = &ctx.config.fairness.constraints[s.constraint];
+            let column = &ctx.fair_names[s.column];
+            let groups = &ctx.group_columns[ctx.fair_index[s.column]].1;
+            let class = &ctx.labels[s.term.class];
+            let rows = match s.term.rows {
+                RowSet::All => String::new(),
+                RowSet::Label(l) => format!("y={}, ", ctx.labels[l]),
+                RowSet::NotLabel(l) => format!("y≠{}, ", ctx.labels[l]),
+            };
+            format!(
+                "{c} @ {column}: P(ŷ={class} | {rows}{}) − P(ŷ={class} | {rows}{})",
+                groups[s.term.high], groups[s.term.low]
+            )
+        })
         .collect()
 }
 
@@ -102,15 +260,47 @@ pub(super) fn empty_counts(ctx: &Context) -> Vec<Vec<Vec<f64>>> {
         .collect()
 }
 
+/// Every multiplier's difference on the decayed counts of `state`, and
+/// the training bound it ascends against (`ratio · bound`).
+fn terms_and_bounds(ctx: &Context, state: &TrainState) -> (Gaps, Vec<f64>) {
+    let k = ctx.labels.len();
+    let ratio = ctx.config.fairness.constrained.train_bound_ratio;
+    ctx.constraints
+        .slots
+        .iter()
+        .map(|slot| {
+            let c = &ctx.config.fairness.constraints[slot.constraint];
+            (
+                term_gap(&slot.term, &state.constraint_counts[slot.column], k),
+                c.bound * ratio,
+            )
+        })
+        .unzip()
+}
+
+/// The multipliers the next step's loss uses ([`applied_multipliers`]:
+/// the integral plus the proportional answer to the differences measured
+/// so far).
+pub(super) fn applied(ctx: &Context, state: &TrainState) -> Vec<f64> {
+    let (gaps, bounds) = terms_and_bounds(ctx, state);
+    applied_multipliers(
+        &state.multipliers,
+        &gaps,
+        &bounds,
+        ctx.config.fairness.constrained.multiplier_gain,
+    )
+}
+
 /// Adds the constraint batch `rows` (predicted by the model as it is
 /// after the step) to the decayed counts, measures every (constraint,
-/// column) gap on them, and moves the multipliers. Returns the gaps.
+/// column) gap and every multiplier's term on them, and moves the
+/// multipliers. Returns the gaps and the terms.
 pub(super) fn ascend(
     ctx: &Context,
     model: &BertForSequenceClassification,
     rows: &[usize],
     state: &mut TrainState,
-) -> Result<Vec<Option<f64>>> {
+) -> Result<(Gaps, Gaps)> {
     let predicted = predict_rows(ctx, model, &ctx.train, rows)?;
     let k = ctx.labels.len();
     let settings = &ctx.config.fairness.constrained;
@@ -126,26 +316,25 @@ pub(super) fn ascend(
                 .map(|(&i, &p)| (column[i] as usize, labels[i].0 as usize, p as usize)),
         );
     }
-    let mut gaps = Vec::new();
-    let mut bounds = Vec::new();
-    for c in &ctx.config.fairness.constraints {
-        for cells in &state.constraint_counts {
-            gaps.push(gap_of_cells(
-                c.kind,
-                cells,
-                k,
-                ctx.positive.map(|p| p as usize),
-            ));
-            bounds.push(c.bound * settings.train_bound_ratio);
-        }
-    }
+    let (term_gaps, bounds) = terms_and_bounds(ctx, state);
     dual_update(
         &mut state.multipliers,
-        &gaps,
+        &term_gaps,
         &bounds,
         settings.multiplier_lr,
     );
-    Ok(gaps)
+    let gaps =
+        ctx.config
+            .fairness
+            .constraints
+            .iter()
+            .flat_map(|c| {
+                state.constraint_counts.iter().map(move |cells| {
+                    gap_of_cells(c.kind, cells, k, ctx.positive.map(|p| p as usize))
+                })
+            })
+            .collect();
+    Ok((gaps, term_gaps))
 }
 
 /// Every (constraint, column) on an evaluated split. `one_sided`: the

@@ -211,6 +211,16 @@ pub fn resume(run_dir: &Path, observer: &mut dyn Observer) -> Result<Outcome> {
         message: "no checkpoint was written yet; start the run again".into(),
     })?;
     let ctx = prepare(file.config.clone(), run, Some(&file.provenance))?;
+    let slots = constrained::multiplier_count(&ctx);
+    if ckpt.state.multipliers.len() != slots {
+        return Err(Error::NothingToResume {
+            dir: run_dir.to_path_buf(),
+            message: format!(
+                "its checkpoint holds {} constraint multipliers where this version of valor uses {slots} (one per signed rate difference between two groups); start the run again",
+                ckpt.state.multipliers.len()
+            ),
+        });
+    }
     let model = with_device_rng(|| {
         ctx.bert_config
             .init_classifier_seeded(&ctx.ad, file.config.seed)

@@ -10,6 +10,7 @@ use valor_bert::BertConfig;
 use valor_data::{Dataset, Encoded, TextTokenizer};
 
 use super::GIT_COMMIT;
+use super::constrained::Setup;
 use super::devices::resolve_devices;
 use super::run_dir::RunDir;
 use crate::checkpoint::write_atomic;
@@ -69,6 +70,9 @@ pub(super) struct Context {
     pub(super) fair_index: Vec<usize>,
     /// The positive label of a binary task (the second), `None` otherwise.
     pub(super) positive: Option<u32>,
+    /// Constrained training's multiplier slots and group shares (empty
+    /// without constraints).
+    pub(super) constraints: Setup,
     pub(super) pad_id: u32,
     pub(super) bert_config: BertConfig,
     pub(super) tokenizer_src: PathBuf,
@@ -83,6 +87,13 @@ pub(super) struct Context {
     pub(super) provenance: Provenance,
     /// Data warnings (small groups, unused labels), told at the start.
     pub(super) warnings: Vec<String>,
+}
+
+impl Context {
+    /// Whether the run trains under constraints.
+    pub(super) fn constrained(&self) -> bool {
+        !self.config.fairness.constraints.is_empty()
+    }
 }
 
 /// Loads data, splits it, readies the tokenizer and the model config.
@@ -162,7 +173,7 @@ pub(super) fn prepare(
         }),
         split_files: files.map(|[train, valid, test]| SplitFilesProvenance { train, valid, test }),
     };
-    let fair_index = fairness_groups
+    let fair_index: Vec<usize> = fairness_groups
         .iter()
         .map(|name| {
             data.groups
@@ -171,10 +182,24 @@ pub(super) fn prepare(
                 .expect("checked by joint_groups")
         })
         .collect();
+    let positive = (data.num_labels() == 2).then_some(1);
+    let train_labels: Vec<u32> = train.data.labels.iter().map(|l| l.0).collect();
+    let constraints = Setup::new(
+        &config.fairness.constraints,
+        &fair_columns,
+        &fair_index
+            .iter()
+            .map(|&gi| data.groups[gi].values.len())
+            .collect::<Vec<_>>(),
+        &train_labels,
+        data.num_labels(),
+        positive,
+    );
     Ok(Context {
+        constraints,
         fair_names: fairness_groups.clone(),
         fair_index,
-        positive: (data.num_labels() == 2).then_some(1),
+        positive,
         labels: data.label_names.clone(),
         group_columns: data
             .groups

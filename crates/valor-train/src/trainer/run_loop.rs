@@ -75,7 +75,7 @@ pub(super) fn run_loop(
             let group_end = (state.batches_done + config.grad_accum).min(batches);
             let group = &plan[state.batches_done..group_end];
             let step_examples: usize = group.iter().map(Vec::len).sum();
-            let (grads, objective, surrogates) = accumulate_gradients(
+            let (grads, objective, relabelled) = accumulate_gradients(
                 ctx,
                 &model,
                 group,
@@ -87,8 +87,8 @@ pub(super) fn run_loop(
             lr = ctx.schedule.lr(state.step);
             model = optim.step(model, grads, lr);
             state.step += 1;
-            if !state.multipliers.is_empty() {
-                constraint_step(ctx, &model, group, surrogates, &mut state)?;
+            if ctx.constrained() {
+                constraint_step(ctx, &model, group, relabelled, &mut state)?;
             }
             state.batches_done = group_end;
             state.epoch_objective_sum += objective * step_examples as f64;
@@ -132,13 +132,11 @@ fn accumulate_gradients(
     step_examples: usize,
     state: &mut TrainState,
     last_checkpoint: &Option<PathBuf>,
-) -> Result<(GradientsParams, f64, Vec<Option<f64>>)> {
+) -> Result<(GradientsParams, f64, usize)> {
     let mut accumulator = GradientsAccumulator::<BertForSequenceClassification>::new();
     let mut objective = 0.0;
-    let multipliers = state.multipliers.clone();
-    // Per multiplier: the sum of its surrogate over the micro-batches
-    // where it was defined, and how many.
-    let mut surrogate_sums = vec![(0.0, 0usize); multipliers.len()];
+    let multipliers = constrained::applied(ctx, state);
+    let mut relabelled = 0;
     for rows in group {
         let parts = shards(rows, ctx.shard_devices.len());
         let seeds: Vec<u64> = (0..parts.len() as u64)
@@ -156,12 +154,7 @@ fn accumulate_gradients(
                 });
             }
             objective += out.objective;
-            for ((sum, n), v) in surrogate_sums.iter_mut().zip(&out.surrogates) {
-                if let Some(v) = v {
-                    *sum += v;
-                    *n += 1;
-                }
-            }
+            relabelled += out.relabelled;
             state.epoch_cross_entropy_sum += out.cross_entropy_sum;
             if let Some(p) = out.penalty {
                 state.epoch_penalty_sum += p * part.len() as f64;
@@ -173,11 +166,7 @@ fn accumulate_gradients(
             state.rng.micro_step += 1;
         }
     }
-    let surrogates = surrogate_sums
-        .into_iter()
-        .map(|(sum, n)| (n > 0).then(|| sum / n as f64))
-        .collect();
-    Ok((accumulator.grads(), objective, surrogates))
+    Ok((accumulator.grads(), objective, relabelled))
 }
 
 /// Constrained training after an optimizer step: the gaps measured on the
@@ -187,18 +176,21 @@ fn constraint_step(
     ctx: &Context,
     model: &BertForSequenceClassification,
     group: &[Vec<usize>],
-    surrogates: Vec<Option<f64>>,
+    relabelled: usize,
     state: &mut TrainState,
 ) -> Result<()> {
     let rows = constrained::constraint_batch(ctx, state.step, group);
-    let measured = constrained::ascend(ctx, &model.valid(), &rows, state)?;
+    let (measured, term_gap) = constrained::ascend(ctx, &model.valid(), &rows, state)?;
     let record = constrained::StepRecord {
         event: "constraints",
         step: state.step,
-        names: constrained::multiplier_names(ctx),
-        multipliers: state.multipliers.clone(),
-        surrogate_gap: surrogates,
+        names: constrained::gap_names(ctx),
         measured_gap: measured,
+        terms: constrained::multiplier_names(ctx),
+        multipliers: state.multipliers.clone(),
+        applied: constrained::applied(ctx, state),
+        term_gap,
+        relabelled_rows: relabelled,
         constraint_rows: rows.len(),
     };
     state.metrics_len = append_line(&ctx.run.metrics(), &record)?;
@@ -250,7 +242,7 @@ fn end_epoch(
     observer.on_event(&Event::Evaluating { epoch });
     let (valid, constraints) = if ctx.valid.len() > 0 {
         let counts = evaluate(ctx, &model.valid(), &ctx.valid, false)?;
-        let checks = if state.multipliers.is_empty() {
+        let checks = if !ctx.constrained() {
             Vec::new()
         } else {
             constrained::checks(ctx, &counts, true, mix(config.seed, epoch as u64))
@@ -259,7 +251,7 @@ fn end_epoch(
     } else {
         (None, Vec::new())
     };
-    let violation = if state.multipliers.is_empty() {
+    let violation = if !ctx.constrained() {
         0.0
     } else if valid.is_none() {
         // No validation split: nothing can show the constraints hold.
@@ -402,7 +394,7 @@ fn finish(
     } else {
         Default::default()
     };
-    let constraints = (!state.multipliers.is_empty()).then(|| {
+    let constraints = ctx.constrained().then(|| {
         let test = constrained::checks(ctx, &counts, false, mix(ctx.config.seed, u64::MAX));
         let best_epoch = state.best.as_ref().map(|b| b.epoch);
         let validation = best_epoch

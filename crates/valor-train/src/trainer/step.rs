@@ -1,6 +1,7 @@
 //! One optimizer step's arithmetic: the objective of a micro-batch
-//! (weighted cross-entropy plus λ times the fairness penalty, or plus the
-//! multipliers times the constraints' surrogates), forward and
+//! (weighted cross-entropy plus λ times the fairness penalty; under
+//! constraints, the cross-entropy of each row's Lagrangian target and
+//! weight, see [`super::constrained::row_target`]), forward and
 //! backward over the data-parallel shards, and the global gradient norm
 //! and its clipping.
 
@@ -12,9 +13,10 @@ use valor_base::splitmix::splitmix64_xor;
 use valor_bert::{BertForSequenceClassification, BertInput, with_device_rng};
 use valor_data::{Encoded, collate};
 
+use super::constrained::row_target;
 use super::prepare::Context;
 use crate::error::{Error, Result};
-use crate::penalty::{constraint_surrogate, fairness_penalty};
+use crate::penalty::fairness_penalty;
 
 /// A well-mixed 64-bit seed from a seed and a counter (SplitMix64 with
 /// the counter XORed in, valor-base's [`splitmix64_xor`]): the dropout
@@ -48,9 +50,8 @@ pub(super) struct MicroOutcome {
     pub(super) objective: f64,
     pub(super) cross_entropy_sum: f64,
     pub(super) penalty: Option<f64>,
-    /// Constrained training: each (constraint, column) surrogate's value
-    /// on the micro-batch (`None` where it is undefined).
-    pub(super) surrogates: Vec<Option<f64>>,
+    /// Constrained training: rows whose target was not (only) their label.
+    pub(super) relabelled: usize,
 }
 
 /// Forward and backward of one micro-batch; the loss is normalised by
@@ -69,12 +70,18 @@ fn micro_batch(
     let (label_t, weight_t) = label_and_weight_tensors(ctx, device, rows, &labels);
     let log_probs = log_softmax(logits, 1);
     let ce_sum = weighted_cross_entropy_sum(log_probs.clone(), label_t, weight_t);
-    let mut loss = ce_sum.clone().div_scalar(step_examples as f64);
+    let (mut loss, relabelled) = match lagrangian_cross_entropy_sum(
+        ctx,
+        device,
+        rows,
+        &labels,
+        log_probs.clone(),
+        multipliers,
+    ) {
+        Some((sum, relabelled)) => (sum.div_scalar(step_examples as f64), relabelled),
+        None => (ce_sum.clone().div_scalar(step_examples as f64), 0),
+    };
     let probs = log_probs.exp();
-    let (constraint_term, surrogates) = constraint_term(ctx, rows, &labels, &probs, multipliers)?;
-    if let Some(t) = constraint_term {
-        loss = loss + t.mul_scalar(rows.len() as f64 / step_examples as f64);
-    }
     let (penalty_term, penalty) = fairness_term(ctx, rows, &labels, probs)?;
     if let Some(p) = penalty_term {
         let lambda = ctx.config.fairness.lambda;
@@ -88,7 +95,7 @@ fn micro_batch(
             objective,
             cross_entropy_sum,
             penalty,
-            surrogates,
+            relabelled,
         });
     }
     let grads = GradientsParams::from_grads(loss.backward(), model);
@@ -97,7 +104,7 @@ fn micro_batch(
         objective,
         cross_entropy_sum,
         penalty,
-        surrogates,
+        relabelled,
     })
 }
 
@@ -190,51 +197,34 @@ fn fairness_term(
     }
 }
 
-/// Constrained training's term of the micro-batch: `Σ_j μ_j · s_j` over
-/// the (constraint, fairness column) pairs `j` (constraint-major) whose
-/// multiplier is positive, and every surrogate's value for the record.
-/// `(None, [])` without constraints.
-fn constraint_term(
+/// Constrained training's objective of the micro-batch, when some
+/// multiplier is positive: `Σ_i w_i · (−Σ_c t_ic log p_ic)` with each row's
+/// Lagrangian target `t_i` and weight `w_i` ([`row_target`]), and how many
+/// rows' targets left their label. `None` when every multiplier is 0 (the
+/// objective is then the plain weighted cross-entropy).
+fn lagrangian_cross_entropy_sum(
     ctx: &Context,
+    device: &Device,
     rows: &[usize],
     labels: &[u32],
-    probs: &Tensor<2>,
+    log_probs: Tensor<2>,
     multipliers: &[f64],
-) -> Result<(Option<Tensor<1>>, Vec<Option<f64>>)> {
-    let mut term: Option<Tensor<1>> = None;
-    let mut values = Vec::new();
-    let mut j = 0;
-    for c in &ctx.config.fairness.constraints {
-        for col in &ctx.fair_columns {
-            let groups: Vec<u32> = rows.iter().map(|&i| col[i]).collect();
-            let mu = multipliers.get(j).copied().unwrap_or(0.0);
-            j += 1;
-            let s = if mu > 0.0 {
-                constraint_surrogate(c.kind, probs, &groups, labels, ctx.positive)
-            } else {
-                constraint_surrogate(
-                    c.kind,
-                    &probs.clone().detach(),
-                    &groups,
-                    labels,
-                    ctx.positive,
-                )
-            };
-            let Some(s) = s else {
-                values.push(None);
-                continue;
-            };
-            values.push(Some(scalar(s.clone(), "constraint surrogate")?));
-            if mu > 0.0 {
-                let weighted = s.mul_scalar(mu);
-                term = Some(match term {
-                    Some(t) => t + weighted,
-                    None => weighted,
-                });
-            }
-        }
+) -> Option<(Tensor<1>, usize)> {
+    if !multipliers.iter().any(|&m| m > 0.0) {
+        return None;
     }
-    Ok((term, values))
+    let k = ctx.labels.len();
+    let mut targets = Vec::with_capacity(rows.len() * k);
+    let mut relabelled = 0;
+    for (&i, &y) in rows.iter().zip(labels) {
+        let (target, weight) = row_target(ctx, i, multipliers);
+        if target[y as usize] < 1.0 {
+            relabelled += 1;
+        }
+        targets.extend(target.iter().map(|&t| (t * weight) as f32));
+    }
+    let targets = Tensor::<2>::from_data(TensorData::new(targets, [rows.len(), k]), device);
+    Some(((log_probs * targets).sum().neg(), relabelled))
 }
 
 /// Forward and backward of the shards of one micro-batch, shard `k` with
