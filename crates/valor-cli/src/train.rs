@@ -182,10 +182,10 @@ pub struct TrainArgs {
     #[arg(long = "constraint", value_name = "'NAME <= BOUND'")]
     pub constraints: Vec<valor_train::Constraint>,
     /// Selection margin of --constraint: an epoch meets a constraint on
-    /// validation when this one-sided quantile of the bootstrap
-    /// distribution of its validation gap (rows resampled 1000 times) is
-    /// at or under the bound; 0.5 compares about the point estimate
-    /// [default: 0.8].
+    /// validation when, for each signed rate difference between two groups
+    /// that the gap is the largest of, this one-sided quantile of its
+    /// bootstrap distribution (rows resampled 1000 times) is at or under
+    /// the bound; 0.5 compares about the point estimate [default: 0.8].
     #[arg(long, value_name = "LEVEL", requires = "constraints")]
     pub constraint_confidence: Option<f64>,
     /// Step size of the multipliers of --constraint (integral gain): after

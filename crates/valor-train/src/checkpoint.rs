@@ -88,7 +88,10 @@ pub struct ConstraintCheck {
     /// The group column.
     pub group: String,
     /// The gap on the split (`null` when fewer than two groups have the
-    /// rows it needs), with its bootstrap quantiles.
+    /// rows it needs), with its bootstrap quantiles; on validation `upper`
+    /// is the selection margin instead, the largest one-sided quantile of
+    /// the gap's signed rate differences
+    /// ([`crate::constraint::bootstrap_margin`]).
     pub gap: Option<f64>,
     pub lower: Option<f64>,
     pub upper: Option<f64>,

@@ -152,7 +152,8 @@ pub const DEFAULT_CONSTRAINT_DECAY: f64 = 0.97;
 
 /// One-sided confidence of the selection margin: a checkpoint meets a
 /// constraint on validation when this quantile of the bootstrap
-/// distribution of its validation gap is at or under the bound.
+/// distribution of each of the gap's signed rate differences is at or
+/// under the bound ([`crate::constraint::bootstrap_margin`]).
 pub const DEFAULT_SELECTION_CONFIDENCE: f64 = 0.8;
 
 /// Share of each bound the multipliers aim at during training: they rise

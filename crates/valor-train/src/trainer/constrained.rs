@@ -23,8 +23,8 @@ use super::step::mix;
 use crate::checkpoint::ConstraintCheck;
 use crate::checkpoint::TrainState;
 use crate::constraint::{
-    RateTerm, RowSet, applied_multipliers, bootstrap_gap, constraint_terms, cost_target,
-    decay_and_add, dual_update, gap_of_cells, prediction_costs, term_gap,
+    RateTerm, RowSet, applied_multipliers, bootstrap_gap, bootstrap_margin, constraint_terms,
+    cost_target, decay_and_add, dual_update, gap_of_cells, prediction_costs, term_gap,
 };
 use crate::error::Result;
 use crate::metrics::EvalCounts;
@@ -338,8 +338,10 @@ pub(super) fn ascend(
 }
 
 /// Every (constraint, column) on an evaluated split. `one_sided`: the
-/// validation margin (the `selection_confidence` quantile is `upper`, and
-/// a constraint holds when it is at or under the bound); otherwise the
+/// validation margin (`upper` is [`bootstrap_margin`] at the
+/// `selection_confidence` level, the largest of the signed terms'
+/// bootstrap quantiles, and a constraint holds when it is at or under the
+/// bound; `lower` is the gap's `1 − confidence` quantile); otherwise the
 /// test report (a two-sided 95% interval, holding when the point gap is at
 /// or under the bound). An undefined gap never holds.
 pub(super) fn checks(
@@ -368,20 +370,33 @@ pub(super) fn checks(
                     quantiles,
                 )
             });
-            let holds = interval.is_some_and(|i| {
-                if one_sided {
-                    i.upper <= c.bound
-                } else {
-                    i.gap <= c.bound
-                }
-            });
+            let upper = if one_sided {
+                interval.and_then(|_| {
+                    let m = counts.column_matrices(name)?;
+                    bootstrap_margin(
+                        c.kind,
+                        &m,
+                        ctx.positive.map(|p| p as usize),
+                        settings.resamples,
+                        mix(seed, (ci * 1000 + gi) as u64 + 1),
+                        level,
+                    )
+                })
+            } else {
+                interval.map(|i| i.upper)
+            };
+            let holds = match (interval, upper) {
+                (Some(_), Some(u)) if one_sided => u <= c.bound,
+                (Some(i), Some(_)) => i.gap <= c.bound,
+                _ => false,
+            };
             out.push(ConstraintCheck {
                 constraint: c.to_string(),
                 bound: c.bound,
                 group: name.clone(),
                 gap: interval.map(|i| i.gap),
                 lower: interval.map(|i| i.lower),
-                upper: interval.map(|i| i.upper),
+                upper,
                 level,
                 holds,
             });
