@@ -37,21 +37,22 @@ type Gaps = Vec<Option<f64>>;
 const CONSTRAINT_STREAM: u64 = 0xC057_47A1;
 
 /// One multiplier's place: constraint `constraint` (index into the
-/// configured constraints) on fairness column `column`, term `term`.
+/// configured constraints) on fairness column `column`, term `term`, and
+/// the shares of training rows in the term's high and low groups (and its
+/// rows' labels).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Slot {
     pub(super) constraint: usize,
     pub(super) column: usize,
     pub(super) term: RateTerm,
+    shares: (f64, f64),
 }
 
 /// What constrained training needs beyond the configuration: the
-/// multipliers' slots, and per fairness column the share of training rows
-/// of each (group, label).
+/// multipliers' slots.
 #[derive(Debug, Default)]
 pub(super) struct Setup {
     pub(super) slots: Vec<Slot>,
-    shares: Vec<Vec<Vec<f64>>>,
 }
 
 impl Setup {
@@ -68,7 +69,7 @@ impl Setup {
             return Self::default();
         }
         let n = labels.len().max(1) as f64;
-        let shares = fair_columns
+        let shares: Vec<Vec<Vec<f64>>> = fair_columns
             .iter()
             .zip(groups_per_column)
             .map(|(column, &groups)| {
@@ -83,26 +84,24 @@ impl Setup {
         for (ci, c) in constraints.iter().enumerate() {
             for (column, &groups) in groups_per_column.iter().enumerate() {
                 for term in constraint_terms(c.kind, k, positive.map(|p| p as usize), groups) {
+                    let share = |g: usize| -> f64 {
+                        shares[column][g]
+                            .iter()
+                            .enumerate()
+                            .filter(|&(y, _)| term.rows.contains(y))
+                            .map(|(_, s)| s)
+                            .sum()
+                    };
                     slots.push(Slot {
                         constraint: ci,
                         column,
                         term,
+                        shares: (share(term.high), share(term.low)),
                     });
                 }
             }
         }
-        Setup { slots, shares }
-    }
-
-    /// The share of training rows in `group` of `column` whose label is
-    /// in `rows`.
-    fn share(&self, column: usize, group: usize, rows: RowSet) -> f64 {
-        self.shares[column][group]
-            .iter()
-            .enumerate()
-            .filter(|&(y, _)| rows.contains(y))
-            .map(|(_, s)| s)
-            .sum()
+        Setup { slots }
     }
 }
 
@@ -119,40 +118,23 @@ pub(super) fn row_target(ctx: &Context, i: usize, multipliers: &[f64]) -> (Vec<f
     let k = ctx.labels.len();
     let label = ctx.train.data.labels[i].0 as usize;
     let weight = ctx.weights[i];
-    let setup = &ctx.constraints;
-    let mut costs: Option<Vec<f64>> = None;
-    for column in 0..ctx.fair_columns.len() {
-        let group = ctx.fair_columns[column][i] as usize;
-        let terms = setup
+    let mut costs: Vec<f64> = (0..k)
+        .map(|c| if c == label { 0.0 } else { weight })
+        .collect();
+    for (column, groups) in ctx.fair_columns.iter().enumerate() {
+        let terms = ctx
+            .constraints
             .slots
             .iter()
             .zip(multipliers)
             .filter(|(s, _)| s.column == column)
-            .map(|(s, &mu)| {
-                let shares = (
-                    setup.share(column, s.term.high, s.term.rows),
-                    setup.share(column, s.term.low, s.term.rows),
-                );
-                (s.term, mu, shares)
-            });
-        let extra = prediction_costs(k, label, 0.0, group, terms);
-        let costs = costs.get_or_insert_with(|| {
-            (0..k)
-                .map(|c| if c == label { 0.0 } else { weight })
-                .collect()
-        });
+            .map(|(s, &mu)| (s.term, mu, s.shares));
+        let extra = prediction_costs(k, label, 0.0, groups[i] as usize, terms);
         for (c, e) in costs.iter_mut().zip(extra) {
             *c += e;
         }
     }
-    match costs {
-        Some(c) => cost_target(&c),
-        None => {
-            let mut t = vec![0.0; k];
-            t[label] = 1.0;
-            (t, weight)
-        }
-    }
+    cost_target(&costs)
 }
 
 /// One step's line of `metrics.jsonl` (`"event": "constraints"`).
