@@ -211,6 +211,13 @@ pub struct TrainArgs {
     /// are measured (about the last 1,000 rows) [default: 32].
     #[arg(long, value_name = "N", requires = "constraints")]
     pub constraint_batch_size: Option<usize>,
+    /// Share of the training rows --constraint holds out for its constraint
+    /// batches (never in a gradient batch, drawn per group and label), so
+    /// that the gaps the multipliers answer are measured on rows the model
+    /// has not fitted; 0 draws them from the rows outside each step's
+    /// batch [default: 0.2].
+    #[arg(long, value_name = "SHARE", requires = "constraints")]
+    pub constraint_holdout: Option<f64>,
     /// Group column the penalty and reweighing use; repeat for several
     /// (reweighing takes their joint groups) [default: the first --group].
     #[arg(long = "fairness-group", value_name = "COL")]
@@ -388,6 +395,7 @@ impl TrainArgs {
                 "--constraint-batch-size",
                 self.constraint_batch_size.is_some(),
             ),
+            ("--constraint-holdout", self.constraint_holdout.is_some()),
             ("--reweigh", self.reweigh),
             ("--weighting", self.weighting.is_some()),
             ("--select-metric", self.select_metric.is_some()),
@@ -602,6 +610,7 @@ impl TrainArgs {
             &mut settings.constraint_batch_size,
             self.constraint_batch_size,
         );
+        set(&mut settings.constraint_holdout, self.constraint_holdout);
         c.fairness.groups = self.fairness_groups.clone();
         if self.reweigh {
             c.weighting = Weighting::Reweighing;
@@ -662,6 +671,7 @@ impl Observer for CliObserver {
                 config,
                 run_dir,
                 train_rows,
+                constraint_rows,
                 valid_rows,
                 test_rows,
                 total_steps,
@@ -685,8 +695,12 @@ impl Observer for CliObserver {
                             .join(",")
                     ),
                 };
+                let held = match constraint_rows {
+                    0 => String::new(),
+                    n => format!(", {n} of them held out for the constraints"),
+                };
                 eprintln!(
-                    "training on {train_rows} rows ({valid_rows} validation, {test_rows} test){devices}, {total_steps} optimizer steps, run folder {}{from}",
+                    "training on {train_rows} rows{held} ({valid_rows} validation, {test_rows} test){devices}, {total_steps} optimizer steps, run folder {}{from}",
                     run_dir.display()
                 );
                 if let Some(files) = &config.split_files {

@@ -30,6 +30,9 @@ pub enum Event<'a> {
         config: &'a TrainConfig,
         run_dir: &'a Path,
         train_rows: usize,
+        /// Of the training rows, those held out of the gradient batches
+        /// for constrained training's constraint batches.
+        constraint_rows: usize,
         valid_rows: usize,
         test_rows: usize,
         total_steps: u64,

@@ -149,6 +149,11 @@ pub struct ConstraintsReport {
     /// bound.
     pub selection_confidence: f64,
     pub resamples: usize,
+    /// Training rows held out of every gradient batch for the constraint
+    /// batches (0: they were drawn from the rows outside each step's
+    /// batch).
+    #[serde(default)]
+    pub holdout_rows: usize,
     /// Whether the tested model met every constraint on validation with
     /// the margin. When no epoch did, the tested one is the epoch that came
     /// closest and `valor train` exits 1.

@@ -38,6 +38,7 @@ fn help_lists_the_flags() {
         "--multiplier-gain",
         "--train-bound-ratio",
         "--constraint-batch-size",
+        "--constraint-holdout",
         "--split-col",
         "--train",
         "--valid",
@@ -411,6 +412,9 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
         stdout.contains("demographic_parity <= 0.05 (gender)"),
         "{stdout}"
     );
+    // 450 validation rows a group resolve a bound of 0.05 (the margin
+    // lies about 0.027 above a difference): no warning.
+    assert!(!stderr.contains("validation margin lies"), "{stderr}");
 
     let config = read_json(&run.join("config.json"))["config"].clone();
     assert_eq!(
@@ -481,6 +485,14 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
     let report = read_json(&run.join("report.json"));
     let c = &report["constraints"];
     assert_eq!(c["met_on_validation"], json!(true), "{c}");
+    // A fifth of the 1,800 training rows (per gender × label cell, each
+    // rounded) is held out for the constraint batches and never enters a
+    // gradient batch: 3 epochs of batches of 16 over the rest.
+    let held = c["holdout_rows"].as_u64().unwrap();
+    assert!((355..=365).contains(&held), "{held} rows held out");
+    let train_rows = report["rows"]["train"].as_u64().unwrap();
+    assert_eq!(train_rows, 1800);
+    assert_eq!(report_steps(&run), 3 * (train_rows - held).div_ceil(16));
     assert_eq!(c["groups"], json!(["gender"]));
     let valid = &c["validation"][0];
     assert_eq!(valid["group"], json!("gender"));
@@ -565,6 +577,28 @@ fn unmet_or_malformed_constraints_are_reported() {
     assert_eq!(count("equalized_odds <= 0.1 @ gender: P(ŷ="), 6 * pairs);
     assert_eq!(names.len(), 9 * pairs);
 
+    // 60 validation rows cannot resolve a parity bound of 0.05 (about
+    // 0.09 at 80% for groups of ~30): said at the start, naming the
+    // constraint, the column and the way out.
+    let run = tmp.path().join("unresolved");
+    let (_, _, stderr) = crate::tiny_train(
+        &data,
+        &run,
+        &[
+            "--split",
+            "0.6,0.3,0.1",
+            "--constraint",
+            "demographic_parity <= 0.05",
+        ],
+    );
+    for want in [
+        "warning: demographic_parity <= 0.05 on gender: with ",
+        "validation rows, the 80% validation margin lies about 0.",
+        "give more validation rows or a lower --constraint-confidence",
+    ] {
+        assert!(stderr.contains(want), "expected `{want}` in {stderr}");
+    }
+
     for (extra, want) in [
         (
             vec!["--constraint", "demographic_parity < 0.05"],
@@ -592,6 +626,15 @@ fn unmet_or_malformed_constraints_are_reported() {
                 "0.3",
             ],
             "[0.5, 1)",
+        ),
+        (
+            vec![
+                "--constraint",
+                "demographic_parity <= 0.05",
+                "--constraint-holdout",
+                "0.7",
+            ],
+            "constraint_holdout` is 0.7; it must lie in [0, 0.5]",
         ),
     ] {
         let out = tmp.path().join("refused");

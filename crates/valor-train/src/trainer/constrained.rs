@@ -1,8 +1,11 @@
 //! Constrained training's side of the loop (see [`crate::constraint`] for
 //! the method): after every optimizer step the gaps are measured with hard
-//! predictions on a constraint batch — training rows outside the step's
-//! gradient batch, drawn with a seed that is a function of the run's seed
-//! and the step — and the multipliers take one projected ascent step; at
+//! predictions on a constraint batch — drawn from the training rows held
+//! out of every gradient batch ([`Setup::holdout`]; without a holdout,
+//! from the rows outside the step's batch), with a seed that is a
+//! function of the run's seed and the step, and balanced across labels
+//! when a constraint conditions on the label ([`constraint_batch`]) — and
+//! the multipliers take one projected ascent step; at
 //! every epoch's end each constraint is checked on validation with its
 //! selection margin; the tested model's constraints are reported on test
 //! with 95% bootstrap intervals.
@@ -23,8 +26,9 @@ use super::step::mix;
 use crate::checkpoint::ConstraintCheck;
 use crate::checkpoint::TrainState;
 use crate::constraint::{
-    RateTerm, RowSet, applied_multipliers, bootstrap_gap, bootstrap_margin, constraint_terms,
-    cost_target, decay_and_add, dual_update, gap_of_cells, prediction_costs, term_gap,
+    ConstraintKind, RateTerm, RowSet, applied_multipliers, bootstrap_gap, bootstrap_margin,
+    constraint_terms, cost_target, decay_and_add, dual_update, gap_of_cells, parity_resolution,
+    prediction_costs, term_gap,
 };
 use crate::error::Result;
 use crate::metrics::EvalCounts;
@@ -35,6 +39,9 @@ type Gaps = Vec<Option<f64>>;
 
 /// Stream tag of the constraint batches' seeds.
 const CONSTRAINT_STREAM: u64 = 0xC057_47A1;
+
+/// Stream tag of the holdout's seed.
+const HOLDOUT_STREAM: u64 = 0x401D_0C75;
 
 /// One multiplier's place: constraint `constraint` (index into the
 /// configured constraints) on fairness column `column`, term `term`, and
@@ -49,22 +56,33 @@ pub(super) struct Slot {
 }
 
 /// What constrained training needs beyond the configuration: the
-/// multipliers' slots.
+/// multipliers' slots, the held-out constraint rows and how batches are
+/// drawn from them.
 #[derive(Debug, Default)]
 pub(super) struct Setup {
     pub(super) slots: Vec<Slot>,
+    /// Training rows (sorted) that never enter a gradient batch; the
+    /// constraint batches are drawn from them. Empty without constraints
+    /// or with a holdout share of 0.
+    pub(super) holdout: Vec<usize>,
+    /// Whether constraint batches take equal numbers of rows of each label
+    /// (a constraint conditions on the label, so its rates are taken over
+    /// the rows of one label, the rarer ones too); their counts are then
+    /// weighted back to the labels' shares.
+    pub(super) balance_labels: bool,
 }
 
 impl Setup {
     /// Empty without constraints.
     pub(super) fn new(
-        constraints: &[crate::constraint::Constraint],
+        config: &crate::config::TrainConfig,
         fair_columns: &[Vec<u32>],
         groups_per_column: &[usize],
         labels: &[u32],
         k: usize,
         positive: Option<u32>,
     ) -> Self {
+        let constraints = &config.fairness.constraints;
         if constraints.is_empty() {
             return Self::default();
         }
@@ -101,7 +119,120 @@ impl Setup {
                 }
             }
         }
-        Setup { slots }
+        Setup {
+            slots,
+            holdout: holdout_rows(
+                config.fairness.constrained.constraint_holdout,
+                config.seed,
+                fair_columns.first().map(Vec::as_slice),
+                labels,
+            ),
+            balance_labels: constraints
+                .iter()
+                .any(|c| c.kind != crate::constraint::ConstraintKind::DemographicParity),
+        }
+    }
+
+    /// The training rows that enter gradient batches (sorted): all but the
+    /// holdout.
+    pub(super) fn gradient_rows(&self, n: usize) -> Vec<usize> {
+        let mut held = vec![false; n];
+        for &i in &self.holdout {
+            held[i] = true;
+        }
+        (0..n).filter(|&i| !held[i]).collect()
+    }
+}
+
+/// A warning for each demographic-parity (constraint, column) whose bound
+/// the validation rows cannot resolve: where, for some class and pair of
+/// groups, the selection margin of a difference of 0 already exceeds the
+/// bound ([`parity_resolution`], with the class's validation label share
+/// as the selection rate), even a fair model would likely miss the
+/// constraint on validation and the run exit 1; better to say so at the
+/// start.
+pub(super) fn resolution_warnings(ctx: &Context) -> Vec<String> {
+    if ctx.valid.len() == 0 {
+        return Vec::new();
+    }
+    let k = ctx.labels.len();
+    let confidence = ctx.config.fairness.constrained.selection_confidence;
+    let n = ctx.valid.len() as f64;
+    let mut label_rows = vec![0usize; k];
+    for l in &ctx.valid.data.labels {
+        label_rows[l.0 as usize] += 1;
+    }
+    let mut warnings = Vec::new();
+    for (ci, c) in ctx.config.fairness.constraints.iter().enumerate() {
+        if c.kind != ConstraintKind::DemographicParity {
+            continue;
+        }
+        for (column, &gi) in ctx.fair_index.iter().enumerate() {
+            let names = &ctx.group_columns[gi].1;
+            let mut group_rows = vec![0usize; names.len()];
+            for row in &ctx.valid.groups {
+                group_rows[row[gi] as usize] += 1;
+            }
+            let worst = ctx
+                .constraints
+                .slots
+                .iter()
+                .filter(|s| s.constraint == ci && s.column == column)
+                .map(|s| {
+                    let rate = label_rows[s.term.class] as f64 / n;
+                    let (h, l) = (group_rows[s.term.high], group_rows[s.term.low]);
+                    (parity_resolution(rate, h, l, confidence), s.term, rate)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((margin, term, rate)) = worst
+                && margin > c.bound
+            {
+                warnings.push(format!(
+                    "{c} on {}: with {} {} and {} {} validation rows, the {:.0}% validation margin lies about {margin:.3} above a difference in the rate of predicting `{}` (a share of {rate:.2} of the validation labels), more than the bound: even a difference of 0 would likely miss it there, and a run none of whose epochs meets it exits 1; give more validation rows or a lower --constraint-confidence",
+                    ctx.fair_names[column],
+                    group_rows[term.high],
+                    names[term.high],
+                    group_rows[term.low],
+                    names[term.low],
+                    100.0 * confidence,
+                    ctx.labels[term.class],
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// The training rows held out for the constraint batches (sorted): in
+/// each (group, label) cell of the first fairness column, `round(share ·
+/// cell)` rows drawn by a seeded shuffle, so every group and label keeps
+/// its share on both sides.
+fn holdout_rows(share: f64, seed: u64, column: Option<&[u32]>, labels: &[u32]) -> Vec<usize> {
+    if share <= 0.0 {
+        return Vec::new();
+    }
+    let mut cells: std::collections::BTreeMap<(u32, u32), Vec<usize>> = Default::default();
+    for (i, &y) in labels.iter().enumerate() {
+        let g = column.map_or(0, |c| c[i]);
+        cells.entry((g, y)).or_default().push(i);
+    }
+    let mut rng = SplitMix64::new(mix(seed ^ HOLDOUT_STREAM, 0));
+    let mut held = Vec::new();
+    for rows in cells.values_mut() {
+        let take = (share * rows.len() as f64).round() as usize;
+        partial_shuffle(rows, take, &mut rng);
+        held.extend_from_slice(&rows[..take]);
+    }
+    held.sort_unstable();
+    held
+}
+
+/// Moves `m` rows drawn uniformly without replacement to the front of
+/// `pool` (a partial Fisher–Yates shuffle).
+fn partial_shuffle(pool: &mut [usize], m: usize, rng: &mut SplitMix64) {
+    for k in 0..m.min(pool.len()) {
+        let r = k + (rng.next() % (pool.len() - k) as u64) as usize;
+        pool.swap(k, r);
     }
 }
 
@@ -200,34 +331,84 @@ pub(super) fn multiplier_names(ctx: &Context) -> Vec<String> {
 }
 
 /// The constraint batch of optimizer step `step`: up to
-/// `constraint_batch_size` distinct training rows, none of them in
-/// `gradient_rows`, drawn by a partial Fisher–Yates shuffle seeded from
-/// the run's seed and the step (so a resumed run draws the same ones).
+/// `constraint_batch_size` distinct rows of the holdout (without one, of
+/// the training rows outside `gradient_rows`), drawn by a partial
+/// Fisher–Yates shuffle seeded from the run's seed and the step (so a
+/// resumed run draws the same ones), each with the weight its counts take.
+/// With [`Setup::balance_labels`] each label gets an equal quota (its
+/// rows all when it has fewer) and a row of label `y` weighs `(pool share
+/// of y) / (batch share of y)`, so weighted counts estimate the pool's
+/// rates and a rare label's rates are measured on as many rows as a
+/// common one's; otherwise every weight is 1.
 pub(super) fn constraint_batch(
     ctx: &Context,
     step: u64,
     gradient_rows: &[Vec<usize>],
-) -> Vec<usize> {
-    let n = ctx.train.len();
-    let mut excluded = vec![false; n];
-    for &i in gradient_rows.iter().flatten() {
-        excluded[i] = true;
-    }
-    let mut pool: Vec<usize> = (0..n).filter(|&i| !excluded[i]).collect();
-    let m = ctx
-        .config
-        .fairness
-        .constrained
-        .constraint_batch_size
-        .min(pool.len());
+) -> Vec<(usize, f64)> {
+    let pool: Vec<usize> = if ctx.constraints.holdout.is_empty() {
+        let mut excluded = vec![false; ctx.train.len()];
+        for &i in gradient_rows.iter().flatten() {
+            excluded[i] = true;
+        }
+        (0..ctx.train.len()).filter(|&i| !excluded[i]).collect()
+    } else {
+        ctx.constraints.holdout.clone()
+    };
+    let m = ctx.config.fairness.constrained.constraint_batch_size;
     let mut rng = SplitMix64::new(mix(ctx.config.seed ^ CONSTRAINT_STREAM, step));
-    for k in 0..m {
-        let r = k + (rng.next() % (pool.len() - k) as u64) as usize;
-        pool.swap(k, r);
+    let mut batch: Vec<(usize, f64)> = if ctx.constraints.balance_labels {
+        let labels: Vec<usize> = pool
+            .iter()
+            .map(|&i| ctx.train.data.labels[i].0 as usize)
+            .collect();
+        balanced_draw(&pool, &labels, ctx.labels.len(), m, &mut rng)
+    } else {
+        let mut pool = pool;
+        let m = m.min(pool.len());
+        partial_shuffle(&mut pool, m, &mut rng);
+        pool.truncate(m);
+        pool.into_iter().map(|i| (i, 1.0)).collect()
+    };
+    batch.sort_unstable_by_key(|&(i, _)| i);
+    batch
+}
+
+/// Up to `m` rows of `pool` (`labels[j]`: the label of `pool[j]`, one of
+/// `k`), an equal quota of each label present (all of a label's rows when
+/// it has fewer), each weighted `(pool share of its label) / (batch share
+/// of its label)`: the weights sum to the batch's size and weighted counts
+/// of each label are its pool share of the batch.
+fn balanced_draw(
+    pool: &[usize],
+    labels: &[usize],
+    k: usize,
+    m: usize,
+    rng: &mut SplitMix64,
+) -> Vec<(usize, f64)> {
+    let mut by_label = vec![Vec::new(); k];
+    for (&i, &y) in pool.iter().zip(labels) {
+        by_label[y].push(i);
     }
-    pool.truncate(m);
-    pool.sort_unstable();
-    pool
+    let present = by_label.iter().filter(|r| !r.is_empty()).count().max(1);
+    let quota = m.div_ceil(present);
+    let pool_len = pool.len() as f64;
+    let drawn: Vec<(Vec<usize>, f64)> = by_label
+        .into_iter()
+        .map(|mut rows| {
+            let pool_share = rows.len() as f64 / pool_len;
+            let take = quota.min(rows.len());
+            partial_shuffle(&mut rows, take, rng);
+            rows.truncate(take);
+            (rows, pool_share)
+        })
+        .collect();
+    let total = drawn.iter().map(|(rows, _)| rows.len()).sum::<usize>() as f64;
+    let mut out = Vec::new();
+    for (rows, pool_share) in &drawn {
+        let weight = pool_share / (rows.len() as f64 / total);
+        out.extend(rows.iter().map(|&i| (i, weight)));
+    }
+    out
 }
 
 /// Zero counts for every fairness column (none without constraints).
@@ -280,10 +461,11 @@ pub(super) fn applied(ctx: &Context, state: &TrainState) -> Vec<f64> {
 pub(super) fn ascend(
     ctx: &Context,
     model: &BertForSequenceClassification,
-    rows: &[usize],
+    batch: &[(usize, f64)],
     state: &mut TrainState,
 ) -> Result<(Gaps, Gaps)> {
-    let predicted = predict_rows(ctx, model, &ctx.train, rows)?;
+    let rows: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
+    let predicted = predict_rows(ctx, model, &ctx.train, &rows)?;
     let k = ctx.labels.len();
     let settings = &ctx.config.fairness.constrained;
     for (col, cells) in state.constraint_counts.iter_mut().enumerate() {
@@ -293,9 +475,10 @@ pub(super) fn ascend(
             cells,
             settings.constraint_decay,
             k,
-            rows.iter()
+            batch
+                .iter()
                 .zip(&predicted)
-                .map(|(&i, &p)| (column[i] as usize, labels[i].0 as usize, p as usize)),
+                .map(|(&(i, w), &p)| (column[i] as usize, labels[i].0 as usize, p as usize, w)),
         );
     }
     let (term_gaps, bounds) = terms_and_bounds(ctx, state);
@@ -398,4 +581,81 @@ pub(super) fn violation(checks: &[ConstraintCheck]) -> f64 {
             None => 1.0,
         })
         .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holdout_keeps_each_cells_share_and_is_seeded() {
+        // 1,000 rows: two groups × two labels of 400/100/300/200 rows.
+        let (column, labels): (Vec<u32>, Vec<u32>) = (0..1000u32)
+            .map(|i| match i % 10 {
+                0..4 => (0, 0),
+                4 => (0, 1),
+                5..8 => (1, 0),
+                _ => (1, 1),
+            })
+            .unzip();
+        let held = holdout_rows(0.2, 7, Some(&column), &labels);
+        assert_eq!(held.len(), 200);
+        assert!(held.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+        for (cell, want) in [((0, 0), 80), ((0, 1), 20), ((1, 0), 60), ((1, 1), 40)] {
+            let got = held
+                .iter()
+                .filter(|&&i| (column[i], labels[i]) == cell)
+                .count();
+            assert_eq!(got, want, "cell {cell:?}");
+        }
+        assert_eq!(held, holdout_rows(0.2, 7, Some(&column), &labels));
+        assert_ne!(held, holdout_rows(0.2, 8, Some(&column), &labels));
+        assert!(holdout_rows(0.0, 7, Some(&column), &labels).is_empty());
+        let setup = Setup {
+            holdout: held.clone(),
+            ..Setup::default()
+        };
+        let gradient = setup.gradient_rows(1000);
+        assert_eq!(gradient.len(), 800);
+        assert!(gradient.iter().all(|i| held.binary_search(i).is_err()));
+    }
+
+    #[test]
+    fn a_balanced_draw_weighs_labels_back_to_their_shares() {
+        // 300 rows, 10% of label 1, 60% of label 0, 30% of label 2.
+        let pool: Vec<usize> = (100..400).collect();
+        let labels: Vec<usize> = (0..300)
+            .map(|j| match j % 10 {
+                0 => 1,
+                1..7 => 0,
+                _ => 2,
+            })
+            .collect();
+        let mut rng = SplitMix64::new(3);
+        let batch = balanced_draw(&pool, &labels, 4, 32, &mut rng);
+        // Three labels present (label 3 has no row): 11 of each.
+        assert_eq!(batch.len(), 33);
+        let mut seen: Vec<usize> = batch.iter().map(|&(i, _)| i).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 33, "distinct rows");
+        let label_of = |i: usize| labels[i - 100];
+        for (y, share) in [(0, 0.6), (1, 0.1), (2, 0.3)] {
+            let rows = batch.iter().filter(|&&(i, _)| label_of(i) == y).count();
+            assert_eq!(rows, 11);
+            let weight: f64 = batch
+                .iter()
+                .filter(|&&(i, _)| label_of(i) == y)
+                .map(|&(_, w)| w)
+                .sum();
+            assert!((weight - share * 33.0).abs() < 1e-9, "label {y}: {weight}");
+        }
+        // A label with fewer rows than its quota gives them all.
+        let few: Vec<usize> = (0..300).map(|j| usize::from(j < 4)).collect();
+        let batch = balanced_draw(&pool, &few, 2, 32, &mut rng);
+        assert_eq!(batch.iter().filter(|&&(i, _)| few[i - 100] == 1).count(), 4);
+        assert_eq!(batch.len(), 20);
+        let total: f64 = batch.iter().map(|&(_, w)| w).sum();
+        assert!((total - 20.0).abs() < 1e-9);
+    }
 }

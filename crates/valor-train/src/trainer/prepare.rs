@@ -70,9 +70,12 @@ pub(super) struct Context {
     pub(super) fair_index: Vec<usize>,
     /// The positive label of a binary task (the second), `None` otherwise.
     pub(super) positive: Option<u32>,
-    /// Constrained training's multiplier slots and group shares (empty
-    /// without constraints).
+    /// Constrained training's multiplier slots, group shares and held-out
+    /// constraint rows (empty without constraints).
     pub(super) constraints: Setup,
+    /// The training rows of the gradient batches (sorted): all but the
+    /// constraint holdout.
+    pub(super) gradient_rows: Vec<usize>,
     pub(super) pad_id: u32,
     pub(super) bert_config: BertConfig,
     pub(super) tokenizer_src: PathBuf,
@@ -131,8 +134,40 @@ pub(super) fn prepare(
     let valid = SplitData::new(data.subset(&splits.valid), &tokenizer, false)?;
     let test = SplitData::new(data.subset(&splits.test), &tokenizer, with_twins)?;
     let (weights, fair_columns) = training_weights(&config, &train.data, &fairness_groups)?;
+    let fair_index: Vec<usize> = fairness_groups
+        .iter()
+        .map(|name| {
+            data.groups
+                .iter()
+                .position(|g| &g.name == name)
+                .expect("checked by joint_groups")
+        })
+        .collect();
+    let positive = (data.num_labels() == 2).then_some(1);
+    let train_labels: Vec<u32> = train.data.labels.iter().map(|l| l.0).collect();
+    let constraints = Setup::new(
+        &config,
+        &fair_columns,
+        &fair_index
+            .iter()
+            .map(|&gi| data.groups[gi].values.len())
+            .collect::<Vec<_>>(),
+        &train_labels,
+        data.num_labels(),
+        positive,
+    );
+    let gradient_rows = constraints.gradient_rows(train.len());
+    if gradient_rows.is_empty() {
+        return Err(Error::Data {
+            path: data.source.clone(),
+            message: format!(
+                "the constraint holdout ({}) leaves no training row for the gradient batches",
+                config.fairness.constrained.constraint_holdout
+            ),
+        });
+    }
 
-    let batches_per_epoch = train.len().div_ceil(config.batch_size);
+    let batches_per_epoch = gradient_rows.len().div_ceil(config.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(config.grad_accum) as u64;
     let total_steps = steps_per_epoch * config.epochs as u64;
     let schedule = LrSchedule::new(config.lr, config.warmup_ratio, total_steps, config.decay);
@@ -173,30 +208,9 @@ pub(super) fn prepare(
         }),
         split_files: files.map(|[train, valid, test]| SplitFilesProvenance { train, valid, test }),
     };
-    let fair_index: Vec<usize> = fairness_groups
-        .iter()
-        .map(|name| {
-            data.groups
-                .iter()
-                .position(|g| &g.name == name)
-                .expect("checked by joint_groups")
-        })
-        .collect();
-    let positive = (data.num_labels() == 2).then_some(1);
-    let train_labels: Vec<u32> = train.data.labels.iter().map(|l| l.0).collect();
-    let constraints = Setup::new(
-        &config.fairness.constraints,
-        &fair_columns,
-        &fair_index
-            .iter()
-            .map(|&gi| data.groups[gi].values.len())
-            .collect::<Vec<_>>(),
-        &train_labels,
-        data.num_labels(),
-        positive,
-    );
-    Ok(Context {
+    let mut ctx = Context {
         constraints,
+        gradient_rows,
         fair_names: fairness_groups.clone(),
         fair_index,
         positive,
@@ -222,7 +236,10 @@ pub(super) fn prepare(
         warnings,
         config,
         run,
-    })
+    };
+    let unresolved = super::constrained::resolution_warnings(&ctx);
+    ctx.warnings.extend(unresolved);
+    Ok(ctx)
 }
 
 /// The data and its splits with the warnings as text, checked to hold two

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use valor_bert::{AdamW, BertForSequenceClassification};
-use valor_data::{BatchConfig, Encoded, plan_batches};
+use valor_data::{BatchConfig, plan_batches};
 
 use super::Outcome;
 use super::constrained;
@@ -43,6 +43,7 @@ pub(super) fn run_loop(
         config,
         run_dir: &ctx.run.root,
         train_rows: ctx.train.len(),
+        constraint_rows: ctx.constraints.holdout.len(),
         valid_rows: ctx.valid.len(),
         test_rows: ctx.test.len(),
         total_steps: ctx.schedule.total_steps,
@@ -52,7 +53,13 @@ pub(super) fn run_loop(
         observer.on_event(&Event::Warning { message });
     }
     let mut last_checkpoint: Option<PathBuf> = resumed_from.map(Path::to_path_buf);
-    let lengths: Vec<usize> = ctx.train.enc.iter().map(Encoded::len).collect();
+    // Gradient batches are planned over the gradient rows (all training
+    // rows but the constraint holdout) and mapped back to training rows.
+    let lengths: Vec<usize> = ctx
+        .gradient_rows
+        .iter()
+        .map(|&i| ctx.train.enc[i].len())
+        .collect();
     let batch_cfg = BatchConfig {
         batch_size: config.batch_size,
         window_batches: config.length_window_batches,
@@ -61,7 +68,10 @@ pub(super) fn run_loop(
     };
     while state.epoch < config.epochs && !state.stopped_early {
         let epoch = state.epoch;
-        let plan = plan_batches(&lengths, &batch_cfg, epoch as u64);
+        let plan: Vec<Vec<usize>> = plan_batches(&lengths, &batch_cfg, epoch as u64)
+            .into_iter()
+            .map(|b| b.into_iter().map(|j| ctx.gradient_rows[j]).collect())
+            .collect();
         let batches = plan.len();
         observer.on_event(&Event::EpochStarted {
             epoch,
@@ -412,6 +422,7 @@ fn finish(
             groups: ctx.fair_names.clone(),
             selection_confidence: ctx.config.fairness.constrained.selection_confidence,
             resamples: ctx.config.fairness.constrained.resamples,
+            holdout_rows: ctx.constraints.holdout.len(),
             met_on_validation: state.best.as_ref().is_some_and(|b| b.violation == 0.0)
                 && !validation.is_empty(),
             validation,
