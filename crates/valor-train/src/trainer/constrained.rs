@@ -129,7 +129,7 @@ impl Setup {
             ),
             balance_labels: constraints
                 .iter()
-                .any(|c| c.kind != crate::constraint::ConstraintKind::DemographicParity),
+                .any(|c| c.kind != ConstraintKind::DemographicParity),
         }
     }
 
