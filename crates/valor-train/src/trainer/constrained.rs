@@ -331,7 +331,8 @@ pub(super) fn multiplier_names(ctx: &Context) -> Vec<String> {
 }
 
 /// The constraint batch of optimizer step `step`: up to
-/// `constraint_batch_size` distinct rows of the holdout (without one, of
+/// `constraint_batch_size` distinct rows (with label balancing, up to one
+/// more per label, see [`balanced_draw`]) of the holdout (without one, of
 /// the training rows outside `gradient_rows`), drawn by a partial
 /// Fisher–Yates shuffle seeded from the run's seed and the step (so a
 /// resumed run draws the same ones), each with the weight its counts take.
@@ -373,9 +374,9 @@ pub(super) fn constraint_batch(
     batch
 }
 
-/// Up to `m` rows of `pool` (`labels[j]`: the label of `pool[j]`, one of
-/// `k`), an equal quota of each label present (all of a label's rows when
-/// it has fewer), each weighted `(pool share of its label) / (batch share
+/// About `m` rows of `pool` (`labels[j]`: the label of `pool[j]`, one of
+/// `k`): a quota of `⌈m / labels present⌉` of each label present (all of a
+/// label's rows when it has fewer), each weighted `(pool share of its label) / (batch share
 /// of its label)`: the weights sum to the batch's size and weighted counts
 /// of each label are its pool share of the batch.
 fn balanced_draw(
