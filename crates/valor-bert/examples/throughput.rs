@@ -9,6 +9,8 @@
 //!     [--warmup 2] [--steps 5] [--phase both|inference|train]
 //! ```
 //! `--model` defaults to `$VALOR_SHARED_DIR/models/all-MiniLM-L6-v2`.
+//! With `THROUGHPUT_PACKED` set, inference runs the unpadded forward of
+//! `valor predict` (`forward_packed`; the same rows here, every mask one).
 //! Prints one JSON line per measurement (medians of `--steps` timings).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -20,7 +22,8 @@ use valor_bert::burn::module::Module;
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
 use valor_bert::{
-    AdamW, AdamWConfig, Backend, BertConfig, BertInput, LoadOptions, cross_entropy, load_hf,
+    AdamW, AdamWConfig, Backend, BertConfig, BertInput, LoadOptions, PackedInput, cross_entropy,
+    load_hf,
 };
 
 struct Args {
@@ -148,13 +151,20 @@ fn main() {
     };
 
     // Inference: the validation snapshot on the plain device.
+    let packed = std::env::var_os("THROUGHPUT_PACKED").is_some();
     if args.phase != "train" {
         let eval = model.valid();
         let mut times = Vec::new();
         for (i, (ids, _)) in batches.iter().enumerate() {
-            let x = input(ids, &plain);
             let (t, c) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
-            let logits = eval.forward(x);
+            let logits = if packed {
+                let seqs: Vec<(&[u32], Option<&[u32]>)> =
+                    ids.chunks(l).map(|s| (s, None)).collect();
+                let x = PackedInput::new(&seqs, &config, &plain).unwrap();
+                eval.forward_packed(&x)
+            } else {
+                eval.forward(input(ids, &plain))
+            };
             let _ = logits.into_data();
             if i >= args.warmup {
                 times.push((t.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - c));

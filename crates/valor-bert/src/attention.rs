@@ -100,10 +100,24 @@ impl BertAttention {
         let q = lora::linear(&self.query, x.clone());
         let k = lora::linear(&self.key, x.clone());
         let v = lora::linear(&self.value, x.clone());
-        // Packed rows on the CPU: every head straight from the rows.
-        let qkv = match want_probs || layout.sequences.is_empty() {
-            true => Err(Box::new([q, k, v])),
-            false => host::packed_attention([q, k, v], &layout.sequences, self.num_heads),
+        // On the CPU without autodiff: every head straight from the rows,
+        // packed or padded (one group, its slots the rows).
+        let rows = match (layout.groups.as_slice(), &layout.unpad) {
+            _ if want_probs => None,
+            _ if !layout.sequences.is_empty() => Some((layout.sequences.clone(), None)),
+            ([group], None) => Some((
+                (0..group.batch)
+                    .map(|b| (b * group.seq_len, group.seq_len))
+                    .collect::<Vec<_>>(),
+                Some(group.bias.clone()),
+            )),
+            _ => None,
+        };
+        let qkv = match rows {
+            None => Err(Box::new([q, k, v])),
+            Some((sequences, bias)) => {
+                host::attention_rows([q, k, v], &sequences, bias, self.num_heads)
+            }
         };
         let (context, probs) = match (qkv, layout.groups.as_slice(), &layout.unpad) {
             (Ok(context), _, _) => (context, None),

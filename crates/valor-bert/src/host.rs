@@ -16,6 +16,7 @@ use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rayon::prelude::*;
 use valor_base::splitmix::splitmix64;
+use valor_kernels::{MatRef, matmul_f32};
 
 use crate::kernels::{self, CHUNK};
 
@@ -35,21 +36,30 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     }
 }
 
-/// Attention of packed sequences on the flex device without autodiff:
-/// `q`, `k`, `v` are `[tokens, hidden]` rows, `sequences` each sequence's
-/// `(first row, length)` in row order, laid end to end. Every head of every
-/// sequence runs [`kernels::attend_head`] on the rows as they are, in
-/// parallel, so attention pads nothing and gathers nothing; the result is
-/// the `[tokens, hidden]` context. On any other device, with autodiff, or
-/// for a dtype other than f32 the rows come back (`Err`, boxed: three
-/// tensors) and the caller runs the padded groups.
-pub(crate) fn packed_attention(
+/// Attention straight from the rows on the flex device without autodiff:
+/// `q`, `k`, `v` are `[rows, hidden]`, `sequences` each sequence's
+/// `(first row, length)` in row order, laid end to end (packed rows, or
+/// the padded slots of a `[batch, seq_len]` batch, each sequence
+/// `seq_len` rows). `bias`, for padded rows, is [`crate::attention::mask_bias`]'s
+/// `[batch, 1, 1, seq_len]`, one row per sequence, added to every score of
+/// the sequence's keys. Every head of every sequence runs on one thread,
+/// all of them side by side: its scores `q·kᵀ` (a product reading the
+/// head's columns in place) into a `len × len` scratch that stays in
+/// cache, `softmax(scale · scores + bias)` ([`kernels::softmax_rows`]),
+/// then the product with the head's values. So attention copies nothing
+/// in, allocates no `[batch, heads, seq_len, seq_len]` tensor, and the
+/// result is the `[rows, hidden]` context. On any other device, with
+/// autodiff, or for a dtype other than f32 the rows come back (`Err`,
+/// boxed: three tensors) and the caller runs burn's ops.
+pub(crate) fn attention_rows(
     [q, k, v]: [Tensor<2>; 3],
     sequences: &[(usize, usize)],
+    bias: Option<Tensor<4>>,
     heads: usize,
 ) -> Result<Tensor<2>, Box<[Tensor<2>; 3]>> {
     let device = q.device();
     let [tokens, hidden] = q.dims();
+    let longest = sequences.iter().map(|s| s.1).max().unwrap_or(0);
     let applies = is_flex(&device)
         && !device.is_autodiff()
         && [&q, &k, &v]
@@ -57,7 +67,12 @@ pub(crate) fn packed_attention(
             .all(|t| t.dtype() == burn::tensor::DType::F32 && t.dims() == [tokens, hidden])
         && heads > 0
         && hidden % heads == 0
-        && sequences.iter().map(|s| s.1).sum::<usize>() == tokens;
+        && sequences.iter().map(|s| s.1).sum::<usize>() == tokens
+        && bias.as_ref().is_none_or(|b| {
+            b.dtype() == burn::tensor::DType::F32
+                && b.dims() == [sequences.len(), 1, 1, longest]
+                && sequences.iter().all(|s| s.1 == longest)
+        });
     if !applies {
         return Err(Box::new([q, k, v]));
     }
@@ -65,6 +80,7 @@ pub(crate) fn packed_attention(
     let scale = (1.0 / (d as f64).sqrt()) as f32;
     // Linear outputs nothing else holds: taking their data copies nothing.
     let (qd, kd, vd) = (q.into_data(), k.into_data(), v.into_data());
+    let bias = bias.map(|b| b.into_data().convert::<f32>());
     let (Ok(qs), Ok(ks), Ok(vs)) = (
         qd.as_slice::<f32>(),
         kd.as_slice::<f32>(),
@@ -73,39 +89,59 @@ pub(crate) fn packed_attention(
         let back = |data: TensorData| Tensor::from_data(data, &device);
         return Err(Box::new([back(qd), back(kd), back(vd)]));
     };
+    let bias = match bias.as_ref().map(|b| b.as_slice::<f32>()) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err(_)) => {
+            let back = |data: TensorData| Tensor::from_data(data, &device);
+            return Err(Box::new([back(qd), back(kd), back(vd)]));
+        }
+    };
     // Head-major `[heads, tokens, d]`, so each (head, sequence) writes one
     // contiguous block; transposed to `[tokens, hidden]` at the end.
     let mut by_head = vec![0f32; tokens * hidden];
     let mut items = Vec::with_capacity(heads * sequences.len());
     for (h, block) in by_head.chunks_mut(tokens * d).enumerate() {
         let mut rest = block;
-        for &(first, len) in sequences {
+        for (s, &(first, len)) in sequences.iter().enumerate() {
             let (mine, tail) = rest.split_at_mut(len * d);
-            items.push((h, first, len, mine));
+            items.push((h, s, first, len, mine));
             rest = tail;
         }
     }
-    items.into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(kt, scores), (h, first, len, out)| {
-            let keys = len.div_ceil(kernels::LANES) * kernels::LANES;
-            kt.resize(d * keys, 0.0);
-            scores.resize(keys, 0.0);
-            let rows = first * hidden..(first + len) * hidden;
-            kernels::attend_head(
-                &qs[rows.clone()],
-                &ks[rows.clone()],
-                &vs[rows],
-                hidden,
-                h * d,
-                d,
-                scale,
-                out,
-                kt,
-                scores,
-            );
-        },
-    );
+    let zeros = vec![0f32; longest];
+    items
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores, (h, s, first, len, out)| {
+            scores.resize(len * len, 0.0);
+            let at = first * hidden + h * d;
+            let rows = |data| MatRef {
+                data,
+                rows: len,
+                cols: d,
+                row_stride: hidden,
+                col_stride: 1,
+            };
+            let keys_t = MatRef {
+                data: &ks[at..],
+                rows: d,
+                cols: len,
+                row_stride: 1,
+                col_stride: hidden,
+            };
+            matmul_f32(scores, len, rows(&qs[at..] as &[f32]), keys_t)
+                .expect("the head's rows lie in q and k");
+            let bias = bias.map_or(&zeros[..len], |b| &b[s * len..(s + 1) * len]);
+            kernels::softmax_rows(scores, bias, 0, len, len, scale);
+            let probs = MatRef {
+                data: scores,
+                rows: len,
+                cols: len,
+                row_stride: len,
+                col_stride: 1,
+            };
+            matmul_f32(out, d, probs, rows(&vs[at..])).expect("the head's rows lie in v");
+        });
     let mut context = vec![0f32; tokens * hidden];
     context
         .par_chunks_mut(hidden)
@@ -287,6 +323,87 @@ mod tests {
     }
 
     #[cfg(feature = "flex")]
+    /// `softmax(q_h·k_hᵀ/√d + bias) v_h` of every head of every sequence,
+    /// in f64.
+    fn attention_reference(
+        [q, k, v]: [&[f32]; 3],
+        hidden: usize,
+        heads: usize,
+        sequences: &[(usize, usize)],
+        bias: Option<&[f32]>,
+    ) -> Vec<f64> {
+        let d = hidden / heads;
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut out = vec![0f64; q.len()];
+        for (s, &(first, len)) in sequences.iter().enumerate() {
+            for h in 0..heads {
+                for i in 0..len {
+                    let at = |m: &[f32], row: usize, c: usize| {
+                        f64::from(m[(first + row) * hidden + h * d + c])
+                    };
+                    let scores: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d).map(|c| at(q, i, c) * at(k, j, c)).sum::<f64>() * scale
+                                + bias.map_or(0.0, |b| f64::from(b[s * len + j]))
+                        })
+                        .collect();
+                    let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for c in 0..d {
+                        out[(first + i) * hidden + h * d + c] =
+                            (0..len).map(|j| e[j] * at(v, j, c)).sum::<f64>() / total;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_rows_matches_an_f64_reference() {
+        let device = Device::flex();
+        let (hidden, heads) = (48, 3);
+        let value =
+            |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 253.25 - 2.0;
+        let tensor = |rows: usize, salt| {
+            let data: Vec<f32> = (0..rows * hidden).map(|i| value(i, salt)).collect();
+            (
+                Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, hidden]), &device),
+                data,
+            )
+        };
+        // Packed rows of ragged lengths (around the 16-lane width), then a
+        // padded batch of two whose second sequence has two padding keys.
+        let packed = vec![(0, 1), (1, 15), (16, 17), (33, 40)];
+        let padded = vec![(0, 9), (9, 9)];
+        let mut mask = vec![0f32; 18];
+        mask[16..].fill(f32::MIN);
+        for (sequences, bias) in [(packed, None), (padded, Some(mask))] {
+            let rows = sequences.iter().map(|s| s.1).sum();
+            let ((q, qd), (k, kd), (v, vd)) = (tensor(rows, 1), tensor(rows, 2), tensor(rows, 3));
+            let bias_t = bias.as_ref().map(|b| {
+                let len = sequences[0].1;
+                Tensor::<4>::from_data(
+                    TensorData::new(b.clone(), [sequences.len(), 1, 1, len]),
+                    &device,
+                )
+            });
+            let got = attention_rows([q, k, v], &sequences, bias_t, heads)
+                .unwrap_or_else(|_| panic!("runs on the flex device"))
+                .into_data();
+            let want =
+                attention_reference([&qd, &kd, &vd], hidden, heads, &sequences, bias.as_deref());
+            for (i, (&g, &w)) in got.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
+                assert!((f64::from(g) - w).abs() < 2e-5, "value {i}: {g} vs {w}");
+            }
+        }
+        // With autodiff the rows come back for burn's ops.
+        let ad = Device::flex().autodiff();
+        let t = Tensor::<2>::zeros([4, hidden], &ad);
+        assert!(attention_rows([t.clone(), t.clone(), t], &[(0, 4)], None, heads).is_err());
+    }
+
     #[test]
     fn dropout_masks_follow_the_device_seed_and_pass_gradients_through() {
         use burn::nn::DropoutConfig;

@@ -13,7 +13,7 @@
 //! rows. So attention pads each group only to its own longest sequence.
 //! On the CPU without autodiff (`valor predict`, `valor serve`) attention
 //! skips the groups: each head of each sequence runs on the packed rows as
-//! they are ([`crate::host::packed_attention`]), padding nothing; a server
+//! they are ([`crate::host::attention_rows`]), padding nothing; a server
 //! batch of 32 sentences of mixed lengths spent about a fifth of its time
 //! on the groups' small padded products.
 //!
@@ -57,7 +57,7 @@ pub(crate) struct Layout {
     pub unpad: Option<Tensor<1, Int>>,
     /// Packed rows only: each sequence's `(first row, length)`, in row
     /// order, for attention straight from the rows on the CPU
-    /// ([`crate::host::packed_attention`]); empty on a padded layout.
+    /// ([`crate::host::attention_rows`]); empty on a padded layout.
     pub sequences: Vec<(usize, usize)>,
 }
 

@@ -1,7 +1,8 @@
-//! Low-precision matrix products for inference on the CPU: the products of a
-//! Linear layer `y = x Wᵀ + b` with `W` packed once in int8 or bf16.
+//! Matrix products for inference on the CPU: the products of a Linear layer
+//! `y = x Wᵀ + b`, in f32 ([`linear_f32`]: one `gemm` crate call onto the
+//! bias, no zeroing, no copies) or with `W` packed once in int8 or bf16.
 //!
-//! Owns: packing a row-major `[out, in]` f32 weight (HF/PyTorch layout) into
+//! Owns: the f32 Linear ([`linear_f32`]); packing a row-major `[out, in]` f32 weight (HF/PyTorch layout) into
 //! panels of [`NR`] output columns ([`PackedI8`], [`PackedBf16`]); the
 //! products themselves ([`PackedI8::linear`], [`PackedBf16::linear`]),
 //! blocked over rows and panels and split across rayon's threads; the
@@ -30,19 +31,22 @@
 //! same products (a bf16 × bf16 product is exact in f32); only the order
 //! of the f32 additions differs.
 //!
-//! The `unsafe` code (intrinsics) is in one private module, `x86`, reached
-//! only after [`Isa::detect`] found the features at run time; each block
-//! says why it is sound. [`Isa::Scalar`] runs everywhere and can be forced
+//! The `unsafe` code is in two private modules: the intrinsics in `x86`,
+//! reached only after [`Isa::detect`] found the features at run time, and
+//! the `gemm` call and uninitialised output of `dense`; each block says why
+//! it is sound. [`Isa::Scalar`] runs everywhere and can be forced
 //! (`VALOR_KERNELS=scalar`) to test the fallback; `VALOR_KERNELS=dpbf16`
 //! picks `vdpbf16ps` for bf16.
 
 mod bf16;
+mod dense;
 mod int8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use bf16::{PackedBf16, bf16_to_f32, f32_to_bf16};
+pub use dense::{MatRef, linear_f32, matmul_f32};
 pub use int8::{PackedI8, quantize_row};
 
 /// Output columns per packed panel: four 16-lane AVX-512 registers.

@@ -1,4 +1,5 @@
-//! The AVX-512 micro-kernels: every `unsafe` block of the crate.
+//! The AVX-512 micro-kernels: every `unsafe` block of the crate but the
+//! `gemm` call of `dense`.
 //!
 //! Reached only through the safe `*_microkernel` functions, which check
 //! the CPU's features at run time (`is_x86_feature_detected!`, cached by

@@ -1,0 +1,381 @@
+//! The f32 Linear layer `y = x·W + b` as one GEMM call.
+//!
+//! burn-flex 0.22 runs a Linear as three passes over the output: it
+//! allocates a zeroed buffer (`vec![0u8; …]`, which `Bytes` then copies
+//! into a 16-byte aligned one: a `memset` and a `memcpy` of every output
+//! value), multiplies into it, and adds the bias on one thread. Profiled on
+//! MiniLM-L6 inference (b32 × s128, 2 cores), those three were 16% of the
+//! forward. Here the output is allocated without zeroing, filled with the
+//! bias on every thread, and the product accumulates onto it in the same
+//! `gemm` crate call burn-flex makes (`dst := dst + x·W`), so every output
+//! value is written twice instead of four times and nothing is copied.
+//!
+//! With `x86`, the crate's only `unsafe` code: the `gemm` call (raw
+//! pointers) and the output written before it is read.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+use crate::{ShapeError, check_linear};
+
+/// Multiply-adds from which the product runs on every rayon thread (as
+/// burn-flex's matmul decides; below it one thread is faster).
+const PARALLEL_MIN: usize = 192 * 192 * 192;
+/// Output values per bias-fill task.
+const FILL_CHUNK: usize = 1 << 16;
+
+/// `x · w + bias`: `x` is `[m, k]`, `w` is `[k, n]` (burn's `Linear`
+/// layout, in × out), both row-major; `bias` is `[n]`. Returns the `[m, n]`
+/// output, row-major. The sums are f32 FMAs in the `gemm` crate's order,
+/// the bias added first.
+pub fn linear_f32(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>, ShapeError> {
+    check_linear(x.len(), m, k, n, bias, m * n)?;
+    if w.len() != k * n {
+        return Err(ShapeError(format!(
+            "weight has {} values, expected {k} inputs × {n} outputs",
+            w.len()
+        )));
+    }
+    let len = m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if let Some(rows) = FILL_CHUNK.checked_div(n) {
+        let bias = bias.map(|b| &b[..n]);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(rows.max(1) * n)
+            .for_each(|chunk| {
+                for row in chunk.chunks_exact_mut(n) {
+                    match bias {
+                        Some(b) => row.iter_mut().zip(b).for_each(|(o, &v)| {
+                            o.write(v);
+                        }),
+                        None => row.iter_mut().for_each(|o| {
+                            o.write(0.0);
+                        }),
+                    }
+                }
+            });
+    }
+    // SAFETY: the loop above wrote every one of the first `len` values
+    // (`len` is a multiple of `n`, so the chunks' rows cover them all; with
+    // `n == 0`, `len` is 0).
+    unsafe { out.set_len(len) };
+    if len == 0 || k == 0 {
+        return Ok(out);
+    }
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `gemm` reads `m × k` values of `x` at row stride `k`, column
+    // stride 1 (`x.len() == m · k`, checked), `k × n` of `w` at row stride
+    // `n` (`w.len() == k · n`, checked), and reads and writes `m × n` of
+    // `out` at row stride `n` (`out.len() == m · n`, every value
+    // initialised above). `out` is a fresh allocation, so it overlaps
+    // neither input; `x` and `w` are only read. The element type is f32,
+    // which `gemm` supports (it panics on others).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(out)
+}
+
+/// A read-only strided f32 matrix: element `(i, j)` is
+/// `data[i · row_stride + j · col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl MatRef<'_> {
+    /// One past the largest index the matrix reads (0 when empty).
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            return 0;
+        }
+        (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
+    }
+}
+
+/// `out = lhs · rhs` on the calling thread: `out` is `lhs.rows × rhs.cols`
+/// at row stride `out_row_stride` (column stride 1), overwritten. For the
+/// many small products of attention (one per sequence and head), which
+/// run side by side on rayon's threads and read the heads in place
+/// through the strides.
+pub fn matmul_f32(
+    out: &mut [f32],
+    out_row_stride: usize,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+) -> Result<(), ShapeError> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k {
+        return Err(ShapeError(format!(
+            "product of {m} × {k} and {} × {n}",
+            rhs.rows
+        )));
+    }
+    for (what, mat, len) in [
+        ("left", &lhs, lhs.data.len()),
+        ("right", &rhs, rhs.data.len()),
+    ] {
+        if mat.extent() > len {
+            return Err(ShapeError(format!(
+                "{what} matrix {} × {} at strides {} × {} reads {} values of {len}",
+                mat.rows,
+                mat.cols,
+                mat.row_stride,
+                mat.col_stride,
+                mat.extent()
+            )));
+        }
+    }
+    let out_extent = if m == 0 || n == 0 {
+        0
+    } else {
+        (m - 1) * out_row_stride + n
+    };
+    if out_extent > out.len() || (m > 1 && out_row_stride < n) {
+        return Err(ShapeError(format!(
+            "output {m} × {n} at row stride {out_row_stride} does not fit {} values",
+            out.len()
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        for row in out.chunks_mut(out_row_stride.max(n)).take(m) {
+            row[..n].fill(0.0);
+        }
+        return Ok(());
+    }
+    // SAFETY: `gemm` reads `lhs` at `i · row_stride + j · col_stride` for
+    // `i < m`, `j < k`, the largest being `lhs.extent() - 1 < lhs.data.len()`
+    // (checked), the same for `rhs`; it writes `out` at `i · out_row_stride
+    // + j` for `i < m`, `j < n`, within `out_extent <= out.len()` (checked),
+    // and rows do not overlap (`out_row_stride >= n` when `m > 1`). With
+    // `read_dst` false it reads nothing of `out`. `out` is a unique borrow,
+    // so it overlaps neither input. Strides are below `isize::MAX` since
+    // each indexes into a slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            out_row_stride as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::int8::tests::values;
+
+    /// The product in f64, rounded once.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let mut s = bias.map_or(0.0, |b| f64::from(b[c]));
+                for i in 0..k {
+                    s += f64::from(x[r * k + i]) * f64::from(w[i * n + c]);
+                }
+                out[r * n + c] = s as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_reference_on_ragged_shapes() {
+        // Below and above the parallel threshold, with odd sizes that leave
+        // partial micro-kernel tiles in every direction.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (17, 33, 65),
+            (64, 384, 384),
+            (129, 200, 97),
+            (7, 0, 5),
+            (0, 4, 3),
+        ] {
+            let x = values(m * k, 1);
+            let w = values(k * n, 2);
+            let b = values(n, 3);
+            for bias in [Some(b.as_slice()), None] {
+                let got = linear_f32(&x, m, k, &w, n, bias).unwrap();
+                let want = reference(&x, &w, bias, m, k, n);
+                assert_eq!(got.len(), m * n);
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    // f32 sums of k products of values in [-1, 1): within
+                    // k ulps of 1 of the exact sum.
+                    let tol = 1e-6 * (k as f32 + 1.0);
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "{m}×{k}×{n} bias {}: value {i} is {g}, expected {r}",
+                        bias.is_some()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_products_match_the_reference() {
+        // Attention's shapes: heads read in place from `[rows, hidden]`
+        // (row stride `hidden`), keys transposed through the strides.
+        let (rows, hidden, d) = (37, 24, 8);
+        let q = values(rows * hidden, 4);
+        let k = values(rows * hidden, 5);
+        for head in 0..hidden / d {
+            let lhs = MatRef {
+                data: &q[head * d..],
+                rows,
+                cols: d,
+                row_stride: hidden,
+                col_stride: 1,
+            };
+            let rhs = MatRef {
+                data: &k[head * d..],
+                rows: d,
+                cols: rows,
+                row_stride: 1,
+                col_stride: hidden,
+            };
+            // Written into every other row of a wider buffer.
+            let stride = rows + 3;
+            let mut out = vec![f32::NAN; (rows - 1) * stride + rows];
+            matmul_f32(&mut out, stride, lhs, rhs).unwrap();
+            for i in 0..rows {
+                for j in 0..rows {
+                    let want: f64 = (0..d)
+                        .map(|c| {
+                            f64::from(q[i * hidden + head * d + c])
+                                * f64::from(k[j * hidden + head * d + c])
+                        })
+                        .sum();
+                    let got = out[i * stride + j];
+                    assert!(
+                        (f64::from(got) - want).abs() < 1e-5,
+                        "({i}, {j}): {got} vs {want}"
+                    );
+                }
+                // The gaps between rows are untouched.
+                if i + 1 < rows {
+                    assert!(
+                        out[i * stride + rows..(i + 1) * stride]
+                            .iter()
+                            .all(|x| x.is_nan())
+                    );
+                }
+            }
+        }
+        // Reading past a slice is an error, not a read.
+        let short = MatRef {
+            data: &q[..10],
+            rows: 3,
+            cols: 4,
+            row_stride: 4,
+            col_stride: 1,
+        };
+        let mut out = vec![0.0; 9];
+        let e = matmul_f32(
+            &mut out,
+            3,
+            short,
+            MatRef {
+                cols: 3,
+                rows: 4,
+                ..short
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("left matrix 3 × 4"), "{e}");
+        let ok = MatRef {
+            data: &q[..12],
+            ..short
+        };
+        let e = matmul_f32(
+            &mut out[..8],
+            3,
+            ok,
+            MatRef {
+                cols: 3,
+                rows: 4,
+                row_stride: 3,
+                ..ok
+            },
+        )
+        .unwrap_err();
+        assert!(e.0.contains("does not fit 8"), "{e}");
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors() {
+        let x = values(6, 1);
+        let w = values(12, 2);
+        assert!(linear_f32(&x, 2, 3, &w, 4, None).is_ok());
+        let e = linear_f32(&x, 2, 3, &w[..11], 4, None).unwrap_err();
+        assert!(e.0.contains("weight has 11 values"), "{e}");
+        let e = linear_f32(&x[..5], 2, 3, &w, 4, None).unwrap_err();
+        assert!(e.0.contains("input has 5 values"), "{e}");
+        let e = linear_f32(&x, 2, 3, &w, 4, Some(&[0.0; 3])).unwrap_err();
+        assert!(e.0.contains("bias has 3 values"), "{e}");
+    }
+}
