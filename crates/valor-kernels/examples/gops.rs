@@ -38,7 +38,7 @@ fn main() {
                 );
             }
         }
-        for isa in [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma] {
+        for isa in [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma, Isa::AmxBf16] {
             if let Some(p) = PackedBf16::pack(&w, n, k).unwrap().with_isa(isa) {
                 let t = median(|| p.linear(&x, m, None, &mut out).unwrap());
                 println!(

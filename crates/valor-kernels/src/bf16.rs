@@ -2,7 +2,13 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::x86::AMX_ROWS;
 use crate::{Isa, MR, NR, ShapeError, check_linear, rows_per_task};
+
+/// The packed pairs are padded to a multiple of this: one AMX tile's depth
+/// (16 pairs, 32 bf16 values).
+const PAIRS_ALIGN: usize = 16;
 
 /// `x` rounded to bf16 (nearest, ties to even; NaN stays NaN), as bits.
 #[inline]
@@ -34,13 +40,15 @@ enum Acts<'a> {
 ///
 /// Layout: panel `p` holds columns `p·NR .. p·NR + NR`; within it, pair `h`
 /// of the inner dimension holds, per column, `W[c, 2h]` and `W[c, 2h + 1]`
-/// (what one 32-bit lane of `vdpbf16ps` multiplies). Columns past `n` and
-/// inputs past `k` are zero.
+/// (what one 32-bit lane of `vdpbf16ps` multiplies, and one row of an AMX
+/// weight tile holds for 16 columns). Columns past `n` and inputs past `k`
+/// are zero, and the pairs are padded to a multiple of 16 (one AMX tile's
+/// depth) with zeros, which every kernel multiplies by zero activations.
 #[derive(Debug, Clone)]
 pub struct PackedBf16 {
     n: usize,
     k: usize,
-    /// `⌈k / 2⌉`.
+    /// `⌈k / 2⌉` rounded up to a multiple of 16.
     kh: usize,
     data: Vec<u16>,
     isa: Isa,
@@ -55,7 +63,7 @@ impl PackedBf16 {
                 w.len()
             )));
         }
-        let kh = k.div_ceil(2);
+        let kh = k.div_ceil(2).div_ceil(PAIRS_ALIGN) * PAIRS_ALIGN;
         let panels = n.div_ceil(NR);
         let mut data = vec![0u16; panels * kh * NR * 2];
         for c in 0..n {
@@ -76,12 +84,15 @@ impl PackedBf16 {
     /// Runs on `isa` instead of the detected one (tests of the fallback);
     /// `None` when this CPU lacks it.
     pub fn with_isa(mut self, isa: Isa) -> Option<Self> {
-        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Bf16 | Isa::Avx512Fma)).then(
-            || {
-                self.isa = isa;
-                self
-            },
-        )
+        (isa.available()
+            && matches!(
+                isa,
+                Isa::Scalar | Isa::Avx512Bf16 | Isa::Avx512Fma | Isa::AmxBf16
+            ))
+        .then(|| {
+            self.isa = isa;
+            self
+        })
     }
 
     /// The instruction set [`linear`](Self::linear) runs on.
@@ -124,6 +135,26 @@ impl PackedBf16 {
             return Ok(());
         }
         let kp = self.kh * 2;
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::AmxBf16 {
+            // Tasks of whole tile pairs (32 rows), the rows past `m`
+            // zero.
+            let per = rows_per_task(m).div_ceil(AMX_ROWS) * AMX_ROWS;
+            out.par_chunks_mut(per * n)
+                .zip(x.par_chunks(per * k))
+                .for_each(|(out, x)| {
+                    let rows = out.len() / n;
+                    let mut xb = vec![0u16; rows.div_ceil(AMX_ROWS) * AMX_ROWS * kp];
+                    for r in 0..rows {
+                        let src = &x[r * k..(r + 1) * k];
+                        for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(src) {
+                            *d = f32_to_bf16(v);
+                        }
+                    }
+                    self.amx_block(&xb, rows, bias, out);
+                });
+            return Ok(());
+        }
         let per = rows_per_task(m);
         out.par_chunks_mut(per * n)
             .zip(x.par_chunks(per * k))
@@ -151,6 +182,37 @@ impl PackedBf16 {
                 }
             });
         Ok(())
+    }
+
+    /// [`Self::block`] on AMX: `xb` holds `rows` rows rounded up to
+    /// [`AMX_ROWS`], the rest zero.
+    #[cfg(target_arch = "x86_64")]
+    fn amx_block(&self, xb: &[u16], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let (n, kh) = (self.n, self.kh);
+        let kp = kh * 2;
+        let mut acc = [0f32; AMX_ROWS * NR];
+        for (p, panel) in self.data.chunks_exact(kh * NR * 2).enumerate() {
+            let c0 = p * NR;
+            let cols = NR.min(n - c0);
+            for r0 in (0..rows).step_by(AMX_ROWS) {
+                crate::x86::bf16_amx_microkernel(&xb[r0 * kp..], kp, panel, kh, &mut acc);
+                for (r, acc) in acc
+                    .chunks_exact(NR)
+                    .enumerate()
+                    .take(AMX_ROWS.min(rows - r0))
+                {
+                    let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
+                    match bias {
+                        Some(b) => {
+                            for ((o, &a), &b) in o.iter_mut().zip(acc).zip(&b[c0..c0 + cols]) {
+                                *o = a + b;
+                            }
+                        }
+                        None => o.copy_from_slice(&acc[..cols]),
+                    }
+                }
+            }
+        }
     }
 
     fn block(&self, xs: Acts<'_>, rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
@@ -222,7 +284,7 @@ mod tests {
     }
 
     fn isas() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma]
+        [Isa::Scalar, Isa::Avx512Bf16, Isa::Avx512Fma, Isa::AmxBf16]
             .into_iter()
             .filter(|i| i.available())
             .collect()

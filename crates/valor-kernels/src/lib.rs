@@ -25,18 +25,21 @@
 //! **bf16** ([`PackedBf16`]): weights rounded to bf16 (nearest, ties to
 //! even), activations rounded to bf16 per call, products with f32
 //! accumulation, which is what PyTorch's `autocast(dtype=bfloat16)` does
-//! for a Linear on the CPU: on AVX-512F FMAs of the bf16 values widened to
-//! f32 (the default: faster than `vdpbf16ps` on the Xeon measured, see
+//! for a Linear on the CPU: on AMX tiles (`TDPBF16PS`, where the CPU has
+//! AMX-BF16 and Linux grants this process the tile state: the default
+//! there), on AVX-512F FMAs of the bf16 values widened to f32 (the default
+//! elsewhere: faster than `vdpbf16ps` on the Xeon measured, see
 //! [`Isa::detect_bf16`]) or AVX512-BF16 `vdpbf16ps`. Every kernel forms the
 //! same products (a bf16 × bf16 product is exact in f32); only the order
 //! of the f32 additions differs.
 //!
-//! The `unsafe` code is in two private modules: the intrinsics in `x86`,
-//! reached only after [`Isa::detect`] found the features at run time, and
+//! The `unsafe` code is in two private modules: the intrinsics and AMX
+//! assembly in `x86`, reached only after [`Isa::detect_int8`] or
+//! [`Isa::detect_bf16`] found the features at run time, and
 //! the `gemm` call and uninitialised output of `dense`; each block says why
 //! it is sound. [`Isa::Scalar`] runs everywhere and can be forced
 //! (`VALOR_KERNELS=scalar`) to test the fallback; `VALOR_KERNELS=dpbf16`
-//! picks `vdpbf16ps` for bf16.
+//! picks `vdpbf16ps` for bf16, `VALOR_KERNELS=fma` the FMA kernel.
 
 mod bf16;
 mod dense;
@@ -55,8 +58,9 @@ pub const NR: usize = 64;
 pub const MR: usize = 4;
 
 /// The environment variable that forces [`Isa::Scalar`] when set to
-/// `scalar` (tests of the fallback, comparisons), or `vdpbf16ps` for bf16
-/// when set to `dpbf16`.
+/// `scalar` (tests of the fallback, comparisons), or for bf16 `vdpbf16ps`
+/// when set to `dpbf16` and the AVX-512 FMA kernel (not AMX) when set to
+/// `fma`.
 pub const KERNELS_ENV: &str = "VALOR_KERNELS";
 
 /// An instruction set a kernel runs on.
@@ -70,6 +74,8 @@ pub enum Isa {
     Avx512Bf16,
     /// AVX-512F FMAs on bf16 values widened to f32, for bf16.
     Avx512Fma,
+    /// AMX tiles (`TDPBF16PS`), for bf16.
+    AmxBf16,
 }
 
 impl Isa {
@@ -86,22 +92,28 @@ impl Isa {
         Isa::Scalar
     }
 
-    /// The instruction set for bf16 products: AVX-512F FMAs on widened
-    /// bf16 values where the CPU has AVX-512, unless [`KERNELS_ENV`] is
-    /// `scalar`, or `dpbf16` (then `vdpbf16ps` where the CPU has
-    /// AVX512-BF16). On a Sapphire Rapids-class Xeon the FMA kernel ran
-    /// 1.5× faster than `vdpbf16ps` (which issues at half the FMA rate
-    /// there: 131 against 81 GFLOP/s on 64×384·384, 2 threads), so it is
-    /// the default.
+    /// The instruction set for bf16 products: AMX tiles where the CPU has
+    /// AMX-BF16 and Linux grants the tile state, else AVX-512F FMAs on
+    /// widened bf16 values where the CPU has AVX-512, unless
+    /// [`KERNELS_ENV`] is `scalar`, `fma` (the FMA kernel even with AMX) or
+    /// `dpbf16` (then `vdpbf16ps` where the CPU has AVX512-BF16). On a
+    /// Sapphire Rapids-class Xeon the FMA kernel ran 1.5× faster than
+    /// `vdpbf16ps` (which issues at half the FMA rate there: 131 against 81
+    /// GFLOP/s on 64×384·384, 2 threads); AMX, where the VM exposes it,
+    /// runs several times faster than either.
     pub fn detect_bf16() -> Isa {
         if forced_scalar() {
             return Isa::Scalar;
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let dpbf16 = std::env::var(KERNELS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("dpbf16"));
-            if dpbf16 && x86::has_bf16() {
+            let forced =
+                |name: &str| std::env::var(KERNELS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case(name));
+            if forced("dpbf16") && x86::has_bf16() {
                 return Isa::Avx512Bf16;
+            }
+            if !forced("fma") && x86::has_amx_bf16() {
+                return Isa::AmxBf16;
             }
             if x86::has_avx512f() {
                 return Isa::Avx512Fma;
@@ -120,18 +132,22 @@ impl Isa {
             Isa::Avx512Bf16 => x86::has_bf16(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Fma => x86::has_avx512f(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AmxBf16 => x86::has_amx_bf16(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
     }
 
-    /// A short name (`scalar`, `avx512-vnni`, `avx512-bf16`, `avx512-fma`).
+    /// A short name (`scalar`, `avx512-vnni`, `avx512-bf16`, `avx512-fma`,
+    /// `amx-bf16`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::Avx512Bf16 => "avx512-bf16",
             Isa::Avx512Fma => "avx512-fma",
+            Isa::AmxBf16 => "amx-bf16",
         }
     }
 }

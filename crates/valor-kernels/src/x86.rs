@@ -1,12 +1,14 @@
-//! The AVX-512 micro-kernels: every `unsafe` block of the crate but the
-//! `gemm` call of `dense`.
+//! The AVX-512 and AMX micro-kernels: every `unsafe` block of the crate but
+//! the `gemm` calls of `dense`.
 //!
 //! Reached only through the safe `*_microkernel` functions, which check
 //! the CPU's features at run time (`is_x86_feature_detected!`, cached by
-//! std) and the slice lengths up front; the `#[target_feature]` kernels
+//! std; for AMX, CPUID and the kernel's permission for the tile state) and
+//! the slice lengths up front; the `#[target_feature]` and `asm!` kernels
 //! behind them read only inside those checked lengths.
 #![allow(unsafe_code)]
 
+use std::arch::asm;
 use std::arch::x86_64::*;
 
 use crate::{MR, NR};
@@ -244,5 +246,149 @@ unsafe fn bf16_fma_kernel<const R: usize>(
             // SAFETY (the caller's): `acc` holds at least `R · NR` f32s.
             unsafe { _mm512_storeu_ps(acc.add(r * NR + j * 16), c) };
         }
+    }
+}
+
+/// Rows of activations per AMX micro-kernel call: two 16-row tiles.
+pub(crate) const AMX_ROWS: usize = 32;
+/// Pairs of the inner dimension per AMX tile (32 bf16 values, 64 bytes a row).
+pub(crate) const AMX_PAIRS: usize = 16;
+
+/// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24
+/// and 22) and the kernel lets this process use the tile registers, which
+/// Linux grants only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`, asked once for the whole process).
+pub(crate) fn has_amx_bf16() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        let leaf = __cpuid_count(7, 0);
+        let (tile, bf16) = ((leaf.edx >> 24) & 1 == 1, (leaf.edx >> 22) & 1 == 1);
+        tile && bf16 && request_tile_data()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: this `arch_prctl` request takes two integers and touches no
+    // memory of ours; the kernel answers 0 when it grants the tile state
+    // (or had granted it) and an error on kernels or CPUs without it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// The tile configuration every AMX call loads: palette 1, eight tiles of
+/// 16 rows × 64 bytes (`tmm0`–`tmm3` the f32 accumulators, `tmm4`/`tmm5`
+/// the two 16-row activation tiles, `tmm6`/`tmm7` two 16-column weight
+/// tiles).
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+static TILE_CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64;
+        c[48 + t] = 16;
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+/// `acc = xb · panel` for [`AMX_ROWS`] rows of bf16 activations (row
+/// stride `kp` values, zero past the real rows and inputs) and a
+/// [`crate::PackedBf16`] panel of `kh` pairs (`kh` a multiple of
+/// [`AMX_PAIRS`]) × `NR` columns: `acc` is `AMX_ROWS × NR` f32,
+/// overwritten. `TDPBF16PS` multiplies pairs of bf16 values exactly and
+/// adds in f32, as the other bf16 kernels do.
+pub(crate) fn bf16_amx_microkernel(
+    xb: &[u16],
+    kp: usize,
+    panel: &[u16],
+    kh: usize,
+    acc: &mut [f32; AMX_ROWS * NR],
+) {
+    assert!(
+        has_amx_bf16(),
+        "AMX kernel called without AMX-BF16 or the kernel's permission"
+    );
+    assert!(kh.is_multiple_of(AMX_PAIRS) && kp >= kh * 2);
+    assert!(xb.len() >= (AMX_ROWS - 1) * kp + kh * 2 && panel.len() >= kh * NR * 2);
+    // SAFETY: the CPU has AMX-TILE/BF16 and the process may use them
+    // (checked above). The kernel loads activation tiles of 16 rows × 64
+    // bytes at `xb + r·kp + 32t` for `r < AMX_ROWS`, `t < kh/16`, inside
+    // `xb` by the asserted length; weight tiles of 16 pair rows × 64 bytes
+    // at `panel + (16t + i)·NR·2 + 2c` for `c < NR`, inside `panel`; and
+    // stores 32 rows × 64 f32 into `acc`, exactly its size. Tile registers
+    // are used by nothing else in this program; `tilerelease` returns them.
+    unsafe { bf16_amx_kernel(xb.as_ptr(), kp * 2, panel.as_ptr(), kh, acc.as_mut_ptr()) }
+}
+
+/// Two column halves of 32: per half, four accumulator tiles (rows 0–15 /
+/// 16–31 × columns 0–15 / 16–31), and per 16 pairs of the inner dimension
+/// two activation loads, two weight loads (row stride `NR · 4` bytes: a
+/// panel row of 64 columns × 2 bf16) and four `TDPBF16PS`.
+unsafe fn bf16_amx_kernel(a: *const u16, a_stride: usize, w: *const u16, kh: usize, c: *mut f32) {
+    let w_stride = NR * 4;
+    // SAFETY (the caller's): see `bf16_amx_microkernel`.
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) TILE_CONFIG.0.as_ptr(), options(nostack, readonly));
+        for half in 0..2 {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            let wc = w.add(half * 32 * 2);
+            for t in 0..kh / AMX_PAIRS {
+                let a0 = a.byte_add(t * 64);
+                let b0 = wc.add(t * AMX_PAIRS * NR * 2);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.byte_add(16 * a_stride),
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(16 * 2),
+                    sa = in(reg) a_stride,
+                    sb = in(reg) w_stride,
+                    options(nostack, readonly)
+                );
+            }
+            let c0 = c.add(half * 32);
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c1} + {sc}*1], tmm1",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                "tilestored [{c3} + {sc}*1], tmm3",
+                c0 = in(reg) c0,
+                c1 = in(reg) c0.add(16),
+                c2 = in(reg) c0.add(16 * NR),
+                c3 = in(reg) c0.add(16 * NR + 16),
+                sc = in(reg) NR * 4,
+                options(nostack)
+            );
+        }
+        asm!("tilerelease", options(nostack, nomem));
     }
 }
