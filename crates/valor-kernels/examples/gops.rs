@@ -27,7 +27,7 @@ fn main() {
         let w = values(n * k);
         let mut out = vec![0f32; m * n];
         let flop = 2.0 * (m * n * k) as f64;
-        for isa in [Isa::Scalar, Isa::Avx512Vnni] {
+        for isa in [Isa::Scalar, Isa::Avx512Vnni, Isa::AmxInt8] {
             if let Some(p) = PackedI8::pack(&w, n, k).unwrap().with_isa(isa) {
                 let t = median(|| p.linear(&x, m, None, &mut out).unwrap());
                 println!(

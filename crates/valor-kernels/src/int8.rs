@@ -2,7 +2,13 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::x86::AMX_ROWS;
 use crate::{Isa, MR, NR, ShapeError, check_linear, rows_per_task};
+
+/// The packed quads are padded to a multiple of this: one AMX tile's depth
+/// (16 quads, 64 int8 values).
+const QUADS_ALIGN: usize = 16;
 
 /// Largest magnitude of a quantised value (symmetric, zero point 0).
 const QMAX: f32 = 127.0;
@@ -75,7 +81,7 @@ impl PackedI8 {
                 "inner dimension {k} exceeds {MAX_K}: the i32 sums could overflow"
             )));
         }
-        let kq = k.div_ceil(4);
+        let kq = k.div_ceil(4).div_ceil(QUADS_ALIGN) * QUADS_ALIGN;
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * kq * NR * 4];
         let mut pscales = vec![0f32; panels * NR];
@@ -103,10 +109,12 @@ impl PackedI8 {
     /// Runs on `isa` instead of the detected one (tests of the fallback);
     /// `None` when this CPU lacks it.
     pub fn with_isa(mut self, isa: Isa) -> Option<Self> {
-        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Vnni)).then(|| {
-            self.isa = isa;
-            self
-        })
+        (isa.available() && matches!(isa, Isa::Scalar | Isa::Avx512Vnni | Isa::AmxInt8)).then(
+            || {
+                self.isa = isa;
+                self
+            },
+        )
     }
 
     /// The instruction set [`linear`](Self::linear) runs on.
@@ -149,13 +157,19 @@ impl PackedI8 {
             return Ok(());
         }
         let kp = self.kq * 4;
-        let per = rows_per_task(m);
+        // AMX takes tasks of whole tile pairs (32 rows; the rows past `m`
+        // all 128, their products never read).
+        let amx = self.isa == Isa::AmxInt8;
+        let per = match amx {
+            true => rows_per_task(m).div_ceil(32) * 32,
+            false => rows_per_task(m),
+        };
         out.par_chunks_mut(per * n)
             .zip(x.par_chunks(per * k))
             .for_each(|(out, x)| {
                 let rows = out.len() / n;
                 // Activations of this task's rows, shifted to u8 (+128).
-                let mut xq = vec![128u8; rows * kp];
+                let mut xq = vec![128u8; if amx { rows.div_ceil(32) * 32 } else { rows } * kp];
                 let mut sx = vec![0f32; rows];
                 let mut qrow = vec![0i8; k];
                 for r in 0..rows {
@@ -164,9 +178,38 @@ impl PackedI8 {
                         *d = (i16::from(v) + 128) as u8;
                     }
                 }
+                #[cfg(target_arch = "x86_64")]
+                if amx {
+                    self.amx_block(&xq, &sx, rows, bias, out);
+                    return;
+                }
                 self.block(&xq, &sx, rows, bias, out);
             });
         Ok(())
+    }
+
+    /// [`Self::block`] on AMX: `xq` holds `rows` rows rounded up to
+    /// [`AMX_ROWS`].
+    #[cfg(target_arch = "x86_64")]
+    fn amx_block(&self, xq: &[u8], sx: &[f32], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+        let (n, kq) = (self.n, self.kq);
+        let kp = kq * 4;
+        let mut acc = [0i32; AMX_ROWS * NR];
+        for (p, panel) in self.data.chunks_exact(kq * NR * 4).enumerate() {
+            let c0 = p * NR;
+            let cols = NR.min(n - c0);
+            for r0 in (0..rows).step_by(AMX_ROWS) {
+                crate::x86::i8_amx_microkernel(&xq[r0 * kp..], kp, panel, kq, &mut acc);
+                for (r, acc) in acc
+                    .chunks_exact(NR)
+                    .enumerate()
+                    .take(AMX_ROWS.min(rows - r0))
+                {
+                    let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
+                    self.dequantize(o, acc, sx[r0 + r], c0, bias);
+                }
+            }
+        }
     }
 
     /// All panels for `rows` quantised rows.
@@ -183,12 +226,31 @@ impl PackedI8 {
                 let xs = &xq[r0 * kp..(r0 + mr) * kp];
                 microkernel(self.isa, mr, xs, kp, panel, kq, &mut acc);
                 for (r, acc) in acc.iter().enumerate().take(mr) {
-                    let s = sx[r0 + r];
                     let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
-                    for c in 0..cols {
-                        let v = (acc[c] - self.shift[c0 + c]) as f32 * (s * self.scales[c0 + c]);
-                        o[c] = v + bias.map_or(0.0, |b| b[c0 + c]);
-                    }
+                    self.dequantize(o, acc, sx[r0 + r], c0, bias);
+                }
+            }
+        }
+    }
+}
+
+impl PackedI8 {
+    /// One row of a panel's outputs from its i32 sums: `o[c] = (acc[c] −
+    /// shift) · (s · scale) + bias` for the columns from `c0` (`+ 0` without
+    /// a bias), in one vectorisable pass.
+    fn dequantize(&self, o: &mut [f32], acc: &[i32], s: f32, c0: usize, bias: Option<&[f32]>) {
+        let cols = o.len();
+        let (shift, scales) = (&self.shift[c0..c0 + cols], &self.scales[c0..c0 + cols]);
+        let parts = o.iter_mut().zip(acc).zip(shift).zip(scales);
+        match bias {
+            Some(b) => {
+                for ((((o, &a), &sh), &sc), &b) in parts.zip(&b[c0..c0 + cols]) {
+                    *o = (a - sh) as f32 * (s * sc) + b;
+                }
+            }
+            None => {
+                for (((o, &a), &sh), &sc) in parts {
+                    *o = (a - sh) as f32 * (s * sc) + 0.0;
                 }
             }
         }
@@ -273,7 +335,7 @@ pub(crate) mod tests {
     }
 
     fn isas() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx512Vnni]
+        [Isa::Scalar, Isa::Avx512Vnni, Isa::AmxInt8]
             .into_iter()
             .filter(|i| i.available())
             .collect()

@@ -17,7 +17,8 @@
 //! quantised dynamically, symmetric int8 with one scale per row (PyTorch's
 //! `quantize_dynamic` uses one affine scale per tensor; one per row is at
 //! least as accurate and keeps rows independent of their batch). Products
-//! `u8 × i8 → i32` on AVX512-VNNI (`vpdpbusd`), with the activation shifted
+//! `u8 × i8 → i32` on AMX tiles (`TDPBUSD`, where the CPU has AMX-INT8 and
+//! Linux grants the tile state) or AVX512-VNNI (`vpdpbusd`), with the activation shifted
 //! by +128 into `u8` and `128 · Σₖ q_w` (kept per column at packing)
 //! subtracted after; integer arithmetic is exact, so every instruction set
 //! gives bit-identical results.
@@ -39,7 +40,8 @@
 //! the `gemm` call and uninitialised output of `dense`; each block says why
 //! it is sound. [`Isa::Scalar`] runs everywhere and can be forced
 //! (`VALOR_KERNELS=scalar`) to test the fallback; `VALOR_KERNELS=dpbf16`
-//! picks `vdpbf16ps` for bf16, `VALOR_KERNELS=fma` the FMA kernel.
+//! picks `vdpbf16ps` for bf16, `VALOR_KERNELS=fma` the FMA kernel,
+//! `VALOR_KERNELS=vnni` VNNI for int8.
 
 mod bf16;
 mod dense;
@@ -60,7 +62,7 @@ pub const MR: usize = 4;
 /// The environment variable that forces [`Isa::Scalar`] when set to
 /// `scalar` (tests of the fallback, comparisons), or for bf16 `vdpbf16ps`
 /// when set to `dpbf16` and the AVX-512 FMA kernel (not AMX) when set to
-/// `fma`.
+/// `fma`, for int8 AVX512-VNNI (not AMX) when set to `vnni`.
 pub const KERNELS_ENV: &str = "VALOR_KERNELS";
 
 /// An instruction set a kernel runs on.
@@ -76,18 +78,28 @@ pub enum Isa {
     Avx512Fma,
     /// AMX tiles (`TDPBF16PS`), for bf16.
     AmxBf16,
+    /// AMX tiles (`TDPBUSD`), for int8.
+    AmxInt8,
 }
 
 impl Isa {
-    /// The best instruction set this CPU has for int8 products, unless
-    /// [`KERNELS_ENV`] is `scalar`.
+    /// The best instruction set this CPU has for int8 products: AMX tiles
+    /// where the CPU has AMX-INT8 and Linux grants the tile state, else
+    /// AVX512-VNNI, unless [`KERNELS_ENV`] is `scalar` (or `vnni`: VNNI even
+    /// with AMX). Every one gives the same integers.
     pub fn detect_int8() -> Isa {
         if forced_scalar() {
             return Isa::Scalar;
         }
         #[cfg(target_arch = "x86_64")]
-        if x86::has_vnni() {
-            return Isa::Avx512Vnni;
+        {
+            let vnni = std::env::var(KERNELS_ENV).is_ok_and(|v| v.eq_ignore_ascii_case("vnni"));
+            if !vnni && x86::has_amx_int8() {
+                return Isa::AmxInt8;
+            }
+            if x86::has_vnni() {
+                return Isa::Avx512Vnni;
+            }
         }
         Isa::Scalar
     }
@@ -134,13 +146,15 @@ impl Isa {
             Isa::Avx512Fma => x86::has_avx512f(),
             #[cfg(target_arch = "x86_64")]
             Isa::AmxBf16 => x86::has_amx_bf16(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AmxInt8 => x86::has_amx_int8(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
     }
 
     /// A short name (`scalar`, `avx512-vnni`, `avx512-bf16`, `avx512-fma`,
-    /// `amx-bf16`).
+    /// `amx-bf16`, `amx-int8`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -148,6 +162,7 @@ impl Isa {
             Isa::Avx512Bf16 => "avx512-bf16",
             Isa::Avx512Fma => "avx512-fma",
             Isa::AmxBf16 => "amx-bf16",
+            Isa::AmxInt8 => "amx-int8",
         }
     }
 }

@@ -251,19 +251,34 @@ unsafe fn bf16_fma_kernel<const R: usize>(
 
 /// Rows of activations per AMX micro-kernel call: two 16-row tiles.
 pub(crate) const AMX_ROWS: usize = 32;
-/// Pairs of the inner dimension per AMX tile (32 bf16 values, 64 bytes a row).
-pub(crate) const AMX_PAIRS: usize = 16;
+/// Rows of a weight tile: 16 pairs (bf16) or quads (int8) of the inner
+/// dimension, 64 bytes of activations a row.
+pub(crate) const AMX_DEPTH: usize = 16;
 
 /// Whether the CPU has AMX-TILE and AMX-BF16 (CPUID leaf 7, EDX bits 24
 /// and 22) and the kernel lets this process use the tile registers, which
 /// Linux grants only on request (`arch_prctl(ARCH_REQ_XCOMP_PERM,
 /// XFEATURE_XTILEDATA)`, asked once for the whole process).
 pub(crate) fn has_amx_bf16() -> bool {
-    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    amx_features().0
+}
+
+/// As [`has_amx_bf16`] for AMX-INT8 (EDX bit 25).
+pub(crate) fn has_amx_int8() -> bool {
+    amx_features().1
+}
+
+/// (AMX-BF16, AMX-INT8), each with AMX-TILE and the tile state granted.
+fn amx_features() -> (bool, bool) {
+    static OK: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
         let leaf = __cpuid_count(7, 0);
-        let (tile, bf16) = ((leaf.edx >> 24) & 1 == 1, (leaf.edx >> 22) & 1 == 1);
-        tile && bf16 && request_tile_data()
+        let bit = |b: u32| (leaf.edx >> b) & 1 == 1;
+        let (tile, bf16, int8) = (bit(24), bit(22), bit(25));
+        if !tile || !(bf16 || int8) || !request_tile_data() {
+            return (false, false);
+        }
+        (bf16, int8)
     })
 }
 
@@ -310,7 +325,7 @@ static TILE_CONFIG: TileConfig = {
 /// `acc = xb · panel` for [`AMX_ROWS`] rows of bf16 activations (row
 /// stride `kp` values, zero past the real rows and inputs) and a
 /// [`crate::PackedBf16`] panel of `kh` pairs (`kh` a multiple of
-/// [`AMX_PAIRS`]) × `NR` columns: `acc` is `AMX_ROWS × NR` f32,
+/// [`AMX_DEPTH`]) × `NR` columns: `acc` is `AMX_ROWS × NR` f32,
 /// overwritten. `TDPBF16PS` multiplies pairs of bf16 values exactly and
 /// adds in f32, as the other bf16 kernels do.
 pub(crate) fn bf16_amx_microkernel(
@@ -324,25 +339,71 @@ pub(crate) fn bf16_amx_microkernel(
         has_amx_bf16(),
         "AMX kernel called without AMX-BF16 or the kernel's permission"
     );
-    assert!(kh.is_multiple_of(AMX_PAIRS) && kp >= kh * 2);
+    assert!(kh.is_multiple_of(AMX_DEPTH) && kp >= kh * 2);
     assert!(xb.len() >= (AMX_ROWS - 1) * kp + kh * 2 && panel.len() >= kh * NR * 2);
     // SAFETY: the CPU has AMX-TILE/BF16 and the process may use them
-    // (checked above). The kernel loads activation tiles of 16 rows × 64
-    // bytes at `xb + r·kp + 32t` for `r < AMX_ROWS`, `t < kh/16`, inside
-    // `xb` by the asserted length; weight tiles of 16 pair rows × 64 bytes
-    // at `panel + (16t + i)·NR·2 + 2c` for `c < NR`, inside `panel`; and
-    // stores 32 rows × 64 f32 into `acc`, exactly its size. Tile registers
-    // are used by nothing else in this program; `tilerelease` returns them.
-    unsafe { bf16_amx_kernel(xb.as_ptr(), kp * 2, panel.as_ptr(), kh, acc.as_mut_ptr()) }
+    // (checked above); the byte extents `amx_kernel` reads and writes are
+    // within the asserted lengths (see its doc: rows of `2·kp` bytes, `kh`
+    // panel rows of `NR · 4` bytes, `acc` of `AMX_ROWS · NR` 4-byte values).
+    unsafe {
+        amx_kernel::<false>(
+            xb.as_ptr().cast(),
+            kp * 2,
+            panel.as_ptr().cast(),
+            kh / AMX_DEPTH,
+            acc.as_mut_ptr().cast(),
+        )
+    }
 }
 
-/// Two column halves of 32: per half, four accumulator tiles (rows 0–15 /
-/// 16–31 × columns 0–15 / 16–31), and per 16 pairs of the inner dimension
-/// two activation loads, two weight loads (row stride `NR · 4` bytes: a
-/// panel row of 64 columns × 2 bf16) and four `TDPBF16PS`.
-unsafe fn bf16_amx_kernel(a: *const u16, a_stride: usize, w: *const u16, kh: usize, c: *mut f32) {
-    let w_stride = NR * 4;
-    // SAFETY (the caller's): see `bf16_amx_microkernel`.
+/// `acc = xq · panel` in i32 for [`AMX_ROWS`] rows of `u8` activations
+/// (int8 + 128, row stride `kp` bytes, 128 past the real inputs) and a
+/// [`crate::PackedI8`] panel of `kq` quads (`kq` a multiple of
+/// [`AMX_DEPTH`]) × `NR` columns: `TDPBUSD`, `u8 × i8` products summed
+/// exactly in i32, the same integers as `vpdpbusd`.
+pub(crate) fn i8_amx_microkernel(
+    xq: &[u8],
+    kp: usize,
+    panel: &[i8],
+    kq: usize,
+    acc: &mut [i32; AMX_ROWS * NR],
+) {
+    assert!(
+        has_amx_int8(),
+        "AMX kernel called without AMX-INT8 or the kernel's permission"
+    );
+    assert!(kq.is_multiple_of(AMX_DEPTH) && kp >= kq * 4);
+    assert!(xq.len() >= (AMX_ROWS - 1) * kp + kq * 4 && panel.len() >= kq * NR * 4);
+    // SAFETY: as in `bf16_amx_microkernel`, with rows of `kp` bytes and
+    // `kq` panel rows of `NR · 4` bytes.
+    unsafe {
+        amx_kernel::<true>(
+            xq.as_ptr(),
+            kp,
+            panel.as_ptr().cast(),
+            kq / AMX_DEPTH,
+            acc.as_mut_ptr().cast(),
+        )
+    }
+}
+
+/// The AMX block product: `a` holds [`AMX_ROWS`] rows at `a_stride`
+/// bytes, each at least `64 · tiles` bytes; `w` a panel of `16 · tiles`
+/// rows of `NR · 4` bytes (per column 4 bytes: a bf16 pair or an int8
+/// quad); `c` receives `AMX_ROWS × NR` 4-byte values (f32 for bf16, i32
+/// for int8), row-major. Two column halves of 32: per half, four
+/// accumulator tiles (rows 0–15 / 16–31 × columns 0–15 / 16–31), and per
+/// tile of depth two activation loads, two weight loads and four
+/// `TDPBF16PS` (or `TDPBUSD` when `INT8`).
+unsafe fn amx_kernel<const INT8: bool>(
+    a: *const u8,
+    a_stride: usize,
+    w: *const u8,
+    tiles: usize,
+    c: *mut u8,
+) {
+    let (w_stride, c_stride) = (NR * 4, NR * 4);
+    // SAFETY (the caller's): the extents above.
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) TILE_CONFIG.0.as_ptr(), options(nostack, readonly));
         for half in 0..2 {
@@ -353,39 +414,59 @@ unsafe fn bf16_amx_kernel(a: *const u16, a_stride: usize, w: *const u16, kh: usi
                 "tilezero tmm3",
                 options(nostack, nomem)
             );
-            let wc = w.add(half * 32 * 2);
-            for t in 0..kh / AMX_PAIRS {
-                let a0 = a.byte_add(t * 64);
-                let b0 = wc.add(t * AMX_PAIRS * NR * 2);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a0.byte_add(16 * a_stride),
-                    b0 = in(reg) b0,
-                    b1 = in(reg) b0.add(16 * 2),
-                    sa = in(reg) a_stride,
-                    sb = in(reg) w_stride,
-                    options(nostack, readonly)
-                );
+            let wc = w.add(half * 32 * 4);
+            for t in 0..tiles {
+                let (a0, b0) = (a.add(t * 64), wc.add(t * AMX_DEPTH * w_stride));
+                let (a1, b1) = (a0.add(16 * a_stride), b0.add(16 * 4));
+                if INT8 {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbusd tmm0, tmm4, tmm6",
+                        "tdpbusd tmm1, tmm4, tmm7",
+                        "tdpbusd tmm2, tmm5, tmm6",
+                        "tdpbusd tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a1,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b1,
+                        sa = in(reg) a_stride,
+                        sb = in(reg) w_stride,
+                        options(nostack, readonly)
+                    );
+                } else {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a1,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b1,
+                        sa = in(reg) a_stride,
+                        sb = in(reg) w_stride,
+                        options(nostack, readonly)
+                    );
+                }
             }
-            let c0 = c.add(half * 32);
+            let c0 = c.add(half * 32 * 4);
             asm!(
                 "tilestored [{c0} + {sc}*1], tmm0",
                 "tilestored [{c1} + {sc}*1], tmm1",
                 "tilestored [{c2} + {sc}*1], tmm2",
                 "tilestored [{c3} + {sc}*1], tmm3",
                 c0 = in(reg) c0,
-                c1 = in(reg) c0.add(16),
-                c2 = in(reg) c0.add(16 * NR),
-                c3 = in(reg) c0.add(16 * NR + 16),
-                sc = in(reg) NR * 4,
+                c1 = in(reg) c0.add(16 * 4),
+                c2 = in(reg) c0.add(16 * c_stride),
+                c3 = in(reg) c0.add(16 * c_stride + 16 * 4),
+                sc = in(reg) c_stride,
                 options(nostack)
             );
         }
