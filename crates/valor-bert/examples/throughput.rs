@@ -10,7 +10,9 @@
 //! ```
 //! `--model` defaults to `$VALOR_SHARED_DIR/models/all-MiniLM-L6-v2`.
 //! With `THROUGHPUT_PACKED` set, inference runs the unpadded forward of
-//! `valor predict` (`forward_packed`; the same rows here, every mask one).
+//! `valor predict` (`forward_packed`; the same rows here, every mask one);
+//! `THROUGHPUT_PRECISION=bf16|int8` packs the encoder's Linear layers as
+//! `valor predict --precision` does.
 //! Prints one JSON line per measurement (medians of `--steps` timings).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -153,7 +155,17 @@ fn main() {
     // Inference: the validation snapshot on the plain device.
     let packed = std::env::var_os("THROUGHPUT_PACKED").is_some();
     if args.phase != "train" {
-        let eval = model.valid();
+        let precision: valor_bert::Precision = std::env::var("THROUGHPUT_PRECISION")
+            .unwrap_or_else(|_| "fp32".into())
+            .parse()
+            .unwrap_or_else(|e| {
+                eprintln!("throughput: THROUGHPUT_PRECISION: {e}");
+                std::process::exit(2)
+            });
+        let eval = valor_bert::lowp::apply(model.valid(), precision).unwrap_or_else(|e| {
+            eprintln!("throughput: {e}");
+            std::process::exit(2)
+        });
         let mut times = Vec::new();
         for (i, (ids, _)) in batches.iter().enumerate() {
             let (t, c) = (Instant::now(), cpu_seconds().unwrap_or(0.0));

@@ -14,11 +14,12 @@ const PAIRS_ALIGN: usize = 16;
 #[inline]
 pub fn f32_to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
-    if x.is_nan() {
-        return ((bits >> 16) as u16) | 0x0040;
-    }
     let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
+    let rounded = (bits.wrapping_add(round) >> 16) as u16;
+    let quiet = ((bits >> 16) as u16) | 0x0040;
+    // Both computed and one selected (no early return), so loops over
+    // activations vectorise: the conversion was 16% of a bf16 MiniLM batch.
+    if x.is_nan() { quiet } else { rounded }
 }
 
 /// The f32 value of bf16 bits (exact).
@@ -147,9 +148,7 @@ impl PackedBf16 {
                     let mut xb = vec![0u16; rows.div_ceil(AMX_ROWS) * AMX_ROWS * kp];
                     for r in 0..rows {
                         let src = &x[r * k..(r + 1) * k];
-                        for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(src) {
-                            *d = f32_to_bf16(v);
-                        }
+                        crate::x86::round_to_bf16(src, &mut xb[r * kp..r * kp + k]);
                     }
                     self.amx_block(&xb, rows, bias, out);
                 });
@@ -202,14 +201,7 @@ impl PackedBf16 {
                     .take(AMX_ROWS.min(rows - r0))
                 {
                     let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
-                    match bias {
-                        Some(b) => {
-                            for ((o, &a), &b) in o.iter_mut().zip(acc).zip(&b[c0..c0 + cols]) {
-                                *o = a + b;
-                            }
-                        }
-                        None => o.copy_from_slice(&acc[..cols]),
-                    }
+                    crate::x86::add_bias(o, acc, bias.map(|b| &b[c0..c0 + cols]));
                 }
             }
         }

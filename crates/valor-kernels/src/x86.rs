@@ -473,3 +473,58 @@ unsafe fn amx_kernel<const INT8: bool>(
         asm!("tilerelease", options(nostack, nomem));
     }
 }
+
+/// `dst[i] = f32_to_bf16(src[i])` (as many as the shorter holds), the loop
+/// compiled for AVX-512 where the CPU has it (16 values an instruction
+/// instead of SSE2's 4: the rounding was 16% of a bf16 MiniLM batch).
+pub(crate) fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512F (checked just above); the function
+        // is plain safe Rust otherwise.
+        unsafe { round_to_bf16_avx512(src, dst) }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = crate::bf16::f32_to_bf16(v);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn round_to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = crate::bf16::f32_to_bf16(v);
+    }
+}
+
+/// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
+/// `out.len()` values, compiled for AVX-512 where the CPU has it.
+pub(crate) fn add_bias(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512F (checked just above); the function
+        // is plain safe Rust otherwise.
+        unsafe { add_bias_avx512(out, acc, bias) }
+    } else {
+        add_bias_plain(out, acc, bias)
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
+    add_bias_plain(out, acc, bias)
+}
+
+#[inline(always)]
+fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => {
+            for ((o, &a), &b) in out.iter_mut().zip(acc).zip(b) {
+                *o = a + b;
+            }
+        }
+        None => {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = a;
+            }
+        }
+    }
+}
