@@ -528,3 +528,51 @@ fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
         }
     }
 }
+
+/// [`crate::int8`]'s activation quantisation, compiled for AVX-512 where
+/// the CPU has it.
+pub(crate) fn quantize_shifted(x: &[f32], q: &mut [u8]) -> f32 {
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512F (checked just above); the function
+        // is plain safe Rust otherwise.
+        unsafe { quantize_shifted_avx512(x, q) }
+    } else {
+        crate::int8::quantize_shifted_plain(x, q)
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn quantize_shifted_avx512(x: &[f32], q: &mut [u8]) -> f32 {
+    crate::int8::quantize_shifted_plain(x, q)
+}
+
+/// [`crate::int8`]'s dequantisation of a row of i32 sums, compiled for
+/// AVX-512 where the CPU has it.
+pub(crate) fn dequantize(
+    o: &mut [f32],
+    acc: &[i32],
+    s: f32,
+    shift: &[i32],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+) {
+    if has_avx512f() {
+        // SAFETY: the CPU has AVX-512F (checked just above); the function
+        // is plain safe Rust otherwise.
+        unsafe { dequantize_avx512(o, acc, s, shift, scales, bias) }
+    } else {
+        crate::int8::dequantize_plain(o, acc, s, shift, scales, bias)
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn dequantize_avx512(
+    o: &mut [f32],
+    acc: &[i32],
+    s: f32,
+    shift: &[i32],
+    scales: &[f32],
+    bias: Option<&[f32]>,
+) {
+    crate::int8::dequantize_plain(o, acc, s, shift, scales, bias)
+}
