@@ -466,7 +466,12 @@ pub(crate) mod tests {
             .iter()
             .map(|&n| values(n, n as u64))
             .collect();
-        rows.push((0..33).map(|i| (i as f32 + 0.5) / 127.0).chain([1.0]).collect());
+        rows.push(
+            (0..33)
+                .map(|i| (i as f32 + 0.5) / 127.0)
+                .chain([1.0])
+                .collect(),
+        );
         rows.push(vec![0.25, f32::NAN, -1.0, 0.5]);
         rows.push(vec![0.0; 20]);
         rows.push(vec![1.0, f32::INFINITY]);
