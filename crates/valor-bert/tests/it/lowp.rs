@@ -14,7 +14,8 @@ use valor_testkit::shared_dir;
 
 use crate::common::{self, fixture, minilm, read_tensor, reference_input};
 
-/// Largest |logit − f32 logit| accepted for bf16. Measured 0.0021;
+/// Largest |logit − f32 logit| accepted for bf16. Measured 0.0018 on the
+/// AVX-512 FMA kernel, 0.0023 on AMX;
 /// PyTorch's bf16 autocast on the same inputs: 0.0044.
 const BF16_LOGITS_MAX_ABS: f64 = 0.01;
 /// Largest |logit − f32 logit| accepted for int8. Measured 0.066 (the
