@@ -7,7 +7,9 @@
 //!
 //! Groups (criterion ids):
 //! - `matmul/f32_N`: one `N×N · N×N` fp32 GEMM through the same device, the
-//!   backend's measured peak (N = 2048 on the CPU, 8192 on a GPU).
+//!   backend's measured peak (N = 2048 on the CPU, 8192 on a GPU);
+//!   `matmul/bf16_packed_N` (CPU only): the same product through
+//!   valor-kernels' packed bf16 weight (AMX or AVX-512), the bf16 peak.
 //! - `minilm_infer/seqS_bB`, `minilm_train/seqS_bB`: `all-MiniLM-L6-v2` from
 //!   `$VALOR_SHARED_DIR/models` (skipped with a message when unset).
 //! - `minilm_infer_bf16/seqS_bB`, `minilm_infer_int8/seqS_bB`: the same
@@ -228,6 +230,23 @@ fn matmul(c: &mut Criterion) {
             black_box(out.sum().into_data())
         })
     });
+    if backend == Backend::Cpu {
+        // The bf16 kernels' peak: the same product through valor-kernels'
+        // packed bf16 weight (AMX where the CPU and Linux allow it, else the
+        // AVX-512 FMA kernel), the activations rounded to bf16 per call as
+        // `--precision bf16` does.
+        let values = |t: &Tensor<2>| t.to_data().try_to_vec::<f32>().expect("f32 values");
+        let (x, w) = (values(&a), values(&b));
+        let packed = valor_kernels::PackedBf16::pack(&w, n, n).expect("a square weight");
+        let mut out = vec![0f32; n * n];
+        eprintln!("matmul/bf16_packed_{n}: {} kernel", packed.isa().name());
+        g.bench_function(format!("bf16_packed_{n}"), |bench| {
+            bench.iter(|| {
+                packed.linear(&x, n, None, &mut out).expect("square shapes");
+                black_box(out[0])
+            })
+        });
+    }
     g.finish();
 }
 

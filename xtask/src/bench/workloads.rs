@@ -293,6 +293,20 @@ fn model_workloads(ctx: &Ctx) -> Vec<Workload> {
         flops: Some(2.0 * (n as f64).powi(3)),
         items: None,
     });
+    if !ctx.gpu {
+        w.push(Workload {
+            name: "matmul_bf16_peak".into(),
+            what: format!(
+                "bf16 GEMM {n}×{n}·{n}×{n} through valor-kernels' packed bf16 weight (AMX where the CPU and Linux allow it, else AVX-512 FMAs; the activations rounded per call, as `--precision bf16`): the bf16 rows' peak (its % column is of the fp32 peak)"
+            ),
+            valor: crit("valor-bert", "model", &format!("matmul/bf16_packed_{n}")),
+            quick: false,
+            peers: Vec::new(),
+            input: None,
+            flops: Some(2.0 * (n as f64).powi(3)),
+            items: None,
+        });
+    }
     let mut model = |name: &str,
                      geom: Geometry,
                      model_peer: &str,
@@ -484,9 +498,5 @@ pub(super) const PENDING: &[(&str, &str)] = &[
     (
         "bf16_train",
         "bf16 training (b16 × s128 against PyTorch autocast): `--precision` is inference-only so far",
-    ),
-    (
-        "bf16_gemm_peak",
-        "a bf16 GEMM peak row: `cargo run --release -p valor-kernels --example gops` prints the kernels' GFLOP/s by shape, outside the harness",
     ),
 ];
