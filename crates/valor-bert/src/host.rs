@@ -81,21 +81,14 @@ pub(crate) fn attention_rows(
     // Linear outputs nothing else holds: taking their data copies nothing.
     let (qd, kd, vd) = (q.into_data(), k.into_data(), v.into_data());
     let bias = bias.map(|b| b.into_data().convert::<f32>());
-    let (Ok(qs), Ok(ks), Ok(vs)) = (
+    let (Ok(qs), Ok(ks), Ok(vs), Ok(bias)) = (
         qd.as_slice::<f32>(),
         kd.as_slice::<f32>(),
         vd.as_slice::<f32>(),
+        bias.as_ref().map(|b| b.as_slice::<f32>()).transpose(),
     ) else {
         let back = |data: TensorData| Tensor::from_data(data, &device);
         return Err(Box::new([back(qd), back(kd), back(vd)]));
-    };
-    let bias = match bias.as_ref().map(|b| b.as_slice::<f32>()) {
-        None => None,
-        Some(Ok(b)) => Some(b),
-        Some(Err(_)) => {
-            let back = |data: TensorData| Tensor::from_data(data, &device);
-            return Err(Box::new([back(qd), back(kd), back(vd)]));
-        }
     };
     // Head-major `[heads, tokens, d]`, so each (head, sequence) writes one
     // contiguous block; transposed to `[tokens, hidden]` at the end.

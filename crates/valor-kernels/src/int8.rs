@@ -256,18 +256,16 @@ pub(crate) fn dequantize_plain(
     scales: &[f32],
     bias: Option<&[f32]>,
 ) {
-    {
-        let parts = o.iter_mut().zip(acc).zip(shift).zip(scales);
-        match bias {
-            Some(b) => {
-                for ((((o, &a), &sh), &sc), &b) in parts.zip(b) {
-                    *o = (a - sh) as f32 * (s * sc) + b;
-                }
+    let parts = o.iter_mut().zip(acc).zip(shift).zip(scales);
+    match bias {
+        Some(b) => {
+            for ((((o, &a), &sh), &sc), &b) in parts.zip(b) {
+                *o = (a - sh) as f32 * (s * sc) + b;
             }
-            None => {
-                for (((o, &a), &sh), &sc) in parts {
-                    *o = (a - sh) as f32 * (s * sc) + 0.0;
-                }
+        }
+        None => {
+            for (((o, &a), &sh), &sc) in parts {
+                *o = (a - sh) as f32 * (s * sc) + 0.0;
             }
         }
     }

@@ -418,42 +418,33 @@ unsafe fn amx_kernel<const INT8: bool>(
             for t in 0..tiles {
                 let (a0, b0) = (a.add(t * 64), wc.add(t * AMX_DEPTH * w_stride));
                 let (a1, b1) = (a0.add(16 * a_stride), b0.add(16 * 4));
+                // One tile of depth: the same loads, then `$op` (the
+                // precision's tile product) four times.
+                macro_rules! step {
+                    ($op:literal) => {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            concat!($op, " tmm0, tmm4, tmm6"),
+                            concat!($op, " tmm1, tmm4, tmm7"),
+                            concat!($op, " tmm2, tmm5, tmm6"),
+                            concat!($op, " tmm3, tmm5, tmm7"),
+                            a0 = in(reg) a0,
+                            a1 = in(reg) a1,
+                            b0 = in(reg) b0,
+                            b1 = in(reg) b1,
+                            sa = in(reg) a_stride,
+                            sb = in(reg) w_stride,
+                            options(nostack, readonly)
+                        )
+                    };
+                }
                 if INT8 {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbusd tmm0, tmm4, tmm6",
-                        "tdpbusd tmm1, tmm4, tmm7",
-                        "tdpbusd tmm2, tmm5, tmm6",
-                        "tdpbusd tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0,
-                        a1 = in(reg) a1,
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b1,
-                        sa = in(reg) a_stride,
-                        sb = in(reg) w_stride,
-                        options(nostack, readonly)
-                    );
+                    step!("tdpbusd");
                 } else {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0,
-                        a1 = in(reg) a1,
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b1,
-                        sa = in(reg) a_stride,
-                        sb = in(reg) w_stride,
-                        options(nostack, readonly)
-                    );
+                    step!("tdpbf16ps");
                 }
             }
             let c0 = c.add(half * 32 * 4);
@@ -474,43 +465,47 @@ unsafe fn amx_kernel<const INT8: bool>(
     }
 }
 
-/// `dst[i] = f32_to_bf16(src[i])` (as many as the shorter holds), the loop
-/// compiled for AVX-512 where the CPU has it (16 values an instruction
-/// instead of SSE2's 4: the rounding was 16% of a bf16 MiniLM batch).
-pub(crate) fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512F (checked just above); the function
-        // is plain safe Rust otherwise.
-        unsafe { round_to_bf16_avx512(src, dst) }
-    } else {
-        for (d, &v) in dst.iter_mut().zip(src) {
-            *d = crate::bf16::f32_to_bf16(v);
+/// `pub(crate) fn $name(args) -> ret`: `$plain(args)` compiled for AVX-512F
+/// (as `$wide`) where the CPU has it, else as the crate builds it (baseline
+/// x86-64, SSE2). For the loops around the matrix kernels that LLVM
+/// vectorises by itself once it may use 512-bit registers.
+macro_rules! avx512_version {
+    ($(#[$doc:meta])* fn $name:ident / $wide:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $plain:path) => {
+        $(#[$doc])*
+        pub(crate) fn $name($($arg: $ty),*) $(-> $ret)? {
+            if has_avx512f() {
+                // SAFETY: the CPU has AVX-512F (checked just above); the
+                // function is plain safe Rust otherwise.
+                unsafe { $wide($($arg),*) }
+            } else {
+                $plain($($arg),*)
+            }
         }
-    }
+
+        #[target_feature(enable = "avx512f")]
+        fn $wide($($arg: $ty),*) $(-> $ret)? {
+            $plain($($arg),*)
+        }
+    };
 }
 
-#[target_feature(enable = "avx512f")]
-fn round_to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
+avx512_version! {
+    /// `dst[i] = f32_to_bf16(src[i])` (as many as the shorter holds): the
+    /// rounding was 16% of a bf16 MiniLM batch at SSE2 width.
+    fn round_to_bf16 / round_to_bf16_avx512(src: &[f32], dst: &mut [u16]) = round_plain
+}
+
+#[inline(always)]
+fn round_plain(src: &[f32], dst: &mut [u16]) {
     for (d, &v) in dst.iter_mut().zip(src) {
         *d = crate::bf16::f32_to_bf16(v);
     }
 }
 
-/// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
-/// `out.len()` values, compiled for AVX-512 where the CPU has it.
-pub(crate) fn add_bias(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512F (checked just above); the function
-        // is plain safe Rust otherwise.
-        unsafe { add_bias_avx512(out, acc, bias) }
-    } else {
-        add_bias_plain(out, acc, bias)
-    }
-}
-
-#[target_feature(enable = "avx512f")]
-fn add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
-    add_bias_plain(out, acc, bias)
+avx512_version! {
+    /// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
+    /// `out.len()` values.
+    fn add_bias / add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) = add_bias_plain
 }
 
 #[inline(always)]
@@ -529,50 +524,19 @@ fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
     }
 }
 
-/// [`crate::int8`]'s activation quantisation, compiled for AVX-512 where
-/// the CPU has it.
-pub(crate) fn quantize_shifted(x: &[f32], q: &mut [u8]) -> f32 {
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512F (checked just above); the function
-        // is plain safe Rust otherwise.
-        unsafe { quantize_shifted_avx512(x, q) }
-    } else {
-        crate::int8::quantize_shifted_plain(x, q)
-    }
+avx512_version! {
+    /// [`crate::int8`]'s activation quantisation.
+    fn quantize_shifted / quantize_shifted_avx512(x: &[f32], q: &mut [u8]) -> f32 = crate::int8::quantize_shifted_plain
 }
 
-#[target_feature(enable = "avx512f")]
-fn quantize_shifted_avx512(x: &[f32], q: &mut [u8]) -> f32 {
-    crate::int8::quantize_shifted_plain(x, q)
-}
-
-/// [`crate::int8`]'s dequantisation of a row of i32 sums, compiled for
-/// AVX-512 where the CPU has it.
-pub(crate) fn dequantize(
-    o: &mut [f32],
-    acc: &[i32],
-    s: f32,
-    shift: &[i32],
-    scales: &[f32],
-    bias: Option<&[f32]>,
-) {
-    if has_avx512f() {
-        // SAFETY: the CPU has AVX-512F (checked just above); the function
-        // is plain safe Rust otherwise.
-        unsafe { dequantize_avx512(o, acc, s, shift, scales, bias) }
-    } else {
-        crate::int8::dequantize_plain(o, acc, s, shift, scales, bias)
-    }
-}
-
-#[target_feature(enable = "avx512f")]
-fn dequantize_avx512(
-    o: &mut [f32],
-    acc: &[i32],
-    s: f32,
-    shift: &[i32],
-    scales: &[f32],
-    bias: Option<&[f32]>,
-) {
-    crate::int8::dequantize_plain(o, acc, s, shift, scales, bias)
+avx512_version! {
+    /// [`crate::int8`]'s dequantisation of a row of i32 sums.
+    fn dequantize / dequantize_avx512(
+        o: &mut [f32],
+        acc: &[i32],
+        s: f32,
+        shift: &[i32],
+        scales: &[f32],
+        bias: Option<&[f32]>
+    ) = crate::int8::dequantize_plain
 }
