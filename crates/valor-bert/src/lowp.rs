@@ -302,7 +302,8 @@ pub fn runs_on(device: &burn::tensor::Device) -> bool {
 /// has one and `x` sits on the flex device without autodiff; without one,
 /// on that device, the f32 product as one GEMM onto the bias
 /// ([`valor_kernels::linear_f32`]: burn-flex zeroes, copies and then adds
-/// the bias on one thread, 16% of a MiniLM inference batch).
+/// the bias on one thread, 16% of a MiniLM inference batch); with
+/// autodiff (training, integrated gradients), [`crate::fused::linear`].
 pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if crate::host::is_flex(&x.device())
@@ -325,20 +326,27 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
                 bias,
             ));
         }
+    }
+    #[cfg(feature = "flex")]
+    if crate::host::is_flex(&x.device()) && x.dtype() == burn::tensor::DType::F32 {
         let weight = layer.weight.val();
         if let Some(bias) = layer.bias.as_ref().map(|b| b.val())
-            && !weight.is_autodiff()
-            && !bias.is_autodiff()
             && weight.dtype() == burn::tensor::DType::F32
             && bias.dtype() == burn::tensor::DType::F32
             && x.dims()[1] == weight.dims()[0]
             && bias.dims()[0] == weight.dims()[1]
         {
-            return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::f32_linear(
-                x.into_dispatch(),
-                weight.into_dispatch(),
-                bias.into_dispatch(),
-            ));
+            let autodiff = [x.is_autodiff(), weight.is_autodiff(), bias.is_autodiff()];
+            if autodiff == [false; 3] {
+                return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::f32_linear(
+                    x.into_dispatch(),
+                    weight.into_dispatch(),
+                    bias.into_dispatch(),
+                ));
+            }
+            if autodiff == [true; 3] {
+                return crate::fused::linear(x, weight, bias);
+            }
         }
     }
     layer.forward(x)

@@ -139,28 +139,8 @@ pub fn matmul_f32(
     lhs: MatRef<'_>,
     rhs: MatRef<'_>,
 ) -> Result<(), ShapeError> {
+    check_product(&lhs, &rhs)?;
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    if rhs.rows != k {
-        return Err(ShapeError(format!(
-            "product of {m} × {k} and {} × {n}",
-            rhs.rows
-        )));
-    }
-    for (what, mat, len) in [
-        ("left", &lhs, lhs.data.len()),
-        ("right", &rhs, rhs.data.len()),
-    ] {
-        if mat.extent() > len {
-            return Err(ShapeError(format!(
-                "{what} matrix {} × {} at strides {} × {} reads {} values of {len}",
-                mat.rows,
-                mat.cols,
-                mat.row_stride,
-                mat.col_stride,
-                mat.extent()
-            )));
-        }
-    }
     let out_extent = if m == 0 || n == 0 {
         0
     } else {
@@ -211,6 +191,87 @@ pub fn matmul_f32(
             false,
             gemm::Parallelism::None,
         );
+    }
+    Ok(())
+}
+
+/// `lhs · rhs` into a fresh row-major `lhs.rows × rhs.cols` buffer, on
+/// every rayon thread from [`PARALLEL_MIN`] multiply-adds: the `gemm` call
+/// burn-flex's 2D matmul makes (the same strides, `dst := lhs · rhs`), so
+/// the values are the same bits as `Tensor::matmul` on the flex device,
+/// without its zeroed and then copied output buffer. For the products of
+/// a Linear layer's backward pass (`dY · Wᵀ`, `Xᵀ · dY`, transposed
+/// through the strides).
+pub fn product_f32(lhs: MatRef<'_>, rhs: MatRef<'_>) -> Result<Vec<f32>, ShapeError> {
+    check_product(&lhs, &rhs)?;
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    let len = m * n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
+        return Ok(out);
+    }
+    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `gemm` reads `lhs` at `i · row_stride + j · col_stride` for
+    // `i < m`, `j < k`, the largest being `lhs.extent() - 1 <
+    // lhs.data.len()` (checked), the same for `rhs`; it writes `out` at
+    // `i · n + j` for `i < m`, `j < n`, inside the `m · n` values of
+    // capacity reserved above. With `read_dst` false it never reads a value
+    // of `out` it has not written (alpha is zero, so every micro-kernel
+    // stores; with `k == 0` it stores zeros), and it writes every one of
+    // them, which makes `set_len` below sound. `out` is a fresh allocation,
+    // so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(len);
+    }
+    Ok(out)
+}
+
+/// That `lhs · rhs` is defined and each reads only inside its slice.
+fn check_product(lhs: &MatRef<'_>, rhs: &MatRef<'_>) -> Result<(), ShapeError> {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    if rhs.rows != k {
+        return Err(ShapeError(format!(
+            "product of {m} × {k} and {} × {n}",
+            rhs.rows
+        )));
+    }
+    for (what, mat) in [("left", lhs), ("right", rhs)] {
+        let len = mat.data.len();
+        if mat.extent() > len {
+            return Err(ShapeError(format!(
+                "{what} matrix {} × {} at strides {} × {} reads {} values of {len}",
+                mat.rows,
+                mat.cols,
+                mat.row_stride,
+                mat.col_stride,
+                mat.extent()
+            )));
+        }
     }
     Ok(())
 }
@@ -364,6 +425,102 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("does not fit 8"), "{e}");
+    }
+
+    #[test]
+    fn products_through_transposed_strides_match_the_reference() {
+        // A Linear layer's backward: `dY · Wᵀ` and `Xᵀ · dY` with `W`
+        // `[k, n]` and `X` `[m, k]` read transposed in place, below and
+        // above the parallel threshold, with ragged tiles.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 3, 7),
+            (129, 200, 97),
+            (512, 384, 384),
+            (6, 0, 4),
+        ] {
+            let x = values(m * k, 6);
+            let w = values(k * n, 7);
+            let dy = values(m * n, 8);
+            let dy_ref = MatRef {
+                data: &dy,
+                rows: m,
+                cols: n,
+                row_stride: n,
+                col_stride: 1,
+            };
+            let w_t = MatRef {
+                data: &w,
+                rows: n,
+                cols: k,
+                row_stride: 1,
+                col_stride: n,
+            };
+            let x_t = MatRef {
+                data: &x,
+                rows: k,
+                cols: m,
+                row_stride: 1,
+                col_stride: k,
+            };
+            let dx = product_f32(dy_ref, w_t).unwrap();
+            let dw = product_f32(x_t, dy_ref).unwrap();
+            assert_eq!((dx.len(), dw.len()), (m * k, k * n));
+            let close = |got: f32, want: f64, terms: usize, what: &str| {
+                let tol = 1e-6 * (terms as f64 + 1.0);
+                assert!(
+                    (f64::from(got) - want).abs() <= tol,
+                    "{m}×{k}×{n} {what}: {got} vs {want}"
+                );
+            };
+            for r in 0..m {
+                for i in 0..k {
+                    let want = (0..n)
+                        .map(|c| f64::from(dy[r * n + c]) * f64::from(w[i * n + c]))
+                        .sum();
+                    close(dx[r * k + i], want, n, "dX");
+                }
+            }
+            for i in 0..k {
+                for c in 0..n {
+                    let want = (0..m)
+                        .map(|r| f64::from(x[r * k + i]) * f64::from(dy[r * n + c]))
+                        .sum();
+                    close(dw[i * n + c], want, m, "dW");
+                }
+            }
+        }
+        // The same bits as a single-threaded product into a zeroed buffer.
+        let (m, k, n) = (256, 96, 80);
+        let (a, b) = (values(m * k, 9), values(k * n, 10));
+        let lhs = MatRef {
+            data: &a,
+            rows: m,
+            cols: k,
+            row_stride: k,
+            col_stride: 1,
+        };
+        let rhs = MatRef {
+            data: &b,
+            rows: k,
+            cols: n,
+            row_stride: n,
+            col_stride: 1,
+        };
+        let mut single = vec![0.0; m * n];
+        matmul_f32(&mut single, n, lhs, rhs).unwrap();
+        assert_eq!(product_f32(lhs, rhs).unwrap(), single);
+        let e = product_f32(lhs, lhs).unwrap_err();
+        assert!(e.0.contains("product of 256 × 96 and 256 × 96"), "{e}");
+        let e = product_f32(
+            MatRef {
+                data: &a[..10],
+                ..lhs
+            },
+            rhs,
+        )
+        .unwrap_err();
+        assert!(e.0.contains("left matrix 256 × 96"), "{e}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod scalar;
 mod x86;
 
 pub use bf16::{PackedBf16, bf16_to_f32, f32_to_bf16};
-pub use dense::{MatRef, linear_f32, matmul_f32};
+pub use dense::{MatRef, linear_f32, matmul_f32, product_f32};
 pub use int8::{PackedI8, quantize_row};
 
 /// Output columns per packed panel: four 16-lane AVX-512 registers.
