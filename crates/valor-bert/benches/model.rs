@@ -15,6 +15,10 @@
 //! - `minilm_infer_bf16/seqS_bB`, `minilm_infer_int8/seqS_bB`: the same
 //!   inference with the encoder's Linear layers in bf16 or int8
 //!   (`valor_bert::lowp`, `valor predict --precision`), CPU only.
+//! - `minilm_train_bf16/seq128_b16`: the training step inside
+//!   `valor_bert::lowp::autocast(Precision::Bf16, …)` (the encoder's Linear
+//!   products in bf16 with f32 accumulation, forward and backward), CPU
+//!   only.
 //! - `minilm_ig/seq64_steps50`: integrated gradients of one sentence
 //!   (`[CLS]` + 62 random ids in `[1000, vocab)` + `[SEP]`, baseline `[CLS]
 //!   [PAD]… [SEP]`, predicted class, 50 Gauss–Legendre steps in one batch)
@@ -280,8 +284,11 @@ fn inference(c: &mut Criterion, name: &str, precision: Precision, shapes: &[(usi
     g.finish();
 }
 
-fn training(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
-    let group = format!("{name}_train");
+fn training(c: &mut Criterion, name: &str, precision: Precision, shapes: &[(usize, usize)]) {
+    let group = match precision {
+        Precision::Fp32 => format!("{name}_train"),
+        p => format!("{name}_train_{p}"),
+    };
     if !wanted(&group) {
         return;
     }
@@ -301,7 +308,9 @@ fn training(c: &mut Criterion, name: &str, shapes: &[(usize, usize)]) {
             bench.iter(|| {
                 let (input, labels) = batches.take(&device);
                 let m = current.take().expect("model");
-                let loss = cross_entropy(m.forward(input), labels);
+                let logits = valor_bert::lowp::autocast(precision, || m.forward(input))
+                    .expect("fp32 or bf16");
+                let loss = cross_entropy(logits, labels);
                 let grads = gradients(&loss, &m);
                 current = Some(optim.step(m, grads, 2e-5));
                 black_box(loss.into_data())
@@ -368,9 +377,12 @@ fn minilm(c: &mut Criterion) {
         inference(c, "minilm", Precision::Int8, shapes);
     }
     if backend() == Backend::Cpu {
-        training(c, "minilm", &[(64, 16), (128, 16)]);
+        training(c, "minilm", Precision::Fp32, &[(64, 16), (128, 16)]);
+        // Autocast: the encoder's Linear products in bf16, forward and
+        // backward.
+        training(c, "minilm", Precision::Bf16, &[(128, 16)]);
     } else {
-        training(c, "minilm", &gpu);
+        training(c, "minilm", Precision::Fp32, &gpu);
     }
     explain(c);
 }
@@ -380,7 +392,7 @@ fn base(c: &mut Criterion) {
         return;
     }
     inference(c, "base", Precision::Fp32, &[gpu_shape()]);
-    training(c, "base", &[gpu_shape()]);
+    training(c, "base", Precision::Fp32, &[gpu_shape()]);
 }
 
 criterion_group!(benches, matmul, minilm, base);

@@ -96,6 +96,12 @@ pub enum Error {
          on the CPU, --precision bf16|int8 picks the encoder's Linear kernels instead"
     )]
     PrecisionBackend { precision: &'static str },
+    /// A precision that autocast (training, explanations) cannot run.
+    #[error(
+        "--precision {precision} is not a precision for training or explanations on the CPU: \
+         choose fp32 or bf16 (the Linear layers' products in bf16, as torch.autocast)"
+    )]
+    PrecisionNotDifferentiable { precision: &'static str },
     /// A CPU kernel precision (int8) asked of a GPU backend.
     #[error(
         "--precision {precision} runs on the CPU backend's kernels, not on {backend}; \

@@ -138,12 +138,20 @@ pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// the same `gemm` calls ([`valor_kernels::product_f32`]), so the values
 /// are the same bits; the outputs are written once instead of zeroed,
 /// copied and then written.
+///
+/// With `bf16` (inside [`crate::lowp::autocast`]) the three products take
+/// bf16-rounded operands with f32 accumulation
+/// ([`valor_kernels::PackedBf16`], AMX or AVX-512 where present): `x·W`
+/// and `dY·Wᵀ` from the weight packed both ways at each step, `Xᵀ·dY`
+/// from `dY` packed and `X` transposed; the bias and its gradient stay
+/// f32.
 #[cfg(feature = "flex")]
-pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
+pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, bf16: bool) -> Tensor<2> {
     Tensor::from_dispatch(<burn::backend::Dispatch as flex::Fused>::linear(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+        bf16,
     ))
 }
 
@@ -194,6 +202,7 @@ mod flex {
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
+            bf16: bool,
         ) -> FloatTensor<Self>;
     }
 
@@ -458,12 +467,59 @@ mod flex {
         }
     }
 
+    /// `lhs · rhs` (dense `[m, k]` and `[k, n]` operands, either read
+    /// transposed through the strides): in f32 as burn-flex's matmul, or
+    /// with bf16-rounded operands and f32 accumulation, `rhs` packed as a
+    /// bf16 weight and `lhs` made row-major first when transposed.
+    fn product(lhs: MatRef<'_>, rhs: MatRef<'_>, bf16: bool) -> Vec<f32> {
+        if !bf16 {
+            return valor_kernels::product_f32(lhs, rhs).expect("shapes from the forward pass");
+        }
+        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+        // The packed weight is `[n, k]`: element (c, i) is rhs (i, c).
+        let packed =
+            valor_kernels::PackedBf16::pack_strided(rhs.data, n, k, rhs.col_stride, rhs.row_stride)
+                .expect("shapes from the forward pass");
+        let rows;
+        let x = if lhs.col_stride == 1 && lhs.row_stride == k {
+            &lhs.data[..m * k]
+        } else {
+            rows = row_major(lhs);
+            &rows[..]
+        };
+        let mut out = vec![0f32; m * n];
+        packed
+            .linear(x, m, None, &mut out)
+            .expect("shapes from the forward pass");
+        out
+    }
+
+    /// `t`'s values in row-major order, in blocks of 16 rows per task so
+    /// a transposed read uses each cache line it loads 16 times.
+    fn row_major(t: MatRef<'_>) -> Vec<f32> {
+        const BLOCK: usize = 16;
+        let (rows, cols) = (t.rows, t.cols);
+        let mut out = vec![0f32; rows * cols];
+        if cols == 0 {
+            return out;
+        }
+        out.par_chunks_mut(BLOCK * cols)
+            .enumerate()
+            .for_each(|(b, block)| {
+                for j in 0..cols {
+                    for (r, row) in block.chunks_exact_mut(cols).enumerate() {
+                        row[j] = t.data[(b * BLOCK + r) * t.row_stride + j * t.col_stride];
+                    }
+                }
+            });
+        out
+    }
+
     /// `x · w + b` (dense inputs): the product, then the bias added to
     /// every row on every thread (`prod + b`, burn-flex's broadcast add).
-    fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor) -> FlexTensor {
+    fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, bf16: bool) -> FlexTensor {
         let (m, n) = (x.shape()[0], w.shape()[1]);
-        let mut out = valor_kernels::product_f32(matrix(x, false), matrix(w, false))
-            .expect("the caller checked the shapes");
+        let mut out = product(matrix(x, false), matrix(w, false), bf16);
         let b = values(b);
         if n > 0 {
             out.par_chunks_mut(rows_per_task(n) * n).for_each(|rows| {
@@ -502,8 +558,8 @@ mod flex {
             gelu_forward(x)
         }
 
-        fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-            linear_forward(&dense(x), &dense(weight), &dense(bias))
+        fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, bf16: bool) -> FlexTensor {
+            linear_forward(&dense(x), &dense(weight), &dense(bias), bf16)
         }
     }
 
@@ -565,24 +621,23 @@ mod flex {
     struct LinearBackward;
 
     impl Backward<Flex, 3> for LinearBackward {
-        /// `x` when the weight needs its gradient, the weight when `x` does.
-        type State = (Option<FlexTensor>, Option<FlexTensor>);
+        /// `x` when the weight needs its gradient, the weight when `x`
+        /// does, and whether the forward pass ran in bf16.
+        type State = (Option<FlexTensor>, Option<FlexTensor>, bool);
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let [node_x, node_weight, node_bias] = ops.parents;
             let grad = dense(grads.consume::<Flex>(&ops.node));
-            let (x, weight) = ops.state;
+            let (x, weight, bf16) = ops.state;
             // In burn's order (x, weight, bias), so gradients that meet at
             // one node are summed in the same order.
             if let (Some(node), Some(w)) = (node_x, &weight) {
-                let dx = valor_kernels::product_f32(matrix(&grad, false), matrix(w, true))
-                    .expect("shapes from the forward pass");
+                let dx = product(matrix(&grad, false), matrix(w, true), bf16);
                 let shape = Shape::new([grad.shape()[0], w.shape()[0]]);
                 grads.register::<Flex>(node.id, tensor(dx, shape));
             }
             if let (Some(node), Some(x)) = (node_weight, &x) {
-                let dw = valor_kernels::product_f32(matrix(x, true), matrix(&grad, false))
-                    .expect("shapes from the forward pass");
+                let dw = product(matrix(x, true), matrix(&grad, false), bf16);
                 let shape = Shape::new([x.shape()[1], grad.shape()[1]]);
                 grads.register::<Flex>(node.id, tensor(dw, shape));
             }
@@ -654,19 +709,24 @@ mod flex {
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
+            bf16: bool,
         ) -> FloatTensor<Self> {
             let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
             let nodes = [x.node(), weight.node(), bias.node()];
             let x = dense(x.into_primitive());
             let weight = dense(weight.into_primitive());
-            let out = linear_forward(&x, &weight, &dense(bias.into_primitive()));
+            let out = linear_forward(&x, &weight, &dense(bias.into_primitive()), bf16);
             match LinearBackward
                 .prepare::<C>(nodes)
                 .compute_bound()
                 .stateful()
             {
                 OpsKind::Tracked(prep) => prep.finish(
-                    (weight_tracked.then_some(x), x_tracked.then_some(weight)),
+                    (
+                        weight_tracked.then_some(x),
+                        x_tracked.then_some(weight),
+                        bf16,
+                    ),
                     out,
                 ),
                 OpsKind::UnTracked(prep) => prep.finish(out),
@@ -784,7 +844,7 @@ mod tests {
             compare(
                 &format!("linear {m}×{k}×{n}"),
                 &[x.clone(), w.clone(), b.clone()],
-                |t| linear(t[0].clone(), t[1].clone(), t[2].clone().reshape([n])),
+                |t| linear(t[0].clone(), t[1].clone(), t[2].clone().reshape([n]), false),
                 |t| {
                     burn::tensor::module::linear(
                         t[0].clone(),
@@ -800,7 +860,7 @@ mod tests {
                 let x = x.clone().detach().require_grad();
                 let (w, b) = (w.clone().detach(), b.clone().detach().reshape([n]));
                 let out = if fused {
-                    linear(x.clone(), w, b)
+                    linear(x.clone(), w, b, false)
                 } else {
                     burn::tensor::module::linear(x.clone(), w, Some(b))
                 };
@@ -809,6 +869,78 @@ mod tests {
             };
             assert_eq!(grad_of_x(true), grad_of_x(false), "{m}×{k}×{n} frozen");
         }
+    }
+
+    #[test]
+    fn bf16_linear_is_the_f32_linear_within_bf16_rounding() {
+        let device = Device::flex().autodiff();
+        for (m, k, n) in [(7, 5, 3), (301, 96, 130), (512, 384, 384)] {
+            let x = random([m, k], &device);
+            let w = random([k, n], &device);
+            let b = random([1, n], &device).reshape([n]);
+            let run = |bf16: bool| {
+                let (x, w, b) = (
+                    x.clone().detach().require_grad(),
+                    w.clone().detach().require_grad(),
+                    b.clone().detach().require_grad(),
+                );
+                let out = linear(x.clone(), w.clone(), b.clone(), bf16);
+                let weights = out
+                    .clone()
+                    .detach()
+                    .mul_scalar(0.0)
+                    .add_scalar(1.0)
+                    .cumsum(1)
+                    .div_scalar(n as f64);
+                let grads = (out.clone() * weights).sum().backward();
+                let g = |t: &Tensor<2>| vec(t.grad(&grads).expect("a gradient"));
+                let gb = vec(b.grad(&grads).expect("a gradient"));
+                [vec(out), g(&x), g(&w), gb]
+            };
+            let (lo, hi) = (run(true), run(false));
+            for (what, (l, h)) in ["output", "dX", "dW", "db"].iter().zip(lo.iter().zip(&hi)) {
+                // Operands rounded to 8 significant bits: each product errs
+                // by ≤ 2⁻⁸ relative, the sums of k of them by far less
+                // than 1% of the largest value.
+                let scale = h.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = l.iter().zip(h).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(
+                    worst <= 1e-2 * scale,
+                    "{m}×{k}×{n} {what}: worst {worst} of {scale}"
+                );
+                if *what == "db" {
+                    // The bias gradient is an f32 sum of the same upstream
+                    // gradients either way.
+                    assert_eq!(l, h, "{m}×{k}×{n} db");
+                } else if k > 1 {
+                    assert_ne!(l, h, "{m}×{k}×{n} {what}: bf16 changed nothing");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn autocast_sets_the_threads_precision_and_restores_it() {
+        use crate::lowp::{Precision, autocast, autocast_precision};
+        assert_eq!(autocast_precision(), Precision::Fp32);
+        let inner = autocast(Precision::Bf16, || {
+            let nested = autocast(Precision::Fp32, autocast_precision).unwrap();
+            (autocast_precision(), nested)
+        })
+        .unwrap();
+        assert_eq!(inner, (Precision::Bf16, Precision::Fp32));
+        assert_eq!(autocast_precision(), Precision::Fp32);
+        let e = autocast(Precision::Int8, || ()).unwrap_err();
+        assert!(e.to_string().contains("choose fp32 or bf16"), "{e}");
+        let panicked = std::panic::catch_unwind(|| {
+            autocast(Precision::Bf16, || panic!("inside")).unwrap();
+        });
+        assert!(panicked.is_err());
+        assert_eq!(
+            autocast_precision(),
+            Precision::Fp32,
+            "restored after a panic"
+        );
     }
 
     #[test]

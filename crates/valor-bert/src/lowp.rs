@@ -27,6 +27,15 @@
 //! trains, differentiates and saves as the f32 model it was; the low
 //! precision is a property of inference on the CPU only.
 //!
+//! [`autocast`] is the same switch for training and integrated gradients
+//! (`torch.autocast` around the forward pass): while it runs at
+//! [`Precision::Bf16`], every encoder Linear on the flex device with
+//! autodiff multiplies in bf16 with f32 accumulation, forward and
+//! backward (`dX = dY·Wᵀ`, `dW = Xᵀ·dY`, packed from the f32 master
+//! weight and activations at each step); the bias gradient, the f32
+//! master weights, the optimizer and everything outside the Linear layers
+//! stay f32.
+//!
 //! Tolerances (MiniLM-L6 with the hf-parity fixture head, the ten parity
 //! sentences; `tests/it/lowp.rs`): logits within 0.01 of f32 for bf16
 //! (measured 0.0018 on the AVX-512 FMA kernel, 0.0023 on AMX; PyTorch's
@@ -292,6 +301,43 @@ impl Reparameterizer for &mut Pack {
     }
 }
 
+thread_local! {
+    /// The precision [`autocast`] set on this thread.
+    static AUTOCAST: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::Fp32) };
+}
+
+/// Runs `f` with the products of the encoder's Linear layers under
+/// autodiff on the CPU in `precision`, as `torch.autocast("cpu",
+/// dtype=torch.bfloat16)` does around a forward pass: at
+/// [`Precision::Bf16`] each such layer rounds its weight and input to
+/// bf16 and accumulates in f32, and its backward pass (whenever it runs)
+/// does the same for both products; at [`Precision::Fp32`] nothing
+/// changes. The setting belongs to the calling thread and is restored
+/// when `f` returns or panics. Inference without autodiff is not affected
+/// (it takes packed weights, [`apply`]); nor are other devices (a GPU's
+/// precision is its float dtype). int8 and f16 are refused.
+pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> Result<T> {
+    if !matches!(precision, Precision::Fp32 | Precision::Bf16) {
+        return Err(Error::PrecisionNotDifferentiable {
+            precision: precision.name(),
+        });
+    }
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AUTOCAST.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(AUTOCAST.with(|a| a.replace(precision)));
+    Ok(f())
+}
+
+/// The precision [`autocast`] set on this thread ([`Precision::Fp32`]
+/// outside it).
+pub fn autocast_precision() -> Precision {
+    AUTOCAST.with(std::cell::Cell::get)
+}
+
 /// Whether the low-precision kernels run on `device`: burn's flex CPU
 /// device without autodiff.
 pub fn runs_on(device: &burn::tensor::Device) -> bool {
@@ -303,7 +349,8 @@ pub fn runs_on(device: &burn::tensor::Device) -> bool {
 /// on that device, the f32 product as one GEMM onto the bias
 /// ([`valor_kernels::linear_f32`]: burn-flex zeroes, copies and then adds
 /// the bias on one thread, 16% of a MiniLM inference batch); with
-/// autodiff (training, integrated gradients), [`crate::fused::linear`].
+/// autodiff (training, integrated gradients), [`crate::fused::linear`],
+/// in bf16 inside [`autocast`].
 pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     #[cfg(feature = "flex")]
     if crate::host::is_flex(&x.device())
@@ -345,7 +392,8 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
                 ));
             }
             if autodiff == [true; 3] {
-                return crate::fused::linear(x, weight, bias);
+                let bf16 = autocast_precision() == Precision::Bf16;
+                return crate::fused::linear(x, weight, bias, bf16);
             }
         }
     }

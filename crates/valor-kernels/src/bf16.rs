@@ -22,6 +22,23 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     if x.is_nan() { quiet } else { rounded }
 }
 
+/// `dst[2i] = f32_to_bf16(a[i])`, `dst[2i + 1] = f32_to_bf16(b[i])`.
+#[inline(always)]
+pub(crate) fn interleave_plain(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+        d[0] = f32_to_bf16(x);
+        d[1] = f32_to_bf16(y);
+    }
+}
+
+/// [`interleave_plain`] at the widest width the CPU has.
+fn interleave(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    crate::x86::interleave_bf16(a, b, dst);
+    #[cfg(not(target_arch = "x86_64"))]
+    interleave_plain(a, b, dst);
+}
+
 /// The f32 value of bf16 bits (exact).
 #[inline]
 pub fn bf16_to_f32(b: u16) -> f32 {
@@ -64,14 +81,64 @@ impl PackedBf16 {
                 w.len()
             )));
         }
+        Self::pack_strided(w, n, k, k, 1)
+    }
+
+    /// [`pack`](Self::pack) for a weight read through strides: `W[c, i]`
+    /// (output `c`, input `i`) is `w[c · row_stride + i · col_stride]`, so
+    /// a `[k, n]` matrix packs as its transpose (`row_stride` 1,
+    /// `col_stride` n) without a copy. Panels pack on rayon's threads: a
+    /// weight that changes every training step is packed every step.
+    pub fn pack_strided(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self, ShapeError> {
+        let extent = if n == 0 || k == 0 {
+            0
+        } else {
+            (n - 1) * row_stride + (k - 1) * col_stride + 1
+        };
+        if extent > w.len() {
+            return Err(ShapeError(format!(
+                "weight {n} × {k} at strides {row_stride} × {col_stride} reads {extent} values of {}",
+                w.len()
+            )));
+        }
         let kh = k.div_ceil(2).div_ceil(PAIRS_ALIGN) * PAIRS_ALIGN;
         let panels = n.div_ceil(NR);
         let mut data = vec![0u16; panels * kh * NR * 2];
-        for c in 0..n {
-            let (p, cc) = (c / NR, c % NR);
-            for (i, &v) in w[c * k..(c + 1) * k].iter().enumerate() {
-                data[((p * kh + i / 2) * NR + cc) * 2 + i % 2] = f32_to_bf16(v);
-            }
+        if kh > 0 {
+            let zeros = [0f32; NR];
+            data.par_chunks_mut(kh * NR * 2)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    let cols = NR.min(n - p * NR);
+                    for h in 0..k.div_ceil(2) {
+                        let dst = &mut panel[h * NR * 2..(h * NR + cols) * 2];
+                        if row_stride == 1 {
+                            // The panel's columns of inputs 2h and 2h + 1
+                            // lie side by side (a `[k, n]` matrix): two
+                            // runs rounded and interleaved at full width.
+                            let run = |i: usize| &w[i * col_stride + p * NR..][..cols];
+                            let second = if 2 * h + 1 < k {
+                                run(2 * h + 1)
+                            } else {
+                                &zeros[..cols]
+                            };
+                            interleave(run(2 * h), second, dst);
+                        } else {
+                            for (cc, d) in dst.chunks_exact_mut(2).enumerate() {
+                                let base = (p * NR + cc) * row_stride;
+                                for (j, v) in d.iter_mut().enumerate().take(k - 2 * h) {
+                                    *v = f32_to_bf16(w[base + (2 * h + j) * col_stride]);
+                                }
+                            }
+                        }
+                    }
+                });
         }
         Ok(Self {
             n,
@@ -315,6 +382,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn strided_packing_packs_the_transpose_as_packing_a_copy_does() {
+        for (n, k) in [(1, 1), (3, 0), (15, 17), (65, 31), (130, 384)] {
+            // `t` is `[k, n]` (burn's layout): W[c, i] = t[i · n + c].
+            let t = values(n * k, 40 + n as u64);
+            let copy: Vec<f32> = (0..n)
+                .flat_map(|c| (0..k).map(move |i| (c, i)))
+                .map(|(c, i)| t[i * n + c])
+                .collect();
+            let strided = PackedBf16::pack_strided(&t, n, k, 1, n).unwrap();
+            let packed = PackedBf16::pack(&copy, n, k).unwrap();
+            assert_eq!(strided.data, packed.data, "n={n} k={k}");
+            assert_eq!((strided.n, strided.k, strided.kh), (n, k, packed.kh));
+        }
+        let e = PackedBf16::pack_strided(&[0.0; 10], 4, 3, 1, 4).unwrap_err();
+        assert!(e.0.contains("reads 12 values of 10"), "{e}");
     }
 
     #[test]

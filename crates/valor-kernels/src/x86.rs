@@ -503,6 +503,13 @@ fn round_plain(src: &[f32], dst: &mut [u16]) {
 }
 
 avx512_version! {
+    /// `dst[2i] = f32_to_bf16(a[i])`, `dst[2i + 1] = f32_to_bf16(b[i])`
+    /// (as many pairs as all three hold): two inputs of a packed bf16
+    /// panel row, for weights packed at every training step.
+    fn interleave_bf16 / interleave_bf16_avx512(a: &[f32], b: &[f32], dst: &mut [u16]) = crate::bf16::interleave_plain
+}
+
+avx512_version! {
     /// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
     /// `out.len()` values.
     fn add_bias / add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) = add_bias_plain
