@@ -19,6 +19,8 @@
 //!   `valor_bert::lowp::autocast(Precision::Bf16, …)` (the encoder's Linear
 //!   products in bf16 with f32 accumulation, forward and backward), CPU
 //!   only.
+//! - `minilm_ig_bf16/seq64_steps50`: the same under
+//!   `valor_bert::lowp::autocast(Precision::Bf16, …)`, CPU only.
 //! - `minilm_ig/seq64_steps50`: integrated gradients of one sentence
 //!   (`[CLS]` + 62 random ids in `[1000, vocab)` + `[SEP]`, baseline `[CLS]
 //!   [PAD]… [SEP]`, predicted class, 50 Gauss–Legendre steps in one batch)
@@ -320,8 +322,12 @@ fn training(c: &mut Criterion, name: &str, precision: Precision, shapes: &[(usiz
     g.finish();
 }
 
-fn explain(c: &mut Criterion) {
-    if !wanted("minilm_ig") {
+fn explain(c: &mut Criterion, precision: Precision) {
+    let group = match precision {
+        Precision::Fp32 => "minilm_ig".to_string(),
+        p => format!("minilm_ig_{p}"),
+    };
+    if !wanted(&group) {
         return;
     }
     let device = valor_bert::device(backend())
@@ -350,14 +356,19 @@ fn explain(c: &mut Criterion) {
         })
         .collect();
     let mut next = 0;
-    let mut g = c.benchmark_group("minilm_ig");
+    let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.bench_function(format!("seq{seq_len}_steps{n_steps}"), |bench| {
         bench.iter(|| {
             let seq = &sentences[next % sentences.len()];
             next += 1;
             let baseline = pad_baseline(seq, &[101, 102], 0);
-            black_box(integrated_gradients(&model, seq, &baseline, None, &ig).expect("IG"))
+            let run = || integrated_gradients(&model, seq, &baseline, None, &ig);
+            black_box(
+                valor_bert::lowp::autocast(precision, run)
+                    .expect("fp32 or bf16")
+                    .expect("IG"),
+            )
         })
     });
     g.finish();
@@ -384,7 +395,10 @@ fn minilm(c: &mut Criterion) {
     } else {
         training(c, "minilm", Precision::Fp32, &gpu);
     }
-    explain(c);
+    explain(c, Precision::Fp32);
+    if backend() == Backend::Cpu {
+        explain(c, Precision::Bf16);
+    }
 }
 
 fn base(c: &mut Criterion) {

@@ -118,8 +118,9 @@ pub struct ExplainArgs {
     pub backend: Backend,
     /// Arithmetic, as `valor predict --precision`: on wgpu and cuda fp32,
     /// bf16 or f16 (the device's float dtype, gradients included); on the
-    /// CPU fp32 for integrated gradients (the bf16 and int8 kernels have
-    /// no gradients) and fp32, bf16 or int8 for rollout and occlusion.
+    /// CPU fp32 or bf16 for integrated gradients (bf16: autocast, the
+    /// encoder's Linear products forward and backward in bf16; int8 has no
+    /// gradients) and fp32, bf16 or int8 for rollout and occlusion.
     #[arg(long, value_name = "P", default_value = "fp32")]
     pub precision: valor_bert::Precision,
     /// Maximum tokens per text.
@@ -202,7 +203,9 @@ fn explain_one(
                 ..IgConfig::default()
             };
             for &c in &classes {
-                let ig = integrated_gradients(&clf.model, &seq, &baseline, Some(c), &config)?;
+                let ig = valor_bert::lowp::autocast(clf.autocast(), || {
+                    integrated_gradients(&clf.model, &seq, &baseline, Some(c), &config)
+                })??;
                 if c == predicted {
                     token_scores_predicted = ig.token_attributions.clone();
                 }
@@ -462,11 +465,15 @@ pub fn run(args: ExplainArgs) -> Result<Outcome> {
         args.precision,
     )?;
     if args.precision != valor_bert::Precision::Fp32 {
-        eprintln!(
-            "precision {}: {}",
-            args.precision,
+        let note = if args.method == Method::Ig && args.backend == Backend::Cpu {
+            format!(
+                "autocast: encoder Linear products forward and backward on {} kernels",
+                args.precision.kernel()
+            )
+        } else {
             crate::common::precision_note(args.backend, args.precision)
-        );
+        };
+        eprintln!("precision {}: {note}", args.precision);
     }
     let labels = clf.labels().to_vec();
     let mut exps = Vec::new();

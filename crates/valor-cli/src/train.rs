@@ -258,9 +258,12 @@ pub struct TrainArgs {
     /// [default: cpu].
     #[arg(long, value_name = "NAME")]
     pub backend: Option<Backend>,
-    /// The training devices' float dtype: fp32, or bf16/f16 on wgpu and
-    /// cuda (the whole model, optimizer state included, in that dtype: burn
-    /// has no mixed precision). The CPU trains in fp32 [default: fp32].
+    /// Training arithmetic: fp32; on the CPU bf16 is autocast (the
+    /// encoder's Linear products in bf16 with f32 accumulation, forward and
+    /// backward; master weights, optimizer and the rest f32); on wgpu and
+    /// cuda bf16/f16 are the devices' float dtype (the whole model,
+    /// optimizer state included: burn has no mixed precision)
+    /// [default: fp32].
     #[arg(long, value_name = "P")]
     pub precision: Option<valor_bert::Precision>,
     /// Data-parallel training: N (the backend's first N devices) or a list

@@ -79,6 +79,9 @@ pub struct Classifier {
     /// The device the model sits on.
     pub device: Device,
     dir: PathBuf,
+    /// The precision integrated gradients run in on the CPU
+    /// (`valor_bert::lowp::autocast`; bf16 or fp32).
+    autocast: valor_bert::Precision,
 }
 
 impl Classifier {
@@ -137,6 +140,7 @@ impl Classifier {
             tokenizer,
             device,
             dir: dir.to_path_buf(),
+            autocast: valor_bert::Precision::Fp32,
         })
     }
 
@@ -159,8 +163,11 @@ impl Classifier {
 
     /// Runs the model in `precision`. On the CPU: the encoder's Linear
     /// layers at inference (`valor_bert::lowp`: int8 or bf16 kernels,
-    /// weights packed once here), refused on an autodiff device
-    /// (explanations need f32 gradients) and for f16 (a GPU precision);
+    /// weights packed once here); on an autodiff device (explanations)
+    /// bf16 is autocast around integrated gradients
+    /// (`valor_bert::lowp::autocast`: the Linear products forward and
+    /// backward in bf16) and int8 is refused (no gradients), as is f16 (a
+    /// GPU precision);
     /// [`Precision::Fp32`](valor_bert::Precision::Fp32) changes nothing. On
     /// a GPU backend the precision is the device's float dtype, which must
     /// have been set before loading ([`load_at`](Self::load_at)): this checks
@@ -180,17 +187,31 @@ impl Classifier {
         if precision == valor_bert::Precision::Fp32 {
             return Ok(self);
         }
+        if precision == valor_bert::Precision::Bf16 && self.device.is_autodiff() {
+            self.autocast = precision;
+            return Ok(self);
+        }
         if precision != valor_bert::Precision::F16 && self.device.is_autodiff() {
             return Err(Error::Invalid {
                 path: self.dir.clone(),
                 message: format!(
                     "--precision {precision} runs on the CPU backend for predictions only \
-                     (not with explanations); use --precision fp32"
+                     (not with explanations, which run in fp32 or bf16); use --precision fp32 \
+                     or bf16"
                 ),
             });
         }
         self.model = valor_bert::lowp::apply(self.model, precision)?;
         Ok(self)
+    }
+
+    /// The precision of integrated gradients on the CPU: bf16 after
+    /// [`with_precision`](Self::with_precision)`(Bf16)` on an autodiff
+    /// device (run them inside `valor_bert::lowp::autocast` with it, as
+    /// [`integrated_gradients`](Self::integrated_gradients) does), else
+    /// fp32.
+    pub fn autocast(&self) -> valor_bert::Precision {
+        self.autocast
     }
 
     /// The folder it was loaded from.
@@ -312,8 +333,9 @@ impl Classifier {
             rule: Rule::GaussLegendre,
             internal_batch_size: 25,
         };
-        let ig =
-            valor_bert::integrated_gradients(&self.model, &seq, &baseline, Some(target), &config)?;
+        let ig = valor_bert::lowp::autocast(self.autocast, || {
+            valor_bert::integrated_gradients(&self.model, &seq, &baseline, Some(target), &config)
+        })??;
         let words = merge_words(&ig.token_attributions, &enc.word_ids);
         Ok((ig, words))
     }

@@ -532,10 +532,13 @@ pub struct TrainConfig {
     /// existed read as one device.
     #[serde(default, skip_serializing_if = "Devices::is_single")]
     pub devices: Devices,
-    /// The float dtype of the training devices: fp32 (the default; the only
-    /// one on the CPU), or bf16/f16 on wgpu and cuda, where the whole model
-    /// (weights, activations, gradients, optimizer state) takes the device's
-    /// dtype (burn 0.22 has no mixed precision, so no f32 master weights).
+    /// The arithmetic of training: fp32 (the default); on the CPU bf16 is
+    /// autocast (`valor_bert::lowp::autocast`: the encoder's Linear
+    /// products in bf16 with f32 accumulation, forward and backward, f32
+    /// master weights and optimizer); on wgpu and cuda bf16/f16 are the
+    /// device's float dtype for the whole model (weights, activations,
+    /// gradients, optimizer state: burn 0.22 has no mixed precision, so no
+    /// f32 master weights there).
     #[serde(default, skip_serializing_if = "is_fp32")]
     pub precision: valor_bert::Precision,
     /// Train LoRA adapters (and the head) instead of every weight; the run
@@ -634,13 +637,15 @@ impl TrainConfig {
         };
         match (self.backend, self.precision) {
             (_, valor_bert::Precision::Fp32) => {}
+            // Autocast: the encoder's Linear products in bf16.
+            (Backend::Cpu, valor_bert::Precision::Bf16) => {}
             (Backend::Cpu, p) => {
                 return Err(Error::config(
                     "precision",
                     format!(
-                        "training on the CPU runs in fp32 ({p} is an inference precision there: \
-                         `valor predict --precision {p}`); bf16 and f16 train on wgpu and cuda, \
-                         as the device's float dtype"
+                        "training on the CPU runs in fp32 or bf16 ({p} is not: int8 is an \
+                         inference precision there, `valor predict --precision int8`; f16 \
+                         trains on wgpu and cuda, as the device's float dtype)"
                     ),
                 ));
             }

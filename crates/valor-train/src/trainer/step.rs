@@ -120,10 +120,19 @@ fn forward(
     let encs: Vec<&Encoded> = rows.iter().map(|&i| &ctx.train.enc[i]).collect();
     let batch = collate(rows.to_vec(), &encs, ctx.pad_id);
     let input = input_of(&batch, device)?;
-    Ok(with_device_rng(|| {
-        device.seed(dropout_seed);
-        model.forward(input)
-    }))
+    // On the CPU, `--precision bf16` is autocast around the forward pass
+    // (the Linear layers' products in bf16, forward and backward); on a
+    // GPU the precision is the device's float dtype, already set.
+    let autocast = match ctx.config.backend {
+        valor_bert::Backend::Cpu => ctx.config.precision,
+        _ => valor_bert::Precision::Fp32,
+    };
+    Ok(valor_bert::lowp::autocast(autocast, || {
+        with_device_rng(|| {
+            device.seed(dropout_seed);
+            model.forward(input)
+        })
+    })?)
 }
 
 /// The micro-batch's labels and example weights as tensors on `device`.
