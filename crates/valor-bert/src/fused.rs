@@ -470,7 +470,7 @@ mod flex {
     /// `lhs · rhs` (dense `[m, k]` and `[k, n]` operands, either read
     /// transposed through the strides): in f32 as burn-flex's matmul, or
     /// with bf16-rounded operands and f32 accumulation, `rhs` packed as a
-    /// bf16 weight and `lhs` made row-major first when transposed.
+    /// bf16 weight and `lhs` rounded as it is read.
     fn product(lhs: MatRef<'_>, rhs: MatRef<'_>, bf16: bool) -> Vec<f32> {
         if !bf16 {
             return valor_kernels::product_f32(lhs, rhs).expect("shapes from the forward pass");
@@ -480,38 +480,10 @@ mod flex {
         let packed =
             valor_kernels::PackedBf16::pack_strided(rhs.data, n, k, rhs.col_stride, rhs.row_stride)
                 .expect("shapes from the forward pass");
-        let rows;
-        let x = if lhs.col_stride == 1 && lhs.row_stride == k {
-            &lhs.data[..m * k]
-        } else {
-            rows = row_major(lhs);
-            &rows[..]
-        };
         let mut out = vec![0f32; m * n];
         packed
-            .linear(x, m, None, &mut out)
+            .linear_strided(lhs, None, &mut out)
             .expect("shapes from the forward pass");
-        out
-    }
-
-    /// `t`'s values in row-major order, in blocks of 16 rows per task so
-    /// a transposed read uses each cache line it loads 16 times.
-    fn row_major(t: MatRef<'_>) -> Vec<f32> {
-        const BLOCK: usize = 16;
-        let (rows, cols) = (t.rows, t.cols);
-        let mut out = vec![0f32; rows * cols];
-        if cols == 0 {
-            return out;
-        }
-        out.par_chunks_mut(BLOCK * cols)
-            .enumerate()
-            .for_each(|(b, block)| {
-                for j in 0..cols {
-                    for (r, row) in block.chunks_exact_mut(cols).enumerate() {
-                        row[j] = t.data[(b * BLOCK + r) * t.row_stride + j * t.col_stride];
-                    }
-                }
-            });
         out
     }
 

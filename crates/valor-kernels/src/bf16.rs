@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::x86::AMX_ROWS;
-use crate::{Isa, MR, NR, ShapeError, check_linear, rows_per_task};
+use crate::{Isa, MR, MatRef, NR, ShapeError, check_linear, rows_per_task};
 
 /// The packed pairs are padded to a multiple of this: one AMX tile's depth
 /// (16 pairs, 32 bf16 values).
@@ -37,6 +37,64 @@ fn interleave(a: &[f32], b: &[f32], dst: &mut [u16]) {
     crate::x86::interleave_bf16(a, b, dst);
     #[cfg(not(target_arch = "x86_64"))]
     interleave_plain(a, b, dst);
+}
+
+/// Rows `r0 .. r0 + rows` of `x` rounded to bf16 into `dst` at row
+/// stride `kp`: row-major rows at AVX-512 width, a transposed source
+/// gathered ([`gather_rows`]).
+fn round_rows(x: MatRef<'_>, r0: usize, rows: usize, dst: &mut [u16], kp: usize) {
+    if x.col_stride != 1 {
+        return gather_rows(x, r0, rows, dst, kp, |b| b);
+    }
+    for r in 0..rows {
+        let src = &x.data[(r0 + r) * x.row_stride..][..x.cols];
+        let row = &mut dst[r * kp..r * kp + x.cols];
+        #[cfg(target_arch = "x86_64")]
+        crate::x86::round_to_bf16(src, row);
+        #[cfg(not(target_arch = "x86_64"))]
+        for (d, &v) in row.iter_mut().zip(src) {
+            *d = f32_to_bf16(v);
+        }
+    }
+}
+
+/// [`round_rows`] widened back to f32 (the FMA kernel's operands).
+fn round_rows_widened(x: MatRef<'_>, r0: usize, rows: usize, dst: &mut [f32], kp: usize) {
+    if x.col_stride != 1 {
+        return gather_rows(x, r0, rows, dst, kp, bf16_to_f32);
+    }
+    for r in 0..rows {
+        let src = &x.data[(r0 + r) * x.row_stride..][..x.cols];
+        for (d, &v) in dst[r * kp..r * kp + x.cols].iter_mut().zip(src) {
+            *d = bf16_to_f32(f32_to_bf16(v));
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + rows` of a strided `x`, rounded and mapped by `to`,
+/// gathered in tiles of 16 columns: for a transposed matrix (row stride
+/// 1) the 16 cache lines a tile reads serve 16 rows in turn, and each row
+/// is written 16 values at a time (one value per row and column in turn
+/// wrote rows `kp` apart, 4 KiB at MiniLM's shapes: one cache set).
+fn gather_rows<T>(
+    x: MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    dst: &mut [T],
+    kp: usize,
+    to: impl Fn(u16) -> T,
+) {
+    const TILE: usize = 16;
+    for j0 in (0..x.cols).step_by(TILE) {
+        let cols = TILE.min(x.cols - j0);
+        for r in 0..rows {
+            let base = (r0 + r) * x.row_stride + j0 * x.col_stride;
+            let row = &mut dst[r * kp + j0..r * kp + j0 + cols];
+            for (jj, d) in row.iter_mut().enumerate() {
+                *d = to(f32_to_bf16(x.data[base + jj * x.col_stride]));
+            }
+        }
+    }
 }
 
 /// The f32 value of bf16 bits (exact).
@@ -193,8 +251,36 @@ impl PackedBf16 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), ShapeError> {
-        let (n, k) = (self.n, self.k);
-        check_linear(x.len(), m, k, n, bias, out.len())?;
+        check_linear(x.len(), m, self.k, self.n, bias, out.len())?;
+        let x = MatRef {
+            data: x,
+            rows: m,
+            cols: self.k,
+            row_stride: self.k,
+            col_stride: 1,
+        };
+        self.linear_strided(x, bias, out)
+    }
+
+    /// [`linear`](Self::linear) for activations read through strides
+    /// (`x.rows` rows of `k`): a transposed matrix is rounded to bf16 as
+    /// each task gathers its rows, with no f32 copy first (the weight
+    /// gradient `Xᵀ·dY` of a training step).
+    pub fn linear_strided(
+        &self,
+        x: MatRef<'_>,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Result<(), ShapeError> {
+        let (n, k, m) = (self.n, self.k, x.rows);
+        if x.cols != k {
+            return Err(ShapeError(format!(
+                "input has {} columns, expected {k} inputs",
+                x.cols
+            )));
+        }
+        x.check("input")?;
+        check_linear(m * k, m, k, n, bias, out.len())?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -209,41 +295,28 @@ impl PackedBf16 {
             // zero.
             let per = rows_per_task(m).div_ceil(AMX_ROWS) * AMX_ROWS;
             out.par_chunks_mut(per * n)
-                .zip(x.par_chunks(per * k))
-                .for_each(|(out, x)| {
+                .enumerate()
+                .for_each(|(task, out)| {
                     let rows = out.len() / n;
                     let mut xb = vec![0u16; rows.div_ceil(AMX_ROWS) * AMX_ROWS * kp];
-                    for r in 0..rows {
-                        let src = &x[r * k..(r + 1) * k];
-                        crate::x86::round_to_bf16(src, &mut xb[r * kp..r * kp + k]);
-                    }
+                    round_rows(x, task * per, rows, &mut xb, kp);
                     self.amx_block(&xb, rows, bias, out);
                 });
             return Ok(());
         }
         let per = rows_per_task(m);
         out.par_chunks_mut(per * n)
-            .zip(x.par_chunks(per * k))
-            .for_each(|(out, x)| {
+            .enumerate()
+            .for_each(|(task, out)| {
                 let rows = out.len() / n;
                 if self.isa == Isa::Avx512Fma {
                     // The FMA kernel takes the rounded activations as f32.
                     let mut xf = vec![0f32; rows * kp];
-                    for r in 0..rows {
-                        let src = &x[r * k..(r + 1) * k];
-                        for (d, &v) in xf[r * kp..r * kp + k].iter_mut().zip(src) {
-                            *d = bf16_to_f32(f32_to_bf16(v));
-                        }
-                    }
+                    round_rows_widened(x, task * per, rows, &mut xf, kp);
                     self.block(Acts::F32(&xf), rows, bias, out);
                 } else {
                     let mut xb = vec![0u16; rows * kp];
-                    for r in 0..rows {
-                        let src = &x[r * k..(r + 1) * k];
-                        for (d, &v) in xb[r * kp..r * kp + k].iter_mut().zip(src) {
-                            *d = f32_to_bf16(v);
-                        }
-                    }
+                    round_rows(x, task * per, rows, &mut xb, kp);
                     self.block(Acts::Bf16(&xb), rows, bias, out);
                 }
             });
@@ -367,10 +440,31 @@ mod tests {
             let w = values(n * k, 27 + n as u64);
             let bias = values(n, 5);
             let expected = reference(&x, &w, &bias, m, n, k);
+            // `x` stored transposed (`[k, m]`), read through the strides.
+            let xt: Vec<f32> = (0..k)
+                .flat_map(|j| (0..m).map(move |r| (r, j)))
+                .map(|(r, j)| x[r * k + j])
+                .collect();
+            let strided = MatRef {
+                data: &xt,
+                rows: m,
+                cols: k,
+                row_stride: 1,
+                col_stride: m,
+            };
             for isa in isas() {
                 let packed = PackedBf16::pack(&w, n, k).unwrap().with_isa(isa).unwrap();
                 let mut out = vec![f32::NAN; m * n];
                 packed.linear(&x, m, Some(&bias), &mut out).unwrap();
+                let mut gathered = vec![f32::NAN; m * n];
+                packed
+                    .linear_strided(strided, Some(&bias), &mut gathered)
+                    .unwrap();
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    gathered.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?} m={m} n={n} k={k}: transposed input"
+                );
                 // Products are exact; f32 accumulation of k terms of
                 // magnitude ≤ 1 errs by at most ~k·2⁻²⁴ each step.
                 let tol = 1e-6 * (k as f64).max(1.0);
@@ -400,6 +494,24 @@ mod tests {
         }
         let e = PackedBf16::pack_strided(&[0.0; 10], 4, 3, 1, 4).unwrap_err();
         assert!(e.0.contains("reads 12 values of 10"), "{e}");
+        // Strided activations are checked as strictly.
+        let packed = PackedBf16::pack(&values(12, 1), 3, 4).unwrap();
+        let short = MatRef {
+            data: &[0.0; 5],
+            rows: 2,
+            cols: 4,
+            row_stride: 1,
+            col_stride: 2,
+        };
+        let e = packed
+            .linear_strided(short, None, &mut [0.0; 6])
+            .unwrap_err();
+        assert!(e.0.contains("input matrix 2 × 4"), "{e}");
+        let narrow = MatRef { cols: 3, ..short };
+        let e = packed
+            .linear_strided(narrow, None, &mut [0.0; 6])
+            .unwrap_err();
+        assert!(e.0.contains("3 columns, expected 4"), "{e}");
     }
 
     #[test]

@@ -119,6 +119,23 @@ pub struct MatRef<'a> {
 }
 
 impl MatRef<'_> {
+    /// That the matrix reads only inside its slice; the error names it
+    /// `what`.
+    pub(crate) fn check(&self, what: &str) -> Result<(), ShapeError> {
+        let len = self.data.len();
+        if self.extent() > len {
+            return Err(ShapeError(format!(
+                "{what} matrix {} × {} at strides {} × {} reads {} values of {len}",
+                self.rows,
+                self.cols,
+                self.row_stride,
+                self.col_stride,
+                self.extent()
+            )));
+        }
+        Ok(())
+    }
+
     /// One past the largest index the matrix reads (0 when empty).
     fn extent(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
@@ -260,20 +277,8 @@ fn check_product(lhs: &MatRef<'_>, rhs: &MatRef<'_>) -> Result<(), ShapeError> {
             rhs.rows
         )));
     }
-    for (what, mat) in [("left", lhs), ("right", rhs)] {
-        let len = mat.data.len();
-        if mat.extent() > len {
-            return Err(ShapeError(format!(
-                "{what} matrix {} × {} at strides {} × {} reads {} values of {len}",
-                mat.rows,
-                mat.cols,
-                mat.row_stride,
-                mat.col_stride,
-                mat.extent()
-            )));
-        }
-    }
-    Ok(())
+    lhs.check("left")?;
+    rhs.check("right")
 }
 
 #[cfg(test)]
