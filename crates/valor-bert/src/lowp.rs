@@ -24,8 +24,9 @@
 //! layer there as one `gemm` call onto its bias
 //! ([`valor_kernels::linear_f32`]), and burn's f32 `Linear` everywhere
 //! else (with autodiff, on GPUs). So a model with packed weights still
-//! trains, differentiates and saves as the f32 model it was; the low
-//! precision is a property of inference on the CPU only.
+//! trains, differentiates and saves as the f32 model it was; the packed
+//! weights are a property of inference on the CPU only (training and
+//! explanations take bf16 through [`autocast`], below).
 //!
 //! [`autocast`] is the same switch for training and integrated gradients
 //! (`torch.autocast` around the forward pass): while it runs at
@@ -356,23 +357,21 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     if crate::host::is_flex(&x.device())
         && !x.is_autodiff()
         && x.dtype() == burn::tensor::DType::F32
+        && let Some(lowp) = layer.weight.reparameterization::<LowpWeight>()
+        && x.dims()[1] == lowp.packed.in_features()
     {
-        if let Some(lowp) = layer.weight.reparameterization::<LowpWeight>()
-            && x.dims()[1] == lowp.packed.in_features()
-        {
-            let bias = layer.bias.as_ref().and_then(|b| {
-                b.val()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .ok()
-            });
-            return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::lowp_linear(
-                x.into_dispatch(),
-                lowp.packed.clone(),
-                bias,
-            ));
-        }
+        let bias = layer.bias.as_ref().and_then(|b| {
+            b.val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .ok()
+        });
+        return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Lowp>::lowp_linear(
+            x.into_dispatch(),
+            lowp.packed.clone(),
+            bias,
+        ));
     }
     #[cfg(feature = "flex")]
     if crate::host::is_flex(&x.device()) && x.dtype() == burn::tensor::DType::F32 {

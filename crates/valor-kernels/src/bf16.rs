@@ -73,9 +73,9 @@ fn round_rows_widened(x: MatRef<'_>, r0: usize, rows: usize, dst: &mut [f32], kp
 
 /// Rows `r0 .. r0 + rows` of a strided `x`, rounded and mapped by `to`,
 /// gathered in tiles of 16 columns: for a transposed matrix (row stride
-/// 1) the 16 cache lines a tile reads serve 16 rows in turn, and each row
-/// is written 16 values at a time (one value per row and column in turn
-/// wrote rows `kp` apart, 4 KiB at MiniLM's shapes: one cache set).
+/// of one) the 16 cache lines a tile reads serve 16 rows in turn, and each
+/// row is written 16 values at a time (one value per row and column in
+/// turn wrote rows `kp` apart, 4 KiB at MiniLM's shapes: one cache set).
 fn gather_rows<T>(
     x: MatRef<'_>,
     r0: usize,

@@ -391,6 +391,31 @@ fn model_workloads(ctx: &Ctx) -> Vec<Workload> {
         }
     }
     if !ctx.gpu {
+        // bf16 training: autocast around the forward pass on both sides.
+        let (seq, batch) = (128, 16);
+        let mut peer = bert_peer(ctx, "minilm", seq, batch, true);
+        if let Some(p) = peer.as_mut() {
+            p.run.args.extend(["--precision".into(), "bf16".into()]);
+            p.label = "PyTorch + transformers, train step under bf16 autocast".into();
+        }
+        w.push(Workload {
+            name: format!("minilm_train_bf16_seq{seq}_b{batch}"),
+            what: format!(
+                "MiniLM training step (fwd + bwd + AdamW), seq {seq}, batch {batch}, encoder Linear products in bf16 forward and backward (`valor train --precision bf16`, autocast)"
+            ),
+            valor: crit(
+                "valor-bert",
+                "model",
+                &format!("minilm_train_bf16/seq{seq}_b{batch}"),
+            ),
+            quick: false,
+            peers: Vec::from_iter(peer),
+            input: None,
+            flops: Some(bert_flops(MINILM, seq, batch) * 3.0),
+            items: Some((batch as f64, "samples")),
+        });
+    }
+    if !ctx.gpu {
         w.push(Workload {
             name: "minilm_ig_seq64".into(),
             what: "integrated gradients of one sentence, MiniLM, seq 64, 50 Gauss–Legendre steps in one batch, baseline [CLS] [PAD]… [SEP]".into(),
@@ -494,9 +519,5 @@ pub(super) const PENDING: &[(&str, &str)] = &[
     (
         "bf16",
         "the GPU section measures f32 only; the bf16/int8 kernels (`--precision`) run on the CPU only",
-    ),
-    (
-        "bf16_train",
-        "bf16 training (b16 × s128 against PyTorch autocast): `--precision` is inference-only so far",
     ),
 ];

@@ -301,7 +301,10 @@ fn explain_bf16_integrated_gradients_stay_close_to_fp32_on_minilm() {
             .iter()
             .zip(&half)
             .fold(0f64, |a, (f, h)| a.max((f.1 - h.1).abs()));
-        eprintln!("{text:?}: worst {worst:.4} of {scale:.4}");
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("{text:?}: worst {worst:.4} of {scale:.4}");
+        }
         assert!(worst > 0.0, "bf16 changed nothing");
         assert!(
             worst <= IG_BF16_REL_MAX * scale,
