@@ -10,8 +10,14 @@
 //! `gemm` crate call burn-flex makes (`dst := dst + x·W`), so every output
 //! value is written twice instead of four times and nothing is copied.
 //!
-//! With `x86`, the crate's only `unsafe` code: the `gemm` call (raw
-//! pointers) and the output written before it is read.
+//! The same module has the other f32 products on the `gemm` crate:
+//! [`matmul_f32`] (attention's per-head products, one thread each) and
+//! [`product_f32`] (a Linear layer's products under autodiff, into an
+//! unzeroed buffer).
+//!
+//! With `x86`, the crate's only `unsafe` code: one private wrapper of the
+//! `gemm` call (raw pointers) that the three share, and outputs written
+//! before they are read.
 #![allow(unsafe_code)]
 
 use rayon::prelude::*;
@@ -23,6 +29,62 @@ use crate::{ShapeError, check_linear};
 const PARALLEL_MIN: usize = 192 * 192 * 192;
 /// Output values per bias-fill task.
 const FILL_CHUNK: usize = 1 << 16;
+
+/// All rayon threads from [`PARALLEL_MIN`] multiply-adds, one below.
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// The one `gemm` call of this module: `dst := lhs · rhs`, or
+/// `dst := dst + lhs · rhs` with `accumulate`, for `dst` of `lhs.rows ×
+/// rhs.cols` f32 values at row stride `dst_row_stride` (column stride 1).
+///
+/// # Safety
+/// `lhs` and `rhs` read inside their slices (their `check`), `dst` is
+/// valid for writes of every `(i, j)` at `i · dst_row_stride + j`, rows do
+/// not overlap, it overlaps neither input, and with `accumulate` those
+/// values are initialised. Without it `gemm` only reads values it wrote
+/// (alpha is zero, so every micro-kernel stores; with an empty inner
+/// dimension it stores zeros) and writes every one of them.
+unsafe fn gemm_f32(
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    parallelism: gemm::Parallelism,
+) {
+    let alpha = if accumulate { 1.0f32 } else { 0.0 };
+    // SAFETY: the caller's contract above; strides are below `isize::MAX`
+    // since each indexes into a slice.
+    unsafe {
+        gemm::gemm(
+            lhs.rows,
+            rhs.cols,
+            lhs.cols,
+            dst,
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            alpha,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
 
 /// `x · w + bias`: `x` is `[m, k]`, `w` is `[k, n]` (burn's `Linear`
 /// layout, in × out), both row-major; `bias` is `[n]`. Returns the `[m, n]`
@@ -69,41 +131,25 @@ pub fn linear_f32(
     if len == 0 || k == 0 {
         return Ok(out);
     }
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
+    let x = MatRef {
+        data: x,
+        rows: m,
+        cols: k,
+        row_stride: k,
+        col_stride: 1,
     };
-    // SAFETY: `gemm` reads `m × k` values of `x` at row stride `k`, column
-    // stride 1 (`x.len() == m · k`, checked), `k × n` of `w` at row stride
-    // `n` (`w.len() == k · n`, checked), and reads and writes `m × n` of
-    // `out` at row stride `n` (`out.len() == m · n`, every value
-    // initialised above). `out` is a fresh allocation, so it overlaps
-    // neither input; `x` and `w` are only read. The element type is f32,
-    // which `gemm` supports (it panics on others).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let w = MatRef {
+        data: w,
+        rows: k,
+        cols: n,
+        row_stride: n,
+        col_stride: 1,
+    };
+    // SAFETY: `x` is `m × k` row-major in a slice of `m · k` values, `w`
+    // `k × n` in one of `k · n` (both checked above); `out` holds `m · n`
+    // values at row stride `n`, every one initialised above, and is a
+    // fresh allocation, so it overlaps neither input.
+    unsafe { gemm_f32(out.as_mut_ptr(), n, true, x, w, parallelism(m, n, k)) };
     Ok(out)
 }
 
@@ -178,37 +224,21 @@ pub fn matmul_f32(
         }
         return Ok(());
     }
-    // SAFETY: `gemm` reads `lhs` at `i · row_stride + j · col_stride` for
-    // `i < m`, `j < k`, the largest being `lhs.extent() - 1 < lhs.data.len()`
-    // (checked), the same for `rhs`; it writes `out` at `i · out_row_stride
-    // + j` for `i < m`, `j < n`, within `out_extent <= out.len()` (checked),
-    // and rows do not overlap (`out_row_stride >= n` when `m > 1`). With
-    // `read_dst` false it reads nothing of `out`. `out` is a unique borrow,
-    // so it overlaps neither input. Strides are below `isize::MAX` since
-    // each indexes into a slice.
+    // SAFETY: `lhs` and `rhs` read inside their slices (`check_product`
+    // above); `out` is written at `i · out_row_stride + j` for `i < m`,
+    // `j < n`, within `out_extent <= out.len()` (checked), rows do not
+    // overlap (`out_row_stride >= n` when `m > 1`), and `out` is a unique
+    // borrow, so it overlaps neither input.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_f32(
             out.as_mut_ptr(),
-            1,
-            out_row_stride as isize,
+            out_row_stride,
             false,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
+            lhs,
+            rhs,
             gemm::Parallelism::None,
-        );
-    }
+        )
+    };
     Ok(())
 }
 
@@ -227,42 +257,13 @@ pub fn product_f32(lhs: MatRef<'_>, rhs: MatRef<'_>) -> Result<Vec<f32>, ShapeEr
     if len == 0 {
         return Ok(out);
     }
-    let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: `gemm` reads `lhs` at `i · row_stride + j · col_stride` for
-    // `i < m`, `j < k`, the largest being `lhs.extent() - 1 <
-    // lhs.data.len()` (checked), the same for `rhs`; it writes `out` at
-    // `i · n + j` for `i < m`, `j < n`, inside the `m · n` values of
-    // capacity reserved above. With `read_dst` false it never reads a value
-    // of `out` it has not written (alpha is zero, so every micro-kernel
-    // stores; with `k == 0` it stores zeros), and it writes every one of
-    // them, which makes `set_len` below sound. `out` is a fresh allocation,
-    // so it overlaps neither input.
+    // SAFETY: `lhs` and `rhs` read inside their slices (`check_product`
+    // above); `out` has capacity for the `m · n` values at row stride `n`
+    // and is a fresh allocation, so it overlaps neither input. Without
+    // accumulation `gemm` writes every one of them before any read, which
+    // makes `set_len` sound.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        gemm_f32(out.as_mut_ptr(), n, false, lhs, rhs, parallelism(m, n, k));
         out.set_len(len);
     }
     Ok(out)
