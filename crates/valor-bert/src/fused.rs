@@ -443,28 +443,9 @@ mod flex {
 
     // ---- Linear ------------------------------------------------------
 
-    /// Dense 2D `t` as a matrix, transposed through the strides when
-    /// `transposed`.
-    fn matrix(t: &FlexTensor, transposed: bool) -> MatRef<'_> {
-        let (rows, cols) = (t.shape()[0], t.shape()[1]);
-        let data = values(t);
-        if transposed {
-            MatRef {
-                data,
-                rows: cols,
-                cols: rows,
-                row_stride: 1,
-                col_stride: cols,
-            }
-        } else {
-            MatRef {
-                data,
-                rows,
-                cols,
-                row_stride: cols,
-                col_stride: 1,
-            }
-        }
+    /// Dense 2D `t` as a matrix.
+    fn matrix(t: &FlexTensor) -> MatRef<'_> {
+        MatRef::row_major(values(t), t.shape()[0], t.shape()[1])
     }
 
     /// `lhs · rhs` (dense `[m, k]` and `[k, n]` operands, either read
@@ -475,12 +456,10 @@ mod flex {
         if !bf16 {
             return valor_kernels::product_f32(lhs, rhs).expect("shapes from the forward pass");
         }
-        let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-        // The packed weight is `[n, k]`: element (c, i) is rhs (i, c).
+        // The packed weight is `[n, k]`, rhs's transpose.
         let packed =
-            valor_kernels::PackedBf16::pack_strided(rhs.data, n, k, rhs.col_stride, rhs.row_stride)
-                .expect("shapes from the forward pass");
-        let mut out = vec![0f32; m * n];
+            valor_kernels::PackedBf16::pack_strided(rhs.t()).expect("shapes from the forward pass");
+        let mut out = vec![0f32; lhs.rows * rhs.cols];
         packed
             .linear_strided(lhs, None, &mut out)
             .expect("shapes from the forward pass");
@@ -491,7 +470,7 @@ mod flex {
     /// every row on every thread (`prod + b`, burn-flex's broadcast add).
     fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, bf16: bool) -> FlexTensor {
         let (m, n) = (x.shape()[0], w.shape()[1]);
-        let mut out = product(matrix(x, false), matrix(w, false), bf16);
+        let mut out = product(matrix(x), matrix(w), bf16);
         let b = values(b);
         if n > 0 {
             out.par_chunks_mut(rows_per_task(n) * n).for_each(|rows| {
@@ -604,12 +583,12 @@ mod flex {
             // In burn's order (x, weight, bias), so gradients that meet at
             // one node are summed in the same order.
             if let (Some(node), Some(w)) = (node_x, &weight) {
-                let dx = product(matrix(&grad, false), matrix(w, true), bf16);
+                let dx = product(matrix(&grad), matrix(w).t(), bf16);
                 let shape = Shape::new([grad.shape()[0], w.shape()[0]]);
                 grads.register::<Flex>(node.id, tensor(dx, shape));
             }
             if let (Some(node), Some(x)) = (node_weight, &x) {
-                let dw = product(matrix(x, true), matrix(&grad, false), bf16);
+                let dw = product(matrix(x).t(), matrix(&grad), bf16);
                 let shape = Shape::new([x.shape()[1], grad.shape()[1]]);
                 grads.register::<Flex>(node.id, tensor(dw, shape));
             }

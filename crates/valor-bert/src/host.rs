@@ -115,24 +115,11 @@ pub(crate) fn attention_rows(
                 row_stride: hidden,
                 col_stride: 1,
             };
-            let keys_t = MatRef {
-                data: &ks[at..],
-                rows: d,
-                cols: len,
-                row_stride: 1,
-                col_stride: hidden,
-            };
-            matmul_f32(scores, len, rows(&qs[at..] as &[f32]), keys_t)
+            matmul_f32(scores, len, rows(&qs[at..] as &[f32]), rows(&ks[at..]).t())
                 .expect("the head's rows lie in q and k");
             let bias = bias.map_or(&zeros[..len], |b| &b[s * len..(s + 1) * len]);
             kernels::softmax_rows(scores, bias, 0, len, len, scale);
-            let probs = MatRef {
-                data: scores,
-                rows: len,
-                cols: len,
-                row_stride: len,
-                col_stride: 1,
-            };
+            let probs = MatRef::row_major(scores, len, len);
             matmul_f32(out, d, probs, rows(&vs[at..])).expect("the head's rows lie in v");
         });
     let mut context = vec![0f32; tokens * hidden];

@@ -139,32 +139,17 @@ impl PackedBf16 {
                 w.len()
             )));
         }
-        Self::pack_strided(w, n, k, k, 1)
+        Self::pack_strided(MatRef::row_major(w, n, k))
     }
 
-    /// [`pack`](Self::pack) for a weight read through strides: `W[c, i]`
-    /// (output `c`, input `i`) is `w[c · row_stride + i · col_stride]`, so
-    /// a `[k, n]` matrix packs as its transpose (`row_stride` 1,
-    /// `col_stride` n) without a copy. Panels pack on rayon's threads: a
+    /// [`pack`](Self::pack) for a weight `W` (`n` outputs × `k` inputs)
+    /// read through strides, so a `[k, n]` matrix packs as its transpose
+    /// (`MatRef::t`) without a copy. Panels pack on rayon's threads: a
     /// weight that changes every training step is packed every step.
-    pub fn pack_strided(
-        w: &[f32],
-        n: usize,
-        k: usize,
-        row_stride: usize,
-        col_stride: usize,
-    ) -> Result<Self, ShapeError> {
-        let extent = if n == 0 || k == 0 {
-            0
-        } else {
-            (n - 1) * row_stride + (k - 1) * col_stride + 1
-        };
-        if extent > w.len() {
-            return Err(ShapeError(format!(
-                "weight {n} × {k} at strides {row_stride} × {col_stride} reads {extent} values of {}",
-                w.len()
-            )));
-        }
+    pub fn pack_strided(w: MatRef<'_>) -> Result<Self, ShapeError> {
+        w.check("weight")?;
+        let (n, k, row_stride, col_stride) = (w.rows, w.cols, w.row_stride, w.col_stride);
+        let w = w.data;
         let kh = k.div_ceil(2).div_ceil(PAIRS_ALIGN) * PAIRS_ALIGN;
         let panels = n.div_ceil(NR);
         let mut data = vec![0u16; panels * kh * NR * 2];
@@ -252,14 +237,7 @@ impl PackedBf16 {
         out: &mut [f32],
     ) -> Result<(), ShapeError> {
         check_linear(x.len(), m, self.k, self.n, bias, out.len())?;
-        let x = MatRef {
-            data: x,
-            rows: m,
-            cols: self.k,
-            row_stride: self.k,
-            col_stride: 1,
-        };
-        self.linear_strided(x, bias, out)
+        self.linear_strided(MatRef::row_major(x, m, self.k), bias, out)
     }
 
     /// [`linear`](Self::linear) for activations read through strides
@@ -445,13 +423,7 @@ mod tests {
                 .flat_map(|j| (0..m).map(move |r| (r, j)))
                 .map(|(r, j)| x[r * k + j])
                 .collect();
-            let strided = MatRef {
-                data: &xt,
-                rows: m,
-                cols: k,
-                row_stride: 1,
-                col_stride: m,
-            };
+            let strided = MatRef::row_major(&xt, k, m).t();
             for isa in isas() {
                 let packed = PackedBf16::pack(&w, n, k).unwrap().with_isa(isa).unwrap();
                 let mut out = vec![f32::NAN; m * n];
@@ -487,12 +459,12 @@ mod tests {
                 .flat_map(|c| (0..k).map(move |i| (c, i)))
                 .map(|(c, i)| t[i * n + c])
                 .collect();
-            let strided = PackedBf16::pack_strided(&t, n, k, 1, n).unwrap();
+            let strided = PackedBf16::pack_strided(MatRef::row_major(&t, k, n).t()).unwrap();
             let packed = PackedBf16::pack(&copy, n, k).unwrap();
             assert_eq!(strided.data, packed.data, "n={n} k={k}");
             assert_eq!((strided.n, strided.k, strided.kh), (n, k, packed.kh));
         }
-        let e = PackedBf16::pack_strided(&[0.0; 10], 4, 3, 1, 4).unwrap_err();
+        let e = PackedBf16::pack_strided(MatRef::row_major(&[0.0; 10], 3, 4).t()).unwrap_err();
         assert!(e.0.contains("reads 12 values of 10"), "{e}");
         // Strided activations are checked as strictly.
         let packed = PackedBf16::pack(&values(12, 1), 3, 4).unwrap();

@@ -131,20 +131,7 @@ pub fn linear_f32(
     if len == 0 || k == 0 {
         return Ok(out);
     }
-    let x = MatRef {
-        data: x,
-        rows: m,
-        cols: k,
-        row_stride: k,
-        col_stride: 1,
-    };
-    let w = MatRef {
-        data: w,
-        rows: k,
-        cols: n,
-        row_stride: n,
-        col_stride: 1,
-    };
+    let (x, w) = (MatRef::row_major(x, m, k), MatRef::row_major(w, k, n));
     // SAFETY: `x` is `m × k` row-major in a slice of `m · k` values, `w`
     // `k × n` in one of `k · n` (both checked above); `out` holds `m · n`
     // values at row stride `n`, every one initialised above, and is a
@@ -164,7 +151,29 @@ pub struct MatRef<'a> {
     pub col_stride: usize,
 }
 
-impl MatRef<'_> {
+impl<'a> MatRef<'a> {
+    /// `rows × cols` values stored row-major in `data`.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The same values read as the transpose (`cols × rows`), no copy.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
     /// That the matrix reads only inside its slice; the error names it
     /// `what`.
     pub(crate) fn check(&self, what: &str) -> Result<(), ShapeError> {
@@ -448,27 +457,9 @@ mod tests {
             let x = values(m * k, 6);
             let w = values(k * n, 7);
             let dy = values(m * n, 8);
-            let dy_ref = MatRef {
-                data: &dy,
-                rows: m,
-                cols: n,
-                row_stride: n,
-                col_stride: 1,
-            };
-            let w_t = MatRef {
-                data: &w,
-                rows: n,
-                cols: k,
-                row_stride: 1,
-                col_stride: n,
-            };
-            let x_t = MatRef {
-                data: &x,
-                rows: k,
-                cols: m,
-                row_stride: 1,
-                col_stride: k,
-            };
+            let dy_ref = MatRef::row_major(&dy, m, n);
+            let w_t = MatRef::row_major(&w, k, n).t();
+            let x_t = MatRef::row_major(&x, m, k).t();
             let dx = product_f32(dy_ref, w_t).unwrap();
             let dw = product_f32(x_t, dy_ref).unwrap();
             assert_eq!((dx.len(), dw.len()), (m * k, k * n));
@@ -499,20 +490,8 @@ mod tests {
         // The same bits as a single-threaded product into a zeroed buffer.
         let (m, k, n) = (256, 96, 80);
         let (a, b) = (values(m * k, 9), values(k * n, 10));
-        let lhs = MatRef {
-            data: &a,
-            rows: m,
-            cols: k,
-            row_stride: k,
-            col_stride: 1,
-        };
-        let rhs = MatRef {
-            data: &b,
-            rows: k,
-            cols: n,
-            row_stride: n,
-            col_stride: 1,
-        };
+        let lhs = MatRef::row_major(&a, m, k);
+        let rhs = MatRef::row_major(&b, k, n);
         let mut single = vec![0.0; m * n];
         matmul_f32(&mut single, n, lhs, rhs).unwrap();
         assert_eq!(product_f32(lhs, rhs).unwrap(), single);
