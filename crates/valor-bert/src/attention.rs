@@ -176,6 +176,18 @@ impl BertAttention {
                 .swap_dims(1, 2)
         };
         let device = q.device();
+        if !want_probs && (device.is_autodiff() || host::is_flex(&device)) {
+            // Training, explanations, and inference on the CPU: the same
+            // eager attention, the scale, bias, softmax and dropout fused
+            // between the two products; on the flex device one op each way,
+            // every (sequence, head) pair a task reading its head in place
+            // (burn-flex's own fused attention is a naive loop, ≈10% of an
+            // inference batch, where these products run on the GEMM
+            // kernels). On GPUs with autodiff, burn's ops.
+            let [q, k, v] = [q, k, v].map(|t| group.gather(t));
+            let context = fused::attention([q, k, v], bias, heads, &self.attention_dropout);
+            return (context, None);
+        }
         let (q, k, v) = (split(q), split(k), split(v));
 
         let scale = 1.0 / (d_head as f64).sqrt();
@@ -187,15 +199,6 @@ impl BertAttention {
             let probs = softmax(scores, 3);
             let context = host::dropout(&self.attention_dropout, probs.clone()).matmul(v);
             (context, Some(probs))
-        } else if device.is_autodiff() || host::is_flex(&device) {
-            // Training, explanations, and inference on the CPU: the same
-            // eager attention, with the scale, bias, softmax and dropout as
-            // one fused op (one parallel pass each way on the CPU; burn-flex's
-            // own fused attention is a naive loop, ≈10% of an inference
-            // batch, where these two products run on the GEMM kernels).
-            let scores = q.matmul(k.swap_dims(2, 3));
-            let probs = fused::attention_probs(scores, bias, scale, &self.attention_dropout);
-            (probs.matmul(v), None)
         } else {
             // On GPUs without autodiff, the backend's fused
             // scaled-dot-product attention (PyTorch's

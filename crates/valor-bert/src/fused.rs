@@ -78,6 +78,86 @@ pub(crate) fn attention_probs(
     host::dropout(dropout, probs)
 }
 
+/// Multi-head scaled dot-product attention of padded sequences:
+/// `dropout(softmax(scale · Q_h K_hᵀ + bias)) · V_h` for every sequence and
+/// head `h`, the heads' contexts side by side.
+///
+/// `q`, `k`, `v`: `[batch · seq_len, hidden]`, each sequence's rows
+/// together, head `h` in columns `h · d .. (h + 1) · d` (`d = hidden /
+/// heads`); `bias`: `[batch, 1, 1, seq_len]` ([`crate::attention::mask_bias`]).
+/// Returns the context, `[batch · seq_len, hidden]`.
+///
+/// On the flex device in f32 one op each way, with and without autodiff:
+/// each (sequence, head) pair is a task on rayon's threads that reads its
+/// head in place through the strides, and keeps its scores in cache from
+/// the product through the softmax to the product with `V` (backward:
+/// `dV = Pᵀ·dC`, `dP = dC·Vᵀ`, the softmax's backward, `dQ = dS·K`, `dK =
+/// dSᵀ·Q`). Composed as burn ops, the heads are copied out of the rows and
+/// the contexts back into them, each product's output zeroed, then
+/// copied, and each of those copies again in the backward pass. The
+/// dropout mask and the probabilities kept for the backward pass are those
+/// of [`attention_probs`] (the same draw, the same element order); only
+/// the products' summation order differs. Elsewhere the composition.
+pub(crate) fn attention(
+    [q, k, v]: [Tensor<2>; 3],
+    bias: Tensor<4>,
+    heads: usize,
+    dropout: &Dropout,
+) -> Tensor<2> {
+    let [rows, hidden] = q.dims();
+    let [batch, _, _, seq_len] = bias.dims();
+    let scale = 1.0 / ((hidden / heads.max(1)) as f64).sqrt();
+    #[cfg(feature = "flex")]
+    {
+        let device = q.device();
+        if host::is_flex(&device)
+            && heads > 0
+            && hidden % heads == 0
+            && rows == batch * seq_len
+            && [&q, &k, &v]
+                .iter()
+                .all(|t| t.dtype() == DType::F32 && t.dims() == [rows, hidden])
+            && bias.dtype() == DType::F32
+            && bias.dims() == [batch, 1, 1, seq_len]
+        {
+            let mask = Mask::draw(dropout, &device);
+            return Tensor::from_dispatch(<burn::backend::Dispatch as flex::Fused>::attention(
+                q.into_dispatch(),
+                k.into_dispatch(),
+                v.into_dispatch(),
+                bias.into_dispatch(),
+                heads,
+                scale as f32,
+                mask,
+            ));
+        }
+    }
+    attention_composed([q, k, v], bias, heads, scale, dropout)
+}
+
+/// [`attention`] as burn ops: the heads as strided views, two batched
+/// products around [`attention_probs`].
+fn attention_composed(
+    [q, k, v]: [Tensor<2>; 3],
+    bias: Tensor<4>,
+    heads: usize,
+    scale: f64,
+    dropout: &Dropout,
+) -> Tensor<2> {
+    let [rows, hidden] = q.dims();
+    let [batch, _, _, seq_len] = bias.dims();
+    let split = |t: Tensor<2>| {
+        t.reshape([batch, seq_len, heads, hidden / heads])
+            .swap_dims(1, 2)
+    };
+    let scores = split(q).matmul(split(k).swap_dims(2, 3));
+    let probs = attention_probs(scores, bias, scale, dropout);
+    probs
+        .matmul(split(v))
+        .swap_dims(1, 2)
+        .reshape([rows, hidden])
+}
+
 /// `norm.forward(dropout(x) + residual)` for `[rows, hidden]` activations;
 /// `epsilon` is `norm`'s (burn's `LayerNorm` keeps its own private).
 /// On the flex device one parallel pass (burn-flex adds the residual on one
@@ -198,6 +278,16 @@ mod flex {
 
         fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
+        fn attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            heads: usize,
+            scale: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self>;
+
         fn linear(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
@@ -315,6 +405,182 @@ mod flex {
                 kernels::softmax_backward_rows(rows, p, keys, scale, mask, base);
             });
         grad
+    }
+
+    // ---- multi-head attention ----------------------------------------
+
+    /// The shape of one [`Fused::attention`]: `batch` sequences of
+    /// `seq_len` rows, `heads` heads of `d` columns.
+    #[derive(Clone, Copy, Debug)]
+    struct Heads {
+        batch: usize,
+        seq_len: usize,
+        heads: usize,
+        d: usize,
+    }
+
+    impl Heads {
+        fn hidden(self) -> usize {
+            self.heads * self.d
+        }
+
+        /// Head `h` of sequence `b` (task `b · heads + h`) in `[rows,
+        /// hidden]` rows: `seq_len × d` at row stride `hidden`.
+        fn of(self, t: &[f32], task: usize) -> MatRef<'_> {
+            let (b, h) = (task / self.heads, task % self.heads);
+            MatRef {
+                data: &t[b * self.seq_len * self.hidden() + h * self.d..],
+                rows: self.seq_len,
+                cols: self.d,
+                row_stride: self.hidden(),
+                col_stride: 1,
+            }
+        }
+
+        /// A task's square of scores or probabilities.
+        fn square(self, t: &[f32]) -> MatRef<'_> {
+            MatRef::row_major(t, self.seq_len, self.seq_len)
+        }
+
+        /// Task-major blocks (`[batch, heads, seq_len, d]`) back into
+        /// `[batch · seq_len, hidden]` rows.
+        fn rows(self, blocks: &[f32]) -> Vec<f32> {
+            let (hidden, d) = (self.hidden(), self.d);
+            let mut out = vec![0f32; blocks.len()];
+            out.par_chunks_mut(rows_per_task(hidden) * hidden)
+                .enumerate()
+                .for_each(|(c, chunk)| {
+                    let first = c * rows_per_task(hidden);
+                    for (r, row) in chunk.chunks_exact_mut(hidden).enumerate() {
+                        let (b, s) = ((first + r) / self.seq_len, (first + r) % self.seq_len);
+                        for (h, part) in row.chunks_exact_mut(d).enumerate() {
+                            let block = (b * self.heads + h) * self.seq_len + s;
+                            part.copy_from_slice(&blocks[block * d..][..d]);
+                        }
+                    }
+                });
+            out
+        }
+    }
+
+    /// What the attention backward needs: the inputs, the probabilities
+    /// before dropout (`[batch, heads, seq_len, seq_len]`), the scale and
+    /// the mask.
+    #[derive(Clone, Debug)]
+    struct SdpaState {
+        qkv: [FlexTensor; 3],
+        probs: Vec<f32>,
+        shape: Heads,
+        scale: f32,
+        mask: Mask,
+    }
+
+    /// Forward: the context `[batch · seq_len, hidden]` and the
+    /// probabilities before dropout. Per task: `S = Q_h·K_hᵀ`, the softmax
+    /// of [`attention_forward`] in place, `P ⊙ mask` (element `i` of the
+    /// `[batch, heads, seq_len, seq_len]` probabilities taking the mask's
+    /// element `i`, as [`attention_forward`]), then `· V_h`.
+    fn sdpa_forward(
+        [q, k, v]: [&[f32]; 3],
+        bias: &[f32],
+        shape: Heads,
+        scale: f32,
+        mask: Mask,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (seq_len, d) = (shape.seq_len, shape.d);
+        let square = seq_len * seq_len;
+        let tasks = shape.batch * shape.heads;
+        let mut probs = vec![0f32; tasks * square];
+        let mut blocks = vec![0f32; tasks * seq_len * d];
+        if square == 0 || d == 0 {
+            return (shape.rows(&blocks), probs);
+        }
+        probs
+            .par_chunks_mut(square)
+            .zip(blocks.par_chunks_mut(seq_len * d))
+            .enumerate()
+            .for_each_init(Vec::new, |dropped, (task, (p, out))| {
+                valor_kernels::matmul_f32(p, seq_len, shape.of(q, task), shape.of(k, task).t())
+                    .expect("the head lies in q and k");
+                let b = task / shape.heads;
+                let bias = &bias[b * seq_len..(b + 1) * seq_len];
+                kernels::softmax_rows(p, bias, 0, seq_len, seq_len, scale);
+                let p: &[f32] = if mask.keeps_all() {
+                    p
+                } else {
+                    dropped.resize(square, 0.0);
+                    kernels::mask_mul(dropped, p, mask, (task * square) as u64);
+                    dropped
+                };
+                valor_kernels::matmul_f32(out, d, shape.square(p), shape.of(v, task))
+                    .expect("the head lies in v");
+            });
+        (shape.rows(&blocks), probs)
+    }
+
+    /// `∂/∂q`, `∂/∂k`, `∂/∂v` from `∂/∂context` (`[batch · seq_len,
+    /// hidden]`). Per task, with `P` the kept probabilities and `Pd = P ⊙
+    /// mask`: `dV = Pdᵀ·dC`, `dPd = dC·Vᵀ`, `dS` by
+    /// [`kernels::softmax_backward_rows`] (as [`attention_backward`]),
+    /// `dQ = dS·K`, `dK = dSᵀ·Q`.
+    fn sdpa_backward(grad: &[f32], state: &SdpaState) -> [Vec<f32>; 3] {
+        let SdpaState {
+            qkv,
+            probs,
+            shape,
+            scale,
+            mask,
+        } = state;
+        let (shape, scale, mask) = (*shape, *scale, *mask);
+        let [q, k, v] = qkv.each_ref().map(values);
+        let (seq_len, d) = (shape.seq_len, shape.d);
+        let square = seq_len * seq_len;
+        let block = seq_len * d;
+        let len = shape.batch * shape.heads * block;
+        let (mut dq, mut dk, mut dv) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+        if square > 0 && d > 0 {
+            probs
+                .par_chunks(square)
+                .zip(dq.par_chunks_mut(block))
+                .zip(dk.par_chunks_mut(block).zip(dv.par_chunks_mut(block)))
+                .enumerate()
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(ds, dropped), (task, ((p, dq), (dk, dv)))| {
+                        let g = shape.of(grad, task);
+                        let kept: &[f32] = if mask.keeps_all() {
+                            p
+                        } else {
+                            dropped.resize(square, 0.0);
+                            kernels::mask_mul(dropped, p, mask, (task * square) as u64);
+                            dropped
+                        };
+                        valor_kernels::matmul_f32(dv, d, shape.square(kept).t(), g)
+                            .expect("the head lies in the gradient");
+                        ds.resize(square, 0.0);
+                        valor_kernels::matmul_f32(ds, seq_len, g, shape.of(v, task).t())
+                            .expect("the head lies in v");
+                        let base = (task * square) as u64;
+                        kernels::softmax_backward_rows(ds, p, seq_len, scale, mask, base);
+                        valor_kernels::matmul_f32(dq, d, shape.square(ds), shape.of(k, task))
+                            .expect("the head lies in k");
+                        valor_kernels::matmul_f32(dk, d, shape.square(ds).t(), shape.of(q, task))
+                            .expect("the head lies in q");
+                    },
+                );
+        }
+        [shape.rows(&dq), shape.rows(&dk), shape.rows(&dv)]
+    }
+
+    /// The shape of an attention from its inputs (checked by the caller).
+    fn heads_of(q: &FlexTensor, bias: &FlexTensor, heads: usize) -> Heads {
+        let hidden = q.shape()[1];
+        Heads {
+            batch: bias.shape()[0],
+            seq_len: bias.shape()[3],
+            heads,
+            d: hidden / heads,
+        }
     }
 
     // ---- residual + layer norm ---------------------------------------
@@ -512,6 +778,22 @@ mod flex {
         fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, bf16: bool) -> FlexTensor {
             linear_forward(&dense(x), &dense(weight), &dense(bias), bf16)
         }
+
+        fn attention(
+            q: FlexTensor,
+            k: FlexTensor,
+            v: FlexTensor,
+            bias: FlexTensor,
+            heads: usize,
+            scale: f32,
+            mask: Mask,
+        ) -> FlexTensor {
+            let shape = heads_of(&q, &bias, heads);
+            let (q, k, v, bias) = (dense(q), dense(k), dense(v), dense(bias));
+            let qkv = [values(&q), values(&k), values(&v)];
+            let (context, _) = sdpa_forward(qkv, values(&bias), shape, scale, mask);
+            tensor(context, q.shape())
+        }
     }
 
     #[derive(Debug)]
@@ -600,6 +882,24 @@ mod flex {
         }
     }
 
+    #[derive(Debug)]
+    struct SdpaBackward;
+
+    impl Backward<Flex, 3> for SdpaBackward {
+        type State = SdpaState;
+
+        fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = dense(grads.consume::<Flex>(&ops.node));
+            let shape = grad.shape();
+            let gradients = sdpa_backward(values(&grad), &ops.state);
+            for (node, g) in ops.parents.into_iter().zip(gradients) {
+                if let Some(node) = node {
+                    grads.register::<Flex>(node.id, tensor(g, shape.clone()));
+                }
+            }
+        }
+    }
+
     impl<C: CheckpointStrategy> Fused for Autodiff<Flex, C> {
         fn attention_probs(
             scores: FloatTensor<Self>,
@@ -653,6 +953,42 @@ mod flex {
             match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
                 OpsKind::Tracked(prep) => prep.finish(x.clone(), gelu_forward(x)),
                 OpsKind::UnTracked(prep) => prep.finish(gelu_forward(x)),
+            }
+        }
+
+        fn attention(
+            q: FloatTensor<Self>,
+            k: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            heads: usize,
+            scale: f32,
+            mask: Mask,
+        ) -> FloatTensor<Self> {
+            let nodes = [q.node(), k.node(), v.node()];
+            let qkv = [q, k, v].map(|t| dense(t.into_primitive()));
+            let bias = dense(bias.into_primitive());
+            let shape = heads_of(&qkv[0], &bias, heads);
+            let (context, probs) = sdpa_forward(
+                qkv.each_ref().map(values),
+                values(&bias),
+                shape,
+                scale,
+                mask,
+            );
+            let context = tensor(context, qkv[0].shape());
+            match SdpaBackward.prepare::<C>(nodes).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(
+                    SdpaState {
+                        qkv,
+                        probs,
+                        shape,
+                        scale,
+                        mask,
+                    },
+                    context,
+                ),
+                OpsKind::UnTracked(prep) => prep.finish(context),
             }
         }
 
@@ -1081,6 +1417,51 @@ mod tests {
         });
         assert_eq!(writes, [("attention forward", true)]);
         assert_close("attention inference", &ours, &reference, 2e-6);
+    }
+
+    #[test]
+    fn attention_matches_the_composed_heads_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        // Ragged sequences (around the 16-lane width), padding keys in the
+        // second sequence, heads narrower and wider than a vector.
+        for (batch, seq_len, heads, d) in [(3, 19, 4, 8), (2, 33, 2, 24), (1, 1, 3, 5)] {
+            let hidden = heads * d;
+            let rows = batch * seq_len;
+            let qkv: Vec<Tensor<2>> = (0..3).map(|_| random([rows, hidden], &device)).collect();
+            let mask = Tensor::<1, burn::tensor::Int>::from_ints(
+                (0..batch * seq_len)
+                    .map(|i| i64::from(i / seq_len != 1 || i % seq_len < seq_len.div_ceil(2)))
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                &device,
+            )
+            .reshape([batch, seq_len]);
+            let bias = crate::attention::mask_bias(mask);
+            let scale = 1.0 / (d as f64).sqrt();
+            for p in [0.0, 0.1] {
+                let dropout = DropoutConfig::new(p).init();
+                let three = |t: &[Tensor<2>]| [t[0].clone(), t[1].clone(), t[2].clone()];
+                compare(
+                    &format!("attention {batch}×{seq_len}, {heads} heads of {d} (p = {p})"),
+                    &qkv,
+                    |t| attention(three(t), bias.clone(), heads, &dropout),
+                    |t| attention_composed(three(t), bias.clone(), heads, scale, &dropout),
+                    2e-5,
+                );
+            }
+            // Inference: the same without autodiff.
+            let plain = Device::flex();
+            let qkv: Vec<Tensor<2>> = qkv
+                .iter()
+                .map(|t| Tensor::from_data(t.to_data(), &plain))
+                .collect();
+            let bias = Tensor::<4>::from_data(bias.to_data(), &plain);
+            let dropout = DropoutConfig::new(0.1).init();
+            let three = [qkv[0].clone(), qkv[1].clone(), qkv[2].clone()];
+            let ours = vec(attention(three.clone(), bias.clone(), heads, &dropout));
+            let theirs = vec(attention_composed(three, bias, heads, scale, &dropout));
+            assert_close("attention inference", &ours, &theirs, 2e-5);
+        }
     }
 
     #[test]
