@@ -28,9 +28,11 @@
 //! accumulation, which is what PyTorch's `autocast(dtype=bfloat16)` does
 //! for a Linear on the CPU: on AMX tiles (`TDPBF16PS`, where the CPU has
 //! AMX-BF16 and Linux grants this process the tile state: the default
-//! there), on AVX-512F FMAs of the bf16 values widened to f32 (the default
-//! elsewhere: faster than `vdpbf16ps` on the Xeon measured, see
-//! [`Isa::detect_bf16`]) or AVX512-BF16 `vdpbf16ps`. Every kernel forms the
+//! there), on AVX512-BF16 `vdpbf16ps` (the default on AMD CPUs that have
+//! it: twice as fast as the FMA kernel on the Zen 4 EPYC measured) or on
+//! AVX-512F FMAs of the bf16 values widened to f32 (the default elsewhere:
+//! faster than `vdpbf16ps` on the Xeon measured; see
+//! [`Isa::detect_bf16`]). Every kernel forms the
 //! same products (a bf16 × bf16 product is exact in f32); only the order
 //! of the f32 additions differs.
 //!
@@ -105,14 +107,21 @@ impl Isa {
     }
 
     /// The instruction set for bf16 products: AMX tiles where the CPU has
-    /// AMX-BF16 and Linux grants the tile state, else AVX-512F FMAs on
-    /// widened bf16 values where the CPU has AVX-512, unless
-    /// [`KERNELS_ENV`] is `scalar`, `fma` (the FMA kernel even with AMX) or
-    /// `dpbf16` (then `vdpbf16ps` where the CPU has AVX512-BF16). On a
-    /// Sapphire Rapids-class Xeon the FMA kernel ran 1.5× faster than
-    /// `vdpbf16ps` (which issues at half the FMA rate there: 131 against 81
-    /// GFLOP/s on 64×384·384, 2 threads); AMX, where the VM exposes it,
-    /// runs several times faster than either.
+    /// AMX-BF16 and Linux grants the tile state; else AVX512-BF16
+    /// `vdpbf16ps` on AMD CPUs that have it; else AVX-512F FMAs on widened
+    /// bf16 values where the CPU has AVX-512; unless [`KERNELS_ENV`] is
+    /// `scalar`, `fma` (the FMA kernel even with AMX or `vdpbf16ps`) or
+    /// `dpbf16` (`vdpbf16ps` wherever the CPU has AVX512-BF16).
+    ///
+    /// Which AVX-512 kernel is faster depends on the core: on a Sapphire
+    /// Rapids-class Xeon the FMA kernel ran 1.5× faster than `vdpbf16ps`
+    /// (which issues at half the FMA rate there: 131 against 81 GFLOP/s on
+    /// 64×384·384, 2 threads), while on an AMD EPYC (Zen 4) `vdpbf16ps`,
+    /// two multiply-adds per lane at the FMA's rate, ran 2.0× faster than
+    /// the FMA kernel (2048³ on 2 threads: 41.9 against 82.4 ms). AMX,
+    /// where the VM exposes it, runs several times faster than either. The
+    /// choice is fixed per machine (no timing at run time), so one machine
+    /// gives the same bits from run to run.
     pub fn detect_bf16() -> Isa {
         if forced_scalar() {
             return Isa::Scalar;
@@ -126,6 +135,9 @@ impl Isa {
             }
             if !forced("fma") && x86::has_amx_bf16() {
                 return Isa::AmxBf16;
+            }
+            if !forced("fma") && x86::has_bf16() && x86::is_amd() {
+                return Isa::Avx512Bf16;
             }
             if x86::has_avx512f() {
                 return Isa::Avx512Fma;

@@ -27,6 +27,16 @@ pub(crate) fn has_bf16() -> bool {
         && is_x86_feature_detected!("avx512bf16")
 }
 
+/// Whether the CPU is AMD's (CPUID leaf 0's vendor string `AuthenticAMD`).
+pub(crate) fn is_amd() -> bool {
+    let leaf = __cpuid(0);
+    let vendor: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
+        .iter()
+        .flat_map(|r| r.to_le_bytes())
+        .collect();
+    vendor == b"AuthenticAMD"
+}
+
 /// As [`crate::scalar::i8_microkernel`], on VNNI.
 pub(crate) fn i8_microkernel(
     rows: usize,
