@@ -359,15 +359,33 @@ impl PackedBf16 {
                 }
                 for (r, acc) in acc.iter().enumerate().take(mr) {
                     let o = &mut out[(r0 + r) * n + c0..(r0 + r) * n + c0 + cols];
-                    match bias {
-                        Some(b) => {
-                            for ((o, &a), &b) in o.iter_mut().zip(acc).zip(&b[c0..c0 + cols]) {
-                                *o = a + b;
-                            }
-                        }
-                        None => o.copy_from_slice(&acc[..cols]),
-                    }
+                    let bias = bias.map(|b| &b[c0..c0 + cols]);
+                    // At AVX-512 width where the CPU has it: at SSE2 width
+                    // this store was ≈ 7% of a bf16 MiniLM batch.
+                    #[cfg(target_arch = "x86_64")]
+                    crate::x86::add_bias(o, acc, bias);
+                    #[cfg(not(target_arch = "x86_64"))]
+                    add_bias_plain(o, acc, bias);
                 }
+            }
+        }
+    }
+}
+
+/// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
+/// `out.len()` values, inlined into each compiled version of the store
+/// that ends a block.
+#[inline(always)]
+pub(crate) fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
+    match bias {
+        Some(b) => {
+            for ((o, &a), &b) in out.iter_mut().zip(acc).zip(b) {
+                *o = a + b;
+            }
+        }
+        None => {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = a;
             }
         }
     }

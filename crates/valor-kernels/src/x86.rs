@@ -522,23 +522,7 @@ avx512_version! {
 avx512_version! {
     /// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
     /// `out.len()` values.
-    fn add_bias / add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) = add_bias_plain
-}
-
-#[inline(always)]
-fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
-    match bias {
-        Some(b) => {
-            for ((o, &a), &b) in out.iter_mut().zip(acc).zip(b) {
-                *o = a + b;
-            }
-        }
-        None => {
-            for (o, &a) in out.iter_mut().zip(acc) {
-                *o = a;
-            }
-        }
-    }
+    fn add_bias / add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) = crate::bf16::add_bias_plain
 }
 
 avx512_version! {
