@@ -297,7 +297,7 @@ fn model_workloads(ctx: &Ctx) -> Vec<Workload> {
         w.push(Workload {
             name: "matmul_bf16_peak".into(),
             what: format!(
-                "bf16 GEMM {n}×{n}·{n}×{n} through valor-kernels' packed bf16 weight (AMX where the CPU and Linux allow it, else AVX-512 FMAs; the activations rounded per call, as `--precision bf16`): the bf16 rows' peak (its % column is of the fp32 peak)"
+                "bf16 GEMM {n}×{n}·{n}×{n} through valor-kernels' packed bf16 weight (AMX where the CPU and Linux allow it, else `vdpbf16ps` on AMD CPUs with AVX512-BF16, else AVX-512 FMAs; the activations rounded per call, as `--precision bf16`): the bf16 rows' peak (its % column is of the fp32 peak)"
             ),
             valor: crit("valor-bert", "model", &format!("matmul/bf16_packed_{n}")),
             quick: false,
