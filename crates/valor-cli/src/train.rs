@@ -250,6 +250,13 @@ pub struct TrainArgs {
     /// fine-tuning].
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
+    /// Also evaluate on validation every N optimizer steps, not only at
+    /// each epoch's end: each evaluation is a candidate for the tested
+    /// model (--select-metric; under --constraint, among those that meet
+    /// the constraints' margins), checkpointed when it becomes the best;
+    /// --patience still counts epochs [default: at epoch ends only].
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
     /// Checkpoints to keep besides the best one, which is never deleted
     /// [default: 2].
     #[arg(long, value_name = "N")]
@@ -405,6 +412,7 @@ impl TrainArgs {
             ("--patience", self.patience.is_some()),
             ("--min-delta", self.min_delta.is_some()),
             ("--checkpoint-every", self.checkpoint_every.is_some()),
+            ("--eval-every", self.eval_every.is_some()),
             ("--keep-last", self.keep_last.is_some()),
             ("--backend", self.backend.is_some()),
             ("--precision", self.precision.is_some()),
@@ -639,6 +647,9 @@ impl TrainArgs {
         if let Some(n) = self.checkpoint_every {
             c.checkpoint_every = (n > 0).then_some(n);
         }
+        if self.eval_every.is_some() {
+            c.eval_every = self.eval_every;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -754,7 +765,7 @@ impl Observer for CliObserver {
                     );
                 }
             }
-            Event::EpochEnded { record } => {
+            Event::EpochEnded { record } | Event::Evaluated { record } => {
                 let valid = match &record.valid {
                     Some(v) => format!(
                         "valid loss {:.4}, accuracy {:.3}, macro-F1 {:.3}, balanced accuracy {:.3}, selection-rate gap {}, equalized-odds gap {}",
@@ -768,10 +779,28 @@ impl Observer for CliObserver {
                     None => "no validation split".into(),
                 };
                 let best = if record.best { " *" } else { "" };
+                let at = if record.event == "epoch" {
+                    format!("epoch {}", record.epoch)
+                } else {
+                    format!("epoch {}, step {}", record.epoch, record.step)
+                };
+                let gaps: String = record
+                    .constraints
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "; {} ({}) {} margin {}",
+                            c.constraint,
+                            c.group,
+                            fmt(c.gap),
+                            fmt(c.upper)
+                        )
+                    })
+                    .collect();
                 self.bars.suspend(|| {
                     eprintln!(
-                        "epoch {}: train loss {:.4} ({:.0} s); {valid}{best}",
-                        record.epoch, record.train_loss, record.epoch_seconds
+                        "{at}: train loss {:.4} ({:.0} s); {valid}{gaps}{best}",
+                        record.train_loss, record.epoch_seconds
                     )
                 });
             }
@@ -868,9 +897,12 @@ fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {
         format!("selection-rate gap ({group})"),
         format!("equalized-odds gap ({group})"),
     );
+    let at_step = r
+        .best_step
+        .map_or(String::new(), |s| format!(" (step {s})"));
     writeln!(
         out,
-        "test set ({} rows), best epoch {}:",
+        "test set ({} rows), best epoch {}{at_step}:",
         r.test.rows,
         r.best_epoch.map_or("n/a".into(), |e| e.to_string())
     )?;

@@ -33,13 +33,14 @@ const VERSION: u32 = 1;
 /// Prefix of the temporary files Valor writes before renaming them.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
-/// The best epoch so far, by the selection metric.
+/// The best model so far, by the selection metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
-    /// 0-based epoch.
+    /// 0-based epoch it was evaluated in.
     pub epoch: usize,
     pub value: f64,
-    /// File name of the checkpoint written at the end of that epoch.
+    /// File name of its checkpoint (written at the end of that epoch, or at
+    /// its evaluation within the epoch).
     pub checkpoint: String,
     /// Constrained training: the largest excess of a validation margin
     /// over its bound (0 when every constraint holds). An epoch that meets
@@ -53,13 +54,15 @@ fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
 
-/// One epoch's line of `metrics.jsonl`.
+/// One evaluation's line of `metrics.jsonl`: `"event": "epoch"` at an
+/// epoch's end, `"eval"` within it (`eval_every`; the training means are
+/// then the epoch's so far).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub event: String,
     /// 1-based epoch.
     pub epoch: usize,
-    /// Optimizer steps done at the end of the epoch.
+    /// Optimizer steps done at the evaluation.
     pub step: u64,
     pub lr: f64,
     /// Mean objective per example (weighted cross-entropy + λ · penalty).
@@ -70,8 +73,9 @@ pub struct EpochRecord {
     pub train_penalty: Option<f64>,
     /// The validation metrics (absent without a validation split).
     pub valid: Option<EvalMetrics>,
-    /// Whether this epoch is the best so far.
+    /// Whether this evaluation's model is the best so far.
     pub best: bool,
+    /// Seconds of the epoch so far.
     pub epoch_seconds: f64,
     /// Constrained training: each constraint on each fairness group column
     /// on validation, with its selection margin.

@@ -521,6 +521,11 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many optimizer steps (and at the end
     /// of every epoch).
     pub checkpoint_every: Option<u64>,
+    /// Also evaluate on validation every this many optimizer steps, not
+    /// only at each epoch's end: each evaluation is a candidate for the
+    /// best model (a checkpoint is written when it becomes the best).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<u64>,
     /// Checkpoints to keep besides the best one (at least 1).
     pub keep_last: usize,
     /// Buckets of this many batches are sorted by length to cut padding.
@@ -601,6 +606,7 @@ impl TrainConfig {
             early_stopping_patience: None,
             early_stopping_min_delta: 0.0,
             checkpoint_every: Some(100),
+            eval_every: None,
             keep_last: 2,
             length_window_batches: 50,
             backend: Backend::Cpu,
@@ -752,6 +758,9 @@ impl TrainConfig {
         }
         if self.checkpoint_every == Some(0) {
             return Err(Error::config("checkpoint_every", "must be at least 1 step"));
+        }
+        if self.eval_every == Some(0) {
+            return Err(Error::config("eval_every", "must be at least 1 step"));
         }
         if self.early_stopping_patience == Some(0) {
             return Err(Error::config(

@@ -55,10 +55,12 @@ pub enum Event<'a> {
         loss: f64,
         lr: f64,
     },
-    /// Validation of the epoch is running.
+    /// Validation is running (at the epoch's end or within it).
     Evaluating { epoch: usize },
     /// An epoch ended (and was evaluated).
     EpochEnded { record: &'a EpochRecord },
+    /// An evaluation within an epoch (`eval_every`) is done.
+    Evaluated { record: &'a EpochRecord },
     /// A checkpoint was written.
     Checkpoint { path: &'a Path },
     /// The test split is being evaluated with the best model.

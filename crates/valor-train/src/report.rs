@@ -123,8 +123,12 @@ pub struct TrainReport {
     /// The group column of the summary's gaps (the first fairness group
     /// column; `test.gaps_by_group` has every column's).
     pub fairness_group: Option<String>,
-    /// 1-based epoch whose model was tested.
+    /// 1-based epoch whose model was tested (the epoch it was evaluated
+    /// in: at its end, or within it with `eval_every`).
     pub best_epoch: Option<usize>,
+    /// Optimizer steps of the tested model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_step: Option<u64>,
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub steps: u64,

@@ -48,6 +48,7 @@ fn help_lists_the_flags() {
         "--select-metric",
         "--patience",
         "--checkpoint-every",
+        "--eval-every",
         "--keep-last",
         "--backend",
         "--devices",
@@ -406,6 +407,10 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
         // proportional term and 1 of 3 with it; 0.1 met it on seeds 3–7.
         "--multiplier-lr",
         "0.1",
+        // About 90 steps an epoch: validation also at steps 40, 80, 120,
+        // … within the epochs, each a candidate for the tested model.
+        "--eval-every",
+        "40",
     ]);
     assert_eq!(code, 0, "{stderr}\n{stdout}");
     assert!(
@@ -502,13 +507,34 @@ fn constrained_training_meets_the_demographic_parity_bound_on_validation() {
     );
     assert!(gap <= upper && upper <= 0.05, "{valid}");
     assert_eq!(valid["level"], json!(0.8));
-    // The tested epoch's validation numbers are its metrics line's, and it
-    // is not a constant classifier (which meets any parity bound).
+    // Evaluations within the epochs, between their ends.
+    let evaluated: Vec<(&str, u64)> = lines
+        .iter()
+        .filter(|v| v["event"] == "eval" || v["event"] == "epoch")
+        .map(|v| (v["event"].as_str().unwrap(), v["step"].as_u64().unwrap()))
+        .collect();
+    let per_epoch = report_steps(&run) / 3;
+    let expected: Vec<(&str, u64)> = (1..=3 * per_epoch)
+        .filter_map(|step| {
+            if step % per_epoch == 0 {
+                Some(("epoch", step))
+            } else {
+                (step % 40 == 0).then_some(("eval", step))
+            }
+        })
+        .collect();
+    assert_eq!(evaluated, expected);
+    // The tested model's validation numbers are its metrics line's (the
+    // line of its step, an epoch's end or not), and it is not a constant
+    // classifier (which meets any parity bound).
     let best = report["best_epoch"].as_u64().unwrap();
+    let best_step = report["best_step"].as_u64().unwrap();
     let epoch = lines
         .iter()
-        .find(|v| v["event"] == "epoch" && v["epoch"] == json!(best))
+        .find(|v| (v["event"] == "epoch" || v["event"] == "eval") && v["step"] == json!(best_step))
         .unwrap();
+    assert_eq!(epoch["epoch"], json!(best));
+    assert_eq!(epoch["best"], json!(true));
     assert_eq!(&epoch["constraints"][0], valid);
     assert!((epoch["valid"]["selection_rate_gap"].as_f64().unwrap() - gap).abs() < 1e-12);
     let f1 = epoch["valid"]["macro_f1"].as_f64().unwrap();

@@ -1,8 +1,8 @@
 //! The loop over epochs and optimizer steps: gradients accumulated over a
 //! step's micro-batches, clipped, one AdamW update at the scheduled rate;
-//! checkpoints when due; at each epoch's end evaluation, the best-epoch
-//! bookkeeping and early stopping; at the end the best model tested,
-//! exported and reported.
+//! checkpoints when due; evaluation at each epoch's end (and every
+//! `eval_every` steps), the best-model bookkeeping and early stopping; at
+//! the end the best model tested, exported and reported.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -114,14 +114,23 @@ pub(super) fn run_loop(
             if control == Control::Stop {
                 return Ok(Outcome::Stopped { step: state.step });
             }
-            let due = config
-                .checkpoint_every
-                .is_some_and(|n| state.step.is_multiple_of(n));
-            if due && state.batches_done < batches {
+            if state.batches_done == batches {
+                continue;
+            }
+            let due = |every: Option<u64>| every.is_some_and(|n| state.step.is_multiple_of(n));
+            let evaluate_now = due(config.eval_every) && ctx.valid.len() > 0;
+            let mut checkpoint_now = due(config.checkpoint_every);
+            if evaluate_now || checkpoint_now {
                 let now = Instant::now();
                 state.epoch_seconds += (now - clock).as_secs_f64();
                 state.train_seconds += (now - clock).as_secs_f64();
-                clock = now;
+                if evaluate_now {
+                    // A new best needs its checkpoint on disk.
+                    checkpoint_now |= evaluation_point(ctx, &model, &mut state, lr, observer)?;
+                }
+                clock = Instant::now();
+            }
+            if checkpoint_now {
                 last_checkpoint = Some(save_checkpoint(ctx, &model, &optim, &state, observer)?);
             }
         }
@@ -237,7 +246,7 @@ fn clip_gradients(
 }
 
 /// End of an epoch: evaluate on validation, record whether it is the best
-/// epoch so far, append its line to `metrics.jsonl`, decide on early
+/// model so far, append its line to `metrics.jsonl`, decide on early
 /// stopping, and start the next epoch's counters (the caller checkpoints).
 fn end_epoch(
     ctx: &Context,
@@ -249,60 +258,18 @@ fn end_epoch(
 ) -> Result<()> {
     let config = &ctx.config;
     let epoch = state.epoch;
-    observer.on_event(&Event::Evaluating { epoch });
-    let (valid, constraints) = if ctx.valid.len() > 0 {
-        let counts = evaluate(ctx, &model.valid(), &ctx.valid, false)?;
-        let checks = if !ctx.constrained() {
-            Vec::new()
-        } else {
-            constrained::checks(ctx, &counts, true, mix(config.seed, epoch as u64))
-        };
-        (Some(counts.metrics()), checks)
-    } else {
-        (None, Vec::new())
-    };
-    let violation = if !ctx.constrained() {
-        0.0
-    } else if valid.is_none() {
-        // No validation split: nothing can show the constraints hold.
-        1.0
-    } else {
-        constrained::violation(&constraints)
-    };
     let now = Instant::now();
     state.epoch_seconds += (now - clock).as_secs_f64();
     state.train_seconds += (now - clock).as_secs_f64();
-    let improved = improves(config, valid.as_ref(), violation, state.best.as_ref());
-    if improved {
-        let value = valid.as_ref().map_or(f64::NAN, |m| select_value(config, m));
-        state.best = Some(Best {
-            epoch,
-            value,
-            checkpoint: checkpoint_name(state.step),
-            violation,
-        });
+    let record = validation_record(ctx, model, state, lr, "epoch", observer)?;
+    // Patience counts epochs: one whose evaluations (at its end or within
+    // it, `eval_every`) found a new best is not a bad one.
+    if state.best.as_ref().is_some_and(|b| b.epoch == epoch) {
         state.bad_epochs = 0;
     } else {
         state.bad_epochs += 1;
     }
-    let examples = state.epoch_examples.max(1) as f64;
-    let record = EpochRecord {
-        event: "epoch".into(),
-        epoch: epoch + 1,
-        step: state.step,
-        lr,
-        train_loss: state.epoch_objective_sum / examples,
-        train_cross_entropy: state.epoch_cross_entropy_sum / examples,
-        train_penalty: (state.epoch_penalty_rows > 0)
-            .then(|| state.epoch_penalty_sum / state.epoch_penalty_rows as f64),
-        valid,
-        best: improved,
-        epoch_seconds: state.epoch_seconds,
-        constraints,
-    };
-    state.metrics_len = append_line(&ctx.run.metrics(), &record)?;
     observer.on_event(&Event::EpochEnded { record: &record });
-    state.history.push(record);
     if config
         .early_stopping_patience
         .is_some_and(|p| state.bad_epochs >= p)
@@ -320,9 +287,100 @@ fn end_epoch(
     Ok(())
 }
 
-/// Whether an epoch with these validation metrics beats the best so far
-/// by the early-stopping margin (without validation every epoch does).
-/// With constraints, `violation` ranks first: an epoch that meets every
+/// An evaluation within an epoch (`eval_every`): the same validation,
+/// selection and `metrics.jsonl` line (`"event": "eval"`, the epoch's
+/// running means) as at an epoch's end. Returns whether it is the best
+/// model so far (the caller then checkpoints it).
+fn evaluation_point(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    state: &mut TrainState,
+    lr: f64,
+    observer: &mut dyn Observer,
+) -> Result<bool> {
+    let record = validation_record(ctx, model, state, lr, "eval", observer)?;
+    observer.on_event(&Event::Evaluated { record: &record });
+    Ok(record.best)
+}
+
+/// Evaluates the model after `state.step` steps on validation (with the
+/// constraints' selection margins), updates the best model so far and
+/// appends the evaluation's line (`event`) to `metrics.jsonl` and to the
+/// history.
+fn validation_record(
+    ctx: &Context,
+    model: &BertForSequenceClassification,
+    state: &mut TrainState,
+    lr: f64,
+    event: &str,
+    observer: &mut dyn Observer,
+) -> Result<EpochRecord> {
+    let config = &ctx.config;
+    let epoch = state.epoch;
+    observer.on_event(&Event::Evaluating { epoch });
+    let clock = Instant::now();
+    // The bootstrap's seed: the epoch at an epoch's end (as before
+    // evaluations within epochs existed), else the step.
+    let seed = if event == "epoch" {
+        mix(config.seed, epoch as u64)
+    } else {
+        mix(mix(config.seed, u64::MAX - 1), state.step)
+    };
+    let (valid, constraints) = if ctx.valid.len() > 0 {
+        let counts = evaluate(ctx, &model.valid(), &ctx.valid, false)?;
+        let checks = if !ctx.constrained() {
+            Vec::new()
+        } else {
+            constrained::checks(ctx, &counts, true, seed)
+        };
+        (Some(counts.metrics()), checks)
+    } else {
+        (None, Vec::new())
+    };
+    let violation = if !ctx.constrained() {
+        0.0
+    } else if valid.is_none() {
+        // No validation split: nothing can show the constraints hold.
+        1.0
+    } else {
+        constrained::violation(&constraints)
+    };
+    let seconds = clock.elapsed().as_secs_f64();
+    state.epoch_seconds += seconds;
+    state.train_seconds += seconds;
+    let improved = improves(config, valid.as_ref(), violation, state.best.as_ref());
+    if improved {
+        let value = valid.as_ref().map_or(f64::NAN, |m| select_value(config, m));
+        state.best = Some(Best {
+            epoch,
+            value,
+            checkpoint: checkpoint_name(state.step),
+            violation,
+        });
+    }
+    let examples = state.epoch_examples.max(1) as f64;
+    let record = EpochRecord {
+        event: event.into(),
+        epoch: epoch + 1,
+        step: state.step,
+        lr,
+        train_loss: state.epoch_objective_sum / examples,
+        train_cross_entropy: state.epoch_cross_entropy_sum / examples,
+        train_penalty: (state.epoch_penalty_rows > 0)
+            .then(|| state.epoch_penalty_sum / state.epoch_penalty_rows as f64),
+        valid,
+        best: improved,
+        epoch_seconds: state.epoch_seconds,
+        constraints,
+    };
+    state.metrics_len = append_line(&ctx.run.metrics(), &record)?;
+    state.history.push(record.clone());
+    Ok(record)
+}
+
+/// Whether a model with these validation metrics beats the best so far
+/// by the early-stopping margin (without validation every one does).
+/// With constraints, `violation` ranks first: a model that meets every
 /// constraint with its margin (0) beats one that does not, and among
 /// those that do not the smaller violation wins.
 fn improves(
@@ -406,9 +464,7 @@ fn finish(
     };
     let constraints = ctx.constrained().then(|| {
         let test = constrained::checks(ctx, &counts, false, mix(ctx.config.seed, u64::MAX));
-        let best_epoch = state.best.as_ref().map(|b| b.epoch);
-        let validation = best_epoch
-            .and_then(|e| state.history.iter().find(|r| r.epoch == e + 1))
+        let validation = best_record(state)
             .map(|r| r.constraints.clone())
             .unwrap_or_default();
         ConstraintsReport {
@@ -448,7 +504,8 @@ fn finish(
             .or(ctx.group_columns.first().map(|(n, _)| n))
             .cloned(),
         best_epoch: state.best.as_ref().map(|b| b.epoch + 1),
-        epochs_run: state.history.len(),
+        best_step: best_record(state).map(|r| r.step),
+        epochs_run: state.history.iter().filter(|r| r.event == "epoch").count(),
         stopped_early: state.stopped_early,
         steps: state.step,
         rows: ctx.provenance.rows,
@@ -468,6 +525,16 @@ fn finish(
     append_line(&ctx.run.metrics(), &line)?;
     observer.on_event(&Event::Finished { report: &report });
     Ok(Outcome::Finished(Box::new(report)))
+}
+
+/// The history's line of the best model's evaluation (the one whose
+/// checkpoint it names).
+fn best_record(state: &TrainState) -> Option<&EpochRecord> {
+    let best = state.best.as_ref()?;
+    state
+        .history
+        .iter()
+        .find(|r| checkpoint_name(r.step) == best.checkpoint)
 }
 
 /// Writes the best model as an HF folder (`model/`); a LoRA run writes its

@@ -1,13 +1,17 @@
 //! Checkpoint files on a real run: atomic (no partial or temporary files
-//! left), keep-last-N plus the best, and a run folder that is refused
-//! unless resumed or overwritten.
+//! left), keep-last-N plus the best, a run folder that is refused unless
+//! resumed or overwritten, and evaluations within epochs (`eval_every`)
+//! whose best model is the one checkpointed, exported and tested.
 
 use std::path::Path;
 
 use valor_train::checkpoint::{checkpoint_name, list_checkpoints, read_checkpoint};
 use valor_train::{Error, RunDir, SelectMetric, Silent, resume, train};
 
-use crate::common::{builtin_csv, small_config, temp_files};
+use crate::common::{
+    builtin_csv, checkpoint_weights, exported_weights, max_weight_diff, metrics_lines,
+    small_config, temp_files,
+};
 
 #[test]
 fn retention_keeps_last_n_and_the_best() {
@@ -84,4 +88,83 @@ fn nothing_to_resume_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = resume(dir.path(), &mut Silent).unwrap_err();
     assert!(err.to_string().contains("nothing to resume"), "{err}");
+}
+
+#[test]
+fn evaluations_within_epochs_are_candidates_for_the_tested_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = builtin_csv(dir.path(), 240);
+    let mut config = small_config(&data);
+    config.checkpoint_every = None;
+    config.keep_last = 1;
+    config.eval_every = Some(5);
+    let out = dir.path().join("run");
+    let report = train(&config, &out, false, &mut Silent)
+        .unwrap()
+        .report()
+        .cloned()
+        .unwrap();
+    // 12 optimizer steps an epoch: evaluations at steps 5, 10 and 15, 20
+    // within the epochs, none at an epoch's end (12, 24), which has its own.
+    let lines = metrics_lines(&out);
+    let evals: Vec<(String, u64, u64)> = lines
+        .iter()
+        .filter(|l| l["event"] == "eval" || l["event"] == "epoch")
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap().to_string(),
+                l["epoch"].as_u64().unwrap(),
+                l["step"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64, u64)> = [
+        ("eval", 1, 5),
+        ("eval", 1, 10),
+        ("epoch", 1, 12),
+        ("eval", 2, 15),
+        ("eval", 2, 20),
+        ("epoch", 2, 24),
+    ]
+    .iter()
+    .map(|&(e, ep, st)| (e.to_string(), ep, st))
+    .collect();
+    assert_eq!(evals, expected);
+    assert_eq!(report.epochs_run, 2);
+    // The best is the first evaluation with the highest validation
+    // macro-F1, wherever it fell, and the lines mark it.
+    let mut best: Option<(f64, u64, u64)> = None;
+    for l in lines.iter().filter(|l| l["valid"].is_object()) {
+        let v = l["valid"]["macro_f1"].as_f64().unwrap();
+        let improved = best.is_none_or(|(b, _, _)| v > b);
+        assert_eq!(l["best"].as_bool(), Some(improved), "{l}");
+        if improved {
+            best = Some((v, l["epoch"].as_u64().unwrap(), l["step"].as_u64().unwrap()));
+        }
+    }
+    let (_, best_epoch, best_step) = best.unwrap();
+    assert_eq!(report.best_step, Some(best_step));
+    assert_eq!(report.best_epoch, Some(best_epoch as usize));
+    // Its checkpoint outlives keep-last-1, and it is the model exported.
+    let run = RunDir::new(&out);
+    let best_ckpt = run.checkpoints().join(checkpoint_name(best_step));
+    assert!(best_ckpt.is_file(), "{} missing", best_ckpt.display());
+    let diff = max_weight_diff(
+        &checkpoint_weights(&out, &best_ckpt),
+        &exported_weights(&out),
+    );
+    assert!(
+        diff <= 1e-6,
+        "the exported model differs from the best checkpoint by {diff}"
+    );
+    // Only improving evaluations within an epoch write a checkpoint.
+    for (_, path) in list_checkpoints(&run.checkpoints()).unwrap() {
+        let state = read_checkpoint(&path).unwrap().state;
+        let at_epoch_end = state.batches_done == 0;
+        assert!(
+            at_epoch_end || state.step == best_step,
+            "checkpoint at step {}",
+            state.step
+        );
+    }
 }

@@ -74,12 +74,40 @@ pub fn latest_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
         .unwrap()
         .pop()
         .expect("a checkpoint");
-    let ckpt = read_checkpoint(&path).unwrap();
+    checkpoint_weights(run, &path)
+}
+
+/// Every parameter of the model in the checkpoint `path` of the run
+/// `run`, by HF name.
+pub fn checkpoint_weights(run: &Path, path: &Path) -> Vec<(String, Vec<f32>)> {
+    let dir = RunDir::new(run);
+    let ckpt = read_checkpoint(path).unwrap();
     let config = BertConfig::from_file(&dir.model_config()).unwrap();
     let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
     let model = valor_bert::with_device_rng(|| config.init_classifier(&device));
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(ckpt.model)).unwrap();
     let model = model.load_record(record);
+    hf_tensors(&model)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.values))
+        .collect()
+}
+
+/// Every parameter of the model a run exported (`model/`), by HF name.
+pub fn exported_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let device = valor_bert::device(valor_bert::Backend::Cpu).unwrap();
+    let (_, model, _) = valor_bert::load_hf(
+        &RunDir::new(run).model(),
+        &device,
+        valor_bert::LoadOptions {
+            num_labels: None,
+            head: None,
+            dropout: None,
+            init_seed: 0,
+        },
+    )
+    .unwrap();
     hf_tensors(&model)
         .unwrap()
         .into_iter()

@@ -56,6 +56,7 @@ fn assert_same_run(a: &Path, b: &Path) {
         serde_json::from_str(&std::fs::read_to_string(RunDir::new(b).report()).unwrap()).unwrap();
     assert_eq!(ra["summary"], rb["summary"]);
     assert_eq!(ra["best_epoch"], rb["best_epoch"]);
+    assert_eq!(ra["best_step"], rb["best_step"]);
     assert!(
         temp_files(b).is_empty(),
         "temporary files left: {:?}",
@@ -87,6 +88,31 @@ fn stopped_and_resumed_equals_uninterrupted() {
     assert!(!RunDir::new(&b).report().exists());
     let resumed = resume(&b, &mut Silent).unwrap();
     assert!(resumed.report().is_some());
+    assert_same_run(&a, &b);
+}
+
+#[test]
+fn stopped_and_resumed_with_evaluations_within_epochs_equals_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = builtin_csv(dir.path(), 240);
+    let mut config = small_config(&data);
+    config.eval_every = Some(4);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train(&config, &a, false, &mut Silent).unwrap();
+    // Stop after step 17: past the evaluation at step 16 and the
+    // checkpoint at step 15, so the resumed run evaluates again at 20.
+    let stopped = train(&config, &b, false, &mut StopAfter { step: 17 }).unwrap();
+    assert!(
+        matches!(stopped, Outcome::Stopped { step: 17 }),
+        "{stopped:?}"
+    );
+    resume(&b, &mut Silent).unwrap();
+    let events: Vec<String> = metrics_lines(&b)
+        .iter()
+        .filter(|l| l["event"] == "eval")
+        .map(|l| l["step"].to_string())
+        .collect();
+    assert_eq!(events, ["4", "8", "16", "20"]);
     assert_same_run(&a, &b);
 }
 
