@@ -30,11 +30,8 @@ pub(crate) fn has_bf16() -> bool {
 /// Whether the CPU is AMD's (CPUID leaf 0's vendor string `AuthenticAMD`).
 pub(crate) fn is_amd() -> bool {
     let leaf = __cpuid(0);
-    let vendor: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
-        .iter()
-        .flat_map(|r| r.to_le_bytes())
-        .collect();
-    vendor == b"AuthenticAMD"
+    let word = |s: &[u8; 4]| u32::from_le_bytes(*s);
+    (leaf.ebx, leaf.edx, leaf.ecx) == (word(b"Auth"), word(b"enti"), word(b"cAMD"))
 }
 
 /// As [`crate::scalar::i8_microkernel`], on VNNI.
@@ -540,4 +537,21 @@ avx512_version! {
         scales: &[f32],
         bias: Option<&[f32]>
     ) = crate::int8::dequantize_plain
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// CPUID's vendor string read in place agrees with the kernel's
+    /// `/proc/cpuinfo` (which picks the bf16 kernel on AMD).
+    #[test]
+    fn amd_is_what_linux_says_the_vendor_is() {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+        let vendor = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("vendor_id"))
+            .and_then(|l| l.split(':').nth(1))
+            .map(str::trim)
+            .expect("a vendor_id line");
+        assert_eq!(super::is_amd(), vendor == "AuthenticAMD", "{vendor}");
+    }
 }
