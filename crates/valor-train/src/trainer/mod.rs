@@ -21,8 +21,9 @@
 //! step's examples; clip the
 //! global gradient norm; AdamW at the scheduled learning rate; checkpoint
 //! every `checkpoint_every` steps and at each epoch's end after evaluating
-//! the validation split; at the end, test the best epoch's model and write
-//! `report.json`.
+//! the validation split (also evaluated every `eval_every` steps, a new
+//! best checkpointed at once); at the end, test the best evaluated model
+//! and write `report.json`.
 //!
 //! Files: `prepare` turns a configuration into the loop's context,
 //! `step` is one optimizer step's arithmetic, `run_loop` the epochs,
