@@ -10,6 +10,10 @@ Writes, under --out:
   builtin/{train,valid,test}.csv  `valor data gen --rows 6000 --seed 1`, plus `label_bin`
                                   (`growth` or `rest`); rows dealt by a seeded permutation
                                   (numpy default_rng(7)) 70% / 10% / 20%.
+  builtin-valid1200/...           the same rows and permutation dealt 60% / 20% / 20%: the
+                                  same test rows and peer_train.csv, 600 of Valor's training
+                                  rows moved to validation (1,200 rows), for bounds that 600
+                                  validation rows resolve poorly (`valor train` warns).
   adult/{train,valid,test}.csv    UCI Adult: train and valid drawn without overlap from
                                   adult.data (8,000 and 2,000 rows), test from adult.test
                                   (5,000 rows), numpy default_rng(7); columns with `_` for `-`,
@@ -33,11 +37,13 @@ ADULT_COLUMNS = [
 ]
 
 
-def write_splits(out, train, valid, test):
+def write_splits(out, train, valid, test, peer=None):
+    """`peer`: the peer's training rows (default train + valid, in that order)."""
     os.makedirs(out, exist_ok=True)
     for name, frame in [("train", train), ("valid", valid), ("test", test)]:
         frame.to_csv(os.path.join(out, f"{name}.csv"), index=False)
-    pd.concat([train, valid]).to_csv(os.path.join(out, "peer_train.csv"), index=False)
+    peer = pd.concat([train, valid]) if peer is None else peer
+    peer.to_csv(os.path.join(out, "peer_train.csv"), index=False)
     # The same rows in one file with a split column (`valor train --split-col split`).
     pd.concat([train.assign(split="train"), valid.assign(split="valid"),
                test.assign(split="test")]).to_csv(os.path.join(out, "all.csv"), index=False)
@@ -51,9 +57,15 @@ def builtin(valor, out):
     data = pd.read_csv(raw, dtype=str, keep_default_na=False)
     data["label_bin"] = np.where(data["label"] == "growth", "growth", "rest")
     order = np.random.default_rng(7).permutation(len(data))
-    n_train, n_valid = int(0.7 * len(data)), int(0.1 * len(data))
-    parts = np.split(order, [n_train, n_train + n_valid])
-    write_splits(os.path.join(out, "builtin"), *(data.iloc[np.sort(p)] for p in parts))
+    peer = None
+    for name, train_share, valid_share in [("builtin", 0.7, 0.1),
+                                           ("builtin-valid1200", 0.6, 0.2)]:
+        n_train, n_valid = int(train_share * len(data)), int(valid_share * len(data))
+        train, valid, test = (data.iloc[np.sort(p)]
+                              for p in np.split(order, [n_train, n_train + n_valid]))
+        # The peer trains on the same rows in the same order for both layouts.
+        peer = pd.concat([train, valid]) if peer is None else peer
+        write_splits(os.path.join(out, name), train, valid, test, peer)
 
 
 def adult(folder, out):

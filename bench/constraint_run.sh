@@ -4,7 +4,9 @@
 #
 #   bench/constraint_run.sh VALOR DATA_DIR OUT_DIR TASK SEED [CONSTRAINT BOUND]
 #
-# TASK: builtin-bin (label_bin, rest/growth, by gender, text), builtin-3 (label, 3 classes, by
+# TASK: builtin-bin (label_bin, rest/growth, by gender, text), builtin-bin-v1200 (the same
+# with 1,200 validation rows taken from Valor's training rows; the same test rows and peer
+# rows), builtin-3 (label, 3 classes, by
 # gender, text; no peer), adult (income, <=50K/>50K, by sex, tabular features serialised as
 # text by `--feature`; the peer one-hot encodes and standardises the same columns).
 # CONSTRAINT: demographic_parity or equalized_odds; none given = the unconstrained run.
@@ -19,8 +21,9 @@ run="$out/$name"
 mkdir -p "$out"
 
 case $task in
-  builtin-bin)
+  builtin-bin|builtin-bin-v1200)
     dir=$data/builtin
+    [ "$task" = builtin-bin-v1200 ] && dir=$data/builtin-valid1200
     cols=(--text-col text --label-col label_bin --labels rest,growth --group gender --id-col id)
     peer=(--label-col label_bin --positive growth --group gender --text-col text) ;;
   builtin-3)

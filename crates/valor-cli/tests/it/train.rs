@@ -604,8 +604,9 @@ fn unmet_or_malformed_constraints_are_reported() {
     assert_eq!(names.len(), 9 * pairs);
 
     // 60 validation rows cannot resolve a parity bound of 0.05 (about
-    // 0.09 at 80% for groups of ~30): said at the start, naming the
-    // constraint, the column and the way out.
+    // 0.09 at 80% for groups of ~30), nor a true-positive-rate difference
+    // on a label's ~10 rows a group: said at the start, naming the
+    // constraint, the column, the rows and the way out.
     let run = tmp.path().join("unresolved");
     let (_, _, stderr) = crate::tiny_train(
         &data,
@@ -615,12 +616,16 @@ fn unmet_or_malformed_constraints_are_reported() {
             "0.6,0.3,0.1",
             "--constraint",
             "demographic_parity <= 0.05",
+            "--constraint",
+            "equal_opportunity <= 0.2",
         ],
     );
     for want in [
         "warning: demographic_parity <= 0.05 on gender: with ",
         "validation rows, the 80% validation margin lies about 0.",
         "give more validation rows or a lower --constraint-confidence",
+        "warning: equal_opportunity <= 0.2 on gender: with ",
+        "(true-positive rates; at a rate of 0.5, the widest)",
     ] {
         assert!(stderr.contains(want), "expected `{want}` in {stderr}");
     }

@@ -144,19 +144,27 @@ impl Setup {
     }
 }
 
-/// A warning for each demographic-parity (constraint, column) whose bound
-/// the validation rows cannot resolve: where, for some class and pair of
-/// groups, the selection margin of a difference of 0 already exceeds the
-/// bound ([`parity_resolution`], with the class's validation label share
-/// as the selection rate), even a fair model would likely miss the
-/// constraint on validation and the run exit 1; better to say so at the
-/// start.
+/// A warning for each (constraint, column) whose bound the validation rows
+/// resolve poorly. For every signed difference of the constraint, the
+/// selection margin of a difference of 0 ([`parity_resolution`]) is taken
+/// on the validation rows of its two groups in the difference's set (all
+/// rows for demographic parity, with the class's validation label share as
+/// the rate; the rows of one label, or of the others, for the true- and
+/// false-positive rates of the odds, at the widest rate, 0.5). Where the
+/// largest such margin exceeds the bound, even a fair model would likely
+/// miss the constraint on validation and the run exit 1; where it exceeds
+/// the room between the bound and the multipliers' training aim (`ratio ·
+/// bound`), only a model whose validation difference lies well under that
+/// aim can meet it, and selection is likely to fall back on a
+/// near-constant model (a label-conditioned rate measured on a few dozen
+/// rows a group). Better to say either at the start.
 pub(super) fn resolution_warnings(ctx: &Context) -> Vec<String> {
     if ctx.valid.len() == 0 {
         return Vec::new();
     }
     let k = ctx.labels.len();
-    let confidence = ctx.config.fairness.constrained.selection_confidence;
+    let settings = &ctx.config.fairness.constrained;
+    let confidence = settings.selection_confidence;
     let n = ctx.valid.len() as f64;
     let mut label_rows = vec![0usize; k];
     for l in &ctx.valid.data.labels {
@@ -164,43 +172,99 @@ pub(super) fn resolution_warnings(ctx: &Context) -> Vec<String> {
     }
     let mut warnings = Vec::new();
     for (ci, c) in ctx.config.fairness.constraints.iter().enumerate() {
-        if c.kind != ConstraintKind::DemographicParity {
-            continue;
-        }
         for (column, &gi) in ctx.fair_index.iter().enumerate() {
             let names = &ctx.group_columns[gi].1;
-            let mut group_rows = vec![0usize; names.len()];
-            for row in &ctx.valid.groups {
-                group_rows[row[gi] as usize] += 1;
+            // Validation rows per (group, true label).
+            let mut cells = vec![vec![0usize; k]; names.len()];
+            for (row, label) in ctx.valid.groups.iter().zip(&ctx.valid.data.labels) {
+                cells[row[gi] as usize][label.0 as usize] += 1;
             }
+            let rows_in = |g: usize, set: RowSet| -> usize {
+                (0..k)
+                    .filter(|&y| set.contains(y))
+                    .map(|y| cells[g][y])
+                    .sum()
+            };
             let worst = ctx
                 .constraints
                 .slots
                 .iter()
                 .filter(|s| s.constraint == ci && s.column == column)
                 .map(|s| {
-                    let rate = label_rows[s.term.class] as f64 / n;
-                    let (h, l) = (group_rows[s.term.high], group_rows[s.term.low]);
-                    (parity_resolution(rate, h, l, confidence), s.term, rate)
+                    let rate = match s.term.rows {
+                        RowSet::All => label_rows[s.term.class] as f64 / n,
+                        RowSet::Label(_) | RowSet::NotLabel(_) => 0.5,
+                    };
+                    let (h, l) = (
+                        rows_in(s.term.high, s.term.rows),
+                        rows_in(s.term.low, s.term.rows),
+                    );
+                    (
+                        parity_resolution(rate, h, l, confidence),
+                        s.term,
+                        rate,
+                        h,
+                        l,
+                    )
                 })
                 .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((margin, term, rate)) = worst
-                && margin > c.bound
-            {
-                warnings.push(format!(
-                    "{c} on {}: with {} {} and {} {} validation rows, the {:.0}% validation margin lies about {margin:.3} above a difference in the rate of predicting `{}` (a share of {rate:.2} of the validation labels), more than the bound: even a difference of 0 would likely miss it there, and a run none of whose epochs meets it exits 1; give more validation rows or a lower --constraint-confidence",
-                    ctx.fair_names[column],
-                    group_rows[term.high],
-                    names[term.high],
-                    group_rows[term.low],
-                    names[term.low],
-                    100.0 * confidence,
-                    ctx.labels[term.class],
-                ));
-            }
+            let Some((margin, term, rate, h, l)) = worst else {
+                continue;
+            };
+            let aim = settings.train_bound_ratio * c.bound;
+            let Some(consequence) = resolution_note(margin, c.bound, aim) else {
+                continue;
+            };
+            let class = &ctx.labels[term.class];
+            let (rows, difference) = match term.rows {
+                RowSet::All => (
+                    String::new(),
+                    format!(
+                        "the rate of predicting `{class}` (a share of {rate:.2} of the validation labels)"
+                    ),
+                ),
+                RowSet::Label(y) => (
+                    format!(" labelled `{}`", ctx.labels[y]),
+                    format!(
+                        "their rates of predicting `{class}` (true-positive rates; at a rate of 0.5, the widest)"
+                    ),
+                ),
+                RowSet::NotLabel(y) => (
+                    format!(" not labelled `{}`", ctx.labels[y]),
+                    format!(
+                        "their rates of predicting `{class}` (false-positive rates; at a rate of 0.5, the widest)"
+                    ),
+                ),
+            };
+            warnings.push(format!(
+                "{c} on {}: with {h} {} and {l} {} validation rows{rows}, the {:.0}% validation margin lies about {margin:.3} above a difference in {difference}, {consequence}; give more validation rows or a lower --constraint-confidence",
+                ctx.fair_names[column],
+                names[term.high],
+                names[term.low],
+                100.0 * confidence,
+            ));
         }
     }
     warnings
+}
+
+/// What a validation margin `margin` above a difference of 0 means for a
+/// constraint's `bound` when the multipliers aim at a difference of
+/// `aim`: a difference `d` meets the margin when `d + margin <= bound`, so
+/// `None` while the room that leaves, `bound − margin`, is at least the
+/// aim (a model that trains at its aim can meet it).
+fn resolution_note(margin: f64, bound: f64, aim: f64) -> Option<String> {
+    let room = bound - margin;
+    if room >= aim {
+        return None;
+    }
+    Some(if room < 0.0 {
+        "more than the bound: even a difference of 0 would likely miss it there, and a run none of whose evaluations meets it exits 1".to_string()
+    } else {
+        format!(
+            "leaving {room:.3} of the bound for the difference itself, under the {aim:.3} the multipliers aim at (--train-bound-ratio): only a model whose validation difference stays under {room:.3} meets it, and selection may fall back on a near-constant one"
+        )
+    })
 }
 
 /// The training rows held out for the constraint batches (sorted): in
@@ -587,6 +651,24 @@ pub(super) fn violation(checks: &[ConstraintCheck]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_margin_that_leaves_less_room_than_the_aim_is_noted() {
+        // Room 0.02 >= aim 0.015: a model at its aim meets the margin.
+        assert_eq!(resolution_note(0.03, 0.05, 0.015), None);
+        assert_eq!(resolution_note(0.034, 0.05, 0.015), None);
+        // Room 0.024 < aim 0.03 (equalized odds <= 0.10 on ~45 and ~97
+        // positive rows): said, with the room.
+        let note = resolution_note(0.076, 0.10, 0.03).unwrap();
+        assert!(note.starts_with("leaving 0.024 of the bound"), "{note}");
+        assert!(
+            note.contains("under the 0.030 the multipliers aim at"),
+            "{note}"
+        );
+        // A margin above the bound: no difference can meet it.
+        let note = resolution_note(0.027, 0.02, 0.006).unwrap();
+        assert!(note.starts_with("more than the bound"), "{note}");
+    }
 
     #[test]
     fn the_holdout_keeps_each_cells_share_and_is_seeded() {
