@@ -4,11 +4,11 @@
 #
 #   bench/constraint_run.sh VALOR DATA_DIR OUT_DIR TASK SEED [CONSTRAINT BOUND]
 #
-# TASK: builtin-bin (label_bin, rest/growth, by gender, text), builtin-bin-v1200 (the same
-# with 1,200 validation rows taken from Valor's training rows; the same test rows and peer
-# rows), builtin-3 (label, 3 classes, by
+# TASK: builtin-bin (label_bin, rest/growth, by gender, text), builtin-3 (label, 3 classes, by
 # gender, text; no peer), adult (income, <=50K/>50K, by sex, tabular features serialised as
-# text by `--feature`; the peer one-hot encodes and standardises the same columns).
+# text by `--feature`; the peer one-hot encodes and standardises the same columns). A built-in
+# task with `-v1200` (builtin-bin-v1200, builtin-3-v1200) reads builtin-valid1200/: the same
+# test rows and peer rows, 1,200 validation rows taken from Valor's training rows.
 # CONSTRAINT: demographic_parity or equalized_odds; none given = the unconstrained run.
 # Writes OUT_DIR/<task>-<constraint>-<bound>-s<seed>/ (Valor's run folder, report.json) and,
 # for binary tasks, .../peer.json. Extra `valor train` flags come from $VALOR_FLAGS.
@@ -23,10 +23,9 @@ mkdir -p "$out"
 case $task in
   builtin-bin|builtin-bin-v1200)
     dir=$data/builtin
-    [ "$task" = builtin-bin-v1200 ] && dir=$data/builtin-valid1200
     cols=(--text-col text --label-col label_bin --labels rest,growth --group gender --id-col id)
     peer=(--label-col label_bin --positive growth --group gender --text-col text) ;;
-  builtin-3)
+  builtin-3|builtin-3-v1200)
     dir=$data/builtin
     cols=(--text-col text --label-col label --group gender --id-col id)
     peer=() ;;
@@ -39,6 +38,7 @@ case $task in
     for f in "${features[@]}"; do cols+=(--feature "$f"); peer+=(--feature "$f"); done ;;
   *) echo "unknown task $task" >&2; exit 2 ;;
 esac
+[[ $task == *-v1200 ]] && dir=$data/builtin-valid1200
 
 flags=(--train "$dir/train.csv" --valid "$dir/valid.csv" --test "$dir/test.csv" "${cols[@]}"
        --seed "$seed" --out "$run" --overwrite --quiet --json)
