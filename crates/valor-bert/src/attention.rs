@@ -116,7 +116,7 @@ impl BertAttention {
         let qkv = match rows {
             None => Err(Box::new([q, k, v])),
             Some((sequences, bias)) => {
-                host::attention_rows([q, k, v], &sequences, bias, self.num_heads)
+                host::attention_rows([q, k, v], &sequences, bias, self.num_heads, false)
             }
         };
         let (context, probs) = match (qkv, layout.groups.as_slice(), &layout.unpad) {
@@ -148,6 +148,85 @@ impl BertAttention {
             &self.dropout,
         );
         (out, probs)
+    }
+
+    /// [`forward_layout`](Self::forward_layout)'s output at one row per
+    /// sequence, its first (`[CLS]`), `[batch, hidden]`: all a classifier's
+    /// pooler reads of the last layer. `first` holds those rows of `x`, in
+    /// sequence order. Keys and values are projected for every row; the
+    /// query, the attention, the output projection and the layer norm run
+    /// on the first rows alone. Equal to the full block at those rows up to
+    /// the order of floating-point sums. Where no first-row attention
+    /// applies (packed rows off the flex CPU device), the full block runs
+    /// and its first rows are taken. Dropout, when active, draws its masks
+    /// over the smaller tensors: training keeps the full block.
+    pub(crate) fn forward_first(
+        &self,
+        x: Tensor<2>,
+        layout: &Layout,
+        first: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let padded = matches!((layout.groups.as_slice(), &layout.unpad), ([_], None));
+        let on_rows =
+            !layout.sequences.is_empty() && host::is_flex(&x.device()) && !x.device().is_autodiff();
+        if !padded && !on_rows {
+            return self.forward_layout(x, layout, false).0.select(0, first);
+        }
+        let k = lora::linear(&self.key, x.clone());
+        let v = lora::linear(&self.value, x.clone());
+        let x_first = x.clone().select(0, first.clone());
+        let q = lora::linear(&self.query, x_first.clone());
+        let Some(context) = self.attend_first([q, k, v], layout) else {
+            return self.forward_layout(x, layout, false).0.select(0, first);
+        };
+        fused::residual_layer_norm(
+            lora::linear(&self.output, context),
+            x_first,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            &self.dropout,
+        )
+    }
+
+    /// The context of each sequence's first row, `[batch, hidden]`, from its
+    /// query `q` (`[batch, hidden]`) and every row's keys and values: on the
+    /// flex device without autodiff straight from the rows, on a padded
+    /// layout otherwise with burn's ops (autodiff: integrated gradients).
+    /// `None` on packed rows where the rows' kernel does not apply.
+    fn attend_first(&self, [q, k, v]: [Tensor<2>; 3], layout: &Layout) -> Option<Tensor<2>> {
+        let heads = self.num_heads;
+        let group = match (layout.groups.as_slice(), &layout.unpad) {
+            ([group], None) => Some(group),
+            _ => None,
+        };
+        let rows = match group {
+            _ if !layout.sequences.is_empty() => Some((layout.sequences.clone(), None)),
+            Some(g) => Some((
+                (0..g.batch).map(|b| (b * g.seq_len, g.seq_len)).collect(),
+                Some(g.bias.clone()),
+            )),
+            None => None,
+        };
+        let [q, k, v] = match rows {
+            Some((sequences, bias)) => {
+                match host::attention_rows([q, k, v], &sequences, bias, heads, true) {
+                    Ok(context) => return Some(context),
+                    Err(qkv) => *qkv,
+                }
+            }
+            None => [q, k, v],
+        };
+        let group = group?;
+        let (batch, seq_len) = (group.batch, group.seq_len);
+        let [_, hidden] = k.dims();
+        let d_head = hidden / heads;
+        let split = |t: Tensor<2>| t.reshape([batch, seq_len, heads, d_head]).swap_dims(1, 2);
+        let q = q.reshape([batch, 1, heads, d_head]).swap_dims(1, 2);
+        let scale = 1.0 / (d_head as f64).sqrt();
+        let scores = q.matmul(split(k).swap_dims(2, 3)).mul_scalar(scale) + group.bias.clone();
+        let probs = host::dropout(&self.attention_dropout, softmax(scores, 3));
+        let context = probs.matmul(split(v));
+        Some(context.swap_dims(1, 2).reshape([batch, hidden]))
     }
 
     /// Scaled dot-product attention of one padded group: `q`, `k`, `v` are

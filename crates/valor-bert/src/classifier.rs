@@ -8,10 +8,11 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::attention::mask_bias;
 use crate::config::BertConfig;
 use crate::input::BertInput;
 use crate::model::{BertModel, BertOutput, ForwardOptions, mean_pooled_embedding};
-use crate::packed::PackedInput;
+use crate::packed::{Layout, PackedInput};
 use crate::{host, init};
 
 /// BERT with a classification head over `num_labels` classes.
@@ -63,12 +64,19 @@ impl BertForSequenceClassification {
         }
     }
 
-    /// Logits `[batch, num_labels]`.
+    /// Logits `[batch, num_labels]`. Without autodiff (inference) the last
+    /// layer runs for the `[CLS]` rows alone, as in
+    /// [`logits_from_embeddings`](Self::logits_from_embeddings); with
+    /// autodiff (training) every row runs, so that dropout draws the same
+    /// masks whatever the head reads.
     pub fn forward(&self, input: BertInput) -> Tensor<2> {
         let emb = self
             .bert
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
+        if !emb.device().is_autodiff() {
+            return self.logits_from_embeddings(emb, input.attention_mask);
+        }
         let base =
             self.bert
                 .forward_from_embeddings(emb, input.attention_mask, ForwardOptions::default());
@@ -85,12 +93,31 @@ impl BertForSequenceClassification {
             input.token_type_ids.clone(),
             input.position_ids.clone(),
         );
-        let last = self.bert.encoder.forward_packed(emb, &input.layout);
-        let pooled = self
+        let last = self
             .bert
-            .pooler
-            .forward_first(last.select(0, input.first.clone()));
-        self.head(pooled)
+            .encoder
+            .forward_first(emb, &input.layout, input.first.clone());
+        self.head(self.bert.pooler.forward_first(last))
+    }
+
+    /// Logits `[batch, num_labels]` from an embeddings output `[batch,
+    /// seq_len, hidden]`: [`forward_from_embeddings`](Self::forward_from_embeddings)'s
+    /// logits, with the last layer computed for the `[CLS]` rows alone
+    /// (keys and values for every row), all the head reads. For integrated
+    /// gradients on a frozen model (with dropout active its masks would
+    /// differ from the full forward's).
+    pub fn logits_from_embeddings(
+        &self,
+        embeddings: Tensor<3>,
+        attention_mask: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let [batch, seq_len, hidden] = embeddings.dims();
+        let device = embeddings.device();
+        let layout = Layout::padded(batch, seq_len, mask_bias(attention_mask));
+        let first = Tensor::<1, Int>::arange_step(0..(batch * seq_len) as i64, seq_len, &device);
+        let rows = embeddings.reshape([batch * seq_len, hidden]);
+        let last = self.bert.encoder.forward_first(rows, &layout, first);
+        self.head(self.bert.pooler.forward_first(last))
     }
 
     /// Logits plus the pooled output, the sentence embedding and, on request,

@@ -10,7 +10,7 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
 use burn::tensor::activation::{gelu_approximate, relu, silu};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{Activation, BertConfig};
@@ -71,15 +71,30 @@ impl BertLayer {
         want_probs: bool,
     ) -> (Tensor<2>, Option<Tensor<4>>) {
         let (x, probs) = self.attention.forward_layout(x, layout, want_probs);
+        (self.feed_forward(x), probs)
+    }
+
+    /// The layer's output at each sequence's first row only, `[batch,
+    /// hidden]` (see [`BertAttention::forward_first`]).
+    pub(crate) fn forward_first(
+        &self,
+        x: Tensor<2>,
+        layout: &Layout,
+        first: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        self.feed_forward(self.attention.forward_first(x, layout, first))
+    }
+
+    /// The position-wise feed-forward block with its residual and layer norm.
+    fn feed_forward(&self, x: Tensor<2>) -> Tensor<2> {
         let inner = activate(self.activation, lora::linear(&self.intermediate, x.clone()));
-        let out = fused::residual_layer_norm(
+        fused::residual_layer_norm(
             lora::linear(&self.output, inner),
             x,
             &self.layer_norm,
             self.layer_norm_eps,
             &self.dropout,
-        );
-        (out, probs)
+        )
     }
 }
 
@@ -146,12 +161,26 @@ impl BertEncoder {
         }
     }
 
-    /// Packed rows `[tokens, hidden]` → the last layer's packed rows (see
-    /// [`crate::packed`]; no per-layer outputs or attention maps).
-    pub(crate) fn forward_packed(&self, mut x: Tensor<2>, layout: &Layout) -> Tensor<2> {
-        for layer in &self.layers {
+    /// Rows `[rows, hidden]` (padded or packed, see [`crate::packed`]; no
+    /// per-layer outputs or attention maps) → the last layer's output at
+    /// each sequence's first row, `first` (`[batch]`, in sequence order):
+    /// `[batch, hidden]`, what the pooler reads. Every layer but the last
+    /// runs on all rows; the last computes keys and values for all rows and
+    /// the rest for the first rows alone (≈ 5/6 of its products), which is
+    /// all a classification needs. For inference and integrated gradients
+    /// (dropout off); see [`BertAttention::forward_first`].
+    pub(crate) fn forward_first(
+        &self,
+        mut x: Tensor<2>,
+        layout: &Layout,
+        first: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let Some((last, rest)) = self.layers.split_last() else {
+            return x.select(0, first);
+        };
+        for layer in rest {
             x = layer.forward_layout(x, layout, false).0;
         }
-        x
+        last.forward_first(x, layout, first)
     }
 }

@@ -42,7 +42,10 @@ pub(crate) fn is_flex(device: &Device) -> bool {
 /// the padded slots of a `[batch, seq_len]` batch, each sequence
 /// `seq_len` rows). `bias`, for padded rows, is [`crate::attention::mask_bias`]'s
 /// `[batch, 1, 1, seq_len]`, one row per sequence, added to every score of
-/// the sequence's keys. Every head of every sequence runs on one thread,
+/// the sequence's keys. With `first_only`, `q` holds one row per sequence,
+/// the query of its first token (`[CLS]`), and the context comes back for
+/// those rows only (`[sequences, hidden]`): what the pooler reads of a
+/// classifier's last layer. Every head of every sequence runs on one thread,
 /// all of them side by side: its scores `q·kᵀ` (a product reading the
 /// head's columns in place) into a `len × len` scratch that stays in
 /// cache, `softmax(scale · scores + bias)` ([`kernels::softmax_rows`]),
@@ -56,15 +59,19 @@ pub(crate) fn attention_rows(
     sequences: &[(usize, usize)],
     bias: Option<Tensor<4>>,
     heads: usize,
+    first_only: bool,
 ) -> Result<Tensor<2>, Box<[Tensor<2>; 3]>> {
     let device = q.device();
-    let [tokens, hidden] = q.dims();
+    let [tokens, hidden] = k.dims();
+    let queries = if first_only { sequences.len() } else { tokens };
     let longest = sequences.iter().map(|s| s.1).max().unwrap_or(0);
     let applies = is_flex(&device)
         && !device.is_autodiff()
         && [&q, &k, &v]
             .iter()
-            .all(|t| t.dtype() == burn::tensor::DType::F32 && t.dims() == [tokens, hidden])
+            .all(|t| t.dtype() == burn::tensor::DType::F32)
+        && q.dims() == [queries, hidden]
+        && v.dims() == [tokens, hidden]
         && heads > 0
         && hidden % heads == 0
         && sequences.iter().map(|s| s.1).sum::<usize>() == tokens
@@ -90,49 +97,53 @@ pub(crate) fn attention_rows(
         let back = |data: TensorData| Tensor::from_data(data, &device);
         return Err(Box::new([back(qd), back(kd), back(vd)]));
     };
-    // Head-major `[heads, tokens, d]`, so each (head, sequence) writes one
-    // contiguous block; transposed to `[tokens, hidden]` at the end.
-    let mut by_head = vec![0f32; tokens * hidden];
+    // Head-major `[heads, queries, d]`, so each (head, sequence) writes one
+    // contiguous block; transposed to `[queries, hidden]` at the end.
+    let mut by_head = vec![0f32; queries * hidden];
     let mut items = Vec::with_capacity(heads * sequences.len());
-    for (h, block) in by_head.chunks_mut(tokens * d).enumerate() {
+    for (h, block) in by_head.chunks_mut(queries * d).enumerate() {
         let mut rest = block;
         for (s, &(first, len)) in sequences.iter().enumerate() {
-            let (mine, tail) = rest.split_at_mut(len * d);
-            items.push((h, s, first, len, mine));
+            // The sequence's query rows: all of them, or its first alone.
+            let (q_first, q_len) = if first_only { (s, 1) } else { (first, len) };
+            let (mine, tail) = rest.split_at_mut(q_len * d);
+            items.push((h, s, first, len, q_first, q_len, mine));
             rest = tail;
         }
     }
     let zeros = vec![0f32; longest];
-    items
-        .into_par_iter()
-        .for_each_init(Vec::new, |scores, (h, s, first, len, out)| {
-            scores.resize(len * len, 0.0);
-            let at = first * hidden + h * d;
-            let rows = |data| MatRef {
+    items.into_par_iter().for_each_init(
+        Vec::new,
+        |scores, (h, s, first, len, q_first, q_len, out)| {
+            scores.resize(q_len * len, 0.0);
+            let rows = |data, rows| MatRef {
                 data,
-                rows: len,
+                rows,
                 cols: d,
                 row_stride: hidden,
                 col_stride: 1,
             };
-            matmul_f32(scores, len, rows(&qs[at..] as &[f32]), rows(&ks[at..]).t())
+            let (q_at, at) = (q_first * hidden + h * d, first * hidden + h * d);
+            let q_rows = rows(&qs[q_at..] as &[f32], q_len);
+            matmul_f32(scores, len, q_rows, rows(&ks[at..], len).t())
                 .expect("the head's rows lie in q and k");
             let bias = bias.map_or(&zeros[..len], |b| &b[s * len..(s + 1) * len]);
-            kernels::softmax_rows(scores, bias, 0, len, len, scale);
-            let probs = MatRef::row_major(scores, len, len);
-            matmul_f32(out, d, probs, rows(&vs[at..])).expect("the head's rows lie in v");
-        });
-    let mut context = vec![0f32; tokens * hidden];
+            kernels::softmax_rows(scores, bias, 0, q_len, len, scale);
+            let probs = MatRef::row_major(scores, q_len, len);
+            matmul_f32(out, d, probs, rows(&vs[at..], len)).expect("the head's rows lie in v");
+        },
+    );
+    let mut context = vec![0f32; queries * hidden];
     context
         .par_chunks_mut(hidden)
         .enumerate()
         .for_each(|(t, row)| {
             for (h, part) in row.chunks_exact_mut(d).enumerate() {
-                part.copy_from_slice(&by_head[(h * tokens + t) * d..][..d]);
+                part.copy_from_slice(&by_head[(h * queries + t) * d..][..d]);
             }
         });
     Ok(Tensor::from_data(
-        TensorData::new(context, [tokens, hidden]),
+        TensorData::new(context, [queries, hidden]),
         &device,
     ))
 }
@@ -369,7 +380,23 @@ mod tests {
                     &device,
                 )
             });
-            let got = attention_rows([q, k, v], &sequences, bias_t, heads)
+            // The first tokens' queries alone: those rows of the full context.
+            let firsts: Vec<f32> = sequences
+                .iter()
+                .flat_map(|&(f, _)| qd[f * hidden..(f + 1) * hidden].to_vec())
+                .collect();
+            let q_first =
+                Tensor::<2>::from_data(TensorData::new(firsts, [sequences.len(), hidden]), &device);
+            let got_first = attention_rows(
+                [q_first, k.clone(), v.clone()],
+                &sequences,
+                bias_t.clone(),
+                heads,
+                true,
+            )
+            .unwrap_or_else(|_| panic!("runs on the flex device"))
+            .into_data();
+            let got = attention_rows([q, k, v], &sequences, bias_t, heads, false)
                 .unwrap_or_else(|_| panic!("runs on the flex device"))
                 .into_data();
             let want =
@@ -377,11 +404,22 @@ mod tests {
             for (i, (&g, &w)) in got.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
                 assert!((f64::from(g) - w).abs() < 2e-5, "value {i}: {g} vs {w}");
             }
+            let got_first = got_first.as_slice::<f32>().unwrap();
+            assert_eq!(got_first.len(), sequences.len() * hidden);
+            for (s, &(f, _)) in sequences.iter().enumerate() {
+                let want = &want[f * hidden..(f + 1) * hidden];
+                for (c, (&g, &w)) in got_first[s * hidden..].iter().zip(want).enumerate() {
+                    assert!(
+                        (f64::from(g) - w).abs() < 2e-5,
+                        "sequence {s}, column {c}: {g} vs {w}"
+                    );
+                }
+            }
         }
         // With autodiff the rows come back for burn's ops.
         let ad = Device::flex().autodiff();
         let t = Tensor::<2>::zeros([4, hidden], &ad);
-        assert!(attention_rows([t.clone(), t.clone(), t], &[(0, 4)], None, heads).is_err());
+        assert!(attention_rows([t.clone(), t.clone(), t], &[(0, 4)], None, heads, false).is_err());
     }
 
     #[test]

@@ -19,7 +19,6 @@ use burn::tensor::{Tensor, TensorData};
 use super::{TokenSequence, input_err, read};
 use crate::classifier::BertForSequenceClassification;
 use crate::error::Result;
-use crate::model::ForwardOptions;
 
 /// Quadrature rule for the path integral (Captum's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,11 +220,8 @@ pub fn integrated_gradients(
         .detach();
     let hidden = emb.dims()[2];
 
-    let logits_of = |e: Tensor<3>, rows: usize| {
-        model
-            .forward_from_embeddings(e, seq.mask_tensor(rows, &device), ForwardOptions::default())
-            .logits
-    };
+    let logits_of =
+        |e: Tensor<3>, rows: usize| model.logits_from_embeddings(e, seq.mask_tensor(rows, &device));
     let logits = read(logits_of(emb.clone(), 1), "logits")?;
     let classes = logits.len();
     let target = match target {
