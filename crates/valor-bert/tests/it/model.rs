@@ -384,6 +384,61 @@ fn bad_inputs_are_errors_not_panics() {
 }
 
 #[test]
+fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
+    // Inference (`forward` without autodiff, `forward_packed`) and
+    // integrated gradients (`logits_from_embeddings`) run the last layer for
+    // the [CLS] rows alone; `forward_full` runs every row. A padded batch,
+    // so the first rows attend past padding keys.
+    let device = common::device();
+    let config = small_config();
+    let model = small_model(&config, &device, 7);
+    let (input, _, mask) = small_batch(&device);
+    assert!(mask.iter().any(|m| m.contains(&0)), "the batch has padding");
+    let full = to_f64(
+        model
+            .forward_full(input.clone(), ForwardOptions::default())
+            .logits,
+    );
+    assert_all_close(
+        "forward, [CLS] rows of the last layer",
+        &to_f64(model.forward(input)),
+        &full,
+        Tolerance::abs(1e-5),
+    );
+
+    let device = device.autodiff();
+    let model = small_model(&config, &device, 13).freeze();
+    let (input, _, _) = small_batch(&device);
+    let emb = model
+        .embed(input.input_ids.clone(), input.token_type_ids.clone())
+        .detach();
+    let run = |first_rows: bool| {
+        let x = emb.clone().require_grad();
+        let mask = input.attention_mask.clone();
+        let logits = if first_rows {
+            model.logits_from_embeddings(x.clone(), mask)
+        } else {
+            model
+                .forward_from_embeddings(x.clone(), mask, ForwardOptions::default())
+                .logits
+        };
+        let grads = logits.clone().slice([0..4, 1..2]).sum().backward();
+        let grad = x.grad(&grads).expect("a gradient for the embeddings");
+        let [b, s, h] = grad.dims();
+        (to_f64(logits), to_f64(grad.reshape([b * s, h])))
+    };
+    let ((logits, grad), (full_logits, full_grad)) = (run(true), run(false));
+    assert_all_close("logits", &logits, &full_logits, Tolerance::abs(1e-5));
+    assert!(full_grad.iter().any(|g| g.abs() > 1e-3), "a gradient to compare");
+    assert_all_close(
+        "gradients with respect to the embeddings",
+        &grad,
+        &full_grad,
+        Tolerance::abs(1e-5),
+    );
+}
+
+#[test]
 fn gradients_with_respect_to_embeddings_match_finite_differences() {
     // The integrated-gradients recipe: a frozen model on an autodiff
     // device, gradients of one logit with respect to the embeddings output.
