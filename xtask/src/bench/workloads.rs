@@ -95,7 +95,11 @@ pub(crate) const BASE: Geometry = Geometry {
 /// token the Q, K, V, output and two feed-forward matmuls (2·(4h² + 2hi))
 /// plus attention scores and context (2·2·seq·h). Embedding look-ups, layer
 /// norms, softmax and the head are left out (< 1%). A training step counts
-/// 3× (backward ≈ 2× forward), the usual MFU convention.
+/// 3× (backward ≈ 2× forward), the usual MFU convention. These are the full
+/// encoder's products, what the peer computes: Valor's inference and
+/// integrated gradients skip most of the last layer for rows other than
+/// `[CLS]` (≈ 14% of MiniLM's products), so their GFLOP/s is a rate of
+/// equivalent work, and can read above the GEMM peak.
 pub(crate) fn bert_flops(g: Geometry, seq: usize, batch: usize) -> f64 {
     let (s, h, i) = (seq as f64, g.hidden, g.intermediate);
     batch as f64 * s * g.layers * (8.0 * h * h + 4.0 * h * i + 4.0 * s * h)

@@ -429,7 +429,10 @@ fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
     };
     let ((logits, grad), (full_logits, full_grad)) = (run(true), run(false));
     assert_all_close("logits", &logits, &full_logits, Tolerance::abs(1e-5));
-    assert!(full_grad.iter().any(|g| g.abs() > 1e-3), "a gradient to compare");
+    assert!(
+        full_grad.iter().any(|g| g.abs() > 1e-3),
+        "a gradient to compare"
+    );
     assert_all_close(
         "gradients with respect to the embeddings",
         &grad,
