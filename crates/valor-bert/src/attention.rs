@@ -100,6 +100,47 @@ impl BertAttention {
         let q = lora::linear(&self.query, x.clone());
         let k = lora::linear(&self.key, x.clone());
         let v = lora::linear(&self.value, x.clone());
+        self.forward_projected([q, k, v], x, layout, want_probs)
+    }
+
+    /// [`forward_layout`](Self::forward_layout) on a layer in which
+    /// `x`'s rows are `k` interpolations `base + α_i · delta` (`base`,
+    /// `delta`: `[seq_len, hidden]`, `alphas`: `[k]`; integrated gradients):
+    /// the projections are affine, so each is computed on `base` and on
+    /// `base + delta` alone and interpolated, `P + α_i (P₁ − P)`, rather
+    /// than on all `k · seq_len` rows; in the backward pass the gradients
+    /// of the `k` rows are summed (weighted by `α_i`) before the one
+    /// product with the weight.
+    pub(crate) fn forward_interpolated(
+        &self,
+        x: Tensor<2>,
+        [base, delta]: [Tensor<2>; 2],
+        alphas: Tensor<1>,
+        layout: &Layout,
+    ) -> Tensor<2> {
+        let k = alphas.dims()[0];
+        let [seq_len, hidden] = base.dims();
+        let alphas = alphas.reshape([k, 1, 1]);
+        let end = base.clone() + delta;
+        let interpolate = |layer: &Linear| {
+            let at_base = lora::linear(layer, base.clone());
+            let step = lora::linear(layer, end.clone()) - at_base.clone();
+            (at_base.unsqueeze_dim::<3>(0) + alphas.clone() * step.unsqueeze_dim::<3>(0))
+                .reshape([k * seq_len, hidden])
+        };
+        let qkv = [&self.query, &self.key, &self.value].map(interpolate);
+        self.forward_projected(qkv, x, layout, false).0
+    }
+
+    /// The block after the projections: attention of `q`, `k`, `v`, the
+    /// output projection and the residual layer norm onto `x`.
+    fn forward_projected(
+        &self,
+        [q, k, v]: [Tensor<2>; 3],
+        x: Tensor<2>,
+        layout: &Layout,
+        want_probs: bool,
+    ) -> (Tensor<2>, Option<Tensor<4>>) {
         // On the CPU without autodiff: every head straight from the rows,
         // packed or padded (one group, its slots the rows).
         let rows = match (layout.groups.as_slice(), &layout.unpad) {

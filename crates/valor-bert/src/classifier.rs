@@ -120,6 +120,32 @@ impl BertForSequenceClassification {
         self.head(self.bert.pooler.forward_first(last))
     }
 
+    /// [`logits_from_embeddings`](Self::logits_from_embeddings) of the `k`
+    /// embeddings outputs `base + α_i · delta` (`base`, `delta`: `[1,
+    /// seq_len, hidden]`, `alphas`: `[k]`, `attention_mask`: `[k,
+    /// seq_len]`), with the first layer's projections computed on `base`
+    /// and `base + delta` alone: for integrated gradients, the gradient
+    /// reaching `delta` being `Σ α_i ∂/∂x` of the rows' logits.
+    pub fn logits_from_interpolation(
+        &self,
+        base: Tensor<3>,
+        delta: Tensor<3>,
+        alphas: Tensor<1>,
+        attention_mask: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let [_, seq_len, hidden] = base.dims();
+        let k = alphas.dims()[0];
+        let device = base.device();
+        let layout = Layout::padded(k, seq_len, mask_bias(attention_mask));
+        let first = Tensor::<1, Int>::arange_step(0..(k * seq_len) as i64, seq_len, &device);
+        let ends = [base, delta].map(|t| t.reshape([seq_len, hidden]));
+        let last = self
+            .bert
+            .encoder
+            .forward_first_interpolated(ends, alphas, &layout, first);
+        self.head(self.bert.pooler.forward_first(last))
+    }
+
     /// Logits plus the pooled output, the sentence embedding and, on request,
     /// every hidden state and attention map.
     pub fn forward_full(&self, input: BertInput, opts: ForwardOptions) -> BertOutput {

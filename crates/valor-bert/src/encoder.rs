@@ -85,6 +85,18 @@ impl BertLayer {
         self.feed_forward(self.attention.forward_first(x, layout, first))
     }
 
+    /// [`forward_layout`](Self::forward_layout) on interpolated rows (see
+    /// [`BertAttention::forward_interpolated`]).
+    pub(crate) fn forward_interpolated(
+        &self,
+        x: Tensor<2>,
+        ends: [Tensor<2>; 2],
+        alphas: Tensor<1>,
+        layout: &Layout,
+    ) -> Tensor<2> {
+        self.feed_forward(self.attention.forward_interpolated(x, ends, alphas, layout))
+    }
+
     /// The position-wise feed-forward block with its residual and layer norm.
     fn feed_forward(&self, x: Tensor<2>) -> Tensor<2> {
         let inner = activate(self.activation, lora::linear(&self.intermediate, x.clone()));
@@ -182,5 +194,35 @@ impl BertEncoder {
             x = layer.forward_layout(x, layout, false).0;
         }
         last.forward_first(x, layout, first)
+    }
+
+    /// [`forward_first`](Self::forward_first) on the `k` interpolations
+    /// `base + α_i · delta` of one sequence (`[seq_len, hidden]` each,
+    /// `alphas` `[k]`; integrated gradients): the first layer's projections
+    /// run on `base` and `base + delta` alone (see
+    /// [`BertAttention::forward_interpolated`]).
+    pub(crate) fn forward_first_interpolated(
+        &self,
+        [base, delta]: [Tensor<2>; 2],
+        alphas: Tensor<1>,
+        layout: &Layout,
+        first: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let k = alphas.dims()[0];
+        let [seq_len, hidden] = base.dims();
+        let x = (base.clone().unsqueeze_dim::<3>(0)
+            + alphas.clone().reshape([k, 1, 1]) * delta.clone().unsqueeze_dim::<3>(0))
+        .reshape([k * seq_len, hidden]);
+        match self.layers.split_first() {
+            Some((layer, rest)) if !rest.is_empty() => {
+                let x = layer.forward_interpolated(x, [base, delta], alphas, layout);
+                let (last, middle) = rest.split_last().expect("rest is not empty");
+                let x = middle
+                    .iter()
+                    .fold(x, |x, layer| layer.forward_layout(x, layout, false).0);
+                last.forward_first(x, layout, first)
+            }
+            _ => self.forward_first(x, layout, first),
+        }
     }
 }

@@ -13,6 +13,15 @@
 //! the hidden dimension. Completeness: `Σ attr = f(x) − f(baseline)` up to the
 //! quadrature error; the difference is reported as `delta` (Captum's
 //! convergence delta).
+//!
+//! Two exact shortcuts, where Captum runs the full model on every step: the
+//! last layer runs for the `[CLS]` rows alone (all the head reads), and when
+//! every `α_k > 0` (Gauss–Legendre, Riemann middle and right) the gradient
+//! is taken with respect to `e − e'` rather than to each step's input, the
+//! steps' logits weighted by `w_k / α_k`, so that the first layer's
+//! projections, affine in `α_k`, run on `e'` and `e` alone
+//! ([`BertForSequenceClassification::logits_from_interpolation`]). The
+//! rules with a step at `α = 0` differentiate each step's input.
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -244,16 +253,41 @@ pub fn integrated_gradients(
                 TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [k, 1, 1]);
             Tensor::from_data(data, &device)
         };
-        let x = (base.clone() + diff.clone() * col(a))
-            .detach()
-            .require_grad();
-        let out = logits_of(x.clone(), k);
-        let grads = out.slice([0..k, target..target + 1]).sum().backward();
-        let g = x
-            .grad(&grads)
-            .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?;
-        let g = g.to_device(&device);
-        let weighted = (g * col(w)).sum_dim(0);
+        let weighted = if a.iter().all(|&a| a > 0.0) {
+            // The k rows are base + α·diff: differentiate with respect to
+            // diff, whose gradient is Σ α_i ∂F/∂x(x_i), so weighting row i
+            // by w_i/α_i gives Σ w_i ∂F/∂x(x_i) directly, and the first
+            // layer projects base and base + diff alone.
+            let delta = diff.clone().detach().require_grad();
+            let alphas = Tensor::<1>::from_data(
+                TensorData::new(a.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [k]),
+                &device,
+            );
+            let out = model.logits_from_interpolation(
+                base.clone(),
+                delta.clone(),
+                alphas,
+                seq.mask_tensor(k, &device),
+            );
+            let scaled: Vec<f64> = w.iter().zip(a).map(|(w, a)| w / a).collect();
+            let picked = out.slice([0..k, target..target + 1]).reshape([k, 1, 1]);
+            let grads = (picked * col(&scaled)).sum().backward();
+            delta
+                .grad(&grads)
+                .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?
+                .to_device(&device)
+        } else {
+            let x = (base.clone() + diff.clone() * col(a))
+                .detach()
+                .require_grad();
+            let out = logits_of(x.clone(), k);
+            let grads = out.slice([0..k, target..target + 1]).sum().backward();
+            let g = x
+                .grad(&grads)
+                .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?;
+            let g = g.to_device(&device);
+            (g * col(w)).sum_dim(0)
+        };
         total = Some(match total {
             Some(t) => t + weighted,
             None => weighted,

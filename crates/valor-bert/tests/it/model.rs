@@ -442,6 +442,56 @@ fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
 }
 
 #[test]
+fn interpolated_rows_give_the_same_logits_and_the_alpha_weighted_gradient() {
+    // Integrated gradients' shortcut: the rows base + α_i·delta, the first
+    // layer's projections made from base and base + delta alone, and the
+    // gradient taken with respect to delta (Σ α_i ∂/∂x_i).
+    let device = common::device().autodiff();
+    let config = small_config();
+    let model = small_model(&config, &device, 13).freeze();
+    let (input, _, _) = small_batch(&device);
+    let emb = model
+        .embed(input.input_ids.clone(), input.token_type_ids.clone())
+        .detach();
+    let [_, seq_len, hidden] = emb.dims();
+    let base = emb.clone().narrow(0, 0, 1);
+    let delta = emb.narrow(0, 1, 1) - base.clone();
+    let alphas = [0.1f32, 0.5, 0.9];
+    let k = alphas.len();
+    let alpha_t = || Tensor::<1>::from_data(TensorData::new(alphas.to_vec(), [k]), &device);
+    let mask = Tensor::cat(vec![input.attention_mask.clone().narrow(0, 0, 1); k], 0);
+
+    let d = delta.clone().require_grad();
+    let logits = model.logits_from_interpolation(base.clone(), d.clone(), alpha_t(), mask.clone());
+    let grads = logits.clone().slice([0..k, 1..2]).sum().backward();
+    let got = d.grad(&grads).expect("a gradient for delta");
+
+    let x = (base + alpha_t().reshape([k, 1, 1]) * delta)
+        .detach()
+        .require_grad();
+    let want_logits = model.logits_from_embeddings(x.clone(), mask);
+    let grads = want_logits.clone().slice([0..k, 1..2]).sum().backward();
+    let per_row = x.grad(&grads).expect("a gradient for the rows");
+    let want = (per_row * alpha_t().reshape([k, 1, 1])).sum_dim(0);
+
+    assert_all_close(
+        "logits",
+        &to_f64(logits),
+        &to_f64(want_logits),
+        Tolerance::abs(1e-5),
+    );
+    let flat = |t: Tensor<3>| to_f64(t.reshape([seq_len, hidden]));
+    let want = flat(want);
+    assert!(want.iter().any(|g| g.abs() > 1e-3), "a gradient to compare");
+    assert_all_close(
+        "gradient with respect to delta",
+        &flat(got),
+        &want,
+        Tolerance::abs(1e-5),
+    );
+}
+
+#[test]
 fn gradients_with_respect_to_embeddings_match_finite_differences() {
     // The integrated-gradients recipe: a frozen model on an autodiff
     // device, gradients of one logit with respect to the embeddings output.
