@@ -41,6 +41,15 @@ pub fn mask_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
         .reshape([batch, 1, 1, seq_len])
 }
 
+/// The rows `start + α_i · step` for each of the `k` `alphas`, laid end to
+/// end: `[k · rows, cols]` from `start` and `step` `[rows, cols]`.
+pub(crate) fn interpolate(start: Tensor<2>, step: Tensor<2>, alphas: Tensor<1>) -> Tensor<2> {
+    let k = alphas.dims()[0];
+    let [rows, cols] = start.dims();
+    (start.unsqueeze_dim::<3>(0) + alphas.reshape([k, 1, 1]) * step.unsqueeze_dim::<3>(0))
+        .reshape([k * rows, cols])
+}
+
 /// Self-attention sub-layer of one encoder layer (HF `BertAttention`).
 #[derive(Module, Debug)]
 pub struct BertAttention {
@@ -118,17 +127,13 @@ impl BertAttention {
         alphas: Tensor<1>,
         layout: &Layout,
     ) -> Tensor<2> {
-        let k = alphas.dims()[0];
-        let [seq_len, hidden] = base.dims();
-        let alphas = alphas.reshape([k, 1, 1]);
         let end = base.clone() + delta;
-        let interpolate = |layer: &Linear| {
+        let project = |layer: &Linear| {
             let at_base = lora::linear(layer, base.clone());
             let step = lora::linear(layer, end.clone()) - at_base.clone();
-            (at_base.unsqueeze_dim::<3>(0) + alphas.clone() * step.unsqueeze_dim::<3>(0))
-                .reshape([k * seq_len, hidden])
+            interpolate(at_base, step, alphas.clone())
         };
-        let qkv = [&self.query, &self.key, &self.value].map(interpolate);
+        let qkv = [&self.query, &self.key, &self.value].map(project);
         self.forward_projected(qkv, x, layout, false).0
     }
 

@@ -93,11 +93,11 @@ impl BertForSequenceClassification {
             input.token_type_ids.clone(),
             input.position_ids.clone(),
         );
-        let last = self
-            .bert
-            .encoder
-            .forward_first(emb, &input.layout, input.first.clone());
-        self.head(self.bert.pooler.forward_first(last))
+        self.classify_first(self.bert.encoder.forward_first(
+            emb,
+            &input.layout,
+            input.first.clone(),
+        ))
     }
 
     /// Logits `[batch, num_labels]` from an embeddings output `[batch,
@@ -112,12 +112,9 @@ impl BertForSequenceClassification {
         attention_mask: Tensor<2, Int>,
     ) -> Tensor<2> {
         let [batch, seq_len, hidden] = embeddings.dims();
-        let device = embeddings.device();
-        let layout = Layout::padded(batch, seq_len, mask_bias(attention_mask));
-        let first = Tensor::<1, Int>::arange_step(0..(batch * seq_len) as i64, seq_len, &device);
+        let (layout, first) = padded_first_rows(attention_mask);
         let rows = embeddings.reshape([batch * seq_len, hidden]);
-        let last = self.bert.encoder.forward_first(rows, &layout, first);
-        self.head(self.bert.pooler.forward_first(last))
+        self.classify_first(self.bert.encoder.forward_first(rows, &layout, first))
     }
 
     /// [`logits_from_embeddings`](Self::logits_from_embeddings) of the `k`
@@ -134,16 +131,18 @@ impl BertForSequenceClassification {
         attention_mask: Tensor<2, Int>,
     ) -> Tensor<2> {
         let [_, seq_len, hidden] = base.dims();
-        let k = alphas.dims()[0];
-        let device = base.device();
-        let layout = Layout::padded(k, seq_len, mask_bias(attention_mask));
-        let first = Tensor::<1, Int>::arange_step(0..(k * seq_len) as i64, seq_len, &device);
+        let (layout, first) = padded_first_rows(attention_mask);
         let ends = [base, delta].map(|t| t.reshape([seq_len, hidden]));
-        let last = self
-            .bert
-            .encoder
-            .forward_first_interpolated(ends, alphas, &layout, first);
-        self.head(self.bert.pooler.forward_first(last))
+        self.classify_first(
+            self.bert
+                .encoder
+                .forward_first_interpolated(ends, alphas, &layout, first),
+        )
+    }
+
+    /// Logits from the last layer's `[CLS]` rows `[batch, hidden]`.
+    fn classify_first(&self, cls: Tensor<2>) -> Tensor<2> {
+        self.head(self.bert.pooler.forward_first(cls))
     }
 
     /// Logits plus the pooled output, the sentence embedding and, on request,
@@ -200,6 +199,18 @@ impl BertForSequenceClassification {
     pub fn num_labels(&self) -> usize {
         self.classifier.weight.lazy_shape().dims::<2>()[1]
     }
+}
+
+/// The layout of a padded batch with `attention_mask` `[batch, seq_len]`,
+/// and each sequence's first row (`b · seq_len`).
+fn padded_first_rows(attention_mask: Tensor<2, Int>) -> (Layout, Tensor<1, Int>) {
+    let [batch, seq_len] = attention_mask.dims();
+    let device = attention_mask.device();
+    let first = Tensor::<1, Int>::arange_step(0..(batch * seq_len) as i64, seq_len, &device);
+    (
+        Layout::padded(batch, seq_len, mask_bias(attention_mask)),
+        first,
+    )
 }
 
 /// Mean cross-entropy of `logits` `[batch, classes]` against integer

@@ -12,7 +12,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
 use burn::tensor::activation::{gelu_approximate, relu, silu};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::attention::BertAttention;
+use crate::attention::{BertAttention, interpolate};
 use crate::config::{Activation, BertConfig};
 use crate::packed::Layout;
 use crate::{fused, init, lora};
@@ -183,17 +183,11 @@ impl BertEncoder {
     /// (dropout off); see [`BertAttention::forward_first`].
     pub(crate) fn forward_first(
         &self,
-        mut x: Tensor<2>,
+        x: Tensor<2>,
         layout: &Layout,
         first: Tensor<1, Int>,
     ) -> Tensor<2> {
-        let Some((last, rest)) = self.layers.split_last() else {
-            return x.select(0, first);
-        };
-        for layer in rest {
-            x = layer.forward_layout(x, layout, false).0;
-        }
-        last.forward_first(x, layout, first)
+        first_rows(&self.layers, x, layout, first)
     }
 
     /// [`forward_first`](Self::forward_first) on the `k` interpolations
@@ -208,21 +202,32 @@ impl BertEncoder {
         layout: &Layout,
         first: Tensor<1, Int>,
     ) -> Tensor<2> {
-        let k = alphas.dims()[0];
-        let [seq_len, hidden] = base.dims();
-        let x = (base.clone().unsqueeze_dim::<3>(0)
-            + alphas.clone().reshape([k, 1, 1]) * delta.clone().unsqueeze_dim::<3>(0))
-        .reshape([k * seq_len, hidden]);
+        let x = interpolate(base.clone(), delta.clone(), alphas.clone());
         match self.layers.split_first() {
+            // The last layer takes the first rows alone: the shortcut
+            // applies to the first layer when another follows it.
             Some((layer, rest)) if !rest.is_empty() => {
                 let x = layer.forward_interpolated(x, [base, delta], alphas, layout);
-                let (last, middle) = rest.split_last().expect("rest is not empty");
-                let x = middle
-                    .iter()
-                    .fold(x, |x, layer| layer.forward_layout(x, layout, false).0);
-                last.forward_first(x, layout, first)
+                first_rows(rest, x, layout, first)
             }
-            _ => self.forward_first(x, layout, first),
+            _ => first_rows(&self.layers, x, layout, first),
         }
     }
+}
+
+/// `layers` on all rows but the last, which runs for the `first` rows
+/// alone (see [`BertEncoder::forward_first`]).
+fn first_rows(
+    layers: &[BertLayer],
+    x: Tensor<2>,
+    layout: &Layout,
+    first: Tensor<1, Int>,
+) -> Tensor<2> {
+    let Some((last, rest)) = layers.split_last() else {
+        return x.select(0, first);
+    };
+    let x = rest
+        .iter()
+        .fold(x, |x, layer| layer.forward_layout(x, layout, false).0);
+    last.forward_first(x, layout, first)
 }

@@ -259,14 +259,10 @@ pub fn integrated_gradients(
             // by w_i/α_i gives Σ w_i ∂F/∂x(x_i) directly, and the first
             // layer projects base and base + diff alone.
             let delta = diff.clone().detach().require_grad();
-            let alphas = Tensor::<1>::from_data(
-                TensorData::new(a.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [k]),
-                &device,
-            );
             let out = model.logits_from_interpolation(
                 base.clone(),
                 delta.clone(),
-                alphas,
+                col(a).reshape([k]),
                 seq.mask_tensor(k, &device),
             );
             let scaled: Vec<f64> = w.iter().zip(a).map(|(w, a)| w / a).collect();

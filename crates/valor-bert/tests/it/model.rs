@@ -4,7 +4,9 @@
 use valor_bert::burn::module::{Module, ModuleVisitor, Param};
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
-use valor_bert::{BertInput, ForwardOptions, PackedInput, cross_entropy};
+use valor_bert::{
+    BertForSequenceClassification, BertInput, ForwardOptions, PackedInput, cross_entropy,
+};
 use valor_testkit::{Tolerance, assert_all_close, assert_close, max_abs_diff};
 
 use crate::common::{self, small_batch, small_config, small_model, to_f64};
@@ -383,6 +385,18 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(err.contains("max_position_embeddings"), "{err}");
 }
 
+/// The integrated-gradients set-up: the small model (seed 13) frozen on an
+/// autodiff device, the small batch, and its embeddings output (detached).
+fn frozen_with_embeddings() -> (BertForSequenceClassification, BertInput, Tensor<3>) {
+    let device = common::device().autodiff();
+    let model = small_model(&small_config(), &device, 13).freeze();
+    let (input, _, _) = small_batch(&device);
+    let emb = model
+        .embed(input.input_ids.clone(), input.token_type_ids.clone())
+        .detach();
+    (model, input, emb)
+}
+
 #[test]
 fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
     // Inference (`forward` without autodiff, `forward_packed`) and
@@ -406,12 +420,7 @@ fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
         Tolerance::abs(1e-5),
     );
 
-    let device = device.autodiff();
-    let model = small_model(&config, &device, 13).freeze();
-    let (input, _, _) = small_batch(&device);
-    let emb = model
-        .embed(input.input_ids.clone(), input.token_type_ids.clone())
-        .detach();
+    let (model, input, emb) = frozen_with_embeddings();
     let run = |first_rows: bool| {
         let x = emb.clone().require_grad();
         let mask = input.attention_mask.clone();
@@ -446,13 +455,8 @@ fn interpolated_rows_give_the_same_logits_and_the_alpha_weighted_gradient() {
     // Integrated gradients' shortcut: the rows base + α_i·delta, the first
     // layer's projections made from base and base + delta alone, and the
     // gradient taken with respect to delta (Σ α_i ∂/∂x_i).
-    let device = common::device().autodiff();
-    let config = small_config();
-    let model = small_model(&config, &device, 13).freeze();
-    let (input, _, _) = small_batch(&device);
-    let emb = model
-        .embed(input.input_ids.clone(), input.token_type_ids.clone())
-        .detach();
+    let (model, input, emb) = frozen_with_embeddings();
+    let device = emb.device();
     let [_, seq_len, hidden] = emb.dims();
     let base = emb.clone().narrow(0, 0, 1);
     let delta = emb.narrow(0, 1, 1) - base.clone();
@@ -495,13 +499,7 @@ fn interpolated_rows_give_the_same_logits_and_the_alpha_weighted_gradient() {
 fn gradients_with_respect_to_embeddings_match_finite_differences() {
     // The integrated-gradients recipe: a frozen model on an autodiff
     // device, gradients of one logit with respect to the embeddings output.
-    let device = common::device().autodiff();
-    let config = small_config();
-    let model = small_model(&config, &device, 13).freeze();
-    let (input, _, _) = small_batch(&device);
-    let emb = model
-        .embed(input.input_ids.clone(), input.token_type_ids.clone())
-        .detach();
+    let (model, input, emb) = frozen_with_embeddings();
     let target = |e: Tensor<3>| {
         let logits = model
             .forward_from_embeddings(e, input.attention_mask.clone(), ForwardOptions::default())
