@@ -204,8 +204,8 @@ impl BertAttention {
     /// on the first rows alone. Equal to the full block at those rows up to
     /// the order of floating-point sums. Where no first-row attention
     /// applies (packed rows off the flex CPU device), the full block runs
-    /// and its first rows are taken. Dropout, when active, draws its masks
-    /// over the smaller tensors: training keeps the full block.
+    /// and its first rows are taken. Dropout, when active (training), draws
+    /// its masks over the smaller tensors.
     pub(crate) fn forward_first(
         &self,
         x: Tensor<2>,

@@ -64,23 +64,17 @@ impl BertForSequenceClassification {
         }
     }
 
-    /// Logits `[batch, num_labels]`. Without autodiff (inference) the last
-    /// layer runs for the `[CLS]` rows alone, as in
-    /// [`logits_from_embeddings`](Self::logits_from_embeddings); with
-    /// autodiff (training) every row runs, so that dropout draws the same
-    /// masks whatever the head reads.
+    /// Logits `[batch, num_labels]`, with the last layer computed for the
+    /// `[CLS]` rows alone, as in
+    /// [`logits_from_embeddings`](Self::logits_from_embeddings): inference,
+    /// and training, whose dropout masks in that layer are drawn over the
+    /// `[CLS]` rows' tensors (a classifier reads nothing else of it).
     pub fn forward(&self, input: BertInput) -> Tensor<2> {
         let emb = self
             .bert
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
-        if !emb.device().is_autodiff() {
-            return self.logits_from_embeddings(emb, input.attention_mask);
-        }
-        let base =
-            self.bert
-                .forward_from_embeddings(emb, input.attention_mask, ForwardOptions::default());
-        self.head(base.pooled)
+        self.logits_from_embeddings(emb, input.attention_mask)
     }
 
     /// Logits `[batch, num_labels]` of a packed batch: what
@@ -103,9 +97,9 @@ impl BertForSequenceClassification {
     /// Logits `[batch, num_labels]` from an embeddings output `[batch,
     /// seq_len, hidden]`: [`forward_from_embeddings`](Self::forward_from_embeddings)'s
     /// logits, with the last layer computed for the `[CLS]` rows alone
-    /// (keys and values for every row), all the head reads. For integrated
-    /// gradients on a frozen model (with dropout active its masks would
-    /// differ from the full forward's).
+    /// (keys and values for every row), all the head reads (with dropout
+    /// active, that layer's masks are drawn over the smaller tensors, so
+    /// they differ from the full forward's).
     pub fn logits_from_embeddings(
         &self,
         embeddings: Tensor<3>,

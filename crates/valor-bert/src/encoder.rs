@@ -179,8 +179,9 @@ impl BertEncoder {
     /// `[batch, hidden]`, what the pooler reads. Every layer but the last
     /// runs on all rows; the last computes keys and values for all rows and
     /// the rest for the first rows alone (≈ 5/6 of its products), which is
-    /// all a classification needs. For inference and integrated gradients
-    /// (dropout off); see [`BertAttention::forward_first`].
+    /// all a classification needs: inference, integrated gradients and
+    /// training (whose dropout masks in the last layer cover the first
+    /// rows' tensors); see [`BertAttention::forward_first`].
     pub(crate) fn forward_first(
         &self,
         x: Tensor<2>,

@@ -2,6 +2,7 @@
 //! outputs of `forward_full`, gradients, seeding, dropout, input checks.
 
 use valor_bert::burn::module::{Module, ModuleVisitor, Param};
+use valor_bert::burn::nn::DropoutConfig;
 use valor_bert::burn::tensor::{Int, Tensor, TensorData};
 use valor_bert::optim::gradients;
 use valor_bert::{
@@ -358,6 +359,54 @@ fn dropout_is_active_only_when_training_on_an_autodiff_device() {
 }
 
 #[test]
+fn the_last_layers_dropout_is_active_on_the_first_rows_while_training() {
+    // Training runs the last layer for the [CLS] rows alone; each of its
+    // three dropouts (attention probabilities, attention output,
+    // feed-forward output) must still draw there. Every other dropout is
+    // switched off, so two seeded passes differ only through the one left.
+    let off = || DropoutConfig::new(0.0).init();
+    let on = || DropoutConfig::new(0.3).init();
+    let ad = common::device().autodiff();
+    let (input, _, _) = small_batch(&ad);
+    let model = small_model(&small_config().with_dropout(0.0), &ad, 2);
+    let two_passes = |which: Option<usize>| {
+        let mut m = model.clone();
+        m.bert.embeddings.dropout = off();
+        m.dropout = off();
+        let last = m.bert.encoder.layers.len() - 1;
+        for (i, layer) in m.bert.encoder.layers.iter_mut().enumerate() {
+            let mut set = [off(), off(), off()];
+            if i == last
+                && let Some(k) = which
+            {
+                set[k] = on();
+            }
+            let [probs, attention, feed_forward] = set;
+            layer.attention.attention_dropout = probs;
+            layer.attention.dropout = attention;
+            layer.dropout = feed_forward;
+        }
+        valor_bert::with_device_rng(|| {
+            ad.seed(5);
+            let a = to_f64(m.forward(input.clone()));
+            ad.seed(6);
+            let b = to_f64(m.forward(input.clone()));
+            max_abs_diff(&a, &b)
+        })
+    };
+    assert_eq!(two_passes(None), 0.0, "no dropout left on");
+    for (k, name) in ["probabilities", "attention output", "feed-forward output"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            two_passes(Some(k)) > 1e-4,
+            "the last layer's {name} dropout draws while training"
+        );
+    }
+}
+
+#[test]
 fn bad_inputs_are_errors_not_panics() {
     let device = common::device();
     let err = BertInput::from_flat(&[1, 2, 3], &[1, 1], &[0, 0, 0], [1, 3], &device).unwrap_err();
@@ -399,8 +448,8 @@ fn frozen_with_embeddings() -> (BertForSequenceClassification, BertInput, Tensor
 
 #[test]
 fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
-    // Inference (`forward` without autodiff, `forward_packed`) and
-    // integrated gradients (`logits_from_embeddings`) run the last layer for
+    // Inference and training (`forward`, `forward_packed`) and integrated
+    // gradients (`logits_from_embeddings`) run the last layer for
     // the [CLS] rows alone; `forward_full` runs every row. A padded batch,
     // so the first rows attend past padding keys.
     let device = common::device();
