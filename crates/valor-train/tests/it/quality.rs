@@ -89,12 +89,15 @@ fn minilm_on_phrasebank_reaches_ninety_percent() {
     )
     .unwrap();
     // Seeded 80/20 split (no validation: the last epoch is tested); max
-    // length 64 covers almost every sentence. Two epochs at 5e-5 reach
-    // ~0.94 (about 5 minutes on 2 cores); one epoch stops near 0.74.
+    // length 64 covers almost every sentence. Three epochs at 5e-5: 0.965
+    // and 0.956 with seeds 42 and 2 (about 7 minutes on 2 cores). Two
+    // epochs stop mid-way (training loss ≈ 0.3) where the seed decides:
+    // 0.819–0.947 over seeds 1, 2 and 42, dropout draws moving one seed by
+    // 4 points; one epoch stops near 0.74.
     let mut c = TrainConfig::pretrained(spec, shared.join("models/all-MiniLM-L6-v2"));
     (c.split.train, c.split.valid, c.split.test) = (0.8, 0.0, 0.2);
     c.max_len = 64;
-    c.epochs = 2;
+    c.epochs = 3;
     c.lr = 5e-5;
     c.checkpoint_every = None;
     let out = dir.path().join("phrasebank");
