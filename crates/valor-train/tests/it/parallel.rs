@@ -94,14 +94,15 @@ fn compare(what: &str, a: &Path, b: &Path, weight_tol: f64, metric_tol: f64) {
 #[test]
 fn two_shards_equal_two_accumulated_micro_batches_and_resume() {
     // The comparisons run in a child process of this test binary whose
-    // global rayon pool has one thread. The shards run on threads of
-    // their own, so their burn-flex reductions and products go to the
-    // global pool, never to a pool this thread installs; with several
-    // workers a reduction's split points follow work stealing, and beside
-    // the quality tests' training (or on a machine with many cores) the
-    // order changed and 24 AdamW steps carried it to 3e-4 and 1e-3. With
-    // one worker, and nothing else in the process, every sum adds in one
-    // order and the runs agree to the last bits.
+    // global rayon pool has one thread, with nothing else in the process.
+    // The shards run on threads of their own, so their burn-flex
+    // reductions and products go to the global pool, never to a pool this
+    // thread installs, beside whatever the other tests run there. In CI,
+    // in-process, the runs once differed by 3e-4 (before the shards'
+    // caller had a one-thread pool) and once by 1e-3 (with it) after 24
+    // AdamW steps; neither reproduced alone, so the cause is not pinned
+    // down. Here every sum adds in one order and the runs agree to the
+    // last bits.
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
             "parallel::two_shards_child",
