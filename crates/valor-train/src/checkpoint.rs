@@ -95,12 +95,13 @@ pub struct ConstraintCheck {
     /// rows it needs), with its bootstrap quantiles; on validation `upper`
     /// is the selection margin instead, the largest one-sided quantile of
     /// the gap's signed rate differences
-    /// ([`crate::constraint::bootstrap_margin`]).
+    /// ([`crate::constraint::bootstrap_margin`]), and `lower` is `null`
+    /// (the margin is one-sided).
     pub gap: Option<f64>,
     pub lower: Option<f64>,
     pub upper: Option<f64>,
-    /// The level of `lower`/`upper`: one-sided (`upper` only is used) for
-    /// the validation margin, two-sided for the test interval.
+    /// The level of `lower`/`upper`: one-sided (`upper` only) for the
+    /// validation margin, two-sided for the test interval.
     pub level: f64,
     /// Validation: `upper <= bound` (the selection margin); test: `gap <=
     /// bound` (the point estimate).

@@ -341,15 +341,23 @@ pub fn constraint_terms(
 /// (true × predicted) vector of cells per group; `None` when either group
 /// has no row in the term's set.
 pub fn term_gap(term: &RateTerm, groups: &[Vec<f64>], k: usize) -> Option<f64> {
-    let rate = |g: &[f64]| -> Option<f64> {
+    let ((high, _), (low, _)) = term_rates(term, groups, k)?;
+    Some(high - low)
+}
+
+/// A term's two rates, each with the (possibly decayed) count of rows it is
+/// measured on: `((rate_high, rows_high), (rate_low, rows_low))`; `None`
+/// when either group has no row in the term's set.
+fn term_rates(term: &RateTerm, groups: &[Vec<f64>], k: usize) -> Option<((f64, f64), (f64, f64))> {
+    let rate = |g: &[f64]| -> Option<(f64, f64)> {
         let (mut hit, mut all) = (0.0, 0.0);
         for t in (0..k).filter(|&t| term.rows.contains(t)) {
             hit += g[t * k + term.class];
             all += g[t * k..(t + 1) * k].iter().sum::<f64>();
         }
-        (all > 0.0).then(|| hit / all)
+        (all > 0.0).then(|| (hit / all, all))
     };
-    Some(rate(groups.get(term.high)?)? - rate(groups.get(term.low)?)?)
+    Some((rate(groups.get(term.high)?)?, rate(groups.get(term.low)?)?))
 }
 
 /// The Lagrangian's cost of each prediction for one training row (the
@@ -581,6 +589,93 @@ pub fn parity_resolution(rate: f64, n_high: usize, n_low: usize, confidence: f64
     }
     let var = rate * (1.0 - rate) * (1.0 / n_high as f64 + 1.0 / n_low as f64);
     normal_quantile(confidence) * var.sqrt()
+}
+
+/// How often a model that treats the groups alike would meet a
+/// constraint's selection margin on the validation rows: the share of
+/// `draws` simulated validation predictions on which the largest over
+/// `terms` of `difference + z · sd` (the normal approximation of each
+/// term's one-sided bootstrap quantile at `confidence`, as
+/// [`bootstrap_margin`] takes it, with `sd` from the simulated rates) is at
+/// or under `bound`. `rows` holds each validation row's (group, true
+/// label) on one column. The simulated model draws each row's prediction
+/// from the same distribution in every group: for demographic parity the
+/// validation rows' label shares; for the odds, the row's own label with
+/// probability 0.5 and the others in proportion to their shares (true- and
+/// false-positive rates near 0.5, where a rate difference is noisiest).
+/// Where [`parity_resolution`] looks at one difference that came out at 0,
+/// this counts the chance noise that makes the largest of several signed
+/// differences (three labels' selection rates, or the true- and
+/// false-positive rates of equalized odds) come out above the bound: with
+/// 600 rows in two groups of 300, a binary demographic parity bound of
+/// 0.05 and a label share of 0.25, about 0.43 at 80% (`2 Φ(b / σ − z) −
+/// 1`). Seeded, so the same rows give the same share.
+#[allow(clippy::too_many_arguments)]
+pub fn null_margin_pass_rate(
+    kind: ConstraintKind,
+    terms: &[RateTerm],
+    rows: &[(usize, usize)],
+    k: usize,
+    bound: f64,
+    confidence: f64,
+    draws: usize,
+    seed: u64,
+) -> f64 {
+    let groups = rows.iter().map(|&(g, _)| g + 1).max().unwrap_or(0);
+    if groups < 2 || draws == 0 || k < 2 {
+        return 0.0;
+    }
+    let mut shares = vec![0.0; k];
+    for &(_, y) in rows {
+        shares[y] += 1.0 / rows.len() as f64;
+    }
+    // Cumulative prediction distribution for each true label.
+    let cumulative: Vec<Vec<f64>> = (0..k)
+        .map(|y| {
+            let q: Vec<f64> = match kind {
+                ConstraintKind::DemographicParity => shares.clone(),
+                ConstraintKind::EqualizedOdds | ConstraintKind::EqualOpportunity => {
+                    let others = 1.0 - shares[y];
+                    (0..k)
+                        .map(|c| match (c == y, others > 0.0) {
+                            (true, _) => 0.5,
+                            (false, true) => 0.5 * shares[c] / others,
+                            (false, false) => 0.5 / (k - 1) as f64,
+                        })
+                        .collect()
+                }
+            };
+            q.iter()
+                .scan(0.0, |acc, &p| {
+                    *acc += p;
+                    Some(*acc)
+                })
+                .collect()
+        })
+        .collect();
+    let z = normal_quantile(confidence);
+    let mut rng = SplitMix64::new(seed);
+    let mut met = 0usize;
+    let mut cells = vec![vec![0.0; k * k]; groups];
+    for _ in 0..draws {
+        cells.iter_mut().for_each(|c| c.fill(0.0));
+        for &(g, y) in rows {
+            let u = (rng.next() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+            let c = cumulative[y].iter().position(|&p| u < p).unwrap_or(k - 1);
+            cells[g][y * k + c] += 1.0;
+        }
+        let margin = terms
+            .iter()
+            .filter_map(|t| term_rates(t, &cells, k))
+            .map(|((rh, nh), (rl, nl))| {
+                rh - rl + z * (rh * (1.0 - rh) / nh + rl * (1.0 - rl) / nl).sqrt()
+            })
+            .reduce(f64::max);
+        if margin.is_some_and(|m| m <= bound) {
+            met += 1;
+        }
+    }
+    met as f64 / draws as f64
 }
 
 /// The standard normal quantile of `p` in (0, 1), by bisection on the
@@ -969,5 +1064,91 @@ mod tests {
         // Four times the rows halve it; an empty group cannot be measured.
         assert!((parity_resolution(0.25, 1200, 1200, 0.8) - r / 2.0).abs() < 1e-9);
         assert_eq!(parity_resolution(0.25, 0, 300, 0.8), f64::INFINITY);
+    }
+
+    #[test]
+    fn a_fair_models_chance_of_meeting_the_margin_is_simulated() {
+        use ConstraintKind::*;
+        // Two labels, share 0.25 positive, 300 rows a group: the margin is
+        // |D| + z·sd with D ~ N(0, σ²), so the chance is 2Φ(b/σ − z) − 1.
+        let rows: Vec<(usize, usize)> = (0..600)
+            .map(|i| (i % 2, usize::from(i % 4 < 2 && i % 8 < 4)))
+            .collect();
+        let positive = rows.iter().filter(|r| r.1 == 1).count();
+        assert_eq!(positive, 150);
+        let terms = constraint_terms(DemographicParity, 2, Some(1), 2);
+        let sigma = (0.1875_f64 * 2.0 / 300.0).sqrt();
+        let want = 2.0 * normal_cdf(0.05 / sigma - normal_quantile(0.8)) - 1.0;
+        assert!((want - 0.433).abs() < 0.005, "{want}");
+        let got = null_margin_pass_rate(DemographicParity, &terms, &rows, 2, 0.05, 0.8, 4000, 1);
+        assert!(
+            (got - want).abs() < 0.03,
+            "simulated {got}, closed form {want}"
+        );
+        assert_eq!(
+            got,
+            null_margin_pass_rate(DemographicParity, &terms, &rows, 2, 0.05, 0.8, 4000, 1),
+            "seeded"
+        );
+        // A level of 0.5 (the point estimate) and a looser bound pass more often.
+        let half = null_margin_pass_rate(DemographicParity, &terms, &rows, 2, 0.05, 0.5, 4000, 1);
+        let want_half = 2.0 * normal_cdf(0.05 / sigma) - 1.0;
+        assert!(
+            (half - want_half).abs() < 0.03,
+            "{half} against {want_half}"
+        );
+        let loose = null_margin_pass_rate(DemographicParity, &terms, &rows, 2, 0.10, 0.8, 4000, 1);
+        let want_loose = 2.0 * normal_cdf(0.10 / sigma - normal_quantile(0.8)) - 1.0;
+        assert!(
+            (loose - want_loose).abs() < 0.03 && loose > got,
+            "{loose} against {want_loose}"
+        );
+
+        // Three labels in equal shares on the same rows: the largest of
+        // three classes' differences is likelier to exceed the bound than
+        // the one difference of two labels.
+        let three: Vec<(usize, usize)> = (0..600).map(|i| (i % 2, (i / 2) % 3)).collect();
+        let terms3 = constraint_terms(DemographicParity, 3, None, 2);
+        assert_eq!(terms3.len(), 6);
+        let got3 = null_margin_pass_rate(DemographicParity, &terms3, &three, 3, 0.05, 0.8, 4000, 1);
+        let two: Vec<(usize, usize)> = three
+            .iter()
+            .map(|&(g, y)| (g, usize::from(y == 0)))
+            .collect();
+        let got2 = null_margin_pass_rate(DemographicParity, &terms, &two, 2, 0.05, 0.8, 4000, 1);
+        assert!(got3 + 0.1 < got2, "three labels {got3}, two {got2}");
+
+        // Equalized odds: the true- and false-positive rates near 0.5 on a
+        // label's rows, both bounded: below equal opportunity's one rate.
+        let odds = null_margin_pass_rate(
+            EqualizedOdds,
+            &constraint_terms(EqualizedOdds, 2, Some(1), 2),
+            &rows,
+            2,
+            0.10,
+            0.8,
+            4000,
+            1,
+        );
+        let opportunity = null_margin_pass_rate(
+            EqualOpportunity,
+            &constraint_terms(EqualOpportunity, 2, Some(1), 2),
+            &rows,
+            2,
+            0.10,
+            0.8,
+            4000,
+            1,
+        );
+        assert!(
+            odds < opportunity && opportunity < 0.5,
+            "{odds} {opportunity}"
+        );
+        // One group: nothing to compare, never met.
+        let one: Vec<(usize, usize)> = rows.iter().map(|&(_, y)| (0, y)).collect();
+        assert_eq!(
+            null_margin_pass_rate(DemographicParity, &terms, &one, 2, 0.05, 0.8, 100, 1),
+            0.0
+        );
     }
 }
