@@ -253,6 +253,14 @@ pub fn integrated_gradients(
                 TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<f32>>(), [k, 1, 1]);
             Tensor::from_data(data, &device)
         };
+        // The gradient of the scalar `of` at `at`, back on the model's device.
+        let gradient = |of: Tensor<1>, at: &Tensor<3>| -> Result<Tensor<3>> {
+            let grads = of.backward();
+            Ok(at
+                .grad(&grads)
+                .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?
+                .to_device(&device))
+        };
         let weighted = if a.iter().all(|&a| a > 0.0) {
             // The k rows are base + α·diff: differentiate with respect to
             // diff, whose gradient is Σ α_i ∂F/∂x(x_i), so weighting row i
@@ -267,21 +275,13 @@ pub fn integrated_gradients(
             );
             let scaled: Vec<f64> = w.iter().zip(a).map(|(w, a)| w / a).collect();
             let picked = out.slice([0..k, target..target + 1]).reshape([k, 1, 1]);
-            let grads = (picked * col(&scaled)).sum().backward();
-            delta
-                .grad(&grads)
-                .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?
-                .to_device(&device)
+            gradient((picked * col(&scaled)).sum(), &delta)?
         } else {
             let x = (base.clone() + diff.clone() * col(a))
                 .detach()
                 .require_grad();
             let out = logits_of(x.clone(), k);
-            let grads = out.slice([0..k, target..target + 1]).sum().backward();
-            let g = x
-                .grad(&grads)
-                .ok_or_else(|| input_err("no gradient reached the embeddings".into()))?;
-            let g = g.to_device(&device);
+            let g = gradient(out.slice([0..k, target..target + 1]).sum(), &x)?;
             (g * col(w)).sum_dim(0)
         };
         total = Some(match total {
