@@ -975,6 +975,15 @@ fn write_summary(out: &mut impl Write, r: &TrainReport) -> std::io::Result<()> {
                     "MISSED"
                 },
             )?;
+            // Where the rows cannot tell the bound from noise, say so.
+            if let Some(p) = t.alike_pass_rate.filter(|&p| p < 0.9) {
+                writeln!(
+                    out,
+                    "  {:<44} on these test rows a model that treats the groups alike holds in about {:.0}% of draws",
+                    "",
+                    100.0 * p
+                )?;
+            }
         }
     }
     Ok(())

@@ -106,6 +106,14 @@ pub struct ConstraintCheck {
     /// Validation: `upper <= bound` (the selection margin); test: `gap <=
     /// bound` (the point estimate).
     pub holds: bool,
+    /// How often a model that treats the groups alike would pass this
+    /// check on the split's rows (its margin at `level` on validation, its
+    /// point gap on test): the share of 1,000 simulated predictions
+    /// ([`crate::constraint::null_margin_pass_rate`]). Near 1, a miss is
+    /// the model's; well under 1, the rows cannot tell the bound from
+    /// noise. `null` where the gap is, and in reports before it existed.
+    #[serde(default)]
+    pub alike_pass_rate: Option<f64>,
 }
 
 /// Random-number state. Dropout masks are drawn from the device generator

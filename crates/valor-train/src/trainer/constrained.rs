@@ -686,6 +686,33 @@ pub(super) fn checks(
                 (Some(i), Some(_)) => i.gap <= c.bound,
                 _ => false,
             };
+            let alike_pass_rate = interval.and_then(|_| {
+                let m = counts.column_matrices(name)?;
+                let k = m.first()?.k();
+                // Each row's (group, true label), from the matrices' rows.
+                let rows: Vec<(usize, usize)> = m
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(g, m)| {
+                        (0..k).flat_map(move |y| {
+                            let n: u64 = m.cells()[y * k..(y + 1) * k].iter().sum();
+                            std::iter::repeat_n((g, y), n as usize)
+                        })
+                    })
+                    .collect();
+                let terms = constraint_terms(c.kind, k, ctx.positive.map(|p| p as usize), m.len());
+                Some(null_margin_pass_rate(
+                    c.kind,
+                    &terms,
+                    &rows,
+                    k,
+                    c.bound,
+                    // A level of 0.5 puts the margin at the point gap.
+                    if one_sided { level } else { 0.5 },
+                    NULL_DRAWS,
+                    mix(seed ^ NULL_STREAM, (ci * 1000 + gi) as u64),
+                ))
+            });
             out.push(ConstraintCheck {
                 constraint: c.to_string(),
                 bound: c.bound,
@@ -695,6 +722,7 @@ pub(super) fn checks(
                 upper,
                 level,
                 holds,
+                alike_pass_rate,
             });
         }
     }
