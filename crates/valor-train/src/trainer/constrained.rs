@@ -223,13 +223,16 @@ pub(super) fn resolution_warnings(ctx: &Context) -> Vec<String> {
                 .filter(|s| s.constraint == ci && s.column == column)
                 .map(|s| s.term)
                 .collect();
-            let valid_rows: Vec<(usize, usize)> = ctx
+            // Sorted, the order in which `checks` lists the rows, so that
+            // the validation checks give the same share as this warning.
+            let mut valid_rows: Vec<(usize, usize)> = ctx
                 .valid
                 .groups
                 .iter()
                 .zip(&ctx.valid.data.labels)
                 .map(|(row, label)| (row[gi] as usize, label.0 as usize))
                 .collect();
+            valid_rows.sort_unstable();
             let chance = null_margin_pass_rate(
                 c.kind,
                 &terms,
@@ -710,7 +713,9 @@ pub(super) fn checks(
                     // A level of 0.5 puts the margin at the point gap.
                     if one_sided { level } else { 0.5 },
                     NULL_DRAWS,
-                    mix(seed ^ NULL_STREAM, (ci * 1000 + gi) as u64),
+                    // Not the evaluation's seed: the same rows give the
+                    // same share at every evaluation and in the warning.
+                    mix(NULL_STREAM, (ci * 1000 + gi) as u64),
                 ))
             });
             out.push(ConstraintCheck {
