@@ -27,8 +27,8 @@ use crate::checkpoint::ConstraintCheck;
 use crate::checkpoint::TrainState;
 use crate::constraint::{
     ConstraintKind, RateTerm, RowSet, applied_multipliers, bootstrap_gap, bootstrap_margin,
-    constraint_terms, cost_target, decay_and_add, dual_update, gap_of_cells, null_margin_pass_rate,
-    parity_resolution, prediction_costs, term_gap,
+    constraint_terms, cost_target, decay_and_add, dual_update, gap_of_cells, measured_gap,
+    null_margin_pass_rate, parity_resolution, prediction_costs, term_gap,
 };
 use crate::error::Result;
 use crate::metrics::EvalCounts;
@@ -651,47 +651,55 @@ pub(super) fn checks(
     seed: u64,
 ) -> Vec<ConstraintCheck> {
     let settings = &ctx.config.fairness.constrained;
-    let (level, quantiles) = if one_sided {
-        (settings.selection_confidence, (0.5, 0.5))
+    let positive = ctx.positive.map(|p| p as usize);
+    let level = if one_sided {
+        settings.selection_confidence
     } else {
-        (0.95, (0.025, 0.975))
+        0.95
     };
     let mut out = Vec::new();
     for (ci, c) in ctx.config.fairness.constraints.iter().enumerate() {
         for (gi, name) in ctx.fair_names.iter().enumerate() {
-            let interval = counts.column_matrices(name).and_then(|m| {
-                bootstrap_gap(
+            let matrices = counts.column_matrices(name);
+            let stream = (ci * 1000 + gi) as u64;
+            // Validation: the point gap and the one-sided margin (no
+            // interval of the gap itself); test: the gap's 95% interval.
+            let (gap, lower, upper) = match &matrices {
+                None => (None, None, None),
+                Some(m) if one_sided => match measured_gap(c.kind, m, positive) {
+                    None => (None, None, None),
+                    Some(gap) => (
+                        Some(gap),
+                        None,
+                        bootstrap_margin(
+                            c.kind,
+                            m,
+                            positive,
+                            settings.resamples,
+                            mix(seed, stream + 1),
+                            level,
+                        ),
+                    ),
+                },
+                Some(m) => bootstrap_gap(
                     c.kind,
-                    &m,
-                    ctx.positive.map(|p| p as usize),
+                    m,
+                    positive,
                     settings.resamples,
-                    mix(seed, (ci * 1000 + gi) as u64),
-                    quantiles,
+                    mix(seed, stream),
+                    (0.025, 0.975),
                 )
-            });
-            let upper = if one_sided {
-                interval.and_then(|_| {
-                    let m = counts.column_matrices(name)?;
-                    bootstrap_margin(
-                        c.kind,
-                        &m,
-                        ctx.positive.map(|p| p as usize),
-                        settings.resamples,
-                        mix(seed, (ci * 1000 + gi) as u64 + 1),
-                        level,
-                    )
-                })
-            } else {
-                interval.map(|i| i.upper)
+                .map_or((None, None, None), |i| {
+                    (Some(i.gap), Some(i.lower), Some(i.upper))
+                }),
             };
-            let holds = match (interval, upper) {
+            let holds = match (gap, upper) {
                 (Some(_), Some(u)) if one_sided => u <= c.bound,
-                (Some(i), Some(_)) => i.gap <= c.bound,
+                (Some(g), Some(_)) => g <= c.bound,
                 _ => false,
             };
-            let alike_pass_rate = interval.and_then(|_| {
-                let m = counts.column_matrices(name)?;
-                let k = m.first()?.k();
+            let alike_pass_rate = matrices.as_deref().filter(|_| gap.is_some()).map(|m| {
+                let k = ctx.labels.len();
                 // Each row's (group, true label), from the matrices' rows.
                 let rows: Vec<(usize, usize)> = m
                     .iter()
@@ -703,10 +711,9 @@ pub(super) fn checks(
                         })
                     })
                     .collect();
-                let terms = constraint_terms(c.kind, k, ctx.positive.map(|p| p as usize), m.len());
-                Some(null_margin_pass_rate(
+                null_margin_pass_rate(
                     c.kind,
-                    &terms,
+                    &constraint_terms(c.kind, k, positive, m.len()),
                     &rows,
                     k,
                     c.bound,
@@ -715,15 +722,15 @@ pub(super) fn checks(
                     NULL_DRAWS,
                     // Not the evaluation's seed: the same rows give the
                     // same share at every evaluation and in the warning.
-                    mix(NULL_STREAM, (ci * 1000 + gi) as u64),
-                ))
+                    mix(NULL_STREAM, stream),
+                )
             });
             out.push(ConstraintCheck {
                 constraint: c.to_string(),
                 bound: c.bound,
                 group: name.clone(),
-                gap: interval.map(|i| i.gap),
-                lower: interval.filter(|_| !one_sided).map(|i| i.lower),
+                gap,
+                lower,
                 upper,
                 level,
                 holds,
