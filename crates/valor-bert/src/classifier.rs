@@ -69,29 +69,39 @@ impl BertForSequenceClassification {
     /// [`logits_from_embeddings`](Self::logits_from_embeddings): inference,
     /// and training, whose dropout masks in that layer are drawn over the
     /// `[CLS]` rows' tensors (a classifier reads nothing else of it).
+    ///
+    /// Without autodiff on the CPU the pass runs on a worker of rayon's
+    /// pool ([`host::on_workers`]).
     pub fn forward(&self, input: BertInput) -> Tensor<2> {
-        let emb = self
-            .bert
-            .embeddings
-            .forward(input.input_ids, input.token_type_ids);
-        self.logits_from_embeddings(emb, input.attention_mask)
+        let device = input.input_ids.device();
+        host::on_workers(&device, || {
+            let emb = self
+                .bert
+                .embeddings
+                .forward(input.input_ids, input.token_type_ids);
+            self.logits_from_embeddings(emb, input.attention_mask)
+        })
     }
 
     /// Logits `[batch, num_labels]` of a packed batch: what
     /// [`forward`](Self::forward) gives on the same sequences padded, with
     /// no padding positions computed outside attention (see
     /// [`crate::packed`]). For inference: no hidden states or attentions.
+    /// On the CPU the pass runs on a worker of rayon's pool
+    /// ([`host::on_workers`]).
     pub fn forward_packed(&self, input: &PackedInput) -> Tensor<2> {
-        let emb = self.bert.embeddings.forward_packed(
-            input.input_ids.clone(),
-            input.token_type_ids.clone(),
-            input.position_ids.clone(),
-        );
-        self.classify_first(self.bert.encoder.forward_first(
-            emb,
-            &input.layout,
-            input.first.clone(),
-        ))
+        host::on_workers(&input.input_ids.device(), || {
+            let emb = self.bert.embeddings.forward_packed(
+                input.input_ids.clone(),
+                input.token_type_ids.clone(),
+                input.position_ids.clone(),
+            );
+            self.classify_first(self.bert.encoder.forward_first(
+                emb,
+                &input.layout,
+                input.first.clone(),
+            ))
+        })
     }
 
     /// Logits `[batch, num_labels]` from an embeddings output `[batch,

@@ -36,6 +36,29 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     }
 }
 
+/// Runs an inference pass `f` on a worker of rayon's global pool when `device`
+/// is the flex device without autodiff and the caller is not a worker
+/// already; otherwise calls `f` here.
+///
+/// A forward pass makes ≈ 70 parallel regions (every product, layer norm,
+/// GELU, attention). Called from a thread outside the pool, each region is
+/// a round trip: the job is injected, a sleeping worker woken, and the
+/// caller parked on a latch until the last piece is done, then woken in its
+/// turn. On a worker the regions are pushed on its own deque, where the
+/// other workers steal them, and the pass itself never leaves the pool.
+/// Measured on the 2-core AMD EPYC (MiniLM, one sentence, alternating in
+/// one process): 7–13% less time at 64 and 128 tokens in fp32, 15–20% in
+/// bf16 and int8; no change at 32 sentences, where the regions are long.
+/// (A training step or integrated gradients, forward and backward, gained
+/// nothing measurable that way, so autodiff stays on the caller's thread,
+/// with the [`crate::lowp::autocast`] setting it reads.)
+pub(crate) fn on_workers<T: Send>(device: &Device, f: impl FnOnce() -> T + Send) -> T {
+    if device.is_autodiff() || !is_flex(device) || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}
+
 /// Attention straight from the rows on the flex device without autodiff:
 /// `q`, `k`, `v` are `[rows, hidden]`, `sequences` each sequence's
 /// `(first row, length)` in row order, laid end to end (packed rows, or
@@ -286,6 +309,24 @@ mod tests {
     fn bernoulli_mask(n: usize, keep: f64, seed: u64) -> Vec<f32> {
         let mask = Mask::new(keep, seed);
         (0..n as u64).map(|i| mask.value(i)).collect()
+    }
+
+    /// An inference pass on the flex device runs on a pool worker, called
+    /// from outside the pool or inside it; under autodiff it stays on the
+    /// caller's thread.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn inference_passes_run_on_a_worker_and_autodiff_on_the_caller() {
+        let plain = Device::flex();
+        assert_eq!(rayon::current_thread_index(), None);
+        assert!(on_workers(&plain, rayon::current_thread_index).is_some());
+        let nested = rayon::scope(|_| {
+            let outer = rayon::current_thread_index();
+            (outer, on_workers(&plain, rayon::current_thread_index))
+        });
+        assert_eq!(nested.0, nested.1, "a worker runs the pass itself");
+        let autodiff = plain.autodiff();
+        assert_eq!(on_workers(&autodiff, rayon::current_thread_index), None);
     }
 
     #[test]
