@@ -725,11 +725,9 @@ mod flex {
         // The packed weight is `[n, k]`, rhs's transpose.
         let packed =
             valor_kernels::PackedBf16::pack_strided(rhs.t()).expect("shapes from the forward pass");
-        let mut out = vec![0f32; lhs.rows * rhs.cols];
         packed
-            .linear_strided(lhs, None, &mut out)
-            .expect("shapes from the forward pass");
-        out
+            .linear_strided_new(lhs, None)
+            .expect("shapes from the forward pass")
     }
 
     /// `x · w + b` (dense inputs): the product, then the bias added to

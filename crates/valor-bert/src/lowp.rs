@@ -140,13 +140,15 @@ pub(crate) enum Packed {
 }
 
 impl Packed {
-    fn linear(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    /// `x · Wᵀ + bias` for `m` rows of `x`, into a new `[m, n]` vector
+    /// written once by the kernel's tasks (no zeroed buffer first).
+    fn linear(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
         let done = match self {
-            Packed::Int8(p) => p.linear(x, m, bias, out),
-            Packed::Bf16(p) => p.linear(x, m, bias, out),
+            Packed::Int8(p) => p.linear_new(x, m, bias),
+            Packed::Bf16(p) => p.linear_new(x, m, bias),
         };
         // Shapes were checked by the caller (burn's tensor shapes).
-        done.expect("low-precision linear: shapes checked by the caller");
+        done.expect("low-precision linear: shapes checked by the caller")
     }
 
     fn out_features(&self) -> usize {
@@ -439,8 +441,7 @@ mod flex {
             let xs = x
                 .as_slice::<f32>()
                 .expect("a contiguous f32 tensor after to_contiguous");
-            let mut out = vec![0f32; m * n];
-            packed.linear(xs, m, bias.as_deref(), &mut out);
+            let out = packed.linear(xs, m, bias.as_deref());
             FlexTensor::from_data(TensorData::new(out, Shape::new([m, n])))
         }
 

@@ -1,7 +1,10 @@
 //! bf16 weights and activations, f32 accumulation.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
+use crate::dense::{as_uninit, written};
 #[cfg(target_arch = "x86_64")]
 use crate::x86::AMX_ROWS;
 use crate::{Isa, MR, MatRef, NR, ShapeError, check_linear, rows_per_task};
@@ -240,6 +243,37 @@ impl PackedBf16 {
         self.linear_strided(MatRef::row_major(x, m, self.k), bias, out)
     }
 
+    /// [`linear`](Self::linear) into a new `[m, n]` vector, each value
+    /// written once by the task that computes it (no zeroed buffer first).
+    pub fn linear_new(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, ShapeError> {
+        check_linear(x.len(), m, self.k, self.n, bias, m * self.n)?;
+        self.linear_strided_new(MatRef::row_major(x, m, self.k), bias)
+    }
+
+    /// [`linear_strided`](Self::linear_strided) into a new `[x.rows, n]`
+    /// vector, as [`linear_new`](Self::linear_new).
+    pub fn linear_strided_new(
+        &self,
+        x: MatRef<'_>,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, ShapeError> {
+        let (n, k, m) = (self.n, self.k, x.rows);
+        if x.cols != k {
+            return Err(ShapeError(format!(
+                "input has {} columns, expected {k} inputs",
+                x.cols
+            )));
+        }
+        x.check("input")?;
+        check_linear(m * k, m, k, n, bias, m * n)?;
+        Ok(written(m * n, |out| self.run(x, bias, out)))
+    }
+
     /// [`linear`](Self::linear) for activations read through strides
     /// (`x.rows` rows of `k`): a transposed matrix is rounded to bf16 as
     /// each task gathers its rows, with no f32 copy first (the weight
@@ -259,12 +293,20 @@ impl PackedBf16 {
         }
         x.check("input")?;
         check_linear(m * k, m, k, n, bias, out.len())?;
+        self.run(x, bias, as_uninit(out));
+        Ok(())
+    }
+
+    /// The product into `out` (`[x.rows, n]`, shapes checked), every value
+    /// written.
+    fn run(&self, x: MatRef<'_>, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
+        let (n, k, m) = (self.n, self.k, x.rows);
         if m == 0 || n == 0 {
-            return Ok(());
+            return;
         }
         if k == 0 {
             crate::fill_bias(out, n, bias);
-            return Ok(());
+            return;
         }
         let kp = self.kh * 2;
         #[cfg(target_arch = "x86_64")]
@@ -280,7 +322,7 @@ impl PackedBf16 {
                     round_rows(x, task * per, rows, &mut xb, kp);
                     self.amx_block(&xb, rows, bias, out);
                 });
-            return Ok(());
+            return;
         }
         let per = rows_per_task(m);
         out.par_chunks_mut(per * n)
@@ -298,13 +340,18 @@ impl PackedBf16 {
                     self.block(Acts::Bf16(&xb), rows, bias, out);
                 }
             });
-        Ok(())
     }
 
     /// [`Self::block`] on AMX: `xb` holds `rows` rows rounded up to
     /// [`AMX_ROWS`], the rest zero.
     #[cfg(target_arch = "x86_64")]
-    fn amx_block(&self, xb: &[u16], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    fn amx_block(
+        &self,
+        xb: &[u16],
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let (n, kh) = (self.n, self.kh);
         let kp = kh * 2;
         let mut acc = [0f32; AMX_ROWS * NR];
@@ -325,7 +372,8 @@ impl PackedBf16 {
         }
     }
 
-    fn block(&self, xs: Acts<'_>, rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    /// Every panel's columns of every one of `rows` rows of `out`.
+    fn block(&self, xs: Acts<'_>, rows: usize, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
         let (n, kh) = (self.n, self.kh);
         let kp = kh * 2;
         let panel_len = kh * NR * 2;
@@ -376,16 +424,16 @@ impl PackedBf16 {
 /// `out.len()` values, inlined into each compiled version of the store
 /// that ends a block.
 #[inline(always)]
-pub(crate) fn add_bias_plain(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) {
+pub(crate) fn add_bias_plain(out: &mut [MaybeUninit<f32>], acc: &[f32], bias: Option<&[f32]>) {
     match bias {
         Some(b) => {
             for ((o, &a), &b) in out.iter_mut().zip(acc).zip(b) {
-                *o = a + b;
+                o.write(a + b);
             }
         }
         None => {
             for (o, &a) in out.iter_mut().zip(acc) {
-                *o = a;
+                o.write(a);
             }
         }
     }
@@ -450,10 +498,29 @@ mod tests {
                 packed
                     .linear_strided(strided, Some(&bias), &mut gathered)
                     .unwrap();
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
-                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    gathered.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    bits(&out),
+                    bits(&gathered),
                     "{isa:?} m={m} n={n} k={k}: transposed input"
+                );
+                // Into a new vector (in debug builds filled with a NaN
+                // first, so a value the kernel missed would differ).
+                let new = packed.linear_new(&x, m, Some(&bias)).unwrap();
+                assert_eq!(bits(&out), bits(&new), "{isa:?} m={m} n={n} k={k}: new");
+                let new = packed.linear_strided_new(strided, Some(&bias)).unwrap();
+                assert_eq!(
+                    bits(&out),
+                    bits(&new),
+                    "{isa:?} m={m} n={n} k={k}: strided new"
+                );
+                let mut plain = vec![f32::NAN; m * n];
+                packed.linear(&x, m, None, &mut plain).unwrap();
+                let new = packed.linear_new(&x, m, None).unwrap();
+                assert_eq!(
+                    bits(&plain),
+                    bits(&new),
+                    "{isa:?} m={m} n={n} k={k}: no bias"
                 );
                 // Products are exact; f32 accumulation of k terms of
                 // magnitude ≤ 1 errs by at most ~k·2⁻²⁴ each step.

@@ -1,6 +1,10 @@
 //! int8 weights, dynamically quantised int8 activations, i32 products.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use crate::dense::{as_uninit, written};
 
 #[cfg(target_arch = "x86_64")]
 use crate::x86::AMX_ROWS;
@@ -147,14 +151,33 @@ impl PackedI8 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), ShapeError> {
+        check_linear(x.len(), m, self.k, self.n, bias, out.len())?;
+        self.run(x, m, bias, as_uninit(out));
+        Ok(())
+    }
+
+    /// [`linear`](Self::linear) into a new `[m, n]` vector, each value
+    /// written once by the task that computes it (no zeroed buffer first).
+    pub fn linear_new(
+        &self,
+        x: &[f32],
+        m: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, ShapeError> {
+        check_linear(x.len(), m, self.k, self.n, bias, m * self.n)?;
+        Ok(written(m * self.n, |out| self.run(x, m, bias, out)))
+    }
+
+    /// The product into `out` (`[m, n]`, shapes checked), every value
+    /// written.
+    fn run(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
         let (n, k) = (self.n, self.k);
-        check_linear(x.len(), m, k, n, bias, out.len())?;
         if m == 0 || n == 0 {
-            return Ok(());
+            return;
         }
         if k == 0 {
             crate::fill_bias(out, n, bias);
-            return Ok(());
+            return;
         }
         let kp = self.kq * 4;
         // AMX takes tasks of whole tile pairs (32 rows; the rows past `m`
@@ -181,13 +204,19 @@ impl PackedI8 {
                 }
                 self.block(&xq, &sx, rows, bias, out);
             });
-        Ok(())
     }
 
     /// [`Self::block`] on AMX: `xq` holds `rows` rows rounded up to
     /// [`AMX_ROWS`].
     #[cfg(target_arch = "x86_64")]
-    fn amx_block(&self, xq: &[u8], sx: &[f32], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    fn amx_block(
+        &self,
+        xq: &[u8],
+        sx: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let (n, kq) = (self.n, self.kq);
         let kp = kq * 4;
         let mut acc = [0i32; AMX_ROWS * NR];
@@ -209,7 +238,14 @@ impl PackedI8 {
     }
 
     /// All panels for `rows` quantised rows.
-    fn block(&self, xq: &[u8], sx: &[f32], rows: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    fn block(
+        &self,
+        xq: &[u8],
+        sx: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
         let (n, kq) = (self.n, self.kq);
         let kp = kq * 4;
         let panel_len = kq * NR * 4;
@@ -234,7 +270,14 @@ impl PackedI8 {
     /// One row of a panel's outputs from its i32 sums: `o[c] = (acc[c] −
     /// shift) · (s · scale) + bias` for the columns from `c0` (`+ 0` without
     /// a bias), in one vectorisable pass.
-    fn dequantize(&self, o: &mut [f32], acc: &[i32], s: f32, c0: usize, bias: Option<&[f32]>) {
+    fn dequantize(
+        &self,
+        o: &mut [MaybeUninit<f32>],
+        acc: &[i32],
+        s: f32,
+        c0: usize,
+        bias: Option<&[f32]>,
+    ) {
         let cols = o.len();
         let (shift, scales) = (&self.shift[c0..c0 + cols], &self.scales[c0..c0 + cols]);
         let bias = bias.map(|b| &b[c0..c0 + cols]);
@@ -249,7 +292,7 @@ impl PackedI8 {
 /// a bias), inlined into each compiled version of [`PackedI8::dequantize`].
 #[inline(always)]
 pub(crate) fn dequantize_plain(
-    o: &mut [f32],
+    o: &mut [MaybeUninit<f32>],
     acc: &[i32],
     s: f32,
     shift: &[i32],
@@ -260,12 +303,12 @@ pub(crate) fn dequantize_plain(
     match bias {
         Some(b) => {
             for ((((o, &a), &sh), &sc), &b) in parts.zip(b) {
-                *o = (a - sh) as f32 * (s * sc) + b;
+                o.write((a - sh) as f32 * (s * sc) + b);
             }
         }
         None => {
             for (((o, &a), &sh), &sc) in parts {
-                *o = (a - sh) as f32 * (s * sc) + 0.0;
+                o.write((a - sh) as f32 * (s * sc) + 0.0);
             }
         }
     }
@@ -422,6 +465,19 @@ pub(crate) mod tests {
                 let packed = PackedI8::pack(&w, n, k).unwrap().with_isa(isa).unwrap();
                 let mut out = vec![f32::NAN; m * n];
                 packed.linear(&x, m, Some(&bias), &mut out).unwrap();
+                // Into a new vector (in debug builds filled with a NaN
+                // first, so a value the kernel missed would differ).
+                let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let new = packed.linear_new(&x, m, Some(&bias)).unwrap();
+                assert_eq!(bits(&out), bits(&new), "{isa:?} m={m} n={n} k={k}: new");
+                let mut plain = vec![f32::NAN; m * n];
+                packed.linear(&x, m, None, &mut plain).unwrap();
+                let new = packed.linear_new(&x, m, None).unwrap();
+                assert_eq!(
+                    bits(&plain),
+                    bits(&new),
+                    "{isa:?} m={m} n={n} k={k}: no bias"
+                );
                 for (i, (a, e)) in out.iter().zip(&expected).enumerate() {
                     // The integer sums are exact; only the final f32
                     // scaling may round differently (one multiply).

@@ -39,8 +39,9 @@
 //! The `unsafe` code is in two private modules: the intrinsics and AMX
 //! assembly in `x86`, reached only after [`Isa::detect_int8`] or
 //! [`Isa::detect_bf16`] found the features at run time, and
-//! the `gemm` call and uninitialised output of `dense`; each block says why
-//! it is sound. [`Isa::Scalar`] runs everywhere and can be forced
+//! the `gemm` call and the uninitialised outputs of `dense` (its own, and
+//! the new vectors the packed kernels' `linear_new` write into); each block
+//! says why it is sound. [`Isa::Scalar`] runs everywhere and can be forced
 //! (`VALOR_KERNELS=scalar`) to test the fallback; `VALOR_KERNELS=dpbf16`
 //! picks `vdpbf16ps` for bf16, `VALOR_KERNELS=fma` the FMA kernel,
 //! `VALOR_KERNELS=vnni` VNNI for int8.
@@ -51,6 +52,8 @@ mod int8;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+use std::mem::MaybeUninit;
 
 pub use bf16::{PackedBf16, bf16_to_f32, f32_to_bf16};
 pub use dense::{MatRef, linear_f32, matmul_f32, product_f32};
@@ -235,11 +238,15 @@ pub(crate) fn check_linear(
 
 /// `out` rows = `bias` (zeros without one): the product of an empty inner
 /// dimension.
-pub(crate) fn fill_bias(out: &mut [f32], n: usize, bias: Option<&[f32]>) {
+pub(crate) fn fill_bias(out: &mut [MaybeUninit<f32>], n: usize, bias: Option<&[f32]>) {
     for row in out.chunks_exact_mut(n) {
         match bias {
-            Some(b) => row.copy_from_slice(b),
-            None => row.fill(0.0),
+            Some(b) => row.iter_mut().zip(b).for_each(|(o, &v)| {
+                o.write(v);
+            }),
+            None => row.iter_mut().for_each(|o| {
+                o.write(0.0);
+            }),
         }
     }
 }

@@ -519,7 +519,7 @@ avx512_version! {
 avx512_version! {
     /// `out[c] = acc[c] + bias[c]` (or `acc[c]` without a bias) over
     /// `out.len()` values.
-    fn add_bias / add_bias_avx512(out: &mut [f32], acc: &[f32], bias: Option<&[f32]>) = crate::bf16::add_bias_plain
+    fn add_bias / add_bias_avx512(out: &mut [std::mem::MaybeUninit<f32>], acc: &[f32], bias: Option<&[f32]>) = crate::bf16::add_bias_plain
 }
 
 avx512_version! {
@@ -530,7 +530,7 @@ avx512_version! {
 avx512_version! {
     /// [`crate::int8`]'s dequantisation of a row of i32 sums.
     fn dequantize / dequantize_avx512(
-        o: &mut [f32],
+        o: &mut [std::mem::MaybeUninit<f32>],
         acc: &[i32],
         s: f32,
         shift: &[i32],
