@@ -6,8 +6,12 @@
 //! ```text
 //! cargo run --release -p valor-bert --example throughput -- \
 //!     [--model DIR|tiny|mini] [--backend cpu] [--seq 128] [--batch 16] \
-//!     [--warmup 2] [--steps 5] [--phase both|inference|train]
+//!     [--warmup 2] [--steps 5] [--phase both|inference|train|ig]
 //! ```
+//! `--phase ig` times integrated gradients of the first `--seq` ids of each
+//! batch (`[CLS]` … `[SEP]`, against `[CLS] [PAD]… [SEP]`), 50
+//! Gauss–Legendre steps in one batch, on the frozen model: the bench's
+//! `minilm_ig_seq64` at `--seq 64`.
 //! `--model` defaults to `$VALOR_SHARED_DIR/models/all-MiniLM-L6-v2`.
 //! With `THROUGHPUT_PACKED` set, inference runs the unpadded forward of
 //! `valor predict` (`forward_packed`; the same rows here, every mask one);
@@ -61,7 +65,7 @@ fn parse() -> Result<Args, String> {
             "--batch" => a.batch = num()?,
             "--warmup" => a.warmup = num()?,
             "--steps" => a.steps = num()?,
-            "--phase" if ["both", "inference", "train"].contains(&value.as_str()) => {
+            "--phase" if ["both", "inference", "train", "ig"].contains(&value.as_str()) => {
                 a.phase = value.clone()
             }
             _ => return Err(format!("unknown flag {flag}")),
@@ -154,7 +158,7 @@ fn main() {
 
     // Inference: the validation snapshot on the plain device.
     let packed = std::env::var_os("THROUGHPUT_PACKED").is_some();
-    if args.phase != "train" {
+    if args.phase != "train" && args.phase != "ig" {
         let precision: valor_bert::Precision = std::env::var("THROUGHPUT_PRECISION")
             .unwrap_or_else(|_| "fp32".into())
             .parse()
@@ -185,6 +189,32 @@ fn main() {
         report("inference", times);
     }
     if args.phase == "inference" {
+        return;
+    }
+    if args.phase == "ig" {
+        let frozen = model.clone().freeze();
+        let ig = valor_bert::IgConfig {
+            n_steps: 50,
+            internal_batch_size: 50,
+            ..Default::default()
+        };
+        let mut times = Vec::new();
+        for (i, (ids, _)) in batches.iter().enumerate() {
+            let mut ids = ids[..l].to_vec();
+            ids[0] = 101;
+            ids[l - 1] = 102;
+            let seq = valor_bert::TokenSequence::new(ids, None);
+            let baseline = valor_bert::pad_baseline(&seq, &[101, 102], 0);
+            let (t, c) = (Instant::now(), cpu_seconds().unwrap_or(0.0));
+            if let Err(e) = valor_bert::integrated_gradients(&frozen, &seq, &baseline, None, &ig) {
+                eprintln!("throughput: {e}");
+                std::process::exit(2);
+            }
+            if i >= args.warmup {
+                times.push((t.elapsed().as_secs_f64(), cpu_seconds().unwrap_or(0.0) - c));
+            }
+        }
+        report("ig", times);
         return;
     }
 

@@ -82,11 +82,17 @@ fn minilm_with_head(
 
 /// Integrated gradients of `which` sentences against Captum's, with the
 /// fixture's settings. The tolerances come from the fixture: Captum's own
-/// convergence deltas (`delta` in `captum_ig.safetensors`, the README's
-/// "all below 1e-6") bound both how far Valor's attributions may be from
-/// Captum's and Valor's own completeness delta: two computations of one
-/// integral should agree to within the reference's own integration error.
-/// Measured (flex, 2 cores): max |diff| ≈ 1e-7, |delta| ≈ 1e-7.
+/// convergence deltas (`delta` in `captum_ig.safetensors`) bound how far
+/// Valor's attributions may be from Captum's (two computations of one
+/// integral should agree to within the reference's own integration error),
+/// and the bound its README gives them ("all below 1e-6") bounds Valor's
+/// own completeness delta. At 300 Gauss–Legendre steps both sides' deltas
+/// are f32 rounding, Captum's from 1.0e-7 to 5.3e-7 over these sentences,
+/// Valor's from 2e-8 to 5.2e-7: one summation order more or less in the
+/// model moves a sentence's delta within that range (the last layer's
+/// reassociated keys and values took the 3-token sentence's from 1.9e-7 to
+/// 5.2e-7), so Captum's largest delta is no bound for Valor's.
+/// Measured (flex, 2 cores): max |diff| ≈ 1e-7, |delta| ≤ 5.2e-7.
 fn check_against_captum(which: Sentences) {
     let shared = shared_dir();
     let device = common::device().autodiff();
@@ -152,11 +158,11 @@ fn check_against_captum(which: Sentences) {
             &format!("sentence {r}: completeness delta"),
             ig.delta,
             0.0,
-            Tolerance::abs(tolerance),
+            Tolerance::abs(1e-6),
         );
     }
     println!(
-        "worst max |diff| {worst_abs:.2e}, worst |delta| {worst_delta:.2e}, tolerance (Captum's largest |delta|) {tolerance:.2e}"
+        "worst max |diff| {worst_abs:.2e} (tolerance: Captum's largest |delta|, {tolerance:.2e}), worst |delta| {worst_delta:.2e} (tolerance 1e-6)"
     );
 }
 

@@ -451,7 +451,9 @@ fn first_row_logits_equal_the_full_forward_in_value_and_gradient() {
     // Inference and training (`forward`, `forward_packed`) and integrated
     // gradients (`logits_from_embeddings`) run the last layer for
     // the [CLS] rows alone; `forward_full` runs every row. A padded batch,
-    // so the first rows attend past padding keys.
+    // so the first rows attend past padding keys. On the frozen autodiff
+    // model (integrated gradients) the last layer's keys and values are
+    // reassociated through the [CLS] queries.
     let device = common::device();
     let config = small_config();
     let model = small_model(&config, &device, 7);
