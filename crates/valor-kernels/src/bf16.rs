@@ -262,16 +262,9 @@ impl PackedBf16 {
         x: MatRef<'_>,
         bias: Option<&[f32]>,
     ) -> Result<Vec<f32>, ShapeError> {
-        let (n, k, m) = (self.n, self.k, x.rows);
-        if x.cols != k {
-            return Err(ShapeError(format!(
-                "input has {} columns, expected {k} inputs",
-                x.cols
-            )));
-        }
-        x.check("input")?;
-        check_linear(m * k, m, k, n, bias, m * n)?;
-        Ok(written(m * n, |out| self.run(x, bias, out)))
+        let len = x.rows * self.n;
+        self.check_strided(x, bias, len)?;
+        Ok(written(len, |out| self.run(x, bias, out)))
     }
 
     /// [`linear`](Self::linear) for activations read through strides
@@ -284,6 +277,19 @@ impl PackedBf16 {
         bias: Option<&[f32]>,
         out: &mut [f32],
     ) -> Result<(), ShapeError> {
+        self.check_strided(x, bias, out.len())?;
+        self.run(x, bias, as_uninit(out));
+        Ok(())
+    }
+
+    /// The shapes of a strided product: `x` of `k` columns read inside its
+    /// slice, the bias and an output of `out` values.
+    fn check_strided(
+        &self,
+        x: MatRef<'_>,
+        bias: Option<&[f32]>,
+        out: usize,
+    ) -> Result<(), ShapeError> {
         let (n, k, m) = (self.n, self.k, x.rows);
         if x.cols != k {
             return Err(ShapeError(format!(
@@ -292,9 +298,7 @@ impl PackedBf16 {
             )));
         }
         x.check("input")?;
-        check_linear(m * k, m, k, n, bias, out.len())?;
-        self.run(x, bias, as_uninit(out));
-        Ok(())
+        check_linear(m * k, m, k, n, bias, out)
     }
 
     /// The product into `out` (`[x.rows, n]`, shapes checked), every value
