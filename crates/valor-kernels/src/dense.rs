@@ -16,9 +16,10 @@
 //! unzeroed buffer).
 //!
 //! With `x86`, the crate's only `unsafe` code: one private wrapper of the
-//! `gemm` call (raw pointers) that the three share, and outputs written
+//! `gemm` call (raw pointers) that the three share, outputs written
 //! before they are read (here, and the unzeroed vectors of [`written`] that
-//! the packed bf16 and int8 kernels fill).
+//! the packed kernels fill), and the disjoint blocks of [`par_grid`] that
+//! the packed f32 kernel's tasks write.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
@@ -61,6 +62,77 @@ pub(crate) fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -
     // buffer check it).
     unsafe { out.set_len(len) };
     out
+}
+
+/// One block of a [`par_grid`] over an `[m, n]` output: rows `r0 .. r0 +
+/// rows`, columns `c0 .. c0 + cols`.
+pub(crate) struct Block<'a> {
+    out: *mut MaybeUninit<f32>,
+    n: usize,
+    pub(crate) r0: usize,
+    pub(crate) rows: usize,
+    pub(crate) c0: usize,
+    pub(crate) cols: usize,
+    _out: std::marker::PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+impl Block<'_> {
+    /// Columns `c0 .. c0 + cols` of the block's row `r` (`r < rows`),
+    /// one row at a time (the borrow of `self`).
+    pub(crate) fn row(&mut self, r: usize) -> &mut [MaybeUninit<f32>] {
+        assert!(r < self.rows, "row {r} of a block of {}", self.rows);
+        // SAFETY: `par_grid` made the block from an output of `m · n`
+        // values that outlives it (`'a`), with `r0 + rows ≤ m` and `c0 +
+        // cols ≤ n`, so the `cols` values at `(r0 + r) · n + c0` lie in it;
+        // no other block of the grid covers them (the blocks are disjoint),
+        // and the `&mut self` borrow keeps this row the block's only one.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.out.add((self.r0 + r) * self.n + self.c0),
+                self.cols,
+            )
+        }
+    }
+}
+
+/// The output pointer, shared by the grid's tasks, each of which writes
+/// its own block alone.
+struct Shared(*mut MaybeUninit<f32>);
+// SAFETY: the tasks of `par_grid` write disjoint blocks through it.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// Calls `task` on rayon's threads once per block of the grid that cuts
+/// the `[m, n]` output `out` into row blocks of `rows_per` rows and column
+/// blocks of `cols_per` columns (the last of each smaller): tasks that
+/// split the columns as well as the rows, so that a product of few rows
+/// reads each panel of its weight once (a task per rows would read all of
+/// them).
+pub(crate) fn par_grid(
+    out: &mut [MaybeUninit<f32>],
+    n: usize,
+    rows_per: usize,
+    cols_per: usize,
+    task: impl Fn(Block<'_>) + Sync,
+) {
+    assert!(rows_per > 0 && cols_per > 0 && n > 0 && out.len().is_multiple_of(n));
+    let m = out.len() / n;
+    let (row_blocks, col_blocks) = (m.div_ceil(rows_per), n.div_ceil(cols_per));
+    let shared = Shared(out.as_mut_ptr());
+    let shared = &shared;
+    (0..row_blocks * col_blocks).into_par_iter().for_each(|b| {
+        let (r0, c0) = (b / col_blocks * rows_per, b % col_blocks * cols_per);
+        task(Block {
+            out: shared.0,
+            n,
+            r0,
+            rows: rows_per.min(m - r0),
+            c0,
+            cols: cols_per.min(n - c0),
+            _out: std::marker::PhantomData,
+        });
+    });
 }
 
 /// The bits of the NaN [`written`] fills with in debug builds.

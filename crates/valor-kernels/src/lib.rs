@@ -1,12 +1,21 @@
 //! Matrix products for inference on the CPU: the products of a Linear layer
 //! `y = x Wᵀ + b`, in f32 ([`linear_f32`]: one `gemm` crate call onto the
-//! bias, no zeroing, no copies) or with `W` packed once in int8 or bf16.
+//! bias, no zeroing, no copies) or with `W` packed once in f32, int8 or
+//! bf16.
 //!
-//! Owns: the f32 Linear ([`linear_f32`]); packing a row-major `[out, in]` f32 weight (HF/PyTorch layout) into
-//! panels of [`NR`] output columns ([`PackedI8`], [`PackedBf16`]); the
-//! products themselves ([`PackedI8::linear`], [`PackedBf16::linear`]),
-//! blocked over rows and panels and split across rayon's threads; the
-//! choice of instruction set at run time ([`Isa`]).
+//! Owns: the f32 Linear ([`linear_f32`]); packing a row-major `[out, in]`
+//! f32 weight (HF/PyTorch layout) into panels of [`NR`] output columns
+//! ([`PackedF32`], [`PackedI8`], [`PackedBf16`]); the products themselves
+//! ([`PackedF32::linear_new`], [`PackedI8::linear`],
+//! [`PackedBf16::linear`]), blocked over rows and panels and split across
+//! rayon's threads; the choice of instruction set at run time ([`Isa`]).
+//!
+//! **f32** ([`PackedF32`]): the weight laid out once in the panels its
+//! AVX-512F micro-kernel reads (6 rows × 64 columns, FMAs), so a product
+//! of few rows does not pay the `gemm` crate's packing of the weight at
+//! every call; the tasks split the columns as well as the rows when there
+//! are few rows ([`Isa::detect_f32`]: AVX-512F, else [`Isa::Scalar`], and
+//! callers keep [`linear_f32`] on such CPUs).
 //!
 //! Does not know about: tensors, devices, burn, models. Callers hand over
 //! plain `f32` slices.
@@ -40,8 +49,9 @@
 //! assembly in `x86`, reached only after [`Isa::detect_int8`] or
 //! [`Isa::detect_bf16`] found the features at run time, and
 //! the `gemm` call and the uninitialised outputs of `dense` (its own, and
-//! the new vectors the packed kernels' `linear_new` write into); each block
-//! says why it is sound. [`Isa::Scalar`] runs everywhere and can be forced
+//! the new vectors the packed kernels' `linear_new` write into, and the
+//! disjoint output blocks the f32 kernel's tasks write through one
+//! pointer); each block says why it is sound. [`Isa::Scalar`] runs everywhere and can be forced
 //! (`VALOR_KERNELS=scalar`) to test the fallback; `VALOR_KERNELS=dpbf16`
 //! picks `vdpbf16ps` for bf16, `VALOR_KERNELS=fma` the FMA kernel,
 //! `VALOR_KERNELS=vnni` VNNI for int8.
@@ -49,6 +59,7 @@
 mod bf16;
 mod dense;
 mod int8;
+mod packed_f32;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -58,11 +69,15 @@ use std::mem::MaybeUninit;
 pub use bf16::{PackedBf16, bf16_to_f32, f32_to_bf16};
 pub use dense::{MatRef, linear_f32, matmul_f32, product_f32};
 pub use int8::{PackedI8, quantize_row};
+pub use packed_f32::PackedF32;
 
 /// Output columns per packed panel: four 16-lane AVX-512 registers.
 pub const NR: usize = 64;
 /// Rows per micro-kernel call.
 pub const MR: usize = 4;
+/// Rows per f32 micro-kernel call ([`PackedF32`]): six broadcasts against
+/// four panel vectors, 24 accumulators.
+pub const F32_MR: usize = 6;
 
 /// The environment variable that forces [`Isa::Scalar`] when set to
 /// `scalar` (tests of the fallback, comparisons), or for bf16 `vdpbf16ps`
@@ -145,6 +160,21 @@ impl Isa {
             if x86::has_avx512f() {
                 return Isa::Avx512Fma;
             }
+        }
+        Isa::Scalar
+    }
+
+    /// The instruction set for f32 products of a [`PackedF32`] weight:
+    /// AVX-512F FMAs where the CPU has them, unless [`KERNELS_ENV`] is
+    /// `scalar`; else [`Isa::Scalar`] (callers keep [`linear_f32`] there,
+    /// whose `gemm` crate has AVX2 kernels).
+    pub fn detect_f32() -> Isa {
+        if forced_scalar() {
+            return Isa::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if x86::has_avx512f() {
+            return Isa::Avx512Fma;
         }
         Isa::Scalar
     }

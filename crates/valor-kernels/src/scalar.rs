@@ -2,7 +2,7 @@
 //! every CPU. Same inputs and outputs as the `x86` ones.
 
 use crate::bf16::bf16_to_f32;
-use crate::{MR, NR};
+use crate::{F32_MR, MR, NR};
 
 /// `acc[r][c] = Σ_q Σ_j xq[r·kp + 4q + j] · panel[(q·NR + c)·4 + j]` for
 /// `r < rows` (u8 × i8, exact in i32).
@@ -66,6 +66,27 @@ pub(crate) fn bf16_f32_microkernel(
         for (xs, ws) in x.chunks_exact(2).zip(panel.chunks_exact(NR * 2)) {
             for (a, w) in acc.iter_mut().zip(ws.chunks_exact(2)) {
                 *a += xs[0] * bf16_to_f32(w[0]) + xs[1] * bf16_to_f32(w[1]);
+            }
+        }
+    }
+}
+
+/// `acc[r][c] = Σ_i x[r·xs + i] · panel[i·NR + c]` for `r < rows`, f32
+/// products and sums (a [`crate::PackedF32`] panel).
+pub(crate) fn f32_microkernel(
+    rows: usize,
+    x: &[f32],
+    xs: usize,
+    panel: &[f32],
+    k: usize,
+    acc: &mut [[f32; NR]; F32_MR],
+) {
+    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+        acc.fill(0.0);
+        let x = &x[r * xs..r * xs + k];
+        for (&xi, ws) in x.iter().zip(panel.chunks_exact(NR)) {
+            for (a, &w) in acc.iter_mut().zip(ws) {
+                *a += xi * w;
             }
         }
     }

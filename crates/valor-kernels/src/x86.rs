@@ -11,7 +11,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use crate::{MR, NR};
+use crate::{F32_MR, MR, NR};
 
 /// AVX-512F/BW and VNNI (`vpdpbusd`).
 pub(crate) fn has_vnni() -> bool {
@@ -244,6 +244,79 @@ unsafe fn bf16_fma_kernel<const R: usize>(
                 for j in 0..4 {
                     c[j] = _mm512_fmadd_ps(x0, even[j], c[j]);
                     c[j] = _mm512_fmadd_ps(x1, odd[j], c[j]);
+                }
+            }
+        }
+    }
+    for (r, c) in c.iter().enumerate() {
+        for (j, &c) in c.iter().enumerate() {
+            // SAFETY (the caller's): `acc` holds at least `R · NR` f32s.
+            unsafe { _mm512_storeu_ps(acc.add(r * NR + j * 16), c) };
+        }
+    }
+}
+
+/// As [`crate::scalar::f32_microkernel`], on AVX-512F: `rows` rows of
+/// `x` (row stride `xs`, `k` values each) times a [`crate::PackedF32`]
+/// panel of `k` rows × `NR` columns into `acc`.
+pub(crate) fn f32_microkernel(
+    rows: usize,
+    x: &[f32],
+    xs: usize,
+    panel: &[f32],
+    k: usize,
+    acc: &mut [[f32; NR]; F32_MR],
+) {
+    assert!(
+        has_avx512f(),
+        "AVX-512 kernel called on a CPU without AVX-512F"
+    );
+    assert!((1..=F32_MR).contains(&rows) && xs >= k);
+    assert!(x.len() >= (rows - 1) * xs + k && panel.len() >= k * NR);
+    let (x, w, a) = (x.as_ptr(), panel.as_ptr(), acc.as_mut_ptr().cast::<f32>());
+    // SAFETY: the CPU has AVX-512F (checked above); the kernel reads row
+    // `r < rows` of `x` at `r·xs .. r·xs + k` and `panel` at `0 .. k·NR`,
+    // both within the lengths asserted above, and writes `rows · NR ≤
+    // F32_MR · NR` f32s of `acc`.
+    unsafe {
+        match rows {
+            1 => f32_kernel::<1>(x, xs, w, k, a),
+            2 => f32_kernel::<2>(x, xs, w, k, a),
+            3 => f32_kernel::<3>(x, xs, w, k, a),
+            4 => f32_kernel::<4>(x, xs, w, k, a),
+            5 => f32_kernel::<5>(x, xs, w, k, a),
+            _ => f32_kernel::<6>(x, xs, w, k, a),
+        }
+    }
+}
+
+/// `R` rows × 64 columns in f32: per input, four 64-byte loads of the
+/// panel, one broadcast per row, `4·R` FMAs (24 accumulators at `R = 6`,
+/// as the `gemm` crate's own AVX-512 kernel).
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_kernel<const R: usize>(
+    x: *const f32,
+    xs: usize,
+    w: *const f32,
+    k: usize,
+    acc: *mut f32,
+) {
+    let mut c = [[_mm512_setzero_ps(); 4]; R];
+    for i in 0..k {
+        // SAFETY (the caller's): `w + i·NR .. + NR` and `x + r·xs + i` lie
+        // inside the checked slices.
+        unsafe {
+            let wi = w.add(i * NR);
+            let b = [
+                _mm512_loadu_ps(wi),
+                _mm512_loadu_ps(wi.add(16)),
+                _mm512_loadu_ps(wi.add(32)),
+                _mm512_loadu_ps(wi.add(48)),
+            ];
+            for (r, c) in c.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*x.add(r * xs + i));
+                for (c, &b) in c.iter_mut().zip(&b) {
+                    *c = _mm512_fmadd_ps(a, b, *c);
                 }
             }
         }
