@@ -1,9 +1,10 @@
-//! Throughput of the int8 and bf16 Linear products on the model's shapes:
+//! Throughput of the f32, int8 and bf16 Linear products on the model's
+//! shapes (f32: the `gemm` crate's `linear_f32` against the packed weight):
 //! `cargo run --release -p valor-kernels --example gops`. Prints one line
 //! per product, shape and instruction set (median of 9 runs).
 #![allow(clippy::print_stdout)]
 
-use valor_kernels::{Isa, PackedBf16, PackedI8};
+use valor_kernels::{Isa, MatRef, PackedBf16, PackedF32, PackedI8, linear_f32};
 
 fn values(len: usize) -> Vec<f32> {
     (0..len)
@@ -22,6 +23,8 @@ fn main() {
         (4096, 1536, 384),
         (4096, 384, 1536),
         (64, 384, 384),
+        (128, 1536, 384),
+        (128, 384, 1536),
     ] {
         let x = values(m * k);
         let w = values(n * k);
@@ -32,6 +35,27 @@ fn main() {
                 let t = median(|| p.linear(&x, m, None, &mut out).unwrap());
                 println!(
                     "int8 {m}x{n}x{k} {:12} {:8.2} ms {:7.1} GOP/s",
+                    isa.name(),
+                    t * 1e3,
+                    flop / t / 1e9
+                );
+            }
+        }
+        // burn's `[k, n]` layout for the `gemm` crate's product.
+        let wt: Vec<f32> = (0..k * n).map(|j| w[(j % n) * k + j / n]).collect();
+        let t = median(|| drop(linear_f32(&x, m, k, &wt, n, None).unwrap()));
+        println!(
+            "f32  {m}x{n}x{k} {:12} {:8.2} ms {:7.1} GFLOP/s",
+            "gemm",
+            t * 1e3,
+            flop / t / 1e9
+        );
+        for isa in [Isa::Scalar, Isa::Avx512Fma] {
+            let packed = PackedF32::pack_strided(MatRef::row_major(&wt, k, n).t()).unwrap();
+            if let Some(p) = packed.with_isa(isa) {
+                let t = median(|| drop(p.linear_new(&x, m, None).unwrap()));
+                println!(
+                    "f32  {m}x{n}x{k} {:12} {:8.2} ms {:7.1} GFLOP/s",
                     isa.name(),
                     t * 1e3,
                     flop / t / 1e9

@@ -147,7 +147,7 @@ impl Classifier {
     /// [`load_with_adapter`](Self::load_with_adapter) at `precision`: on a
     /// GPU backend the device computes in its float dtype (fp32, bf16 or
     /// f16, set before the model is loaded: `valor_bert::prepare_precision`);
-    /// on the CPU, bf16 and int8 pack the encoder's Linear weights
+    /// on the CPU, the encoder's Linear weights are packed for inference
     /// ([`with_precision`](Self::with_precision)).
     pub fn load_at(
         dir: &Path,
@@ -162,13 +162,14 @@ impl Classifier {
     }
 
     /// Runs the model in `precision`. On the CPU: the encoder's Linear
-    /// layers at inference (`valor_bert::lowp`: int8 or bf16 kernels,
-    /// weights packed once here); on an autodiff device (explanations)
-    /// bf16 is autocast around integrated gradients
+    /// layers at inference (`valor_bert::lowp`: int8, bf16 or, on CPUs
+    /// with AVX-512, f32 kernels, weights packed once here); on an autodiff
+    /// device (explanations) bf16 is autocast around integrated gradients
     /// (`valor_bert::lowp::autocast`: the Linear products forward and
     /// backward in bf16) and int8 is refused (no gradients), as is f16 (a
     /// GPU precision);
-    /// [`Precision::Fp32`](valor_bert::Precision::Fp32) changes nothing. On
+    /// [`Precision::Fp32`](valor_bert::Precision::Fp32) changes nothing
+    /// there. On
     /// a GPU backend the precision is the device's float dtype, which must
     /// have been set before loading ([`load_at`](Self::load_at)): this checks
     /// that it was.
@@ -184,7 +185,7 @@ impl Classifier {
             valor_bert::configure_precision(&self.device, gpu)?;
             return Ok(self);
         }
-        if precision == valor_bert::Precision::Fp32 {
+        if precision == valor_bert::Precision::Fp32 && self.device.is_autodiff() {
             return Ok(self);
         }
         if precision == valor_bert::Precision::Bf16 && self.device.is_autodiff() {

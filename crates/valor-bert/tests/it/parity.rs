@@ -89,3 +89,62 @@ fn minilm_forward_matches_transformers() {
         tolerance(&meta, "logits_max_abs"),
     );
 }
+
+/// Inference with the encoder's Linear weights packed in f32
+/// (`lowp::apply` at fp32, what `valor predict` and `valor serve` run on
+/// CPUs with AVX-512: its own kernel instead of the `gemm` crate's) against
+/// the same fixture and tolerances, padded (`forward`) and packed rows
+/// (`forward_packed`); on other CPUs and devices nothing is packed, and
+/// the test says so.
+#[valor_testkit::shared_test]
+#[allow(clippy::print_stderr)]
+fn packed_fp32_inference_matches_transformers() {
+    let shared = shared_dir();
+    let meta = meta(&shared);
+    let device = common::device();
+    let options = LoadOptions {
+        num_labels: Some(3),
+        head: Some(fixture(&shared).join("head.safetensors")),
+        ..LoadOptions::default()
+    };
+    let (config, model, _) = load_hf(&minilm(&shared), &device, options).unwrap();
+    let packed = valor_bert::lowp::apply(model.clone(), valor_bert::Precision::Fp32).unwrap();
+    let count = valor_bert::lowp::packed_count(&packed);
+    if valor_kernels::Isa::detect_f32() == valor_kernels::Isa::Scalar {
+        assert_eq!(count, 0, "no AVX-512: the gemm crate's product stays");
+        eprintln!("packed fp32: this CPU has no AVX-512F; nothing packed, the f32 model checked");
+    } else {
+        assert_eq!(count, 36, "6 Linear layers × 6 encoder layers");
+    }
+    let (input, _, _) = reference_input(&shared, &device);
+    let (_, expected) = read_tensor(&fixture(&shared).join("reference.safetensors"), "logits");
+    let logits = common::to_f64(packed.forward(input.clone()));
+    let tol = tolerance(&meta, "logits_max_abs");
+    assert_all_close("packed fp32 logits", &logits, &expected, tol);
+    // The same sums in another order than the unpacked model's.
+    let plain = common::to_f64(model.forward(input));
+    assert_all_close(
+        "packed vs unpacked fp32",
+        &logits,
+        &plain,
+        Tolerance::abs(1e-5),
+    );
+
+    // Packed rows (`valor predict`'s forward): the fixture's sentences
+    // without their padding.
+    let reference = fixture(&shared).join("reference.safetensors");
+    let (shape, ids) = read_tensor(&reference, "input_ids");
+    let (_, mask) = read_tensor(&reference, "attention_mask");
+    let ids: Vec<Vec<u32>> = ids
+        .chunks_exact(shape[1])
+        .zip(mask.chunks_exact(shape[1]))
+        .map(|(ids, mask)| {
+            let len = mask.iter().filter(|&&m| m == 1.0).count();
+            ids[..len].iter().map(|&x| x as u32).collect()
+        })
+        .collect();
+    let seqs: Vec<(&[u32], Option<&[u32]>)> = ids.iter().map(|s| (&s[..], None)).collect();
+    let rows = valor_bert::PackedInput::new(&seqs, &config, &device).unwrap();
+    let logits = common::to_f64(packed.forward_packed(&rows));
+    assert_all_close("packed fp32 logits, packed rows", &logits, &expected, tol);
+}
