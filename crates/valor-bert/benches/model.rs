@@ -336,7 +336,8 @@ fn explain(c: &mut Criterion, precision: Precision) {
     let Some((config, model)) = model("minilm", &device) else {
         return;
     };
-    let model = model.freeze();
+    // As `valor explain` loads it: the f32 weights packed once.
+    let model = valor_bert::lowp::apply(model.freeze(), Precision::Fp32).expect("packing");
     let (seq_len, n_steps) = (64, 50);
     let ig = IgConfig {
         n_steps,

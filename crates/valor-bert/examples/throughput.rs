@@ -192,7 +192,12 @@ fn main() {
         return;
     }
     if args.phase == "ig" {
-        let frozen = model.clone().freeze();
+        // As `valor explain` loads it: the f32 weights packed once.
+        let frozen = valor_bert::lowp::apply(model.clone().freeze(), valor_bert::Precision::Fp32)
+            .unwrap_or_else(|e| {
+                eprintln!("throughput: {e}");
+                std::process::exit(2)
+            });
         let ig = valor_bert::IgConfig {
             n_steps: 50,
             internal_batch_size: 50,

@@ -297,7 +297,8 @@ impl BertAttention {
     /// integrated gradients run (key and value weights that take no
     /// gradient, the attention dropout off: training keeps its rounding and
     /// its masks), the products in f32 (no autocast) and plain key and value
-    /// weights (no LoRA adapter, no packed copy).
+    /// weights (no LoRA adapter, no packed copy but the f32 one: its values
+    /// are the weight's).
     fn reassociates(&self, device: &Device) -> bool {
         device.is_autodiff()
             && !host::Mask::active(&self.attention_dropout, device)
@@ -311,7 +312,7 @@ impl BertAttention {
                     && layer
                         .weight
                         .reparameterization::<crate::lowp::LowpWeight>()
-                        .is_none()
+                        .is_none_or(|w| w.is_f32())
             })
     }
 

@@ -225,13 +225,26 @@ pub(crate) fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// and `dY·Wᵀ` from the weight packed both ways at each step, `Xᵀ·dY`
 /// from `dY` packed and `X` transposed; the bias and its gradient stay
 /// f32.
+///
+/// With `frozen` (a layer whose weight takes no gradient and carries its
+/// f32 weight packed, [`crate::lowp::apply`] at fp32: integrated gradients)
+/// `x·W + b` and `dX = dY·Wᵀ` run on the packed kernel
+/// ([`valor_kernels::PackedF32`], the transpose packed at the first
+/// backward pass): the same products in another order.
 #[cfg(feature = "flex")]
-pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, bf16: bool) -> Tensor<2> {
+pub(crate) fn linear(
+    x: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    bf16: bool,
+    frozen: Option<std::sync::Arc<crate::lowp::Packed>>,
+) -> Tensor<2> {
     Tensor::from_dispatch(<burn::backend::Dispatch as flex::Fused>::linear(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         bf16,
+        frozen,
     ))
 }
 
@@ -248,10 +261,13 @@ mod flex {
     use burn::tensor::{Shape, TensorData};
     use rayon::prelude::*;
 
+    use std::sync::Arc;
+
     use valor_kernels::MatRef;
 
     use crate::host::Mask;
     use crate::kernels::{self, CHUNK};
+    use crate::lowp::Packed;
 
     /// Rows per partial sum of the layer-norm parameter gradients: fixed,
     /// so the sums (and the trained weights) do not depend on the number
@@ -293,6 +309,7 @@ mod flex {
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
             bf16: bool,
+            frozen: Option<Arc<Packed>>,
         ) -> FloatTensor<Self>;
     }
 
@@ -731,9 +748,19 @@ mod flex {
     }
 
     /// `x · w + b` (dense inputs): the product, then the bias added to
-    /// every row on every thread (`prod + b`, burn-flex's broadcast add).
-    fn linear_forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, bf16: bool) -> FlexTensor {
+    /// every row on every thread (`prod + b`, burn-flex's broadcast add);
+    /// with `frozen`, the packed f32 weight's product onto the bias.
+    fn linear_forward(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: &FlexTensor,
+        bf16: bool,
+        frozen: Option<&Packed>,
+    ) -> FlexTensor {
         let (m, n) = (x.shape()[0], w.shape()[1]);
+        if let Some(out) = frozen.and_then(|p| p.f32_linear(values(x), m, Some(values(b)))) {
+            return tensor(out, Shape::new([m, n]));
+        }
         let mut out = product(matrix(x), matrix(w), bf16);
         let b = values(b);
         if n > 0 {
@@ -773,8 +800,20 @@ mod flex {
             gelu_forward(x)
         }
 
-        fn linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, bf16: bool) -> FlexTensor {
-            linear_forward(&dense(x), &dense(weight), &dense(bias), bf16)
+        fn linear(
+            x: FlexTensor,
+            weight: FlexTensor,
+            bias: FlexTensor,
+            bf16: bool,
+            frozen: Option<Arc<Packed>>,
+        ) -> FlexTensor {
+            linear_forward(
+                &dense(x),
+                &dense(weight),
+                &dense(bias),
+                bf16,
+                frozen.as_deref(),
+            )
         }
 
         fn attention(
@@ -853,17 +892,27 @@ mod flex {
 
     impl Backward<Flex, 3> for LinearBackward {
         /// `x` when the weight needs its gradient, the weight when `x`
-        /// does, and whether the forward pass ran in bf16.
-        type State = (Option<FlexTensor>, Option<FlexTensor>, bool);
+        /// does, whether the forward pass ran in bf16, and a frozen layer's
+        /// packed f32 weight.
+        type State = (
+            Option<FlexTensor>,
+            Option<FlexTensor>,
+            bool,
+            Option<Arc<Packed>>,
+        );
 
         fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
             let [node_x, node_weight, node_bias] = ops.parents;
             let grad = dense(grads.consume::<Flex>(&ops.node));
-            let (x, weight, bf16) = ops.state;
+            let (x, weight, bf16, frozen) = ops.state;
             // In burn's order (x, weight, bias), so gradients that meet at
             // one node are summed in the same order.
             if let (Some(node), Some(w)) = (node_x, &weight) {
-                let dx = product(matrix(&grad), matrix(w).t(), bf16);
+                let m = grad.shape()[0];
+                let dx = frozen
+                    .as_deref()
+                    .and_then(|p| p.f32_input_gradient(values(&grad), m))
+                    .unwrap_or_else(|| product(matrix(&grad), matrix(w).t(), bf16));
                 let shape = Shape::new([grad.shape()[0], w.shape()[0]]);
                 grads.register::<Flex>(node.id, tensor(dx, shape));
             }
@@ -995,12 +1044,17 @@ mod flex {
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
             bf16: bool,
+            frozen: Option<Arc<Packed>>,
         ) -> FloatTensor<Self> {
             let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
+            // The packed weight is the weight's value: not for one that
+            // takes a gradient.
+            let frozen = frozen.filter(|_| !weight_tracked);
             let nodes = [x.node(), weight.node(), bias.node()];
             let x = dense(x.into_primitive());
             let weight = dense(weight.into_primitive());
-            let out = linear_forward(&x, &weight, &dense(bias.into_primitive()), bf16);
+            let bias = dense(bias.into_primitive());
+            let out = linear_forward(&x, &weight, &bias, bf16, frozen.as_deref());
             match LinearBackward
                 .prepare::<C>(nodes)
                 .compute_bound()
@@ -1011,6 +1065,7 @@ mod flex {
                         weight_tracked.then_some(x),
                         x_tracked.then_some(weight),
                         bf16,
+                        frozen,
                     ),
                     out,
                 ),
@@ -1129,7 +1184,15 @@ mod tests {
             compare(
                 &format!("linear {m}×{k}×{n}"),
                 &[x.clone(), w.clone(), b.clone()],
-                |t| linear(t[0].clone(), t[1].clone(), t[2].clone().reshape([n]), false),
+                |t| {
+                    linear(
+                        t[0].clone(),
+                        t[1].clone(),
+                        t[2].clone().reshape([n]),
+                        false,
+                        None,
+                    )
+                },
                 |t| {
                     burn::tensor::module::linear(
                         t[0].clone(),
@@ -1141,18 +1204,43 @@ mod tests {
             );
             // Frozen parameters (integrated gradients): the input's
             // gradient alone, the same bits.
-            let grad_of_x = |fused: bool| {
+            // With the weight packed in f32 (`lowp::apply` at fp32), the
+            // packed kernel's products: the same values up to the order of
+            // the sums, forward and backward.
+            let packed = valor_kernels::PackedF32::pack_strided(
+                valor_kernels::MatRef::row_major(&vec(w.clone()), k, n).t(),
+            )
+            .unwrap();
+            let packed =
+                std::sync::Arc::new(crate::lowp::Packed::F32(packed, std::sync::OnceLock::new()));
+            let run = |fused: bool, frozen: Option<std::sync::Arc<crate::lowp::Packed>>| {
                 let x = x.clone().detach().require_grad();
                 let (w, b) = (w.clone().detach(), b.clone().detach().reshape([n]));
                 let out = if fused {
-                    linear(x.clone(), w, b, false)
+                    linear(x.clone(), w, b, false, frozen)
                 } else {
                     burn::tensor::module::linear(x.clone(), w, Some(b))
                 };
-                let grads = out.mul_scalar(0.5).sum().backward();
-                vec(x.grad(&grads).expect("a gradient"))
+                let grads = out.clone().mul_scalar(0.5).sum().backward();
+                (vec(out), vec(x.grad(&grads).expect("a gradient")))
             };
-            assert_eq!(grad_of_x(true), grad_of_x(false), "{m}×{k}×{n} frozen");
+            let (out, grad_of_x) = run(false, None);
+            assert_eq!(run(true, None).1, grad_of_x, "{m}×{k}×{n} frozen");
+            let (packed_out, packed_grad) = run(true, Some(packed.clone()));
+            assert_close(&format!("packed {m}×{k}×{n}"), &packed_out, &out, 1e-5);
+            assert_close(
+                &format!("packed {m}×{k}×{n} dX"),
+                &packed_grad,
+                &grad_of_x,
+                1e-5,
+            );
+            // A weight that takes a gradient ignores the packed copy.
+            let x_tracked = x.clone().detach().require_grad();
+            let w_tracked = w.clone().detach().require_grad();
+            let b_frozen = b.clone().detach().reshape([n]);
+            let out = linear(x_tracked, w_tracked.clone(), b_frozen, false, Some(packed));
+            let grads = out.sum().backward();
+            assert!(w_tracked.grad(&grads).is_some(), "{m}×{k}×{n}: dW");
         }
     }
 
@@ -1169,7 +1257,7 @@ mod tests {
                     w.clone().detach().require_grad(),
                     b.clone().detach().require_grad(),
                 );
-                let out = linear(x.clone(), w.clone(), b.clone(), bf16);
+                let out = linear(x.clone(), w.clone(), b.clone(), bf16, None);
                 let weights = out
                     .clone()
                     .detach()

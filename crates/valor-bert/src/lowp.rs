@@ -149,7 +149,9 @@ impl std::str::FromStr for Precision {
 pub(crate) enum Packed {
     Int8(PackedI8),
     Bf16(PackedBf16),
-    F32(PackedF32),
+    /// The f32 weight, and its transpose packed at the first backward pass
+    /// through a frozen layer (integrated gradients).
+    F32(PackedF32, std::sync::OnceLock<PackedF32>),
 }
 
 impl Packed {
@@ -159,17 +161,42 @@ impl Packed {
         let done = match self {
             Packed::Int8(p) => p.linear_new(x, m, bias),
             Packed::Bf16(p) => p.linear_new(x, m, bias),
-            Packed::F32(p) => p.linear_new(x, m, bias),
+            Packed::F32(p, _) => p.linear_new(x, m, bias),
         };
         // Shapes were checked by the caller (burn's tensor shapes).
         done.expect("low-precision linear: shapes checked by the caller")
+    }
+
+    /// `x · W + bias` (`x` `[m, k]`, burn's layout) from the packed f32
+    /// weight; `None` for the other precisions.
+    pub(crate) fn f32_linear(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Option<Vec<f32>> {
+        match self {
+            Packed::F32(p, _) => Some(
+                p.linear_new(x, m, bias)
+                    .expect("packed f32 linear: shapes checked by the caller"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// `dY · Wᵀ` (`dY` `[m, n]`) from the transposed packed f32 weight
+    /// (packed at the first call); `None` for the other precisions.
+    pub(crate) fn f32_input_gradient(&self, dy: &[f32], m: usize) -> Option<Vec<f32>> {
+        match self {
+            Packed::F32(p, t) => Some(
+                t.get_or_init(|| p.transposed())
+                    .linear_new(dy, m, None)
+                    .expect("packed f32 gradient: shapes from the forward pass"),
+            ),
+            _ => None,
+        }
     }
 
     fn out_features(&self) -> usize {
         match self {
             Packed::Int8(p) => p.out_features(),
             Packed::Bf16(p) => p.out_features(),
-            Packed::F32(p) => p.out_features(),
+            Packed::F32(p, _) => p.out_features(),
         }
     }
 
@@ -177,7 +204,7 @@ impl Packed {
         match self {
             Packed::Int8(p) => p.in_features(),
             Packed::Bf16(p) => p.in_features(),
-            Packed::F32(p) => p.in_features(),
+            Packed::F32(p, _) => p.in_features(),
         }
     }
 }
@@ -188,6 +215,14 @@ impl Packed {
 pub struct LowpWeight {
     #[module(skip)]
     packed: Arc<Packed>,
+}
+
+impl LowpWeight {
+    /// Whether the packed copy is the f32 weight itself (fp32 inference),
+    /// which frozen layers also use under autodiff.
+    pub(crate) fn is_f32(&self) -> bool {
+        matches!(*self.packed, Packed::F32(..))
+    }
 }
 
 impl Reparameterization for LowpWeight {
@@ -294,7 +329,7 @@ impl Reparameterizer for &mut Pack {
             // The transpose read through strides, each panel row one run.
             let packed =
                 PackedF32::pack_strided(valor_kernels::MatRef::row_major(&values, k, n).t())
-                    .map(Packed::F32);
+                    .map(|p| Packed::F32(p, std::sync::OnceLock::new()));
             return self.attach(path, param, packed);
         }
         let mut t = vec![0f32; n * k];
@@ -439,7 +474,19 @@ pub(crate) fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
             }
             if autodiff == [true; 3] {
                 let bf16 = autocast_precision() == Precision::Bf16;
-                return crate::fused::linear(x, weight, bias, bf16);
+                // A frozen layer (integrated gradients) with its f32 weight
+                // packed: `x·W` and `dY·Wᵀ` on the packed kernel.
+                let frozen = layer
+                    .weight
+                    .reparameterization::<LowpWeight>()
+                    .filter(|w| {
+                        !bf16
+                            && w.is_f32()
+                            && !weight.is_require_grad()
+                            && w.packed.in_features() == x.dims()[1]
+                    })
+                    .map(|w| w.packed.clone());
+                return crate::fused::linear(x, weight, bias, bf16, frozen);
             }
         }
     }

@@ -72,6 +72,35 @@ impl PackedF32 {
         })
     }
 
+    /// The packed weight of `Wᵀ` (`k` outputs × `n` inputs), from this
+    /// one's values: for `dY · W`, the input gradient of a frozen layer
+    /// (`x Wᵀ` forward).
+    pub fn transposed(&self) -> PackedF32 {
+        let (n, k) = (self.n, self.k);
+        let mut data = vec![0f32; k.div_ceil(NR) * n * NR];
+        if n > 0 {
+            data.par_chunks_mut(n * NR)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    // Panel `p` of `Wᵀ`: its columns are inputs `p·NR ..`
+                    // of `W`, its rows `W`'s outputs `c`.
+                    let cols = NR.min(k - p * NR);
+                    for (c, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        let src = &self.data[c / NR * k * NR + c % NR..];
+                        for (j, d) in dst[..cols].iter_mut().enumerate() {
+                            *d = src[(p * NR + j) * NR];
+                        }
+                    }
+                });
+        }
+        PackedF32 {
+            n: k,
+            k: n,
+            data,
+            isa: self.isa,
+        }
+    }
+
     /// Runs on `isa` instead of the detected one (tests of the fallback);
     /// `None` when this CPU lacks it or it is not an f32 kernel.
     pub fn with_isa(mut self, isa: Isa) -> Option<Self> {
@@ -249,6 +278,18 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_transposed_weight_is_the_packed_transpose() {
+        for (n, k) in [(1, 1), (63, 17), (65, 130), (200, 64), (5, 0), (0, 3)] {
+            let w = values(n * k, 4);
+            let packed = PackedF32::pack(&w, n, k).unwrap();
+            let t = PackedF32::pack_strided(MatRef::row_major(&w, n, k).t()).unwrap();
+            let transposed = packed.transposed();
+            assert_eq!((transposed.n, transposed.k), (k, n));
+            assert_eq!(transposed.data, t.data, "n={n} k={k}");
         }
     }
 

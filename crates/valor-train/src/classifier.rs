@@ -186,6 +186,9 @@ impl Classifier {
             return Ok(self);
         }
         if precision == valor_bert::Precision::Fp32 && self.device.is_autodiff() {
+            // The frozen layers of integrated gradients take the f32
+            // weights packed once (CPUs with AVX-512F).
+            self.model = valor_bert::lowp::apply(self.model, precision)?;
             return Ok(self);
         }
         if precision == valor_bert::Precision::Bf16 && self.device.is_autodiff() {

@@ -195,7 +195,9 @@ fn faithfulness_of(ctx: &Context, dir: &Path, split: &SplitRows) -> Result<f64> 
     let device = valor_bert::autodiff_device(ctx.backend)?;
     let (_, model, _) =
         valor_bert::with_device_rng(|| valor_bert::load_hf(dir, &device, LoadOptions::default()))?;
-    let model = model.freeze();
+    // Frozen f32 weights packed once: integrated gradients' products on
+    // the packed kernel (CPUs with AVX-512F).
+    let model = valor_bert::lowp::apply(model.freeze(), Precision::Fp32)?;
     let ig = IgConfig {
         n_steps: ctx.config.ig_steps.max(1),
         internal_batch_size: ctx.config.ig_steps.max(1),
