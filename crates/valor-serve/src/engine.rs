@@ -215,13 +215,15 @@ fn load(config: &EngineConfig) -> Result<Loaded, Box<valor_train::Error>> {
     // kernels have no gradients); on a GPU it shares the device, and with it
     // the device's float dtype.
     let explainer = if config.explain {
-        Some(Classifier::load_with_adapter(
-            dir,
-            adapter,
-            config.backend,
-            config.max_len,
-            true,
-        )?)
+        let explainer =
+            Classifier::load_with_adapter(dir, adapter, config.backend, config.max_len, true)?;
+        // On the CPU its frozen layers take the f32 weights packed once, as
+        // `valor explain`'s do.
+        Some(if config.backend == valor_bert::Backend::Cpu {
+            explainer.with_precision(valor_bert::Precision::Fp32)?
+        } else {
+            explainer
+        })
     } else {
         None
     };
