@@ -95,8 +95,8 @@ fn minilm_forward_matches_transformers() {
 /// CPUs with AVX-512: its own kernel instead of the `gemm` crate's) against
 /// the same fixture and tolerances, padded (`forward`) and packed rows
 /// (`forward_packed`); on other CPUs and devices nothing is packed, and
-/// the test says so.
-#[valor_testkit::shared_test]
+/// the test says so. The packed kernel is the CPU's: not run on wgpu.
+#[valor_testkit::shared_test(not_wgpu)]
 #[allow(clippy::print_stderr)]
 fn packed_fp32_inference_matches_transformers() {
     let shared = shared_dir();
