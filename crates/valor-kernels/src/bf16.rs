@@ -305,11 +305,7 @@ impl PackedBf16 {
     /// written.
     fn run(&self, x: MatRef<'_>, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
         let (n, k, m) = (self.n, self.k, x.rows);
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            crate::fill_bias(out, n, bias);
+        if crate::empty_product(out, [m, n, k], bias) {
             return;
         }
         let kp = self.kh * 2;

@@ -172,11 +172,7 @@ impl PackedI8 {
     /// written.
     fn run(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
         let (n, k) = (self.n, self.k);
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            crate::fill_bias(out, n, bias);
+        if crate::empty_product(out, [m, n, k], bias) {
             return;
         }
         let kp = self.kq * 4;

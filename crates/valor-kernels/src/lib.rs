@@ -266,6 +266,24 @@ pub(crate) fn check_linear(
     Ok(())
 }
 
+/// Whether a packed product of `m` rows × `n` outputs × `k` inputs into
+/// `out` is done before any kernel runs: nothing to write (`m` or `n`
+/// zero), or, with no inputs, every row the bias ([`fill_bias`]).
+pub(crate) fn empty_product(
+    out: &mut [MaybeUninit<f32>],
+    [m, n, k]: [usize; 3],
+    bias: Option<&[f32]>,
+) -> bool {
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        fill_bias(out, n, bias);
+        return true;
+    }
+    false
+}
+
 /// `out` rows = `bias` (zeros without one): the product of an empty inner
 /// dimension.
 pub(crate) fn fill_bias(out: &mut [MaybeUninit<f32>], n: usize, bias: Option<&[f32]>) {

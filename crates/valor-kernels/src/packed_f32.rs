@@ -110,11 +110,6 @@ impl PackedF32 {
         })
     }
 
-    /// The instruction set [`linear_new`](Self::linear_new) runs on.
-    pub fn isa(&self) -> Isa {
-        self.isa
-    }
-
     /// Output features `n`.
     pub fn out_features(&self) -> usize {
         self.n
@@ -123,11 +118,6 @@ impl PackedF32 {
     /// Input features `k`.
     pub fn in_features(&self) -> usize {
         self.k
-    }
-
-    /// Bytes held by the packed weight.
-    pub fn bytes(&self) -> usize {
-        4 * self.data.len()
     }
 
     /// `x Wᵀ + bias` for `m` rows of `x` (row-major, `k` values each), into
@@ -146,11 +136,7 @@ impl PackedF32 {
     /// written.
     fn run(&self, x: &[f32], m: usize, bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>]) {
         let (n, k) = (self.n, self.k);
-        if m == 0 || n == 0 {
-            return;
-        }
-        if k == 0 {
-            crate::fill_bias(out, n, bias);
+        if crate::empty_product(out, [m, n, k], bias) {
             return;
         }
         let (rows_per, cols_per) = grid(m, n);

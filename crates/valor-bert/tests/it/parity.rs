@@ -15,17 +15,30 @@ fn tolerance(meta: &serde_json::Value, key: &str) -> Tolerance {
     )
 }
 
+/// MiniLM-L6 with the fixture's 3-label head, as the fixture's script
+/// loads it.
+fn minilm_with_fixture_head(
+    shared: &std::path::Path,
+    device: &valor_bert::burn::tensor::Device,
+) -> (
+    valor_bert::BertConfig,
+    valor_bert::BertForSequenceClassification,
+    valor_bert::LoadReport,
+) {
+    let options = LoadOptions {
+        num_labels: Some(3),
+        head: Some(fixture(shared).join("head.safetensors")),
+        ..LoadOptions::default()
+    };
+    load_hf(&minilm(shared), device, options).unwrap()
+}
+
 #[valor_testkit::shared_test]
 fn minilm_forward_matches_transformers() {
     let shared = shared_dir();
     let meta = meta(&shared);
     let device = common::device();
-    let options = LoadOptions {
-        num_labels: Some(3),
-        head: Some(fixture(&shared).join("head.safetensors")),
-        ..LoadOptions::default()
-    };
-    let (config, model, report) = load_hf(&minilm(&shared), &device, options).unwrap();
+    let (config, model, report) = minilm_with_fixture_head(&shared, &device);
     assert!(report.is_complete(), "{report:#?}");
     assert_eq!(config.num_labels, 3);
 
@@ -102,12 +115,7 @@ fn packed_fp32_inference_matches_transformers() {
     let shared = shared_dir();
     let meta = meta(&shared);
     let device = common::device();
-    let options = LoadOptions {
-        num_labels: Some(3),
-        head: Some(fixture(&shared).join("head.safetensors")),
-        ..LoadOptions::default()
-    };
-    let (config, model, _) = load_hf(&minilm(&shared), &device, options).unwrap();
+    let (config, model, _) = minilm_with_fixture_head(&shared, &device);
     let packed = valor_bert::lowp::apply(model.clone(), valor_bert::Precision::Fp32).unwrap();
     let count = valor_bert::lowp::packed_count(&packed);
     if valor_kernels::Isa::detect_f32() == valor_kernels::Isa::Scalar {
