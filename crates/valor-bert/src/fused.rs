@@ -1203,10 +1203,9 @@ mod tests {
                 0.0,
             );
             // Frozen parameters (integrated gradients): the input's
-            // gradient alone, the same bits.
-            // With the weight packed in f32 (`lowp::apply` at fp32), the
-            // packed kernel's products: the same values up to the order of
-            // the sums, forward and backward.
+            // gradient alone, the same bits; with the weight packed in f32
+            // (`lowp::apply` at fp32), the packed kernel's products, the
+            // same values up to the order of the sums, forward and backward.
             let packed = valor_kernels::PackedF32::pack_strided(
                 valor_kernels::MatRef::row_major(&vec(w.clone()), k, n).t(),
             )

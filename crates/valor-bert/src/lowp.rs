@@ -17,9 +17,10 @@
 //! f32 weights as they are ([`valor_kernels::PackedF32`]): the same
 //! products as the `gemm` crate's, in another order, without its packing of
 //! each weight at every call (17% of a one-sentence forward; with the
-//! packed weights one sentence runs 20–35% faster on the 2-core AMD EPYC
-//! and 32 sentences 5–10%). It costs a second copy of those weights in
-//! memory (≈ 85 MB for MiniLM-L6).
+//! packed weights one sentence takes 20–35% less time on the 2-core AMD
+//! EPYC, 32 sentences 5–11%). It costs a second copy of those weights in
+//! memory (≈ 85 MB for MiniLM-L6). Frozen layers under autodiff
+//! (integrated gradients) take it too, and its transpose for `dY·Wᵀ`.
 //!
 //! [`apply`] packs every encoder Linear weight once (at int8, a weight
 //! loaded from a `valor quantize` folder and unchanged since packs its
