@@ -166,10 +166,9 @@ impl Classifier {
     /// with AVX-512, f32 kernels, weights packed once here); on an autodiff
     /// device (explanations) bf16 is autocast around integrated gradients
     /// (`valor_bert::lowp::autocast`: the Linear products forward and
-    /// backward in bf16) and int8 is refused (no gradients), as is f16 (a
-    /// GPU precision);
-    /// [`Precision::Fp32`](valor_bert::Precision::Fp32) changes nothing
-    /// there. On
+    /// backward in bf16), fp32 packs the weights for the frozen layers'
+    /// products, and int8 is refused (no gradients), as is f16 (a GPU
+    /// precision). On
     /// a GPU backend the precision is the device's float dtype, which must
     /// have been set before loading ([`load_at`](Self::load_at)): this checks
     /// that it was.
@@ -185,17 +184,17 @@ impl Classifier {
             valor_bert::configure_precision(&self.device, gpu)?;
             return Ok(self);
         }
-        if precision == valor_bert::Precision::Fp32 && self.device.is_autodiff() {
-            // The frozen layers of integrated gradients take the f32
-            // weights packed once (CPUs with AVX-512F).
-            self.model = valor_bert::lowp::apply(self.model, precision)?;
-            return Ok(self);
-        }
         if precision == valor_bert::Precision::Bf16 && self.device.is_autodiff() {
             self.autocast = precision;
             return Ok(self);
         }
-        if precision != valor_bert::Precision::F16 && self.device.is_autodiff() {
+        // fp32 packs below with or without autodiff: the frozen layers of
+        // integrated gradients take the f32 weights packed once too.
+        if !matches!(
+            precision,
+            valor_bert::Precision::F16 | valor_bert::Precision::Fp32
+        ) && self.device.is_autodiff()
+        {
             return Err(Error::Invalid {
                 path: self.dir.clone(),
                 message: format!(
